@@ -1,0 +1,39 @@
+# Kiln. `make demo` shows the cluster at work; `make test` is what CI runs.
+GO       ?= go
+VERSION  ?= 0.1.0
+LDFLAGS  := -X main.version=$(VERSION)
+FUZZTIME ?= 3s
+
+.PHONY: all build test unit fuzz fuzz-short lint demo bench clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/kiln ./cmd/kiln
+
+## test: formatting, vet, every test with the race detector, a short fuzz run.
+test: lint build unit fuzz-short
+
+unit:
+	$(GO) test -race -count=1 -timeout 9m ./...
+
+fuzz-short:
+	FUZZTIME=$(FUZZTIME) bash .ci/fuzz
+
+## fuzz: every fuzz target for longer (FUZZTIME=1m make fuzz).
+fuzz:
+	FUZZTIME=$${FUZZTIME:-60s} bash .ci/fuzz
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+demo: build
+	bash examples/demo.sh
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 2x ./...
+
+clean:
+	rm -rf bin

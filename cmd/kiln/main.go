@@ -1,0 +1,88 @@
+// Command kiln is the single binary of the Kiln cluster: cert tool, master,
+// slave, command-line and terminal clients, admin console and benchmarks.
+// This package parses flags and wires packages together; it holds no logic
+// of its own.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is the software version of this build, set with -ldflags.
+var version = "0.1.0"
+
+// env is what a subcommand may touch of the outside world, so that tests can
+// run the CLI in-process.
+type env struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+}
+
+const usage = `kiln - a secure cluster that compiles and runs programs
+
+Usage:
+  kiln certs init|issue|revoke|list ...   manage the cluster CA, bundles and key registry
+  kiln master --dir D ...                 run the master
+  kiln slave --bundle FILE --master H:P   run a slave
+  kiln run --bundle FILE --master H:P F   run one program and print its output
+  kiln client [--bundle FILE] [F]         the terminal UI
+  kiln admin --bundle FILE COMMAND        operate the cluster remotely
+  kiln dev                                master + local slots + throwaway certs
+  kiln bench --jobs N --concurrency C F   measure throughput and latency
+  kiln version                            print the version
+
+Run 'kiln COMMAND --help' for the flags of one command.
+Environment: KILN_BUNDLE and KILN_MASTER stand for --bundle and --master.
+`
+
+func main() {
+	if sandboxChild() {
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	e := env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	os.Exit(run(ctx, e, os.Args[1:]))
+}
+
+// run dispatches to a subcommand and returns the process exit code.
+func run(ctx context.Context, e env, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(e.stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "certs":
+		return cmdCerts(ctx, e, rest)
+	case "master":
+		return cmdMaster(ctx, e, rest)
+	case "slave":
+		return cmdSlave(ctx, e, rest)
+	case "run":
+		return cmdRun(ctx, e, rest)
+	case "client":
+		return cmdClient(ctx, e, rest)
+	case "admin":
+		return cmdAdmin(ctx, e, rest)
+	case "dev":
+		return cmdDev(ctx, e, rest)
+	case "bench":
+		return cmdBench(ctx, e, rest)
+	case "version", "--version":
+		fmt.Fprintf(e.stdout, "kiln %s\n", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(e.stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(e.stderr, "kiln: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}

@@ -1,0 +1,65 @@
+// Package sandbox runs one untrusted process under limits and reports what
+// happened. It is the leaf of the slave: it imports nothing of Kiln.
+//
+// [Plain] runs the process in its own process group with rlimits and a
+// wall-clock timer (development only). [Strict] (Linux) adds fresh user, PID,
+// mount, network, IPC and UTS namespaces, an unprivileged uid, read-only
+// system directories, a private work directory and cgroup limits.
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// ErrUnsupported is returned by a sandbox that cannot run on this system.
+var ErrUnsupported = errors.New("sandbox: unsupported on this system")
+
+// Limits bound one process. Zero means "no limit of this kind" except where
+// the runner documents a default.
+type Limits struct {
+	Wall        time.Duration // wall-clock timeout; kills the whole process tree
+	CPU         time.Duration // CPU time (RLIMIT_CPU, rounded up to seconds, and measured)
+	MemoryBytes int64         // memory (cgroup where available, else RLIMIT_AS/RLIMIT_DATA)
+	OutputBytes int64         // stdout+stderr bytes kept; past it the process is killed
+	FileBytes   int64         // largest file the process may write (RLIMIT_FSIZE)
+	Procs       int           // processes/threads (cgroup pids, else RLIMIT_NPROC)
+	OpenFiles   int           // RLIMIT_NOFILE
+}
+
+// Spec is one process to run.
+type Spec struct {
+	Argv   []string  // Argv[0] is resolved against PATH of Env by the runner
+	Env    []string  // full environment; nothing is inherited
+	Dir    string    // host path of the job's work directory
+	Stdin  io.Reader // may be nil
+	Stdout io.Writer // receives output as it is produced; may be nil
+	Stderr io.Writer // may be nil
+	Limits Limits
+}
+
+// Outcome is what happened to a process.
+type Outcome struct {
+	ExitCode       int           // exit status when it exited, -1 when killed
+	Signal         int           // terminating signal, 0 when it exited
+	Wall           time.Duration // wall time
+	CPU            time.Duration // user+system CPU time of the whole tree
+	PeakMemoryKiB  int64         // peak resident memory
+	TimedOut       bool          // wall or CPU limit hit
+	MemoryExceeded bool          // memory limit hit (cgroup event, OOM kill, or allocation failure detected)
+	OutputExceeded bool          // OutputBytes hit
+	StdoutBytes    int64
+	StderrBytes    int64
+}
+
+// Runner runs processes. Implementations are safe for concurrent use.
+type Runner interface {
+	// Run starts spec, waits for it and every process it started to end,
+	// and reports the outcome. An error means the sandbox itself failed
+	// (an internal error), not the program.
+	Run(ctx context.Context, spec Spec) (Outcome, error)
+	// Name is "none" or "strict".
+	Name() string
+}

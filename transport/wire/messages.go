@@ -1,0 +1,328 @@
+package wire
+
+import "time"
+
+// ProtocolVersion is the version of the Kiln wire protocol spoken by this
+// build. A peer announcing another version in its Hello is refused with
+// [CodeBadHello].
+const ProtocolVersion = 1
+
+// MsgType identifies the body of an [Envelope]. Values are stable and
+// append-only: never renumber, never reuse.
+type MsgType uint8
+
+// Message types. Each comment names the body type and the direction.
+const (
+	// MsgHello carries [Hello], dialer → master, first message on the control stream.
+	MsgHello MsgType = 1
+	// MsgWelcome carries [Welcome], master → dialer, answer to a valid Hello.
+	MsgWelcome MsgType = 2
+	// MsgRefused carries [Refused], master → peer, then the master closes the session.
+	MsgRefused MsgType = 3
+	// MsgRegister carries [Register], slave → master, right after Welcome.
+	MsgRegister MsgType = 4
+	// MsgLoad carries [Load], slave → master, every load interval.
+	MsgLoad MsgType = 5
+	// MsgSubmit carries [Submit], client → master; envelope ID is the client's request id.
+	MsgSubmit MsgType = 6
+	// MsgAccepted carries [Accepted], master → client, same envelope ID as the Submit.
+	MsgAccepted MsgType = 7
+	// MsgError carries [Error], master → client, answer to a request that failed (same envelope ID).
+	MsgError MsgType = 8
+	// MsgJobState carries [JobState], master → client, on every lifecycle change of a job.
+	MsgJobState MsgType = 9
+	// MsgAssign carries [Assign], master → slave; the source (and stdin) follow on file streams.
+	MsgAssign MsgType = 10
+	// MsgOutput carries [Output], slave → master → client, a chunk of output as it is produced.
+	MsgOutput MsgType = 11
+	// MsgResult carries [Result], slave → master → client, the end of one job.
+	MsgResult MsgType = 12
+	// MsgCancel carries [Cancel], client → master → slave.
+	MsgCancel MsgType = 13
+	// MsgInfoRequest carries [InfoRequest], client → master; envelope ID correlates the reply.
+	MsgInfoRequest MsgType = 14
+	// MsgInfo carries [Info], master → client, same envelope ID as the request.
+	MsgInfo MsgType = 15
+	// MsgAdminRequest carries [AdminRequest], admin → master (admin keys only).
+	MsgAdminRequest MsgType = 16
+	// MsgAdminReply carries [AdminReply], master → admin, same envelope ID.
+	MsgAdminReply MsgType = 17
+	// MsgWrapRequest carries [WrapRequest], master → client: wrap the job's content key for a slave.
+	MsgWrapRequest MsgType = 18
+	// MsgWrapped carries [Wrapped], client → master, the answer to a WrapRequest.
+	MsgWrapped MsgType = 19
+)
+
+// Refusal codes sent in [Refused] and [Error]. Stable, append-only strings.
+const (
+	CodeUnknownKey     = "unknown_key"
+	CodeRevokedKey     = "revoked_key"
+	CodeVersionRetired = "version_retired"
+	CodeRoleMismatch   = "role_mismatch"
+	CodeBadHello       = "bad_hello"
+	CodeBusy           = "busy"
+	CodeKicked         = "kicked"
+	CodeShutdown       = "shutdown"
+	CodeBadRequest     = "bad_request"
+	CodeNoSlave        = "no_slave"
+	CodeTooLarge       = "too_large"
+	CodeForbidden      = "forbidden"
+	CodeNotFound       = "not_found"
+)
+
+// Role names carried in Hello and certificates.
+const (
+	RoleSlave  = "slave"
+	RoleClient = "client"
+	RoleAdmin  = "admin"
+)
+
+// Hello opens every session.
+type Hello struct {
+	Proto    int      `msgpack:"proto"`
+	Role     string   `msgpack:"role"`
+	Name     string   `msgpack:"name"`
+	Version  string   `msgpack:"version"`
+	Features []string `msgpack:"features,omitempty"`
+}
+
+// Limits are the master's caps, announced in Welcome.
+type Limits struct {
+	MaxFrame  int   `msgpack:"max_frame"`
+	MaxSource int64 `msgpack:"max_source"`
+	MaxStdin  int64 `msgpack:"max_stdin"`
+	MaxOutput int64 `msgpack:"max_output"`
+	MaxQueue  int   `msgpack:"max_queue"`
+}
+
+// Welcome accepts a peer.
+type Welcome struct {
+	SessionID   string `msgpack:"session"`
+	HeartbeatMs int64  `msgpack:"heartbeat_ms"`
+	Master      string `msgpack:"master"`
+	Limits      Limits `msgpack:"limits"`
+}
+
+// Refused rejects a peer; the sender closes the session right after.
+type Refused struct {
+	Code         string `msgpack:"code"`
+	Reason       string `msgpack:"reason"`
+	RetryAfterMs int64  `msgpack:"retry_after_ms,omitempty"`
+}
+
+// Toolchain is one language a slave can run.
+type Toolchain struct {
+	Language string `msgpack:"lang"`     // c, cpp, java, python
+	Compiler string `msgpack:"compiler"` // e.g. "gcc 12.2.0"
+	Path     string `msgpack:"path"`
+}
+
+// Register describes a slave, sent once after Welcome.
+type Register struct {
+	Toolchains []Toolchain `msgpack:"toolchains"`
+	OS         string      `msgpack:"os"`
+	Kernel     string      `msgpack:"kernel"`
+	Arch       string      `msgpack:"arch"`
+	CPUs       int         `msgpack:"cpus"`
+	MemBytes   uint64      `msgpack:"mem"`
+	Slots      int         `msgpack:"slots"`
+	Sandbox    string      `msgpack:"sandbox"`
+	SealKey    []byte      `msgpack:"seal_key,omitempty"` // X25519 public key, 32 bytes
+}
+
+// Load is a slave's periodic load report.
+type Load struct {
+	CPUPercent float64 `msgpack:"cpu"`
+	Load1      float64 `msgpack:"load1"`
+	Load5      float64 `msgpack:"load5"`
+	Load15     float64 `msgpack:"load15"`
+	MemUsed    uint64  `msgpack:"mem_used"`
+	MemTotal   uint64  `msgpack:"mem_total"`
+	Running    int     `msgpack:"running"`
+	Slots      int     `msgpack:"slots"`
+}
+
+// JobLimits are the per-job limits a client asks for (zero means default).
+type JobLimits struct {
+	TimeMs      int64 `msgpack:"time_ms,omitempty"`
+	MemoryBytes int64 `msgpack:"memory,omitempty"`
+	OutputBytes int64 `msgpack:"output,omitempty"`
+}
+
+// Submit asks the master to run one program. The source and, when
+// StdinSize > 0, the stdin follow on file streams whose header JobID is the
+// envelope ID of this Submit, as a decimal string.
+type Submit struct {
+	Language   string    `msgpack:"lang"`
+	FileName   string    `msgpack:"file"`
+	SourceSize int64     `msgpack:"source_size"`
+	StdinSize  int64     `msgpack:"stdin_size"`
+	Limits     JobLimits `msgpack:"limits"`
+	Sealed     bool      `msgpack:"sealed,omitempty"`
+	ClientKey  []byte    `msgpack:"client_key,omitempty"` // ephemeral X25519 public key for sealed output
+}
+
+// Accepted tells the client its job is queued.
+type Accepted struct {
+	JobID    string `msgpack:"job"`
+	Position int    `msgpack:"pos"`
+}
+
+// Error answers a request that failed.
+type Error struct {
+	Code         string `msgpack:"code"`
+	Message      string `msgpack:"msg"`
+	RetryAfterMs int64  `msgpack:"retry_after_ms,omitempty"`
+}
+
+// Job lifecycle states carried in JobState.
+const (
+	StateQueued   = "queued"
+	StateAssigned = "assigned"
+	StateRunning  = "running"
+	StateRequeued = "requeued" // the slave was lost; earlier output of this job is void
+	StateDone     = "done"
+	StateFailed   = "failed"
+)
+
+// JobState reports a lifecycle change.
+type JobState struct {
+	JobID   string `msgpack:"job"`
+	State   string `msgpack:"state"`
+	Slave   string `msgpack:"slave,omitempty"`
+	Attempt int    `msgpack:"attempt"`
+	Detail  string `msgpack:"detail,omitempty"`
+}
+
+// Assign hands a job to a slave. Its files follow on file streams.
+type Assign struct {
+	JobID      string    `msgpack:"job"`
+	Attempt    int       `msgpack:"attempt"`
+	Language   string    `msgpack:"lang"`
+	FileName   string    `msgpack:"file"`
+	SourceSize int64     `msgpack:"source_size"`
+	StdinSize  int64     `msgpack:"stdin_size"`
+	Limits     JobLimits `msgpack:"limits"`
+	Sealed     bool      `msgpack:"sealed,omitempty"`
+	WrappedKey []byte    `msgpack:"wrapped_key,omitempty"`
+	ClientKey  []byte    `msgpack:"client_key,omitempty"`
+}
+
+// Output stream identifiers.
+const (
+	StreamStdout  = 1
+	StreamStderr  = 2
+	StreamCompile = 3
+)
+
+// Output is a chunk of a job's output, sent as it is produced.
+type Output struct {
+	JobID   string `msgpack:"job"`
+	Attempt int    `msgpack:"attempt"`
+	Stream  uint8  `msgpack:"stream"`
+	Seq     uint64 `msgpack:"seq"`
+	Data    []byte `msgpack:"data"`
+}
+
+// Result statuses.
+const (
+	StatusOK            = "ok"
+	StatusCompileError  = "compile_error"
+	StatusRuntimeError  = "runtime_error"
+	StatusTimeLimit     = "time_limit"
+	StatusMemoryLimit   = "memory_limit"
+	StatusOutputLimit   = "output_limit"
+	StatusInternalError = "internal_error"
+	StatusCancelled     = "cancelled"
+)
+
+// Result ends a job. Stdout and stderr travelled in Output messages.
+type Result struct {
+	JobID         string `msgpack:"job"`
+	Attempt       int    `msgpack:"attempt"`
+	Status        string `msgpack:"status"`
+	ExitCode      int    `msgpack:"exit_code"`
+	Signal        int    `msgpack:"signal,omitempty"`
+	CompileOutput []byte `msgpack:"compile_output,omitempty"`
+	WallMs        int64  `msgpack:"wall_ms"`
+	CPUMs         int64  `msgpack:"cpu_ms"`
+	MemoryKiB     int64  `msgpack:"memory_kib"`
+	Slave         string `msgpack:"slave"`
+	Language      string `msgpack:"lang"`
+	Compiler      string `msgpack:"compiler"`
+	Cached        bool   `msgpack:"cached"`
+	Detail        string `msgpack:"detail,omitempty"`
+	StdoutBytes   int64  `msgpack:"stdout_bytes"`
+	StderrBytes   int64  `msgpack:"stderr_bytes"`
+}
+
+// Cancel stops a job.
+type Cancel struct {
+	JobID string `msgpack:"job"`
+}
+
+// InfoRequest asks what the cluster can run.
+type InfoRequest struct{}
+
+// LanguageInfo summarises one language across the cluster.
+type LanguageInfo struct {
+	Language  string   `msgpack:"lang"`
+	Compilers []string `msgpack:"compilers"`
+	Slaves    int      `msgpack:"slaves"`
+	FreeSlots int      `msgpack:"free_slots"`
+}
+
+// Info answers an InfoRequest.
+type Info struct {
+	Master    string         `msgpack:"master"`
+	Version   string         `msgpack:"version"`
+	Slaves    int            `msgpack:"slaves"`
+	FreeSlots int            `msgpack:"free_slots"`
+	Queue     int            `msgpack:"queue"`
+	Languages []LanguageInfo `msgpack:"languages"`
+}
+
+// AdminRequest runs one admin command, e.g. Args = ["server", "list"].
+type AdminRequest struct {
+	Args []string `msgpack:"args"`
+}
+
+// AdminReply answers an AdminRequest. JSON holds the machine-readable form.
+type AdminReply struct {
+	Text string `msgpack:"text"`
+	JSON []byte `msgpack:"json,omitempty"`
+}
+
+// WrapRequest asks a client to wrap a job's content key for a slave's sealing key.
+type WrapRequest struct {
+	JobID   string `msgpack:"job"`
+	Slave   string `msgpack:"slave"`
+	SealKey []byte `msgpack:"seal_key"`
+}
+
+// Wrapped answers a WrapRequest.
+type Wrapped struct {
+	JobID      string `msgpack:"job"`
+	WrappedKey []byte `msgpack:"wrapped_key"`
+}
+
+// File stream kinds.
+const (
+	FileSource = "source"
+	FileStdin  = "stdin"
+)
+
+// FileHeader opens every file stream; exactly Size bytes follow it.
+type FileHeader struct {
+	JobID  string `msgpack:"job"`
+	Kind   string `msgpack:"kind"`
+	Name   string `msgpack:"name"`
+	Size   int64  `msgpack:"size"`
+	SHA256 []byte `msgpack:"sha256"`
+	Sealed bool   `msgpack:"sealed,omitempty"`
+}
+
+// Default timings.
+const (
+	DefaultLoadInterval = 2 * time.Second
+)
