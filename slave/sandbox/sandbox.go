@@ -27,6 +27,12 @@ type Limits struct {
 	FileBytes   int64         // largest file the process may write (RLIMIT_FSIZE)
 	Procs       int           // processes/threads (cgroup pids, else RLIMIT_NPROC)
 	OpenFiles   int           // RLIMIT_NOFILE
+
+	// NoAddressSpaceLimit tells runners not to turn MemoryBytes into
+	// RLIMIT_AS, for runtimes (the JVM) that reserve far more address space
+	// than they use; the caller bounds their heap itself. Cgroup memory
+	// limits still apply.
+	NoAddressSpaceLimit bool
 }
 
 // Spec is one process to run.
