@@ -51,6 +51,9 @@ const (
 	MsgWrapRequest MsgType = 18
 	// MsgWrapped carries [Wrapped], client → master, the answer to a WrapRequest.
 	MsgWrapped MsgType = 19
+	// MsgFileHeader carries [FileHeader], sender → receiver, the first frame of
+	// every file stream (never on the control stream).
+	MsgFileHeader MsgType = 20
 )
 
 // Refusal codes sent in [Refused] and [Error]. Stable, append-only strings.
