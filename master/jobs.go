@@ -1,0 +1,251 @@
+package master
+
+import (
+	"fmt"
+	"time"
+
+	"kiln/transport/wire"
+)
+
+// job is one submitted program, from Submit to Result.
+type job struct {
+	id       string
+	client   *clientConn // nil once the client has gone
+	clientID string      // the client's name, kept for listings
+	submit   wire.Submit
+	source   []byte
+	stdin    []byte
+	srcSum   []byte
+	stdinSum []byte
+
+	state    string // wire.StateQueued, StateAssigned, StateRunning, StateDone, StateFailed
+	slave    *slaveConn
+	attempt  int
+	created  time.Time
+	assigned time.Time
+	finished time.Time
+	status   string // the result status once done
+	slaveWas string // name of the slave that ran it
+}
+
+// JobInfo is a job as listings show it.
+type JobInfo struct {
+	ID       string    `json:"id"`
+	Client   string    `json:"client"`
+	Language string    `json:"language"`
+	File     string    `json:"file"`
+	Slave    string    `json:"slave"`
+	State    string    `json:"state"`
+	Status   string    `json:"status"`
+	Attempt  int       `json:"attempt"`
+	Created  time.Time `json:"created"`
+	Finished time.Time `json:"finished,omitzero"`
+}
+
+func (j *job) info() JobInfo {
+	slave := j.slaveWas
+	if j.slave != nil {
+		slave = j.slave.id.Name
+	}
+	return JobInfo{
+		ID: j.id, Client: j.clientID, Language: j.submit.Language, File: j.submit.FileName,
+		Slave: slave, State: j.state, Status: j.status, Attempt: j.attempt,
+		Created: j.created, Finished: j.finished,
+	}
+}
+
+// enqueue admits a fully uploaded job or says why not. It sends the client
+// Accepted or Error for request reqID.
+func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
+	s.mu.Lock()
+	lang := u.submit.Language
+	if !supports(s.candidatesLocked(), lang) {
+		s.mu.Unlock()
+		cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeNoSlave,
+			Message: fmt.Sprintf("no connected slave runs %s", lang)})
+		return
+	}
+	if len(s.queue) >= s.cfg.Limits.MaxQueue {
+		s.mu.Unlock()
+		cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeBusy,
+			Message: fmt.Sprintf("queue full (%d jobs waiting)", s.cfg.Limits.MaxQueue), RetryAfterMs: 1000})
+		return
+	}
+	s.nextJob++
+	j := &job{
+		id: fmt.Sprintf("J%d", s.nextJob), client: cc, clientID: cc.id.Name, submit: u.submit,
+		source: u.source, stdin: u.stdin, srcSum: u.srcSum, stdinSum: u.stdinSum,
+		state: wire.StateQueued, attempt: 1, created: s.cfg.Now(),
+	}
+	s.jobs[j.id] = j
+	cc.jobs[j.id] = j
+	cc.submitted++
+	s.queue = append(s.queue, j)
+	pos := len(s.queue)
+	s.mu.Unlock()
+	cc.log.Info("job queued", "job", j.id, "lang", lang, "file", u.submit.FileName, "bytes", len(u.source))
+	cc.send(wire.MsgAccepted, reqID, wire.Accepted{JobID: j.id, Position: pos})
+	cc.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: wire.StateQueued, Attempt: 1})
+	s.wake()
+}
+
+// wake asks the dispatcher to look at the queue.
+func (s *Server) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// candidatesLocked builds the scheduler's view of the slaves. s.mu is held.
+func (s *Server) candidatesLocked() []*candidate {
+	cands := make([]*candidate, 0, len(s.slaves))
+	for sc := range s.slaves {
+		if sc.registered {
+			cands = append(cands, sc.candidate())
+		}
+	}
+	return cands
+}
+
+// assignment is a job placed on a slave, to be sent outside the lock.
+type assignment struct {
+	j       *job
+	sc      *slaveConn
+	attempt int
+}
+
+// dispatch places every queued job that some slave has room for. Jobs whose
+// language has no free slot stay queued without blocking others behind them.
+func (s *Server) dispatch() {
+	s.mu.Lock()
+	cands := s.candidatesLocked()
+	var placed []assignment
+	rest := s.queue[:0]
+	for _, j := range s.queue {
+		i := pick(cands, j.submit.Language)
+		if i < 0 {
+			rest = append(rest, j)
+			continue
+		}
+		sc := cands[i].slave
+		cands[i].inFlight++
+		cands[i].lastAssigned = s.cfg.Now()
+		sc.lastAssigned = cands[i].lastAssigned
+		sc.running[j.id] = j
+		j.slave, j.state, j.assigned = sc, wire.StateAssigned, s.cfg.Now()
+		placed = append(placed, assignment{j, sc, j.attempt})
+	}
+	clear(s.queue[len(rest):])
+	s.queue = rest
+	s.mu.Unlock()
+	for _, a := range placed {
+		s.cfg.Metrics.dispatched(a.j.assigned.Sub(a.j.created))
+		s.goRun(func() { s.sendJob(a) })
+	}
+}
+
+// sendJob delivers an assignment: the Assign message and the job's files.
+func (s *Server) sendJob(a assignment) {
+	j, sc := a.j, a.sc
+	j.notify(wire.JobState{JobID: j.id, State: wire.StateAssigned, Slave: sc.id.Name, Attempt: a.attempt})
+	sc.send(wire.MsgAssign, 0, wire.Assign{
+		JobID: j.id, Attempt: a.attempt, Language: j.submit.Language, FileName: j.submit.FileName,
+		SourceSize: int64(len(j.source)), StdinSize: int64(len(j.stdin)), Limits: j.submit.Limits,
+		Sealed: j.submit.Sealed, ClientKey: j.submit.ClientKey,
+	})
+	if err := sc.sendFile(j.id, wire.FileSource, j.submit.FileName, j.source, j.srcSum, j.submit.Sealed); err != nil {
+		sc.log.Warn("source not delivered", "job", j.id, "err", err)
+		sc.close()
+		return
+	}
+	if len(j.stdin) > 0 {
+		if err := sc.sendFile(j.id, wire.FileStdin, "stdin", j.stdin, j.stdinSum, j.submit.Sealed); err != nil {
+			sc.log.Warn("stdin not delivered", "job", j.id, "err", err)
+			sc.close()
+			return
+		}
+	}
+	s.mu.Lock()
+	current := j.slave == sc && j.attempt == a.attempt && j.state == wire.StateAssigned
+	if current {
+		j.state = wire.StateRunning
+	}
+	s.mu.Unlock()
+	if current {
+		j.notify(wire.JobState{JobID: j.id, State: wire.StateRunning, Slave: sc.id.Name, Attempt: a.attempt})
+	}
+}
+
+// notify sends a state change to the job's client, if it is still there.
+func (j *job) notify(st wire.JobState) {
+	if c := j.client; c != nil {
+		c.send(wire.MsgJobState, 0, st)
+	}
+}
+
+// finishLocked records the end of a job and moves it to the history.
+// s.mu is held.
+func (s *Server) finishLocked(j *job, status string) {
+	j.state, j.status, j.finished = wire.StateDone, status, s.cfg.Now()
+	if status == wire.StatusInternalError {
+		j.state = wire.StateFailed
+	}
+	if j.slave != nil {
+		j.slaveWas = j.slave.id.Name
+		delete(j.slave.running, j.id)
+		j.slave = nil
+	}
+	delete(s.jobs, j.id)
+	if j.client != nil {
+		delete(j.client.jobs, j.id)
+	}
+	j.source, j.stdin = nil, nil
+	s.history = append(s.history, j)
+	if len(s.history) > s.cfg.History {
+		clear(s.history[:len(s.history)-s.cfg.History])
+		s.history = s.history[len(s.history)-s.cfg.History:]
+	}
+}
+
+// requeueLocked puts the jobs of a lost slave back at the head of the queue
+// with a new attempt number. s.mu is held. It returns the notifications to
+// send once the lock is released.
+func (s *Server) requeueLocked(sc *slaveConn) []func() {
+	var lost []*job
+	for _, j := range sc.running {
+		lost = append(lost, j)
+	}
+	sortJobs(lost)
+	var notes []func()
+	for _, j := range lost {
+		j.attempt++
+		j.slaveWas = sc.id.Name
+		j.slave, j.state = nil, wire.StateQueued
+		st := wire.JobState{JobID: j.id, State: wire.StateRequeued, Attempt: j.attempt,
+			Detail: fmt.Sprintf("slave %s was lost; running the job again", sc.id.Name)}
+		notes = append(notes, func() { j.notify(st) })
+	}
+	clear(sc.running)
+	s.queue = append(lost, s.queue...)
+	return notes
+}
+
+// dispatchLoop places jobs whenever something changed, and checks slave
+// heartbeats and stalled uploads on a tick.
+func (s *Server) dispatchLoop(ctx interface{ Done() <-chan struct{} }) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+			s.dispatch()
+		case <-tick.C:
+			s.checkHeartbeats()
+			s.checkUploads()
+			s.dispatch()
+		}
+	}
+}

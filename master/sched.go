@@ -1,0 +1,77 @@
+package master
+
+import "time"
+
+// candidate is what the scheduler knows of one slave when it places a job.
+type candidate struct {
+	name         string
+	languages    map[string]bool
+	cpuPercent   float64 // last reported CPU use, 0-100
+	inFlight     int     // jobs assigned by the master and not finished
+	slots        int
+	drained      bool
+	lastAssigned time.Time // when this slave last got a job (fair tie-breaking)
+	slave        *slaveConn
+}
+
+// score is the combined load of a slave: its reported CPU (0-1) plus the
+// share of its slots the master has filled. The in-flight term moves with
+// every assignment, so a burst spreads out even when every load report is
+// stale.
+func (c *candidate) score() float64 {
+	if c.slots <= 0 {
+		return 2
+	}
+	return c.cpuPercent/100 + float64(c.inFlight)/float64(c.slots)
+}
+
+// free reports whether c can take one more job of lang now.
+func (c *candidate) free(lang string) bool {
+	return !c.drained && c.languages[lang] && c.inFlight < c.slots
+}
+
+// scoreEpsilon is how close two scores must be to count as a tie. CPU
+// reports jitter by a few percent; treating them as equal lets the fair
+// tie-break spread work instead of chasing noise.
+const scoreEpsilon = 0.05
+
+// pick returns the index of the slave that should run a job of lang, or -1
+// when none has a free slot for it. Among the free slaves the lowest score
+// wins; ties go to the slave that waited longest since its last job.
+func pick(cands []*candidate, lang string) int {
+	best := -1
+	for i, c := range cands {
+		if !c.free(lang) {
+			continue
+		}
+		if best < 0 || better(c, cands[best]) {
+			best = i
+		}
+	}
+	return best
+}
+
+// better reports whether a should be preferred over b.
+func better(a, b *candidate) bool {
+	sa, sb := a.score(), b.score()
+	if sa < sb-scoreEpsilon {
+		return true
+	}
+	if sb < sa-scoreEpsilon {
+		return false
+	}
+	if !a.lastAssigned.Equal(b.lastAssigned) {
+		return a.lastAssigned.Before(b.lastAssigned)
+	}
+	return a.name < b.name
+}
+
+// supports reports whether any slave, free or not, runs lang.
+func supports(cands []*candidate, lang string) bool {
+	for _, c := range cands {
+		if c.languages[lang] && !c.drained {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,250 @@
+// Package master is the cluster's router: it accepts slaves and clients over
+// mutual TLS, checks every peer against the key registry, keeps the table of
+// connected peers, queues jobs and places each on the least-loaded slave that
+// runs its language, and forwards output and results back to the client.
+//
+// The master never runs submitted code itself. It routes the program text and
+// its output (sealed, when the client seals them) and keeps only metadata.
+//
+// # Concurrency
+//
+// A [Server] owns one goroutine per listener, one per connected peer (its
+// read loop), one send loop per peer, one file-accepting loop per client, a
+// dispatcher and the registry watcher. All of them stop when the context
+// given to [Server.Run] is cancelled; Run returns after they have.
+// Shared state (peers, jobs, queue) is guarded by one mutex; nothing blocks on
+// the network while holding it.
+package master
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"kiln/auth"
+	"kiln/certs"
+	"kiln/transport"
+	"kiln/transport/wire"
+)
+
+// Config configures a Server. Bundle and Registry are required.
+type Config struct {
+	ClientAddr string // listen address for clients and admins; default 127.0.0.1:7400
+	SlaveAddr  string // listen address for slaves; default 127.0.0.1:7401
+	Name       string // the master's name, sent in Welcome; default "master"
+	Version    string // software version
+
+	Bundle    *certs.Bundle  // the master's own certificate, key and CA
+	Registry  *auth.Registry // the key registry every peer is checked against
+	Transport transport.Config
+
+	Limits            wire.Limits   // caps announced in Welcome; zero fields take defaults
+	HeartbeatInterval time.Duration // slaves' load interval; a slave silent for 3 of them (+1 s) is dropped
+	RegistryPoll      time.Duration // how often the registry file is checked for changes; default 200 ms
+	HandshakeTimeout  time.Duration // TLS handshake + Hello; default 5 s
+	UploadTimeout     time.Duration // Submit to last file byte; default 60 s
+	History           int           // finished jobs kept for listing; default 1000
+
+	Logger  *slog.Logger
+	Metrics *Metrics // optional
+	Now     func() time.Time
+}
+
+// Default limits.
+const (
+	DefaultMaxSource = 16 << 20
+	DefaultMaxStdin  = 16 << 20
+	DefaultMaxOutput = 16 << 20
+	DefaultMaxQueue  = 1024
+)
+
+func (c *Config) setDefaults() {
+	if c.ClientAddr == "" {
+		c.ClientAddr = "127.0.0.1:7400"
+	}
+	if c.SlaveAddr == "" {
+		c.SlaveAddr = "127.0.0.1:7401"
+	}
+	if c.Name == "" {
+		c.Name = "master"
+	}
+	if c.Limits.MaxFrame == 0 {
+		c.Limits.MaxFrame = wire.MaxFrame
+	}
+	if c.Limits.MaxSource == 0 {
+		c.Limits.MaxSource = DefaultMaxSource
+	}
+	if c.Limits.MaxStdin == 0 {
+		c.Limits.MaxStdin = DefaultMaxStdin
+	}
+	if c.Limits.MaxOutput == 0 {
+		c.Limits.MaxOutput = DefaultMaxOutput
+	}
+	if c.Limits.MaxQueue == 0 {
+		c.Limits.MaxQueue = DefaultMaxQueue
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = wire.DefaultLoadInterval
+	}
+	if c.RegistryPoll == 0 {
+		c.RegistryPoll = 200 * time.Millisecond
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 5 * time.Second
+	}
+	if c.UploadTimeout == 0 {
+		c.UploadTimeout = 60 * time.Second
+	}
+	if c.History == 0 {
+		c.History = 1000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Server is a Kiln master. Create it with New, then call Run.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	tlsCfg *tls.Config
+
+	lnClient net.Listener
+	lnSlave  net.Listener
+	kick     chan struct{}
+	wg       sync.WaitGroup
+
+	mu      sync.Mutex
+	slaves  map[*slaveConn]struct{}
+	clients map[*clientConn]struct{}
+	jobs    map[string]*job // queued, assigned and running jobs
+	queue   []*job
+	history []*job // finished jobs, oldest first, at most cfg.History
+	nextJob uint64
+	closing bool
+}
+
+// New checks cfg and returns a Server. It starts nothing.
+func New(cfg Config) (*Server, error) {
+	if cfg.Bundle == nil {
+		return nil, errors.New("master: no certificate bundle")
+	}
+	if cfg.Registry == nil {
+		return nil, errors.New("master: no key registry")
+	}
+	cfg.setDefaults()
+	return &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		tlsCfg:  auth.ServerConfig(cfg.Bundle),
+		kick:    make(chan struct{}, 1),
+		slaves:  map[*slaveConn]struct{}{},
+		clients: map[*clientConn]struct{}{},
+		jobs:    map[string]*job{},
+	}, nil
+}
+
+// Listen opens both listeners. Run calls it when it has not been called;
+// call it first to learn the addresses (useful with port 0).
+func (s *Server) Listen() error {
+	if s.lnClient != nil {
+		return nil
+	}
+	lc, err := net.Listen("tcp", s.cfg.ClientAddr)
+	if err != nil {
+		return fmt.Errorf("master: client listener: %w", err)
+	}
+	ls, err := net.Listen("tcp", s.cfg.SlaveAddr)
+	if err != nil {
+		lc.Close()
+		return fmt.Errorf("master: slave listener: %w", err)
+	}
+	s.lnClient, s.lnSlave = lc, ls
+	return nil
+}
+
+// ClientAddr is the address clients dial, once Listen has run.
+func (s *Server) ClientAddr() string { return s.lnClient.Addr().String() }
+
+// SlaveAddr is the address slaves dial, once Listen has run.
+func (s *Server) SlaveAddr() string { return s.lnSlave.Addr().String() }
+
+// Run serves until ctx is cancelled, then tells every peer the master is
+// shutting down, closes every session and returns once every goroutine it
+// started has ended.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.log.Info("master listening", "clients", s.ClientAddr(), "slaves", s.SlaveAddr())
+	s.goRun(func() { s.acceptLoop(ctx, s.lnClient, portClient) })
+	s.goRun(func() { s.acceptLoop(ctx, s.lnSlave, portSlave) })
+	s.goRun(func() { s.dispatchLoop(ctx) })
+	s.goRun(func() { s.cfg.Registry.Watch(ctx, s.cfg.RegistryPoll, s.recheckPeers) })
+	<-ctx.Done()
+	s.shutdown()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) goRun(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// shutdown closes the listeners and every session, telling peers why.
+func (s *Server) shutdown() {
+	s.lnClient.Close()
+	s.lnSlave.Close()
+	s.mu.Lock()
+	s.closing = true
+	var peers []*peer
+	for sc := range s.slaves {
+		peers = append(peers, sc.peer)
+	}
+	for cc := range s.clients {
+		peers = append(peers, cc.peer)
+	}
+	s.mu.Unlock()
+	for _, p := range peers {
+		p.refuse(wire.CodeShutdown, "master is shutting down")
+	}
+	s.log.Info("master stopped")
+}
+
+// port tells the two listeners apart.
+type port string
+
+const (
+	portClient port = "client"
+	portSlave  port = "slave"
+)
+
+func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, p port) {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				s.log.Error("accept failed", "port", p, "err", err)
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			return
+		}
+		s.goRun(func() { s.handleConn(ctx, conn, p) })
+	}
+}

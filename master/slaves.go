@@ -1,0 +1,219 @@
+package master
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"kiln/transport/wire"
+)
+
+// slaveConn is a connected slave. Fields below peer are guarded by Server.mu.
+type slaveConn struct {
+	*peer
+	registered   bool
+	reg          wire.Register
+	load         wire.Load
+	loadAt       time.Time
+	running      map[string]*job
+	drained      bool
+	lastAssigned time.Time
+	finished     int // jobs finished on this slave
+}
+
+func (sc *slaveConn) candidate() *candidate {
+	langs := make(map[string]bool, len(sc.reg.Toolchains))
+	for _, t := range sc.reg.Toolchains {
+		langs[t.Language] = true
+	}
+	return &candidate{
+		name: sc.id.Name, languages: langs, cpuPercent: sc.load.CPUPercent,
+		inFlight: len(sc.running), slots: sc.reg.Slots, drained: sc.drained,
+		lastAssigned: sc.lastAssigned, slave: sc,
+	}
+}
+
+// sendFile streams one in-memory file to the slave on its own stream.
+func (sc *slaveConn) sendFile(jobID, kind, name string, data, sum []byte, sealed bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	go func() {
+		select {
+		case <-sc.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	hdr := wire.FileHeader{JobID: jobID, Kind: kind, Name: name, Size: int64(len(data)), SHA256: sum, Sealed: sealed}
+	return sc.sess.SendFile(ctx, hdr, bytes.NewReader(data))
+}
+
+// runSlave serves one slave session until it ends, then re-queues its jobs.
+func (s *Server) runSlave(ctx context.Context, sc *slaveConn) {
+	sc.running = map[string]*job{}
+	sc.loadAt = s.cfg.Now()
+	s.mu.Lock()
+	for other := range s.slaves {
+		if other.id.Name == sc.id.Name {
+			// The same slave reconnected before its old session was noticed dead.
+			defer other.refuse(wire.CodeKicked, "replaced by a new session of the same slave")
+		}
+	}
+	s.slaves[sc] = struct{}{}
+	s.mu.Unlock()
+	s.cfg.Metrics.peers(wire.RoleSlave, 1)
+	defer s.dropSlave(sc)
+	for {
+		env, err := sc.sess.Recv()
+		if err != nil {
+			select {
+			case <-sc.done:
+			default:
+				sc.log.Info("slave disconnected", "err", err)
+			}
+			return
+		}
+		if err := s.slaveMessage(sc, env); err != nil {
+			sc.log.Warn("bad message from slave", "type", env.Type, "err", err)
+			sc.refuse(wire.CodeBadRequest, err.Error())
+			return
+		}
+	}
+}
+
+// dropSlave forgets a slave and re-queues whatever it was running.
+func (s *Server) dropSlave(sc *slaveConn) {
+	sc.close()
+	s.mu.Lock()
+	delete(s.slaves, sc)
+	notes := s.requeueLocked(sc)
+	s.mu.Unlock()
+	s.cfg.Metrics.peers(wire.RoleSlave, -1)
+	if len(notes) > 0 {
+		sc.log.Warn("slave lost with jobs running; re-queued them", "jobs", len(notes))
+	}
+	for _, n := range notes {
+		n()
+	}
+	s.wake()
+}
+
+func (s *Server) slaveMessage(sc *slaveConn, env wire.Envelope) error {
+	switch env.Type {
+	case wire.MsgRegister:
+		var r wire.Register
+		if err := wire.Decode(env, &r); err != nil {
+			return err
+		}
+		if r.Slots <= 0 || r.Slots > 1024 {
+			return fmt.Errorf("register: %d slots", r.Slots)
+		}
+		s.mu.Lock()
+		sc.reg, sc.registered = r, true
+		sc.load.Slots = r.Slots
+		s.mu.Unlock()
+		sc.log.Info("slave registered", "slots", r.Slots, "languages", languages(r.Toolchains),
+			"os", r.OS, "kernel", r.Kernel, "sandbox", r.Sandbox)
+		s.wake()
+	case wire.MsgLoad:
+		var l wire.Load
+		if err := wire.Decode(env, &l); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		sc.load, sc.loadAt = l, s.cfg.Now()
+		s.mu.Unlock()
+		s.wake()
+	case wire.MsgOutput:
+		var o wire.Output
+		if err := wire.Decode(env, &o); err != nil {
+			return err
+		}
+		if j := s.current(sc, o.JobID, o.Attempt); j != nil && j.client != nil {
+			s.cfg.Metrics.bytes("output", len(o.Data))
+			j.client.send(wire.MsgOutput, 0, o)
+		}
+	case wire.MsgResult:
+		var r wire.Result
+		if err := wire.Decode(env, &r); err != nil {
+			return err
+		}
+		s.result(sc, r)
+	default:
+		return fmt.Errorf("unexpected %v on a slave session", env.Type)
+	}
+	return nil
+}
+
+// current returns the job if sc is running attempt of it, else nil (stale
+// output of a job that moved elsewhere is dropped).
+func (s *Server) current(sc *slaveConn, jobID string, attempt int) *job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := sc.running[jobID]
+	if j == nil || j.attempt != attempt {
+		return nil
+	}
+	return j
+}
+
+// result ends a job: exactly one Result reaches the client.
+func (s *Server) result(sc *slaveConn, r wire.Result) {
+	s.mu.Lock()
+	j := sc.running[r.JobID]
+	if j == nil || j.attempt != r.Attempt {
+		s.mu.Unlock()
+		sc.log.Debug("stale result dropped", "job", r.JobID, "attempt", r.Attempt)
+		return
+	}
+	client := j.client
+	s.finishLocked(j, r.Status)
+	sc.finished++
+	lang, e2e := j.submit.Language, j.finished.Sub(j.created)
+	s.mu.Unlock()
+	r.Slave = sc.id.Name
+	sc.log.Info("job finished", "job", j.id, "status", r.Status, "wall_ms", r.WallMs, "cached", r.Cached)
+	s.cfg.Metrics.finished(lang, r.Status, e2e)
+	if client != nil {
+		client.send(wire.MsgResult, 0, r)
+		state := wire.StateDone
+		if r.Status == wire.StatusInternalError {
+			state = wire.StateFailed
+		}
+		client.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: state, Slave: sc.id.Name, Attempt: r.Attempt})
+	}
+	s.wake()
+}
+
+// checkHeartbeats drops slaves that stopped reporting their load.
+func (s *Server) checkHeartbeats() {
+	limit := 3*s.cfg.HeartbeatInterval + time.Second
+	now := s.cfg.Now()
+	s.mu.Lock()
+	var dead []*slaveConn
+	for sc := range s.slaves {
+		if now.Sub(sc.loadAt) > limit {
+			dead = append(dead, sc)
+		}
+	}
+	s.mu.Unlock()
+	for _, sc := range dead {
+		sc.log.Warn("slave missed its heartbeats; dropping it", "silent_for", now.Sub(sc.loadAt).Round(time.Millisecond))
+		sc.close()
+	}
+}
+
+func languages(ts []wire.Toolchain) []string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, t.Language)
+	}
+	return out
+}
+
+// sortJobs orders jobs by creation, oldest first.
+func sortJobs(js []*job) {
+	slices.SortFunc(js, func(a, b *job) int { return a.created.Compare(b.created) })
+}
