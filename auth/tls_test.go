@@ -171,7 +171,10 @@ func TestHandshakeRefusals(t *testing.T) {
 
 	isUnknownAuthority := func(err error) bool { return errors.As(err, new(x509.UnknownAuthorityError)) }
 	isReason := func(r x509.InvalidReason) func(error) bool {
-		return func(err error) bool { var ci x509.CertificateInvalidError; return errors.As(err, &ci) && ci.Reason == r }
+		return func(err error) bool {
+			var ci x509.CertificateInvalidError
+			return errors.As(err, &ci) && ci.Reason == r
+		}
 	}
 	contains := func(s string) func(error) bool {
 		return func(err error) bool { return strings.Contains(err.Error(), s) }
