@@ -1,0 +1,398 @@
+package master_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"kiln/certs"
+	"kiln/master"
+	"kiln/transport"
+	"kiln/transport/wire"
+)
+
+// fakeSlave registers with the master and answers each job by echoing its
+// source to stdout, unless hold is set: then it keeps the job until told.
+type fakeSlave struct {
+	t     *testing.T
+	name  string
+	sess  *transport.Session
+	slots int
+	hold  bool
+
+	mu    sync.Mutex
+	files   map[string][]byte
+	jobs    chan wire.Assign
+	cancels chan string
+	ran     []string
+}
+
+func (c *cluster) fakeSlave(name string, slots int, hold bool, langs ...string) *fakeSlave {
+	c.t.Helper()
+	s, err := c.dial(c.issue(certs.RoleSlave, name, "1.0"), true, "")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	fs := &fakeSlave{t: c.t, name: name, sess: s, slots: slots, hold: hold, files: map[string][]byte{}, jobs: make(chan wire.Assign, 100), cancels: make(chan string, 100)}
+	var tcs []wire.Toolchain
+	for _, l := range langs {
+		tcs = append(tcs, wire.Toolchain{Language: l, Compiler: l + " 1.0"})
+	}
+	if err := s.Send(wire.MsgRegister, 0, wire.Register{Toolchains: tcs, Slots: slots, OS: "linux"}); err != nil {
+		c.t.Fatal(err)
+	}
+	s.Send(wire.MsgLoad, 0, wire.Load{Slots: slots})
+	go fs.loop()
+	go fs.acceptFiles()
+	c.waitLog("slave registered", "peer="+name)
+	return fs
+}
+
+func (fs *fakeSlave) acceptFiles() {
+	for {
+		hdr, body, err := fs.sess.AcceptFile(context.Background())
+		if err != nil {
+			return
+		}
+		var buf bytes.Buffer
+		buf.ReadFrom(body)
+		body.Close()
+		fs.mu.Lock()
+		fs.files[hdr.JobID+"/"+hdr.Kind] = buf.Bytes()
+		fs.mu.Unlock()
+	}
+}
+
+func (fs *fakeSlave) loop() {
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-fs.sess.Done():
+				return
+			case <-tick.C:
+				fs.sess.Send(wire.MsgLoad, 0, wire.Load{Slots: fs.slots})
+			}
+		}
+	}()
+	for {
+		env, err := fs.sess.Recv()
+		if err != nil {
+			return
+		}
+		if env.Type == wire.MsgCancel {
+			var cn wire.Cancel
+			wire.Decode(env, &cn)
+			fs.cancels <- cn.JobID
+			continue
+		}
+		if env.Type != wire.MsgAssign {
+			continue
+		}
+		var a wire.Assign
+		wire.Decode(env, &a)
+		fs.mu.Lock()
+		fs.ran = append(fs.ran, a.JobID)
+		fs.mu.Unlock()
+		if fs.hold {
+			fs.jobs <- a
+			continue
+		}
+		go fs.finish(a)
+	}
+}
+
+// finish answers a job: its source echoed on stdout, then an ok Result.
+func (fs *fakeSlave) finish(a wire.Assign) {
+	var src []byte
+	for i := 0; i < 200; i++ {
+		fs.mu.Lock()
+		src = fs.files[a.JobID+"/source"]
+		fs.mu.Unlock()
+		if src != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	fs.sess.Send(wire.MsgOutput, 0, wire.Output{JobID: a.JobID, Attempt: a.Attempt, Stream: wire.StreamStdout, Data: src})
+	fs.sess.Send(wire.MsgResult, 0, wire.Result{JobID: a.JobID, Attempt: a.Attempt, Status: wire.StatusOK, Language: a.Language})
+}
+
+// submit sends one job from a raw client session and returns its job id.
+func submit(t *testing.T, s *transport.Session, reqID uint64, file string, src []byte) (string, *wire.Error) {
+	t.Helper()
+	sub := wire.Submit{Language: wire.LanguageOf(file), FileName: file, SourceSize: int64(len(src))}
+	if err := s.Send(wire.MsgSubmit, reqID, sub); err != nil {
+		t.Fatal(err)
+	}
+	if len(src) > 0 {
+		sum := sha256.Sum256(src)
+		hdr := wire.FileHeader{JobID: strconv.FormatUint(reqID, 10), Kind: wire.FileSource, Name: file, Size: int64(len(src)), SHA256: sum[:]}
+		if err := s.SendFile(context.Background(), hdr, bytes.NewReader(src)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		env := recvAny(t, s)
+		if env.ID != reqID {
+			continue
+		}
+		switch env.Type {
+		case wire.MsgAccepted:
+			var a wire.Accepted
+			wire.Decode(env, &a)
+			return a.JobID, nil
+		case wire.MsgError:
+			var e wire.Error
+			wire.Decode(env, &e)
+			return "", &e
+		}
+	}
+}
+
+func recvAny(t *testing.T, s *transport.Session) wire.Envelope {
+	t.Helper()
+	ch := make(chan wire.Envelope, 1)
+	errc := make(chan error, 1)
+	go func() {
+		env, err := s.Recv()
+		if err != nil {
+			errc <- err
+			return
+		}
+		ch <- env
+	}()
+	select {
+	case env := <-ch:
+		return env
+	case err := <-errc:
+		t.Fatalf("recv: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message within 10 s")
+	}
+	return wire.Envelope{}
+}
+
+// collect reads a job's messages until its Result.
+type jobView struct {
+	states []string
+	stdout bytes.Buffer
+	result wire.Result
+	n      int // results seen
+}
+
+func collect(t *testing.T, s *transport.Session, jobs ...string) map[string]*jobView {
+	t.Helper()
+	views := map[string]*jobView{}
+	for _, j := range jobs {
+		views[j] = &jobView{}
+	}
+	pending := len(jobs)
+	for pending > 0 {
+		env := recvAny(t, s)
+		switch env.Type {
+		case wire.MsgJobState:
+			var st wire.JobState
+			wire.Decode(env, &st)
+			if v := views[st.JobID]; v != nil {
+				v.states = append(v.states, st.State)
+				if st.State == wire.StateRequeued {
+					v.stdout.Reset()
+				}
+			}
+		case wire.MsgOutput:
+			var o wire.Output
+			wire.Decode(env, &o)
+			if v := views[o.JobID]; v != nil {
+				v.stdout.Write(o.Data)
+			}
+		case wire.MsgResult:
+			var r wire.Result
+			wire.Decode(env, &r)
+			if v := views[r.JobID]; v != nil {
+				v.result = r
+				v.n++
+				pending--
+			}
+		}
+	}
+	return views
+}
+
+func TestJobRoundTrip(t *testing.T) {
+	c := newCluster(t)
+	c.fakeSlave("s1", 2, false, "python", "c")
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := []byte("print('hello from python')\n")
+	id, e := submit(t, cs, 1, "hello.py", src)
+	if e != nil {
+		t.Fatalf("submit: %+v", e)
+	}
+	v := collect(t, cs, id)[id]
+	if v.stdout.String() != string(src) || v.result.Status != wire.StatusOK || v.result.Slave != "s1" {
+		t.Fatalf("got stdout %q result %+v", v.stdout.String(), v.result)
+	}
+	if fmt.Sprint(v.states) != "[queued assigned running]" {
+		t.Fatalf("states %v", v.states)
+	}
+	jobs := c.srv.Jobs()
+	if len(jobs) != 1 || jobs[0].State != wire.StateDone || jobs[0].Slave != "s1" || jobs[0].Client != "alice" {
+		t.Fatalf("job list %+v", jobs)
+	}
+}
+
+func TestSubmitRefusals(t *testing.T) {
+	c := newCluster(t, func(cfg *master.Config) { cfg.Limits.MaxSource = 1000 })
+	c.fakeSlave("s1", 1, false, "c")
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		file string
+		src  []byte
+		code string
+	}{
+		{"notes.txt", []byte("hi"), wire.CodeBadRequest},
+		{"empty.c", nil, wire.CodeBadRequest},
+		{"big.c", bytes.Repeat([]byte("x"), 1001), wire.CodeTooLarge},
+		{"hello.java", []byte("class hello {}"), wire.CodeNoSlave},
+	}
+	for i, tc := range cases {
+		_, e := submit(t, cs, uint64(i+1), tc.file, tc.src)
+		if e == nil || e.Code != tc.code {
+			t.Fatalf("%s: got %+v, want %s", tc.file, e, tc.code)
+		}
+	}
+	// Still serving.
+	id, e := submit(t, cs, 99, "ok.c", []byte("int main(){}"))
+	if e != nil {
+		t.Fatalf("good job after refusals: %+v", e)
+	}
+	collect(t, cs, id)
+}
+
+func TestQueueBound(t *testing.T) {
+	c := newCluster(t, func(cfg *master.Config) { cfg.Limits.MaxQueue = 2 })
+	fs := c.fakeSlave("s1", 1, true, "c")
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := 1; i <= 3; i++ { // one running, two queued
+		id, e := submit(t, cs, uint64(i), "a.c", []byte("int main(){}"))
+		if e != nil {
+			t.Fatalf("job %d: %+v", i, e)
+		}
+		ids = append(ids, id)
+		if i == 1 {
+			<-fs.jobs
+		}
+	}
+	_, e := submit(t, cs, 4, "a.c", []byte("int main(){}"))
+	if e == nil || e.Code != wire.CodeBusy || e.RetryAfterMs <= 0 {
+		t.Fatalf("fourth job: got %+v, want busy with a retry hint", e)
+	}
+	if n := c.srv.QueueLen(); n != 2 {
+		t.Fatalf("queue length %d, want 2", n)
+	}
+}
+
+// TestSlaveLossRequeues: the slave running a job dies; the job runs on the
+// other slave and the client sees exactly one result.
+func TestSlaveLossRequeues(t *testing.T) {
+	c := newCluster(t)
+	doomed := c.fakeSlave("doomed", 4, true, "python")
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, e := submit(t, cs, 1, "job.py", []byte("print(1)"))
+	if e != nil {
+		t.Fatalf("%+v", e)
+	}
+	a := <-doomed.jobs
+	if a.JobID != id || a.Attempt != 1 {
+		t.Fatalf("assign %+v", a)
+	}
+	doomed.sess.Send(wire.MsgOutput, 0, wire.Output{JobID: id, Attempt: 1, Stream: 1, Data: []byte("partial")})
+	c.fakeSlave("rescuer", 4, false, "python")
+	doomed.sess.Close()
+	v := collect(t, cs, id)[id]
+	if v.n != 1 || v.result.Slave != "rescuer" || v.result.Attempt != 2 {
+		t.Fatalf("result %+v seen %d times", v.result, v.n)
+	}
+	if v.stdout.String() != "print(1)" {
+		t.Fatalf("stdout %q: output of the lost attempt leaked", v.stdout.String())
+	}
+	requeued := false
+	for _, s := range v.states {
+		requeued = requeued || s == wire.StateRequeued
+	}
+	if !requeued {
+		t.Fatalf("states %v lack requeued", v.states)
+	}
+}
+
+// TestBurstSpreadsOverSlaves: with equal load reports, a burst is shared.
+func TestBurstSpreadsOverSlaves(t *testing.T) {
+	c := newCluster(t)
+	a := c.fakeSlave("a", 4, true, "c")
+	b := c.fakeSlave("b", 4, true, "c")
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 8; i++ {
+		if _, e := submit(t, cs, uint64(i), "x.c", []byte("int main(){}")); e != nil {
+			t.Fatal(e)
+		}
+	}
+	deadline := time.After(5 * time.Second)
+	for len(a.jobs)+len(b.jobs) < 8 {
+		select {
+		case <-deadline:
+			t.Fatalf("only %d+%d jobs assigned", len(a.jobs), len(b.jobs))
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if len(a.jobs) != 4 || len(b.jobs) != 4 {
+		t.Fatalf("burst of 8 spread %d/%d", len(a.jobs), len(b.jobs))
+	}
+}
+
+func TestCancelQueuedAndRunning(t *testing.T) {
+	c := newCluster(t)
+	fs := c.fakeSlave("s1", 1, true, "c")
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	running, _ := submit(t, cs, 1, "a.c", []byte("int main(){}"))
+	<-fs.jobs
+	queued, _ := submit(t, cs, 2, "b.c", []byte("int main(){}"))
+	cs.Send(wire.MsgCancel, 0, wire.Cancel{JobID: queued})
+	v := collect(t, cs, queued)[queued]
+	if v.result.Status != wire.StatusCancelled {
+		t.Fatalf("queued job: %+v", v.result)
+	}
+	cs.Send(wire.MsgCancel, 0, wire.Cancel{JobID: running})
+	select {
+	case got := <-fs.cancels:
+		if got != running {
+			t.Fatalf("slave got cancel for %q, want %q", got, running)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("cancel never reached the slave")
+	}
+}
