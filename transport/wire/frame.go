@@ -53,7 +53,7 @@ func WriteFrame(w io.Writer, e Envelope) error {
 
 // ReadFrame reads one frame from r. A length over max is rejected with an
 // error wrapping ErrFrameTooLarge before anything is allocated or read past
-// the prefix. Bytes that are not a well-formed envelope, or whose body is
+// the prefix; below it, the buffer grows as the bytes arrive. Bytes that are not a well-formed envelope, or whose body is
 // not one well-formed msgpack value, give an error wrapping ErrMalformed. A
 // clean end of input before the frame gives io.EOF; an end inside the frame
 // gives io.ErrUnexpectedEOF. Other read errors are returned as they are. The
@@ -67,14 +67,35 @@ func ReadFrame(r io.Reader, max int) (Envelope, error) {
 	if uint64(n) > uint64(max) {
 		return Envelope{}, fmt.Errorf("%w: %d bytes (max %d)", ErrFrameTooLarge, n, max)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
+	buf, err := readN(r, int(n))
+	if err != nil {
 		return Envelope{}, err
 	}
 	return ParseEnvelope(buf)
+}
+
+// readChunk is the most readN allocates before the bytes arrive.
+const readChunk = 64 << 10
+
+// readN reads exactly n bytes. It grows its buffer as the bytes arrive,
+// doubling from 64 KiB, so a peer that announces a large frame and sends
+// little makes this side allocate in proportion to what it sent.
+func readN(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, readChunk))
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			buf = append(buf, make([]byte, min(cap(buf), n-len(buf)))...)[:len(buf)]
+		}
+		m, err := io.ReadFull(r, buf[len(buf):min(cap(buf), n)])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return buf, nil
 }
 
 // ParseEnvelope decodes a frame without its length prefix. The returned

@@ -111,7 +111,7 @@ func skipItems(b []byte, n, depth int) ([]byte, error) {
 	if n > len(b) {
 		return nil, fmt.Errorf("%w: %d items declared, %d bytes left", ErrMalformed, n, len(b))
 	}
-	if n > 0 && depth+1 > MaxDepth {
+	if depth+1 > MaxDepth {
 		return nil, fmt.Errorf("%w: nesting deeper than %d", ErrMalformed, MaxDepth)
 	}
 	var err error
