@@ -92,7 +92,7 @@ func TestGuardBoundsLegitimateLengths(t *testing.T) {
 	body = append(body, 0xdd)
 	body = binary.BigEndian.AppendUint32(body, uint32(n))
 	body = append(body, bytes.Repeat([]byte{0xa0}, n)...) // n empty strings
-	frame := frameOf(MsgHello, body[:len(body)-64])      // trim so it fits; now too few elements
+	frame := frameOf(MsgHello, body[:len(body)-64])       // trim so it fits; now too few elements
 	if _, err := ReadFrame(bytes.NewReader(frame), MaxFrame); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("short array: ReadFrame = %v, want ErrMalformed", err)
 	}
