@@ -31,8 +31,10 @@ import (
 // # Known gaps
 //
 // A process that calls setsid(2) leaves the group and survives; Plain stops
-// waiting for its output after KillGrace. Peak memory and CPU come from
-// wait4(2), so they cover the main process and the children it waited for.
+// waiting for its output after KillGrace. CPU comes from wait4(2), so it
+// covers the main process and the children it waited for; peak memory is
+// the main process's, sampled from /proc (see sampleHWM), so a peak in its
+// last milliseconds can be missed.
 // Memory exhaustion under RLIMIT_AS shows up as an allocation failure in the
 // program, which Plain cannot tell apart from other failures: MemoryExceeded
 // is never set; callers apply their own, language-aware heuristics.

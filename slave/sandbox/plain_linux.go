@@ -53,6 +53,9 @@ type plainRun struct {
 	cap    outputCap
 	mu     sync.Mutex // guards reaped against a late killGroup
 	reaped bool
+
+	hwm        int64 // highest VmHWM sampled from the running process, KiB
+	spawnerKiB int64 // this process's VmHWM when the child started, KiB
 }
 
 func newPlainRun(p *Plain, spec Spec, prog string) (*plainRun, error) {
@@ -107,6 +110,8 @@ func (pr *plainRun) run(ctx context.Context) (Outcome, error) {
 	}
 	var timedOut, cancelled atomic.Bool
 	start := time.Now()
+	pr.spawnerKiB = hwmKiB("self")
+	gateKiB := hwmKiB(strconv.Itoa(pr.cmd.Process.Pid)) // the waiting shell: a floor
 	_, werr := pr.gateW.Write([]byte("\n"))
 	pr.gateW.Close()
 	if werr != nil {
@@ -119,8 +124,13 @@ func (pr *plainRun) run(ctx context.Context) (Outcome, error) {
 		timer = time.AfterFunc(d, func() { timedOut.Store(true); pr.killGroup() })
 	}
 	stop := context.AfterFunc(ctx, func() { cancelled.Store(true); pr.killGroup() })
+	sampled := make(chan int64, 1)
+	exited := make(chan struct{})
+	go func() { sampled <- max(gateKiB, sampleHWM(pr.cmd.Process.Pid, exited)) }()
 	waitExited(pr.cmd.Process.Pid)
 	wall := time.Since(start)
+	close(exited)
+	pr.hwm = <-sampled
 	if timer != nil {
 		timer.Stop()
 	}
@@ -186,12 +196,54 @@ func (pr *plainRun) outcome(st *os.ProcessState, wall time.Duration, timedOut bo
 	}
 	if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
 		out.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-		out.PeakMemoryKiB = ru.Maxrss // KiB on Linux
+		out.PeakMemoryKiB = pr.hwm
+		if ru.Maxrss > pr.spawnerKiB { // KiB on Linux; see sampleHWM
+			out.PeakMemoryKiB = max(out.PeakMemoryKiB, ru.Maxrss)
+		}
 	}
 	cpuLimit := pr.spec.Limits.CPU
 	out.TimedOut = timedOut || out.Signal == int(syscall.SIGXCPU) ||
 		(cpuLimit > 0 && out.CPU >= cpuLimit)
 	return out
+}
+
+// sampleHWM polls the VmHWM of pid every few milliseconds until exited is
+// closed and returns the highest value seen, in KiB.
+//
+// wait4's ru_maxrss alone is wrong for children of a Go process: Go spawns
+// with vfork, and the first exec folds the parent's own high-water mark
+// into the child's maxrss. So Plain trusts ru_maxrss only when it is above
+// the slave's own VmHWM (it then must be the program's) and otherwise uses
+// these samples, which can miss a peak reached in the last few
+// milliseconds before exit.
+func sampleHWM(pid int, exited <-chan struct{}) int64 {
+	proc := strconv.Itoa(pid)
+	peak := hwmKiB(proc)
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-exited:
+			return peak
+		case <-t.C:
+			peak = max(peak, hwmKiB(proc))
+		}
+	}
+}
+
+// hwmKiB reads VmHWM from /proc/<pid>/status; 0 when unavailable.
+func hwmKiB(pid string) int64 {
+	b, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // waitExited blocks until pid has exited, without reaping it, so that its

@@ -1,0 +1,403 @@
+package slave
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"kiln/slave/sandbox"
+	"kiln/transport/wire"
+)
+
+// Caps of the compile step and of what the executor keeps.
+const (
+	maxCompileOutput = 64 << 10 // bytes of compiler output in Result.CompileOutput
+	stderrTailBytes  = 8 << 10  // stderr tail kept to recognise memory failures
+	compileWall      = 60 * time.Second
+	compileMemory    = 2 << 30
+)
+
+// Default and maximal job limits, used where ExecConfig leaves them zero.
+var (
+	defaultLimits = wire.JobLimits{TimeMs: 5000, MemoryBytes: 256 << 20, OutputBytes: 1 << 20}
+	maxLimits     = wire.JobLimits{TimeMs: 60000, MemoryBytes: 2 << 30, OutputBytes: 64 << 20}
+)
+
+// ExecConfig configures an [Executor].
+type ExecConfig struct {
+	Name          string           // slave name written into results
+	WorkRoot      string           // a fresh directory per job is made, and removed, under it
+	Runner        sandbox.Runner   // runs the compile and run steps
+	Toolchains    []wire.Toolchain // what this slave can run (see [Detect])
+	Cache         *Cache           // compile cache; nil disables it
+	DefaultLimits wire.JobLimits   // for zero fields of a job's limits (5 s, 256 MiB, 1 MiB)
+	MaxLimits     wire.JobLimits   // job limits are clamped to these (60 s, 2 GiB, 64 MiB)
+	Logger        *slog.Logger
+}
+
+// Job is one program to compile and run.
+type Job struct {
+	ID       string
+	Attempt  int
+	Language string
+	FileName string
+	Source   []byte
+	Stdin    []byte
+	Limits   wire.JobLimits
+}
+
+// Executor compiles and runs jobs in per-job directories through a
+// sandbox runner. It is safe for concurrent use; it holds no goroutines.
+type Executor struct {
+	cfg   ExecConfig
+	tools map[string]wire.Toolchain
+	log   *slog.Logger
+}
+
+// NewExecutor checks cfg and creates its work root.
+func NewExecutor(cfg ExecConfig) (*Executor, error) {
+	if cfg.Runner == nil || cfg.WorkRoot == "" {
+		return nil, errors.New("slave: executor needs a Runner and a WorkRoot")
+	}
+	if err := os.MkdirAll(cfg.WorkRoot, 0o700); err != nil {
+		return nil, fmt.Errorf("slave: work root: %w", err)
+	}
+	cfg.DefaultLimits = fillLimits(cfg.DefaultLimits, defaultLimits)
+	cfg.MaxLimits = fillLimits(cfg.MaxLimits, maxLimits)
+	e := &Executor{cfg: cfg, tools: map[string]wire.Toolchain{}, log: cfg.Logger}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	for _, tc := range cfg.Toolchains {
+		if languages[tc.Language] != nil {
+			e.tools[tc.Language] = tc
+		}
+	}
+	return e, nil
+}
+
+// Toolchains returns the toolchains the executor runs.
+func (e *Executor) Toolchains() []wire.Toolchain { return slices.Clone(e.cfg.Toolchains) }
+
+// Sandbox returns the runner's name, "none" or "strict".
+func (e *Executor) Sandbox() string { return e.cfg.Runner.Name() }
+
+// Limits returns the limits a job asking for l runs under.
+func (e *Executor) Limits(l wire.JobLimits) wire.JobLimits {
+	l = fillLimits(l, e.cfg.DefaultLimits)
+	l.TimeMs = min(l.TimeMs, e.cfg.MaxLimits.TimeMs)
+	l.MemoryBytes = min(l.MemoryBytes, e.cfg.MaxLimits.MemoryBytes)
+	l.OutputBytes = min(l.OutputBytes, e.cfg.MaxLimits.OutputBytes)
+	return l
+}
+
+func fillLimits(l, def wire.JobLimits) wire.JobLimits {
+	if l.TimeMs <= 0 {
+		l.TimeMs = def.TimeMs
+	}
+	if l.MemoryBytes <= 0 {
+		l.MemoryBytes = def.MemoryBytes
+	}
+	if l.OutputBytes <= 0 {
+		l.OutputBytes = def.OutputBytes
+	}
+	return l
+}
+
+// Execute compiles and runs job. Program output goes to emit as it is
+// produced (stream wire.StreamStdout or wire.StreamStderr; emit owns data
+// and is never called concurrently); compiler output goes into the result.
+// When ctx ends, the job is killed and the status is cancelled.
+func (e *Executor) Execute(ctx context.Context, job Job, emit func(stream uint8, data []byte)) wire.Result {
+	res := wire.Result{JobID: job.ID, Attempt: job.Attempt, Slave: e.cfg.Name, Language: job.Language}
+	lang, tc := languages[job.Language], e.tools[job.Language]
+	if lang == nil || tc.Path == "" {
+		return fail(res, wire.StatusInternalError, fmt.Sprintf("no toolchain for language %q on this slave", job.Language))
+	}
+	res.Compiler = tc.Compiler
+	src, err := lang.sourceName(job.FileName)
+	if err != nil {
+		res.CompileOutput = []byte(err.Error() + "\n")
+		return fail(res, wire.StatusCompileError, err.Error())
+	}
+	dir, err := os.MkdirTemp(e.cfg.WorkRoot, "job-")
+	if err != nil {
+		return e.internal(res, "make job dir", err)
+	}
+	defer func() {
+		if err := removeTree(dir); err != nil {
+			e.log.Warn("job dir left behind", "dir", dir, "err", err)
+		}
+	}()
+	if err := writeNew(dir, src, job.Source, 0o644); err != nil {
+		return e.internal(res, "write source", err)
+	}
+	j := &jobRun{e: e, ctx: ctx, job: job, lang: lang, tc: tc, dir: dir, src: src, res: res}
+	return j.execute(emit)
+}
+
+// jobRun is the state of one Execute call.
+type jobRun struct {
+	e    *Executor
+	ctx  context.Context
+	job  Job
+	lang *language
+	tc   wire.Toolchain
+	dir  string
+	src  string
+	res  wire.Result
+}
+
+func (j *jobRun) execute(emit func(uint8, []byte)) wire.Result {
+	if j.lang.compile != nil {
+		if done := j.build(); done {
+			return j.res
+		}
+	}
+	return j.run(emit)
+}
+
+// build puts the compiled program into the job directory, from the cache
+// or by compiling. It reports true when the job ends here.
+func (j *jobRun) build() bool {
+	flags := j.lang.compile(j.src)
+	javaName := ""
+	if j.lang.jvm {
+		javaName = j.src
+	}
+	key := CacheKey(j.lang.name, j.tc.Compiler, flags, javaName, j.job.Source)
+	if c := j.e.cfg.Cache; c != nil {
+		if arts, ok := c.Get(key); ok {
+			if err := j.place(arts); err != nil {
+				j.res = j.e.internal(j.res, "place cached build", err)
+				return true
+			}
+			j.res.Cached = true
+			return false
+		}
+	}
+	out := &cappedBuffer{max: maxCompileOutput}
+	spec := j.spec(append([]string{j.tc.Path}, flags...), sandbox.Limits{
+		Wall: compileWall, CPU: compileWall, MemoryBytes: compileMemory, OutputBytes: 4 << 20,
+		FileBytes: 512 << 20, OpenFiles: 256, NoAddressSpaceLimit: j.lang.jvm,
+	})
+	spec.Stdout, spec.Stderr = out, out
+	o, err := j.e.cfg.Runner.Run(j.ctx, spec)
+	j.res.CompileOutput = out.Bytes()
+	switch {
+	case j.ctx.Err() != nil:
+		j.res = fail(j.res, wire.StatusCancelled, "cancelled while compiling")
+		return true
+	case err != nil:
+		j.res = j.e.internal(j.res, "compile", err)
+		return true
+	case o.TimedOut:
+		j.res = fail(j.res, wire.StatusCompileError, fmt.Sprintf("compilation took longer than %v", compileWall))
+		return true
+	case o.ExitCode != 0 || o.Signal != 0:
+		j.res = fail(j.res, wire.StatusCompileError, describeExit(o))
+		return true
+	}
+	j.store(key)
+	return false
+}
+
+// store copies the compile outputs into the cache, refusing anything that
+// is not a regular file.
+func (j *jobRun) store(key string) {
+	c := j.e.cfg.Cache
+	if c == nil {
+		return
+	}
+	ents, err := os.ReadDir(j.dir)
+	if err != nil {
+		return
+	}
+	names := make([]string, 0, len(ents))
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	var arts []Artifact
+	for _, name := range j.lang.artifacts(names) {
+		data, mode, err := readRegular(filepath.Join(j.dir, name), maxArtifactBytes)
+		if err != nil {
+			j.e.log.Warn("compile output not cached", "job", j.job.ID, "err", err)
+			return
+		}
+		arts = append(arts, Artifact{Name: name, Mode: mode, Data: data})
+	}
+	if err := c.Put(key, arts); err != nil {
+		j.e.log.Warn("compile cache put", "job", j.job.ID, "err", err)
+	}
+}
+
+// place writes cached artifacts into the job directory.
+func (j *jobRun) place(arts []Artifact) error {
+	for _, a := range arts {
+		if !safeBaseName(a.Name) {
+			return fmt.Errorf("cached artifact %q: %w", a.Name, ErrBadFileName)
+		}
+		if err := writeNew(j.dir, a.Name, a.Data, a.Mode.Perm()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (j *jobRun) run(emit func(uint8, []byte)) wire.Result {
+	lim := j.e.Limits(j.job.Limits)
+	argv := j.lang.run(j.tc.Path, j.src, lim.MemoryBytes)
+	wall := time.Duration(lim.TimeMs) * time.Millisecond
+	spec := j.spec(argv, sandbox.Limits{
+		Wall: wall, CPU: wall, MemoryBytes: lim.MemoryBytes, OutputBytes: lim.OutputBytes,
+		FileBytes: 64 << 20, OpenFiles: 64, Procs: 256, NoAddressSpaceLimit: j.lang.jvm,
+	})
+	var mu sync.Mutex // emit is never called concurrently
+	tail := &tailBuffer{max: stderrTailBytes}
+	spec.Stdin = bytes.NewReader(j.job.Stdin)
+	spec.Stdout = emitWriter(&mu, wire.StreamStdout, emit, nil)
+	spec.Stderr = emitWriter(&mu, wire.StreamStderr, emit, tail)
+	o, err := j.e.cfg.Runner.Run(j.ctx, spec)
+	res := j.res
+	res.WallMs, res.CPUMs, res.MemoryKiB = o.Wall.Milliseconds(), o.CPU.Milliseconds(), o.PeakMemoryKiB
+	res.ExitCode, res.Signal = o.ExitCode, o.Signal
+	res.StdoutBytes, res.StderrBytes = o.StdoutBytes, o.StderrBytes
+	switch {
+	case j.ctx.Err() != nil:
+		return fail(res, wire.StatusCancelled, "cancelled")
+	case err != nil:
+		return j.e.internal(res, "run", err)
+	case o.OutputExceeded:
+		return fail(res, wire.StatusOutputLimit, fmt.Sprintf("output over %d bytes", lim.OutputBytes))
+	case o.TimedOut:
+		return fail(res, wire.StatusTimeLimit, fmt.Sprintf("time limit of %v exceeded", wall))
+	case o.ExitCode == 0 && o.Signal == 0:
+		res.Status = wire.StatusOK
+		return res
+	case o.MemoryExceeded || memoryFailure(j.lang.name, tail.Bytes()):
+		return fail(res, wire.StatusMemoryLimit, fmt.Sprintf("memory limit of %d MiB exceeded (%s)", lim.MemoryBytes>>20, describeExit(o)))
+	}
+	return fail(res, wire.StatusRuntimeError, describeExit(o))
+}
+
+// spec builds a sandbox spec in the job directory with a minimal
+// environment.
+func (j *jobRun) spec(argv []string, lim sandbox.Limits) sandbox.Spec {
+	return sandbox.Spec{
+		Argv: argv,
+		Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + j.dir, "TMPDIR=" + j.dir,
+			"LANG=C.UTF-8", "LC_ALL=C.UTF-8"},
+		Dir:    j.dir,
+		Limits: lim,
+	}
+}
+
+// memoryFailure recognises an allocation failure from the tail of stderr.
+// This is a heuristic for runners that cannot see memory events (Plain):
+// a C program whose malloc fails under RLIMIT_AS usually just crashes and
+// is reported as a runtime error.
+func memoryFailure(lang string, stderrTail []byte) bool {
+	var pats []string
+	switch lang {
+	case wire.LangJava:
+		pats = []string{"java.lang.OutOfMemoryError"}
+	case wire.LangPython:
+		pats = []string{"MemoryError"}
+	case wire.LangCPP:
+		pats = []string{"std::bad_alloc"}
+	}
+	pats = append(pats, "Cannot allocate memory", "out of memory")
+	for _, p := range pats {
+		if bytes.Contains(stderrTail, []byte(p)) {
+			return true
+		}
+	}
+	return false
+}
+
+func describeExit(o sandbox.Outcome) string {
+	if o.Signal != 0 {
+		return fmt.Sprintf("killed by signal %d (%v)", o.Signal, syscall.Signal(o.Signal))
+	}
+	return fmt.Sprintf("exit code %d", o.ExitCode)
+}
+
+func fail(res wire.Result, status, detail string) wire.Result {
+	res.Status, res.Detail = status, detail
+	return res
+}
+
+func (e *Executor) internal(res wire.Result, op string, err error) wire.Result {
+	e.log.Error("job failed inside the slave", "job", res.JobID, "op", op, "err", err)
+	return fail(res, wire.StatusInternalError, op+": "+err.Error())
+}
+
+// emitWriter adapts emit to an io.Writer, copying each chunk; tail, when
+// set, also receives it.
+func emitWriter(mu *sync.Mutex, stream uint8, emit func(uint8, []byte), tail *tailBuffer) writerFunc {
+	return func(p []byte) (int, error) {
+		if tail != nil {
+			tail.Write(p)
+		}
+		if emit != nil && len(p) > 0 {
+			mu.Lock()
+			emit(stream, bytes.Clone(p))
+			mu.Unlock()
+		}
+		return len(p), nil
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// cappedBuffer keeps the first max bytes written to it.
+type cappedBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf = append(c.buf, p[:min(len(p), c.max-len(c.buf))]...)
+	return len(p), nil
+}
+
+func (c *cappedBuffer) Bytes() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return bytes.Clone(c.buf)
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.max; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+}
+
+func (t *tailBuffer) Bytes() []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return bytes.Clone(t.buf)
+}
