@@ -162,8 +162,11 @@ func Client(conn net.Conn, cfg Config) (*Session, error) {
 	}
 	ctrl, err := mux.OpenStream()
 	if err != nil {
+		if cause := muxCause(mux, cfg.AcceptBacklog); cause != nil {
+			err = cause
+		}
 		mux.Close()
-		return nil, fmt.Errorf("transport: open control stream to %s: %w", conn.RemoteAddr(), err)
+		return nil, fmt.Errorf("transport: open control stream to %s: %w", conn.RemoteAddr(), protocolErr(err))
 	}
 	return newSession(mux, conn, ctrl, cfg), nil
 }
@@ -305,18 +308,20 @@ func (s *Session) closedErr(op string, err error) error {
 	if cause == nil || errors.Is(cause, io.EOF) || errors.Is(cause, yamux.ErrSessionShutdown) {
 		return fmt.Errorf("transport: %s %s: %w by peer", op, s.peer, ErrClosed)
 	}
-	return fmt.Errorf("transport: %s %s: %w: %w", op, s.peer, ErrClosed, cause)
+	return fmt.Errorf("transport: %s %s: %w: %w", op, s.peer, ErrClosed, protocolErr(cause))
 }
 
 // shutdownCause returns why yamux shut the session down, or nil if it is up.
 // yamux keeps the reason private and returns it only from AcceptStream; a
 // dead session's queued streams are useless, so draining them is harmless.
-func (s *Session) shutdownCause() error {
-	if !s.mux.IsClosed() {
+func (s *Session) shutdownCause() error { return muxCause(s.mux, s.cfg.AcceptBacklog) }
+
+func muxCause(mux *yamux.Session, backlog int) error {
+	if !mux.IsClosed() {
 		return nil
 	}
-	for range s.cfg.AcceptBacklog + 1 {
-		st, err := s.mux.AcceptStream()
+	for range backlog + 1 {
+		st, err := mux.AcceptStream()
 		if err != nil {
 			return err
 		}
