@@ -1,0 +1,434 @@
+// Package client is the Go client of a Kiln master: it dials the master over
+// mutual TLS, says Hello with the identity of its bundle, submits programs,
+// streams their output and collects their results, and asks for cluster
+// information and admin commands.
+//
+// # Concurrency
+//
+// A [Client] is safe for concurrent use. One reader goroutine, owned by the
+// Client, reads every message the master sends and dispatches it: answers to
+// requests by envelope id, job messages ([wire.JobState], [wire.Output],
+// [wire.Result]) by job id to the [Job] they belong to. Nothing the reader
+// does blocks on a caller. [Client.Close] is idempotent and waits for every
+// goroutine the client started.
+//
+// # Errors
+//
+// A refusal at Hello is returned by [Dial] as a *transport.RefusedError. A
+// request the master could not serve (busy, no_slave, too_large, ...) fails
+// with a *[RequestError]. When the session ends while a job runs, the job's
+// [Job.Wait] returns a *[LostError] (matching [ErrConnLost]); [Client.Err]
+// says why the session ended, e.g. a *transport.RefusedError received
+// mid-session because the key was revoked or the client was kicked.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"kiln/auth"
+	"kiln/certs"
+	"kiln/transport"
+	"kiln/transport/wire"
+)
+
+// Config configures [Dial].
+type Config struct {
+	// Bundle holds the client's certificate, key and the cluster CA. Its
+	// certificate identity gives the role (client or admin), name and
+	// version announced in Hello.
+	Bundle *certs.Bundle
+	// Master is the master's client address, HOST:PORT. HOST is also the
+	// name its certificate must carry.
+	Master string
+	// Version overrides the software version announced in Hello; empty
+	// means the version in the bundle's certificate.
+	Version string
+	// Logger receives debug messages; nil discards them.
+	Logger *slog.Logger
+	// Transport tunes the session; zero fields take transport.DefaultConfig() values.
+	Transport transport.Config
+}
+
+// Client is a session with a master. See the package doc for its
+// concurrency rules.
+type Client struct {
+	s       *transport.Session
+	welcome wire.Welcome
+	log     *slog.Logger
+	nextID  atomic.Uint64
+
+	mu      sync.Mutex
+	pending map[uint64]*call
+	jobs    map[string]*Job
+	err     error // why the session ended; set once
+
+	closing   chan struct{} // closed by Close or when the reader ends
+	closeOnce sync.Once
+	done      chan struct{} // closed when every goroutine has returned
+	wg        sync.WaitGroup
+}
+
+// call is one request waiting for its answer.
+type call struct {
+	submit bool // an Accepted answer creates and registers a Job
+	reply  chan reply
+}
+
+type reply struct {
+	env wire.Envelope
+	job *Job
+	err error
+}
+
+// Dial connects to the master, says Hello and waits for Welcome. On refusal
+// it returns the *transport.RefusedError. The returned Client owns a reader
+// goroutine until [Client.Close].
+func Dial(ctx context.Context, cfg Config) (*Client, error) {
+	if cfg.Bundle == nil {
+		return nil, errors.New("client: no bundle")
+	}
+	id, err := auth.IdentityOf(cfg.Bundle.Cert)
+	if err != nil {
+		return nil, fmt.Errorf("client: bundle identity: %w", err)
+	}
+	if id.Role != wire.RoleClient && id.Role != wire.RoleAdmin {
+		return nil, fmt.Errorf("client: bundle is for role %q, not client or admin", id.Role)
+	}
+	host, _, err := net.SplitHostPort(cfg.Master)
+	if err != nil {
+		return nil, fmt.Errorf("client: master address %q: %w", cfg.Master, err)
+	}
+	s, err := transport.Dial(ctx, cfg.Master, auth.ClientConfig(cfg.Bundle, host), cfg.Transport)
+	if err != nil {
+		return nil, err
+	}
+	version := cfg.Version
+	if version == "" {
+		version = id.Version
+	}
+	w, err := transport.Hello(ctx, s, wire.Hello{Proto: wire.ProtocolVersion, Role: id.Role, Name: id.Name, Version: version})
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	c := newClient(s, w, cfg.Logger)
+	c.start()
+	return c, nil
+}
+
+func newClient(s *transport.Session, w wire.Welcome, log *slog.Logger) *Client {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Client{
+		s: s, welcome: w, log: log,
+		pending: make(map[uint64]*call),
+		jobs:    make(map[string]*Job),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+}
+
+func (c *Client) start() {
+	c.wg.Add(1)
+	go c.readLoop()
+	go func() {
+		c.wg.Wait()
+		close(c.done)
+	}()
+}
+
+// Welcome returns the master's Welcome: session id, heartbeat and limits.
+func (c *Client) Welcome() wire.Welcome { return c.welcome }
+
+// Done returns a channel closed once the session has ended and every
+// goroutine of the client has returned.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err returns why the session ended: nil while it is up, [ErrClosed] after
+// Close, a *transport.RefusedError when the master refused the client
+// mid-session (revoked key, kicked, shutdown), or the network error.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Close ends the session and waits for the client's goroutines. Pending
+// requests fail with [ErrClosed]; running jobs end with a *[LostError]. It
+// is idempotent and always returns nil.
+func (c *Client) Close() error {
+	c.shutdown(ErrClosed)
+	<-c.done
+	return nil
+}
+
+// shutdown records why the session ends (the first cause wins), closes the
+// session, and fails every pending request and job.
+func (c *Client) shutdown(cause error) {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.err = cause
+		pending, jobs := c.pending, c.jobs
+		c.pending, c.jobs = map[uint64]*call{}, map[string]*Job{}
+		c.mu.Unlock()
+		close(c.closing)
+		c.s.Close()
+		for _, p := range pending {
+			p.reply <- reply{err: c.lostErr(cause)}
+		}
+		for id, j := range jobs {
+			j.finish(nil, &LostError{Job: id, Cause: cause}, Event{})
+		}
+	})
+}
+
+// lostErr is the error of a request cut short by the end of the session.
+func (c *Client) lostErr(cause error) error {
+	if errors.Is(cause, ErrClosed) {
+		return ErrClosed
+	}
+	var re *transport.RefusedError
+	if errors.As(cause, &re) {
+		return re
+	}
+	return fmt.Errorf("%w: %w", ErrConnLost, cause)
+}
+
+// readLoop reads the control stream until the session ends.
+func (c *Client) readLoop() {
+	defer c.wg.Done()
+	for {
+		env, err := c.s.Recv()
+		if err != nil {
+			c.shutdown(err)
+			return
+		}
+		if err := c.dispatch(env); err != nil {
+			c.shutdown(err)
+			return
+		}
+	}
+}
+
+// dispatch routes one envelope. A non-nil error ends the session.
+func (c *Client) dispatch(env wire.Envelope) error {
+	switch env.Type {
+	case wire.MsgRefused:
+		var r wire.Refused
+		if err := wire.Decode(env, &r); err != nil {
+			return err
+		}
+		return transport.NewRefusedError(r)
+	case wire.MsgJobState, wire.MsgOutput, wire.MsgResult:
+		return c.dispatchJob(env)
+	case wire.MsgAccepted, wire.MsgError, wire.MsgInfo, wire.MsgAdminReply:
+		return c.dispatchReply(env)
+	}
+	c.log.Debug("ignoring message", "type", env.Type, "id", env.ID)
+	return nil
+}
+
+// dispatchReply hands an answer to the request with the same envelope id.
+// An Accepted for a Submit registers the Job before anything else is read,
+// so that no job message can overtake it.
+func (c *Client) dispatchReply(env wire.Envelope) error {
+	var job *Job
+	var acc wire.Accepted
+	if env.Type == wire.MsgAccepted {
+		if err := wire.Decode(env, &acc); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	p := c.pending[env.ID]
+	delete(c.pending, env.ID)
+	if p != nil && p.submit && env.Type == wire.MsgAccepted {
+		job = newJob(c, acc.JobID)
+		c.jobs[acc.JobID] = job
+	}
+	c.mu.Unlock()
+	if p == nil {
+		if env.Type == wire.MsgAccepted {
+			c.cancelOrphan(acc.JobID) // its Submit was abandoned
+		}
+		c.log.Debug("answer to no pending request", "type", env.Type, "id", env.ID)
+		return nil
+	}
+	p.reply <- reply{env: env, job: job}
+	return nil
+}
+
+// cancelOrphan cancels a job accepted after its submitter gave up.
+func (c *Client) cancelOrphan(id string) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = c.send(ctx, wire.MsgCancel, 0, wire.Cancel{JobID: id})
+	}()
+}
+
+// dispatchJob decodes a job message and hands it to its Job.
+func (c *Client) dispatchJob(env wire.Envelope) error {
+	var (
+		id    string
+		apply func(*Job) bool
+	)
+	switch env.Type {
+	case wire.MsgJobState:
+		var st wire.JobState
+		if err := wire.Decode(env, &st); err != nil {
+			return err
+		}
+		id, apply = st.JobID, func(j *Job) bool { return j.state(st) }
+	case wire.MsgOutput:
+		var out wire.Output
+		if err := wire.Decode(env, &out); err != nil {
+			return err
+		}
+		id, apply = out.JobID, func(j *Job) bool { j.output(out); return false }
+	case wire.MsgResult:
+		var res wire.Result
+		if err := wire.Decode(env, &res); err != nil {
+			return err
+		}
+		id, apply = res.JobID, func(j *Job) bool { return j.resultMsg(res) }
+	}
+	c.mu.Lock()
+	j := c.jobs[id]
+	c.mu.Unlock()
+	if j == nil {
+		c.log.Debug("message for unknown job", "type", env.Type, "job", id)
+		return nil
+	}
+	if apply(j) {
+		c.mu.Lock()
+		delete(c.jobs, id)
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// request sends a request and waits for its answer.
+func (c *Client) request(ctx context.Context, t wire.MsgType, body any) (wire.Envelope, error) {
+	id, p, err := c.register(false)
+	if err != nil {
+		return wire.Envelope{}, err
+	}
+	if err := c.send(ctx, t, id, body); err != nil {
+		c.unregister(id)
+		return wire.Envelope{}, err
+	}
+	r, err := c.await(ctx, id, p)
+	return r.env, err
+}
+
+// register reserves a request id and its answer slot.
+func (c *Client) register(submit bool) (uint64, *call, error) {
+	id := c.nextID.Add(1)
+	p := &call{submit: submit, reply: make(chan reply, 1)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, nil, c.lostErr(c.err)
+	}
+	c.pending[id] = p
+	return id, p, nil
+}
+
+// unregister forgets request id and reports whether it was still pending.
+func (c *Client) unregister(id uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.pending[id]
+	delete(c.pending, id)
+	return ok
+}
+
+// abandon gives up on request id. If its answer is already on its way, it
+// takes it and cancels the job nobody will wait for.
+func (c *Client) abandon(id uint64, p *call) {
+	if c.unregister(id) {
+		return
+	}
+	if r := <-p.reply; r.job != nil {
+		c.cancelOrphan(r.job.id)
+	}
+}
+
+// await waits for the answer to request id. An Error answer becomes a
+// *RequestError.
+func (c *Client) await(ctx context.Context, id uint64, p *call) (reply, error) {
+	select {
+	case r := <-p.reply:
+		if r.err != nil {
+			return r, r.err
+		}
+		if r.env.Type == wire.MsgError {
+			var e wire.Error
+			if err := wire.Decode(r.env, &e); err != nil {
+				return r, fmt.Errorf("decode error reply: %w", err)
+			}
+			return r, &RequestError{Code: e.Code, Message: e.Message,
+				RetryAfter: time.Duration(e.RetryAfterMs) * time.Millisecond}
+		}
+		return r, nil
+	case <-ctx.Done():
+		c.abandon(id, p)
+		return reply{}, ctx.Err()
+	}
+}
+
+// send writes one message on the control stream.
+func (c *Client) send(ctx context.Context, t wire.MsgType, id uint64, body any) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := c.s.Send(t, id, body); err != nil {
+		if cause := c.Err(); cause != nil {
+			return c.lostErr(cause)
+		}
+		return fmt.Errorf("%w: %w", ErrConnLost, err)
+	}
+	return nil
+}
+
+// Info asks the master what the cluster can run.
+func (c *Client) Info(ctx context.Context) (wire.Info, error) {
+	var info wire.Info
+	env, err := c.request(ctx, wire.MsgInfoRequest, wire.InfoRequest{})
+	if err != nil {
+		return info, err
+	}
+	if env.Type != wire.MsgInfo {
+		return info, fmt.Errorf("info: unexpected answer type %d", env.Type)
+	}
+	return info, wire.Decode(env, &info)
+}
+
+// Admin runs one admin command, e.g. []string{"server", "list"}. The master
+// answers only admin keys; others get a *RequestError with code forbidden.
+func (c *Client) Admin(ctx context.Context, args []string) (wire.AdminReply, error) {
+	var rep wire.AdminReply
+	env, err := c.request(ctx, wire.MsgAdminRequest, wire.AdminRequest{Args: args})
+	if err != nil {
+		return rep, err
+	}
+	if env.Type != wire.MsgAdminReply {
+		return rep, fmt.Errorf("admin: unexpected answer type %d", env.Type)
+	}
+	return rep, wire.Decode(env, &rep)
+}
+
+// requestID is the job id of the file streams of the Submit with envelope id.
+func requestID(id uint64) string { return strconv.FormatUint(id, 10) }

@@ -1,0 +1,237 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"sync"
+
+	"kiln/transport/wire"
+)
+
+// Event is one thing that happened to a job. Exactly one field is non-nil.
+type Event struct {
+	State  *wire.JobState
+	Output *wire.Output
+	Result *wire.Result
+}
+
+// Outcome is what a finished job produced: its Result and the output of its
+// last attempt.
+type Outcome struct {
+	Job           string
+	Result        wire.Result
+	Stdout        []byte
+	Stderr        []byte
+	CompileOutput []byte // Result.CompileOutput, or the streamed compile output
+	Attempts      int    // number of attempts (1 unless the job was requeued)
+}
+
+// Job is a submitted job. Its methods are safe for concurrent use. The
+// client's reader goroutine feeds it; a job ends when its Result arrives or
+// the session with the master ends.
+type Job struct {
+	c  *Client
+	id string
+
+	mu      sync.Mutex
+	attempt int
+	stdout  bytes.Buffer
+	stderr  bytes.Buffer
+	compile bytes.Buffer
+	result  *wire.Result
+	err     error
+	queue   []Event       // events not yet handed to the Events channel
+	notify  chan struct{} // signalled (cap 1) when queue grows or the job ends
+	done    chan struct{} // closed when result or err is set
+
+	eventsOnce sync.Once
+	events     chan Event
+}
+
+func newJob(c *Client, id string) *Job {
+	return &Job{c: c, id: id, notify: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// ID returns the job id the master assigned.
+func (j *Job) ID() string { return j.id }
+
+// Done returns a channel closed when the job has ended (result or error).
+func (j *Job) Done() <-chan struct{} { return j.done }
+
+// Events returns a channel of the job's events in order, from the first
+// JobState after Accepted to the Result. The channel is closed after the
+// Result, or when the session ends; call [Job.Wait] then for the outcome.
+// Every call returns the same channel. Reading it is optional: [Job.Wait]
+// does not depend on it.
+func (j *Job) Events() <-chan Event {
+	j.eventsOnce.Do(func() {
+		j.events = make(chan Event)
+		j.c.wg.Add(1)
+		go j.pump()
+	})
+	return j.events
+}
+
+// pump moves queued events to the Events channel until the job has ended
+// and every event was delivered, or the client is closed.
+func (j *Job) pump() {
+	defer j.c.wg.Done()
+	defer close(j.events)
+	for {
+		j.mu.Lock()
+		q := j.queue
+		j.queue = nil
+		ended := j.result != nil || j.err != nil
+		j.mu.Unlock()
+		for _, ev := range q {
+			select {
+			case j.events <- ev:
+			case <-j.c.closing:
+				return
+			}
+		}
+		if len(q) > 0 {
+			continue
+		}
+		if ended {
+			return
+		}
+		select {
+		case <-j.notify:
+		case <-j.c.closing:
+			return
+		}
+	}
+}
+
+// Wait blocks until the job's Result arrives and returns the outcome, or
+// returns a *[LostError] when the session ended first, or ctx's error. It
+// may be called any number of times and from several goroutines; every call
+// sees the same outcome.
+func (j *Job) Wait(ctx context.Context) (Outcome, error) {
+	select {
+	case <-j.done:
+	case <-ctx.Done():
+		return Outcome{}, ctx.Err()
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.err != nil {
+		return Outcome{}, j.err
+	}
+	o := Outcome{
+		Job:           j.id,
+		Result:        *j.result,
+		Stdout:        bytes.Clone(j.stdout.Bytes()),
+		Stderr:        bytes.Clone(j.stderr.Bytes()),
+		CompileOutput: j.result.CompileOutput,
+		Attempts:      max(j.attempt, 1),
+	}
+	if len(o.CompileOutput) == 0 {
+		o.CompileOutput = bytes.Clone(j.compile.Bytes())
+	}
+	return o, nil
+}
+
+// Cancel asks the master to stop the job. The job then ends with a Result
+// of status cancelled (unless it finished first); Cancel does not wait.
+func (j *Job) Cancel(ctx context.Context) error {
+	select {
+	case <-j.done:
+		return nil
+	default:
+	}
+	return j.c.send(ctx, wire.MsgCancel, 0, wire.Cancel{JobID: j.id})
+}
+
+// result ends the job with its Result unless it belongs to a voided
+// attempt. It reports whether the job has ended.
+func (j *Job) resultMsg(res wire.Result) bool {
+	j.mu.Lock()
+	stale := res.Attempt != 0 && res.Attempt < j.attempt
+	j.mu.Unlock()
+	if stale {
+		return false // the result of a voided attempt
+	}
+	j.finish(&res, nil, Event{Result: &res})
+	return true
+}
+
+// state records a lifecycle change. A requeued job's output so far is void;
+// a failed job that never sent a Result ends with an internal_error Result.
+// It reports whether the job has ended.
+func (j *Job) state(st wire.JobState) bool {
+	switch st.State {
+	case wire.StateRequeued:
+		j.mu.Lock()
+		j.stdout.Reset()
+		j.stderr.Reset()
+		j.compile.Reset()
+		j.attempt = max(j.attempt, st.Attempt)
+		j.mu.Unlock()
+	case wire.StateFailed:
+		res := &wire.Result{JobID: j.id, Attempt: st.Attempt, Status: wire.StatusInternalError,
+			Slave: st.Slave, Detail: st.Detail}
+		j.push(Event{State: &st})
+		j.finish(res, nil, Event{Result: res})
+		return true
+	default:
+		j.mu.Lock()
+		if st.Attempt > j.attempt {
+			j.attempt = st.Attempt
+		}
+		j.mu.Unlock()
+	}
+	j.push(Event{State: &st})
+	return false
+}
+
+// output appends a chunk of the current attempt's output.
+func (j *Job) output(out wire.Output) {
+	j.mu.Lock()
+	if out.Attempt != 0 && out.Attempt < j.attempt {
+		j.mu.Unlock()
+		return // a chunk of a voided attempt
+	}
+	switch out.Stream {
+	case wire.StreamStdout:
+		j.stdout.Write(out.Data)
+	case wire.StreamStderr:
+		j.stderr.Write(out.Data)
+	case wire.StreamCompile:
+		j.compile.Write(out.Data)
+	}
+	j.mu.Unlock()
+	j.push(Event{Output: &out})
+}
+
+// push queues an event for the Events channel.
+func (j *Job) push(ev Event) {
+	j.mu.Lock()
+	j.queue = append(j.queue, ev)
+	j.mu.Unlock()
+	j.wake()
+}
+
+func (j *Job) wake() {
+	select {
+	case j.notify <- struct{}{}:
+	default:
+	}
+}
+
+// finish ends the job with a result or an error, once; later calls do nothing.
+func (j *Job) finish(res *wire.Result, err error, last Event) {
+	j.mu.Lock()
+	if j.result != nil || j.err != nil {
+		j.mu.Unlock()
+		return
+	}
+	j.result, j.err = res, err
+	if res != nil {
+		j.queue = append(j.queue, last)
+	}
+	close(j.done)
+	j.mu.Unlock()
+	j.wake()
+}

@@ -1,0 +1,160 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sync/atomic"
+
+	"kiln/transport/wire"
+)
+
+// Request is one program to run.
+type Request struct {
+	// FileName is the source file's name; its extension selects the
+	// language (see wire.LanguageOf). Only its base name is sent.
+	FileName string
+	Source   []byte
+	Stdin    []byte
+	Limits   wire.JobLimits
+	// Progress, when set, is called from Submit's goroutine as the source
+	// and stdin are uploaded, with the bytes sent so far and the total.
+	Progress func(sent, total int64)
+}
+
+// Check validates a request against limits (zero fields mean no limit).
+// Its errors wrap [ErrBadInput].
+func (r Request) Check(l wire.Limits) error {
+	name := filepath.Base(r.FileName)
+	if wire.LanguageOf(name) == "" {
+		return fmt.Errorf("%w: %s: unknown language (want .c, .cpp, .cc, .java or .py)", ErrBadInput, name)
+	}
+	if len(r.Source) == 0 {
+		return fmt.Errorf("%w: %s: empty source file", ErrBadInput, name)
+	}
+	if l.MaxSource > 0 && int64(len(r.Source)) > l.MaxSource {
+		return fmt.Errorf("%w: %s: source is %d bytes, over the master's limit of %d", ErrBadInput, name, len(r.Source), l.MaxSource)
+	}
+	if l.MaxStdin > 0 && int64(len(r.Stdin)) > l.MaxStdin {
+		return fmt.Errorf("%w: stdin is %d bytes, over the master's limit of %d", ErrBadInput, len(r.Stdin), l.MaxStdin)
+	}
+	return nil
+}
+
+// Submit sends a program to the master and waits until it is accepted.
+// It fails with an error wrapping [ErrBadInput] before sending anything
+// when the request is invalid or over the master's limits, and with a
+// *[RequestError] when the master refuses the job (busy, no_slave, ...).
+func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
+	if err := req.Check(c.welcome.Limits); err != nil {
+		return nil, err
+	}
+	name := filepath.Base(req.FileName)
+	id, p, err := c.register(true)
+	if err != nil {
+		return nil, err
+	}
+	sub := wire.Submit{
+		Language:   wire.LanguageOf(name),
+		FileName:   name,
+		SourceSize: int64(len(req.Source)),
+		StdinSize:  int64(len(req.Stdin)),
+		Limits:     req.Limits,
+	}
+	if err := c.send(ctx, wire.MsgSubmit, id, sub); err != nil {
+		c.unregister(id)
+		return nil, err
+	}
+	if err := c.uploadUntilAnswered(ctx, id, p, name, req); err != nil {
+		return nil, err
+	}
+	r, err := c.await(ctx, id, p)
+	if err != nil {
+		return nil, err
+	}
+	if r.env.Type != wire.MsgAccepted || r.job == nil {
+		return nil, fmt.Errorf("submit: unexpected answer type %d", r.env.Type)
+	}
+	return r.job, nil
+}
+
+// uploadUntilAnswered uploads the request's files while watching for an
+// early answer: an Error (busy, no_slave, ...) stops the upload. On return
+// with a nil error, the answer, if it came, is back in p.reply for await.
+func (c *Client) uploadUntilAnswered(ctx context.Context, id uint64, p *call, name string, req Request) error {
+	uctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	upErr := make(chan error, 1)
+	go func() { upErr <- c.upload(uctx, id, name, req) }()
+	select {
+	case err := <-upErr:
+		if err != nil {
+			c.abandon(id, p)
+		}
+		return err
+	case r := <-p.reply:
+		p.reply <- r // only one answer is ever sent: the slot is free
+		if r.job == nil {
+			cancel() // refused: the master does not want the files
+			<-upErr
+			return nil
+		}
+		if err := <-upErr; err != nil {
+			c.cancelOrphan(r.job.id)
+			<-p.reply
+			return err
+		}
+		return nil
+	case <-ctx.Done():
+		cancel()
+		<-upErr
+		c.abandon(id, p)
+		return ctx.Err()
+	}
+}
+
+// upload sends the source and, if any, the stdin of request id on file
+// streams.
+func (c *Client) upload(ctx context.Context, id uint64, name string, req Request) error {
+	total := int64(len(req.Source) + len(req.Stdin))
+	var sent atomic.Int64
+	files := []struct {
+		kind, name string
+		data       []byte
+	}{{wire.FileSource, name, req.Source}, {wire.FileStdin, "stdin", req.Stdin}}
+	for _, f := range files {
+		if f.kind == wire.FileStdin && len(f.data) == 0 {
+			continue
+		}
+		hdr := wire.NewFileHeader(requestID(id), f.kind, f.name, f.data)
+		var r io.Reader = bytes.NewReader(f.data)
+		if req.Progress != nil {
+			r = &progressReader{r: r, sent: &sent, total: total, fn: req.Progress}
+		}
+		if err := c.s.SendFile(ctx, hdr, r); err != nil {
+			if cause := c.Err(); cause != nil {
+				return c.lostErr(cause)
+			}
+			return fmt.Errorf("upload %s: %w", f.kind, err)
+		}
+	}
+	return nil
+}
+
+// progressReader reports the bytes read through it.
+type progressReader struct {
+	r     io.Reader
+	sent  *atomic.Int64
+	total int64
+	fn    func(sent, total int64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.fn(p.sent.Add(int64(n)), p.total)
+	}
+	return n, err
+}
