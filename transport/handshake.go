@@ -93,7 +93,7 @@ func Dial(ctx context.Context, addr string, tlsCfg *tls.Config, cfg Config) (*Se
 	}
 	s, err := Client(conn, cfg)
 	if err != nil {
-		return nil, err
+		return nil, tlsFailure(addr, err)
 	}
 	s.peer = addr
 	return s, nil
@@ -115,11 +115,11 @@ func hello(ctx context.Context, s *Session, h wire.Hello) (wire.Welcome, error) 
 	var w wire.Welcome
 	h.Proto = wire.ProtocolVersion
 	if err := s.Send(wire.MsgHello, 0, &h); err != nil {
-		return w, tlsFailure(s, err)
+		return w, tlsFailure(s.peer, err)
 	}
 	e, err := s.recvCtx(ctx)
 	if err != nil {
-		return w, tlsFailure(s, err)
+		return w, tlsFailure(s.peer, err)
 	}
 	switch e.Type {
 	case wire.MsgWelcome:
@@ -138,10 +138,10 @@ func hello(ctx context.Context, s *Session, h wire.Hello) (wire.Welcome, error) 
 }
 
 // tlsFailure turns a session that died from a TLS alert into a HandshakeError.
-func tlsFailure(s *Session, err error) error {
+func tlsFailure(addr string, err error) error {
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "remote error" {
-		return &HandshakeError{Addr: s.peer, Err: op}
+		return &HandshakeError{Addr: addr, Err: op}
 	}
 	return err
 }
