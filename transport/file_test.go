@@ -203,7 +203,9 @@ func TestFileDoesNotBlockControl(t *testing.T) {
 	ctx := testCtx(t, 10*time.Second)
 	data := randBytes(4<<20, 9)
 	errc := make(chan error, 1)
-	go func() { errc <- c.SendFile(ctx, wire.NewFileHeader("J", wire.FileStdin, "in", data), bytes.NewReader(data)) }()
+	go func() {
+		errc <- c.SendFile(ctx, wire.NewFileHeader("J", wire.FileStdin, "in", data), bytes.NewReader(data))
+	}()
 	_, rc, err := s.AcceptFile(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +247,9 @@ func TestFileContexts(t *testing.T) {
 	errc := make(chan error, 1)
 	sctx, scancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer scancel()
-	go func() { errc <- c.SendFile(sctx, wire.NewFileHeader("J", wire.FileStdin, "in", data), bytes.NewReader(data)) }()
+	go func() {
+		errc <- c.SendFile(sctx, wire.NewFileHeader("J", wire.FileStdin, "in", data), bytes.NewReader(data))
+	}()
 	_, rc, err := s.AcceptFile(testCtx(t, 5*time.Second))
 	if err != nil {
 		t.Fatal(err)
