@@ -1,0 +1,356 @@
+package sandbox
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Cgroups. Each sandbox slot owns one cgroup per controller under
+// <own cgroup>/kiln-<pid>/slot-<n>, created with the slot and removed with
+// it. The init is not in it: on v1 only the init's fork thread is moved
+// there (v1 places threads individually; the memory controller charges the
+// init's pages to its main thread's group), so jobs are born inside it; on
+// v2 the job is cloned straight into <slot>/job (CLONE_INTO_CGROUP) while
+// the init lives in <slot>/init.
+
+// cgroups is the host's view of the usable hierarchies.
+type cgroups struct {
+	version string // "v1", "v2" or ""
+	memory  string // v1: memory hierarchy dir for our groups; v2: our dir
+	pids    string // v1: pids hierarchy dir; v2: same as memory
+	missing []string
+}
+
+// detectCgroups finds where this process may create its groups.
+func detectCgroups() *cgroups {
+	own, err := ownCgroups()
+	if err != nil {
+		return &cgroups{missing: []string{"cgroups: " + err.Error()}}
+	}
+	mounts, err := cgroupMounts()
+	if err != nil {
+		return &cgroups{missing: []string{"cgroups: " + err.Error()}}
+	}
+	parent := "kiln-" + strconv.Itoa(os.Getpid())
+	c := &cgroups{}
+	if m, ok := mounts["memory"]; ok {
+		c.version = "v1"
+		c.memory = filepath.Join(m, own["memory"], parent)
+		if p, ok := mounts["pids"]; ok {
+			c.pids = filepath.Join(p, own["pids"], parent)
+		} else {
+			c.missing = append(c.missing, "cgroup v1 pids controller not mounted (RLIMIT_NPROC only)")
+		}
+		return c
+	}
+	if u, ok := mounts[""]; ok {
+		dir := filepath.Join(u, own[""])
+		ctl, _ := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+		fields := strings.Fields(string(ctl))
+		if contains(fields, "memory") && contains(fields, "pids") {
+			c.version = "v2"
+			c.memory = filepath.Join(dir, parent)
+			c.pids = c.memory
+			return c
+		}
+		c.missing = append(c.missing, "cgroup v2 at "+dir+" lacks the memory and pids controllers (delegate them)")
+		return c
+	}
+	c.missing = append(c.missing, "no cgroup memory controller (memory limited by RLIMIT_AS only, no peak from cgroup)")
+	return c
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// ownCgroups maps controller ("" for v2) to this process's group path.
+func ownCgroups() (map[string]string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	own := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		for _, ctl := range strings.Split(f[1], ",") {
+			own[ctl] = f[2]
+		}
+	}
+	return own, nil
+}
+
+// cgroupMounts maps controller ("" for the v2 hierarchy) to its mount point.
+func cgroupMounts() (map[string]string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		pf, qf := strings.Fields(pre), strings.Fields(post)
+		if len(pf) < 5 || len(qf) < 3 || pf[3] != "/" {
+			continue
+		}
+		switch qf[0] {
+		case "cgroup2":
+			m[""] = pf[4]
+		case "cgroup":
+			for _, o := range strings.Split(qf[2], ",") {
+				if o == "memory" || o == "pids" {
+					m[o] = pf[4]
+				}
+			}
+		}
+	}
+	return m, sc.Err()
+}
+
+// controllers lists the controllers in force.
+func (c *cgroups) controllers() []string {
+	var l []string
+	if c.memory != "" {
+		l = append(l, "memory")
+	}
+	if c.pids != "" {
+		l = append(l, "pids")
+	}
+	return l
+}
+
+// slotCgroup is the group(s) of one sandbox slot.
+type slotCgroup struct {
+	v2      bool
+	dirs    []string   // created directories, deepest last
+	memDir  string     // v1 memory dir or v2 job dir
+	pidsDir string     // v1 pids dir or v2 job dir
+	pass    []*os.File // handed to the init (v1 tasks files or v2 job dir)
+	initDir *os.File   // v2: the init's group, for CLONE_INTO_CGROUP
+	base    int64      // memory charged before the job started
+	ooms    int64      // OOM kills counted before the job started
+}
+
+// newSlot creates the groups of slot n; initUID is the init's host uid
+// (v2 delegates the job group to it).
+func (c *cgroups) newSlot(n, initUID int) (*slotCgroup, error) {
+	s := &slotCgroup{v2: c.version == "v2"}
+	name := "slot-" + strconv.Itoa(n)
+	if s.v2 {
+		return s, s.makeV2(filepath.Join(c.memory, name), initUID)
+	}
+	for _, base := range []string{c.memory, c.pids} {
+		if base == "" {
+			continue
+		}
+		dir := filepath.Join(base, name)
+		if err := s.mkdir(base, dir); err != nil {
+			s.remove()
+			return nil, err
+		}
+		f, err := os.OpenFile(filepath.Join(dir, "tasks"), os.O_WRONLY, 0)
+		if err != nil {
+			s.remove()
+			return nil, err
+		}
+		s.pass = append(s.pass, f)
+		if base == c.memory {
+			s.memDir = dir
+			os.WriteFile(filepath.Join(dir, "memory.swappiness"), []byte("0"), 0)
+		} else {
+			s.pidsDir = dir
+		}
+	}
+	return s, nil
+}
+
+func (s *slotCgroup) mkdir(parent, dir string) error {
+	if err := os.Mkdir(parent, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return err
+	}
+	s.dirs = append(s.dirs, dir)
+	return nil
+}
+
+func (s *slotCgroup) makeV2(slot string, initUID int) error {
+	parent := filepath.Dir(slot)
+	if err := s.mkdir(parent, slot); err != nil {
+		return err
+	}
+	for _, d := range []string{filepath.Dir(parent), parent, slot} {
+		if err := os.WriteFile(filepath.Join(d, "cgroup.subtree_control"), []byte("+memory +pids"), 0); err != nil && d == slot {
+			s.remove()
+			return fmt.Errorf("enable memory,pids under %s: %w", d, err)
+		}
+	}
+	for _, d := range []string{"init", "job"} {
+		if err := s.mkdir(slot, filepath.Join(slot, d)); err != nil {
+			s.remove()
+			return err
+		}
+	}
+	job := filepath.Join(slot, "job")
+	for _, p := range []string{slot, job, filepath.Join(slot, "cgroup.procs"), filepath.Join(job, "cgroup.procs")} {
+		if err := os.Chown(p, initUID, initUID); err != nil {
+			s.remove()
+			return err
+		}
+	}
+	s.memDir, s.pidsDir = job, job
+	var err error
+	if s.initDir, err = os.Open(filepath.Join(slot, "init")); err != nil {
+		s.remove()
+		return err
+	}
+	jf, err := os.Open(job)
+	if err != nil {
+		s.remove()
+		return err
+	}
+	s.pass = []*os.File{jf}
+	return nil
+}
+
+// closePassed closes the descriptors once the init holds them.
+func (s *slotCgroup) closePassed() {
+	closeFiles(s.pass)
+	s.pass = nil
+	if s.initDir != nil {
+		s.initDir.Close()
+		s.initDir = nil
+	}
+}
+
+// limit sets the limits of the next job and notes the baseline.
+func (s *slotCgroup) limit(memBytes int64, procs int) error {
+	if s.memDir != "" {
+		lim := "-1"
+		if memBytes > 0 {
+			lim = strconv.FormatInt(memBytes, 10)
+		}
+		if s.v2 {
+			if lim == "-1" {
+				lim = "max"
+			}
+			if err := s.write(s.memDir, "memory.max", lim); err != nil {
+				return err
+			}
+			s.write(s.memDir, "memory.swap.max", "0")
+			s.write(s.memDir, "memory.peak", "reset")
+			s.base = 0
+		} else {
+			s.write(s.memDir, "memory.memsw.limit_in_bytes", "-1")
+			if err := s.write(s.memDir, "memory.limit_in_bytes", lim); err != nil {
+				return err
+			}
+			s.write(s.memDir, "memory.memsw.limit_in_bytes", lim)
+			s.write(s.memDir, "memory.max_usage_in_bytes", "0")
+			s.base = s.readInt(s.memDir, "memory.usage_in_bytes")
+		}
+		s.ooms = s.oomKills()
+	}
+	if s.pidsDir != "" {
+		max := "max"
+		if procs > 0 {
+			if !s.v2 {
+				procs++ // the init's fork thread lives there too
+			}
+			max = strconv.Itoa(procs)
+		}
+		if err := s.write(s.pidsDir, "pids.max", max); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// usage reads the job's peak memory and whether the OOM killer struck.
+func (s *slotCgroup) usage() (peakKiB int64, oom bool) {
+	if s.memDir == "" {
+		return 0, false
+	}
+	var peak int64
+	if s.v2 {
+		peak = s.readInt(s.memDir, "memory.peak")
+	} else {
+		peak = s.readInt(s.memDir, "memory.max_usage_in_bytes") - s.base
+	}
+	return max(peak, 0) / 1024, s.oomKills() > s.ooms
+}
+
+func (s *slotCgroup) oomKills() int64 {
+	file := "memory.oom_control"
+	if s.v2 {
+		file = "memory.events"
+	}
+	b, _ := os.ReadFile(filepath.Join(s.memDir, file))
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func (s *slotCgroup) write(dir, file, v string) error {
+	err := os.WriteFile(filepath.Join(dir, file), []byte(v), 0)
+	if err != nil {
+		return fmt.Errorf("cgroup %s: %w", file, err)
+	}
+	return nil
+}
+
+func (s *slotCgroup) readInt(dir, file string) int64 {
+	b, _ := os.ReadFile(filepath.Join(dir, file))
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return n
+}
+
+// remove deletes the slot's groups once their processes are gone.
+func (s *slotCgroup) remove() {
+	s.closePassed()
+	for i := len(s.dirs) - 1; i >= 0; i-- {
+		for try := 0; try < 50; try++ {
+			err := unix.Rmdir(s.dirs[i])
+			if err != unix.EBUSY {
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	s.dirs = nil
+}
+
+// removeParents deletes our kiln-<pid> groups when empty.
+func (c *cgroups) removeParents() {
+	for _, d := range []string{c.memory, c.pids} {
+		if d != "" {
+			unix.Rmdir(d)
+		}
+	}
+}

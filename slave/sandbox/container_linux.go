@@ -1,0 +1,455 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	readyTimeout = 10 * time.Second // longest an init may take to build its root
+	killGrace    = 3 * time.Second  // after a kill request, before killing the init
+)
+
+// container is one prepared sandbox: an init process in its namespaces and
+// the host's end of its socket. It runs one job at a time.
+type container struct {
+	slot    int
+	jobUID  int // host uid of the job
+	cmd     *exec.Cmd
+	conn    *net.UnixConn
+	cg      *slotCgroup // nil without cgroups
+	exited  chan struct{}
+	destroy func()
+}
+
+// startContainer starts the init of slot n and waits until it is ready.
+func startContainer(n int, cfg *StrictConfig, cgs *cgroups, setup *setupMsg) (*container, error) {
+	initUID := cfg.HostIDBase + 2*n
+	c := &container{slot: n, jobUID: initUID + 1, exited: make(chan struct{})}
+	var err error
+	if cgs.version != "" {
+		if c.cg, err = cgs.newSlot(n, initUID); err != nil {
+			return nil, fmt.Errorf("sandbox: cgroup for slot %d: %w", n, err)
+		}
+	}
+	fail := func(err error) (*container, error) {
+		c.kill()
+		return nil, fmt.Errorf("sandbox: start: %w", err)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fail(err)
+	}
+	hostEnd, initEnd := os.NewFile(uintptr(fds[0]), "sandbox-host"), os.NewFile(uintptr(fds[1]), "sandbox-init")
+	fc, err := net.FileConn(hostEnd)
+	hostEnd.Close()
+	if err != nil {
+		initEnd.Close()
+		return fail(err)
+	}
+	c.conn = fc.(*net.UnixConn)
+	c.cmd = initCommand(cfg, cgs, c.cg, initUID, initEnd)
+	err = c.cmd.Start()
+	initEnd.Close()
+	if c.cg != nil {
+		c.cg.closePassed()
+	}
+	if err != nil {
+		c.cmd = nil
+		return fail(err)
+	}
+	go func() { c.cmd.Wait(); close(c.exited) }()
+	// The init must survive the OOM killer of its job's group; the job
+	// resets its own score to 0.
+	os.WriteFile("/proc/"+strconv.Itoa(c.cmd.Process.Pid)+"/oom_score_adj", []byte("-1000"), 0)
+	var once sync.Once
+	c.destroy = func() { once.Do(c.kill) }
+	if err := sendMsg(c.conn, envelope{T: msgSetup, Setup: setup}); err != nil {
+		return fail(err)
+	}
+	c.conn.SetReadDeadline(time.Now().Add(readyTimeout))
+	m, files, err := recvMsg(c.conn)
+	closeFiles(files)
+	c.conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		return fail(fmt.Errorf("sandbox init: %w", err))
+	}
+	if m.T != msgReady || m.Err != "" {
+		return fail(fmt.Errorf("sandbox init: %s", m.Err))
+	}
+	if m.Ready != nil {
+		for _, note := range m.Ready.Notes {
+			cfg.Logger.Warn("sandbox: degraded", "slot", n, "note", note)
+		}
+	}
+	return c, nil
+}
+
+// initCommand builds the command that starts an init in new namespaces.
+func initCommand(cfg *StrictConfig, cgs *cgroups, cg *slotCgroup, initUID int, sock *os.File) *exec.Cmd {
+	mode := "1"
+	flags := uintptr(syscall.CLONE_NEWUSER | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS |
+		syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS)
+	sys := &syscall.SysProcAttr{
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: initUID, Size: 1}, {ContainerID: 1000, HostID: initUID + 1, Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: initUID, Size: 1}, {ContainerID: 1000, HostID: initUID + 1, Size: 1}},
+		// The init clears its supplementary groups (the host's) with setgroups.
+		GidMappingsEnableSetgroups: true,
+		Credential:                 &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}},
+		Setsid:                     true,
+		Pdeathsig:                  syscall.SIGKILL,
+	}
+	extra := []*os.File{sock}
+	if cg != nil {
+		extra = append(extra, cg.pass...)
+		if cg.v2 {
+			mode = "v2"
+			sys.UseCgroupFD, sys.CgroupFD = true, int(cg.initDir.Fd())
+		}
+	}
+	if cgs.version != "v2" {
+		// A cgroup namespace hides the host's group paths from the job; on
+		// v2 it would hide the job group from the init too.
+		flags |= syscall.CLONE_NEWCGROUP
+	}
+	sys.Cloneflags = flags
+	cmd := &exec.Cmd{
+		Path:        cfg.Exe,
+		Args:        []string{initArg0},
+		Env:         []string{initEnv + "=" + mode},
+		ExtraFiles:  extra,
+		Stderr:      os.Stderr,
+		SysProcAttr: sys,
+	}
+	return cmd
+}
+
+// kill ends the init (and with it every process of its PID namespace),
+// waits for it and removes the slot's cgroups.
+func (c *container) kill() {
+	if c.conn != nil {
+		c.conn.Close()
+	}
+	if c.cmd != nil {
+		c.cmd.Process.Kill()
+		<-c.exited
+	}
+	if c.cg != nil {
+		c.cg.remove()
+	}
+}
+
+// alive reports whether the init still runs.
+func (c *container) alive() bool {
+	select {
+	case <-c.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// run runs one job in c. reuse says whether c is clean for the next job.
+func (c *container) run(ctx context.Context, spec *Spec, cfg *StrictConfig) (out Outcome, reuse bool, err error) {
+	lim := spec.Limits
+	if c.cg != nil {
+		if err := c.cg.limit(lim.MemoryBytes, procsOr(lim.Procs)); err != nil {
+			return out, false, fmt.Errorf("sandbox: %w", err)
+		}
+	}
+	w, err := newTmpfs(cfg.WorkDirBytes, c.jobUID, c.jobUID, 0o755)
+	if err != nil {
+		return out, false, fmt.Errorf("sandbox: work dir: %w", err)
+	}
+	defer w.Close()
+	tmp, err := newTmpfs(cfg.TmpBytes, 0, 0, 0o1777)
+	if err != nil {
+		return out, false, fmt.Errorf("sandbox: /tmp: %w", err)
+	}
+	defer tmp.Close()
+	seen, err := copyIn(spec.Dir, w, c.jobUID, c.jobUID)
+	if err != nil {
+		return out, false, fmt.Errorf("sandbox: %w", err)
+	}
+	jio := newJobIO(spec)
+	if err := jio.open(); err != nil {
+		return out, false, fmt.Errorf("sandbox: pipes: %w", err)
+	}
+	defer jio.closeAll()
+	msg := &runMsg{Argv: spec.Argv, Env: spec.Env, Rlimits: rlimits(lim, c.cg != nil && c.cg.memDir != "")}
+	err = sendMsg(c.conn, envelope{T: msgRun, Run: msg}, jio.childFDs(int(w.Fd()), int(tmp.Fd()))...)
+	jio.closeChildEnds()
+	if err != nil {
+		return out, false, fmt.Errorf("sandbox: send run: %w", err)
+	}
+	jio.start(c.requestKill)
+	d, timedOut, err := c.await(ctx, lim.Wall)
+	jio.wait()
+	if err != nil {
+		return out, false, err
+	}
+	if d.StartErr != "" {
+		return out, d.Clean, fmt.Errorf("%w: %s", ErrStart, d.StartErr)
+	}
+	out = outcome(d, lim, timedOut, jio)
+	if c.cg != nil {
+		peak, oom := c.cg.usage()
+		out.PeakMemoryKiB = max(peak, d.MaxRSSKiB)
+		out.MemoryExceeded = oom
+	} else if lim.MemoryBytes > 0 && d.MaxRSSKiB*1024 >= lim.MemoryBytes*9/10 && (out.Signal != 0 || out.ExitCode != 0) {
+		out.MemoryExceeded = true // RLIMIT_AS heuristic: failed near the limit
+	}
+	skipped, err := copyOut(w, spec.Dir, seen)
+	for _, s := range skipped {
+		cfg.Logger.Info("sandbox: not copied back (not a regular file)", "file", s)
+	}
+	if err != nil {
+		return out, false, fmt.Errorf("sandbox: %w", err)
+	}
+	reuse = d.Clean && !timedOut && !out.OutputExceeded && c.alive()
+	return out, reuse, nil
+}
+
+// await waits for the job's done message, enforcing the wall limit and
+// ctx. timedOut is true when the wall limit killed the job.
+func (c *container) await(ctx context.Context, wall time.Duration) (doneMsg, bool, error) {
+	type result struct {
+		m   envelope
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		m, files, err := recvMsg(c.conn)
+		closeFiles(files)
+		res <- result{m, err}
+	}()
+	var timer <-chan time.Time
+	if wall > 0 {
+		t := time.NewTimer(wall)
+		defer t.Stop()
+		timer = t.C
+	}
+	timedOut, ctxErr := false, error(nil)
+	var grace <-chan time.Time
+	for {
+		select {
+		case r := <-res:
+			if r.err != nil {
+				return doneMsg{}, timedOut, fmt.Errorf("sandbox: init lost: %w", r.err)
+			}
+			if r.m.Err != "" || r.m.Done == nil {
+				return doneMsg{}, timedOut, fmt.Errorf("sandbox init: %s", r.m.Err)
+			}
+			return *r.m.Done, timedOut, ctxErr
+		case <-timer:
+			timer, timedOut = nil, true
+			grace = c.requestKill()
+		case <-ctx.Done():
+			ctx, ctxErr = context.Background(), ctx.Err()
+			grace = c.requestKill()
+		case <-grace:
+			// The init did not answer: kill it and the whole namespace.
+			grace = nil
+			c.destroy()
+		}
+	}
+}
+
+// requestKill asks the init to kill every job process and returns a timer
+// after which the init itself is killed.
+func (c *container) requestKill() <-chan time.Time {
+	sendMsg(c.conn, envelope{T: msgKill})
+	return time.After(killGrace)
+}
+
+// outcome turns the init's report into an Outcome.
+func outcome(d doneMsg, lim Limits, timedOut bool, jio *jobIO) Outcome {
+	ws := syscall.WaitStatus(d.Status)
+	out := Outcome{
+		ExitCode:       -1,
+		Wall:           time.Duration(d.WallNs),
+		CPU:            time.Duration(d.CPUNs),
+		PeakMemoryKiB:  d.MaxRSSKiB,
+		TimedOut:       timedOut,
+		OutputExceeded: jio.exceeded(),
+		StdoutBytes:    jio.stdout.n,
+		StderrBytes:    jio.stderr.n,
+	}
+	switch {
+	case ws.Exited():
+		out.ExitCode = ws.ExitStatus()
+	case ws.Signaled():
+		out.Signal = int(ws.Signal())
+	}
+	if lim.CPU > 0 && (out.CPU >= lim.CPU || out.Signal == int(syscall.SIGXCPU)) {
+		out.TimedOut = true
+	}
+	return out
+}
+
+func procsOr(n int) int {
+	if n > 0 {
+		return n
+	}
+	return DefaultProcs
+}
+
+// rlimits lists the job's resource limits. RLIMIT_AS is used only when no
+// cgroup limits memory: it would starve the JVM, which reserves far more
+// address space than it uses.
+func rlimits(l Limits, cgroupMemory bool) []rlimitSpec {
+	set := func(res int, v uint64) rlimitSpec { return rlimitSpec{Resource: res, Cur: v, Max: v} }
+	files := uint64(DefaultOpenFiles)
+	if l.OpenFiles > 0 {
+		files = uint64(l.OpenFiles)
+	}
+	rs := []rlimitSpec{
+		set(unix.RLIMIT_CORE, 0),
+		set(unix.RLIMIT_NOFILE, files),
+		set(unix.RLIMIT_NPROC, uint64(procsOr(l.Procs))),
+		set(unix.RLIMIT_STACK, DefaultStackBytes),
+	}
+	if l.CPU > 0 {
+		secs := uint64((l.CPU + time.Second - 1) / time.Second)
+		rs = append(rs, rlimitSpec{Resource: unix.RLIMIT_CPU, Cur: secs, Max: secs + 1})
+	}
+	if l.FileBytes > 0 {
+		rs = append(rs, set(unix.RLIMIT_FSIZE, uint64(l.FileBytes)))
+	}
+	if l.MemoryBytes > 0 && !cgroupMemory && !l.NoAddressSpaceLimit {
+		rs = append(rs, set(unix.RLIMIT_AS, uint64(l.MemoryBytes)))
+	}
+	return rs
+}
+
+// jobIO owns the pipes between the host and the job.
+type jobIO struct {
+	spec           *Spec
+	limit          int64
+	stdout, stderr counter
+	mu             sync.Mutex
+	total          int64
+	over           bool
+	kill           func() <-chan time.Time
+	inR, inW       *os.File
+	outR, outW     *os.File
+	errR, errW     *os.File
+	wg             sync.WaitGroup
+}
+
+func newJobIO(spec *Spec) *jobIO { return &jobIO{spec: spec, limit: spec.Limits.OutputBytes} }
+
+func (j *jobIO) open() error {
+	var err error
+	if j.inR, j.inW, err = os.Pipe(); err != nil {
+		return err
+	}
+	if j.outR, j.outW, err = os.Pipe(); err != nil {
+		return err
+	}
+	j.errR, j.errW, err = os.Pipe()
+	return err
+}
+
+// childFDs lists what the init receives: stdin, stdout, stderr, /w, /tmp.
+func (j *jobIO) childFDs(w, tmp int) []int {
+	return []int{int(j.inR.Fd()), int(j.outW.Fd()), int(j.errW.Fd()), w, tmp}
+}
+
+func (j *jobIO) closeChildEnds() {
+	for _, f := range []**os.File{&j.inR, &j.outW, &j.errW} {
+		if *f != nil {
+			(*f).Close()
+			*f = nil
+		}
+	}
+}
+
+func (j *jobIO) closeAll() {
+	j.closeChildEnds()
+	for _, f := range []*os.File{j.inW, j.outR, j.errR} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// start copies stdin in and stdout/stderr out, counting output against the
+// limit and calling kill once when it is exceeded.
+func (j *jobIO) start(kill func() <-chan time.Time) {
+	j.kill = kill
+	j.wg.Add(3)
+	go func() {
+		defer j.wg.Done()
+		if j.spec.Stdin != nil {
+			io.Copy(j.inW, j.spec.Stdin)
+		}
+		j.inW.Close()
+	}()
+	go j.drain(j.outR, j.spec.Stdout, &j.stdout)
+	go j.drain(j.errR, j.spec.Stderr, &j.stderr)
+}
+
+type counter struct{ n int64 }
+
+func (j *jobIO) drain(r *os.File, w io.Writer, c *counter) {
+	defer j.wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			keep := j.account(int64(n), c)
+			if w != nil && keep > 0 {
+				w.Write(buf[:keep])
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// account counts n new bytes and returns how many of them to keep.
+func (j *jobIO) account(n int64, c *counter) int64 {
+	j.mu.Lock()
+	keep := n
+	if j.limit > 0 && j.total+n > j.limit {
+		keep = max(j.limit-j.total, 0)
+	}
+	j.total += keep
+	c.n += keep
+	trip := j.limit > 0 && keep < n && !j.over
+	if trip {
+		j.over = true
+	}
+	j.mu.Unlock()
+	if trip {
+		j.kill()
+	}
+	return keep
+}
+
+func (j *jobIO) exceeded() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.over
+}
+
+// wait waits for the copiers: the job's processes are all dead, so the
+// output pipes are at EOF; stdin's pipe is closed under its copier.
+func (j *jobIO) wait() {
+	j.inW.Close()
+	j.wg.Wait()
+}
+
+var _ Runner = (*Strict)(nil)

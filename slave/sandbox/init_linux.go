@@ -1,0 +1,497 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The sandbox init is this very binary, re-executed by the host as PID 1 of
+// fresh user, PID, mount, network, IPC, UTS and cgroup namespaces. It builds
+// a read-only root, then serves runs: for each, it attaches the per-run
+// tmpfs mounts the host made, forks the program as the unprivileged job uid
+// from a dedicated OS thread (no_new_privs, empty capability bounding set,
+// sitting in the slot's cgroups so that children are born there), applies
+// rlimits while the program is stopped at its first instruction, reaps
+// every process of the job and kills the leftovers.
+
+const (
+	initEnv   = "KILN_SANDBOX_INIT"
+	initArg0  = "kiln-sandbox-init"
+	sockFD    = 3 // protocol socket
+	cgFD0     = 4 // first v1 "tasks" file or v2 job cgroup directory
+	maxCgFDs  = 2
+	cleanWait = 2 * time.Second // longest the init tries to kill leftovers
+)
+
+// Main runs the sandbox init and exits when this process was started as
+// one by a [Strict] runner; otherwise it returns false at once. Call it
+// first thing in main (cmd/kiln does, in sandboxChild) and in TestMain of
+// packages whose tests run a Strict runner.
+func Main() bool {
+	if os.Getenv(initEnv) == "" || len(os.Args) == 0 || os.Args[0] != initArg0 || os.Getpid() != 1 {
+		return false
+	}
+	os.Exit(runInit(os.Getenv(initEnv)))
+	return true
+}
+
+// runInit is the whole life of an init; it returns the exit code.
+func runInit(mode string) int {
+	f := os.NewFile(sockFD, "sandbox-socket")
+	fc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sandbox init:", err)
+		return 1
+	}
+	conn := fc.(*net.UnixConn)
+	defer conn.Close()
+	m, _, err := recvMsg(conn)
+	if err != nil || m.T != msgSetup || m.Setup == nil {
+		fmt.Fprintln(os.Stderr, "sandbox init: no setup message:", err)
+		return 1
+	}
+	notes, err := buildRoot(m.Setup)
+	if err != nil {
+		sendMsg(conn, envelope{T: msgReady, Err: err.Error()})
+		return 1
+	}
+	r := &jobRunner{conn: conn, jobUID: m.Setup.JobUID, cgroupV2: mode == "v2", jobs: make(chan job)}
+	ready := make(chan []string)
+	go r.loop(ready)
+	notes = append(notes, <-ready...)
+	if err := sendMsg(conn, envelope{T: msgReady, Ready: &readyMsg{Notes: notes}}); err != nil {
+		return 1
+	}
+	r.serve()
+	return 0
+}
+
+// buildRoot makes a tmpfs root holding the read-only binds, a fresh /proc,
+// a minimal /dev and the mount points /w and /tmp, and pivots into it.
+// It returns notes on best-effort steps that failed.
+func buildRoot(s *setupMsg) ([]string, error) {
+	var notes []string
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return nil, fmt.Errorf("make / private: %w", err)
+	}
+	// No nested user namespaces: without them the job cannot gain
+	// capabilities anywhere, which shuts a large kernel attack surface.
+	if err := os.WriteFile("/proc/sys/user/max_user_namespaces", []byte("0"), 0); err != nil {
+		notes = append(notes, "nested user namespaces not disabled: "+err.Error())
+	}
+	const root = "/tmp"
+	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m,nr_inodes=4096,mode=0755"); err != nil {
+		return nil, fmt.Errorf("mount root tmpfs: %w", err)
+	}
+	for _, b := range s.Binds {
+		if err := bindRO(b, root+b.Path); err != nil {
+			return nil, err
+		}
+	}
+	for p, target := range s.Symlinks {
+		if err := mkdirFor(root + p); err != nil {
+			return nil, err
+		}
+		if err := os.Symlink(target, root+p); err != nil {
+			return nil, fmt.Errorf("symlink %s: %w", p, err)
+		}
+	}
+	for p, content := range s.Files {
+		if err := mkdirFor(root + p); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(root+p, []byte(content), 0o644); err != nil {
+			return nil, fmt.Errorf("write %s: %w", p, err)
+		}
+	}
+	if err := makeDev(root + "/dev"); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{"/proc", "/w", "/tmp"} {
+		if err := os.MkdirAll(root+d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := unix.Mount("proc", root+"/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return nil, fmt.Errorf("mount /proc: %w", err)
+	}
+	if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
+		notes = append(notes, "hostname: "+err.Error())
+	}
+	if err := pivot(root); err != nil {
+		return nil, err
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	if err := unix.MountSetattr(-1, "/", 0, &attr); err != nil {
+		return nil, fmt.Errorf("make / read-only: %w", err)
+	}
+	return notes, nil
+}
+
+// bindRO bind-mounts b.Path (and what is mounted below it) read-only,
+// nosuid and nodev at target.
+func bindRO(b bindSpec, target string) error {
+	if b.Dir {
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return err
+		}
+	} else {
+		if err := mkdirFor(target); err != nil {
+			return err
+		}
+		if err := os.WriteFile(target, nil, 0o644); err != nil {
+			return err
+		}
+	}
+	if err := unix.Mount(b.Path, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind %s: %w", b.Path, err)
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+	if err := unix.MountSetattr(-1, target, unix.AT_RECURSIVE, &attr); err != nil {
+		return fmt.Errorf("make %s read-only: %w", b.Path, err)
+	}
+	return nil
+}
+
+func mkdirFor(p string) error { return os.MkdirAll(filepath.Dir(p), 0o755) }
+
+// makeDev builds a minimal /dev: null, zero, full, random, urandom (binds of
+// the host's nodes, since a user namespace cannot mknod) and the fd links.
+func makeDev(dev string) error {
+	if err := os.MkdirAll(dev, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "size=64k,nr_inodes=64,mode=0755"); err != nil {
+		return fmt.Errorf("mount /dev: %w", err)
+	}
+	for _, n := range []string{"null", "zero", "full", "random", "urandom"} {
+		if err := os.WriteFile(dev+"/"+n, nil, 0o644); err != nil {
+			return err
+		}
+		if err := unix.Mount("/dev/"+n, dev+"/"+n, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind /dev/%s: %w", n, err)
+		}
+	}
+	links := map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"}
+	for n, t := range links {
+		if err := os.Symlink(t, dev+"/"+n); err != nil {
+			return err
+		}
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	return unix.MountSetattr(-1, dev, 0, &attr)
+}
+
+// pivot makes root the root of this mount namespace and detaches the old
+// root, so that nothing of the host's tree stays reachable.
+func pivot(root string) error {
+	if err := unix.Chdir(root); err != nil {
+		return err
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach old root: %w", err)
+	}
+	return unix.Chdir("/")
+}
+
+// job is one run handed from the socket reader to the fork thread.
+type job struct {
+	msg   *runMsg
+	files []*os.File // stdin, stdout, stderr, /w mount, /tmp mount
+}
+
+// jobRunner owns the fork thread and the state of the current job.
+type jobRunner struct {
+	conn     *net.UnixConn
+	jobUID   int
+	cgroupV2 bool
+	jobs     chan job
+	cgDir    int          // v2: job cgroup directory, or -1
+	killing  atomic.Bool  // a kill was requested for the current job
+	running  atomic.Int32 // pid of the current job's first process, or 0
+	busy     atomic.Bool
+}
+
+// serve reads host messages until the host goes away.
+func (r *jobRunner) serve() {
+	defer func() {
+		close(r.jobs)
+		unix.Kill(-1, unix.SIGKILL)
+	}()
+	for {
+		m, files, err := recvMsg(r.conn)
+		if err != nil {
+			return
+		}
+		switch {
+		case m.T == msgKill:
+			closeFiles(files)
+			r.killing.Store(true)
+			if r.running.Load() != 0 {
+				unix.Kill(-1, unix.SIGKILL)
+			}
+		case m.T == msgRun && m.Run != nil && len(files) == 5 && r.busy.CompareAndSwap(false, true):
+			r.killing.Store(false)
+			r.jobs <- job{msg: m.Run, files: files}
+		default:
+			closeFiles(files)
+			sendMsg(r.conn, envelope{T: msgDone, Err: "unexpected " + m.T + " message"})
+		}
+	}
+}
+
+// loop is the fork thread: it never unlocks its OS thread, so the thread's
+// special state (no_new_privs, no bounding capabilities, job cgroups) dies
+// with it and never leaks to other goroutines.
+func (r *jobRunner) loop(ready chan<- []string) {
+	runtime.LockOSThread()
+	notes := r.prepareThread()
+	ready <- notes
+	for j := range r.jobs {
+		d, err := r.run(j)
+		r.busy.Store(false)
+		m := envelope{T: msgDone, Done: &d}
+		if err != nil {
+			m.Err = err.Error()
+		}
+		if sendMsg(r.conn, m) != nil {
+			return
+		}
+	}
+}
+
+// prepareThread gives the fork thread what every job inherits.
+func (r *jobRunner) prepareThread() []string {
+	var notes []string
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		notes = append(notes, "no_new_privs: "+err.Error())
+	}
+	for c := 0; c <= 63; c++ {
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err == unix.EINVAL {
+			break
+		}
+	}
+	r.cgDir = -1
+	tid := []byte(strconv.Itoa(unix.Gettid()))
+	for fd := cgFD0; fd < cgFD0+maxCgFDs; fd++ {
+		if r.cgroupV2 {
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
+				unix.CloseOnExec(fd)
+				r.cgDir = fd
+			}
+			break
+		}
+		if _, err := unix.Write(fd, tid); err != nil && err != unix.EBADF {
+			notes = append(notes, "cgroup v1 placement: "+err.Error())
+		}
+		unix.Close(fd)
+	}
+	return notes
+}
+
+// run runs one job to its end.
+func (r *jobRunner) run(j job) (doneMsg, error) {
+	var d doneMsg
+	in, out, errf, w, tmp := j.files[0], j.files[1], j.files[2], j.files[3], j.files[4]
+	defer closeFiles(j.files)
+	if err := attach(w, "/w"); err != nil {
+		return d, err
+	}
+	if err := attach(tmp, "/tmp"); err != nil {
+		unix.Unmount("/w", unix.MNT_DETACH)
+		return d, err
+	}
+	defer func() {
+		e1 := unix.Unmount("/w", unix.MNT_DETACH)
+		e2 := unix.Unmount("/tmp", unix.MNT_DETACH)
+		d.Clean = d.Clean && e1 == nil && e2 == nil
+	}()
+	path, err := lookPath(j.msg.Argv[0], j.msg.Env)
+	if err != nil {
+		d.StartErr = err.Error()
+		d.Clean = true
+		return d, nil
+	}
+	sys := &syscall.SysProcAttr{
+		Credential:   &syscall.Credential{Uid: uint32(r.jobUID), Gid: uint32(r.jobUID), NoSetGroups: true},
+		Setsid:       true,
+		Ptrace:       true,
+		Unshareflags: syscall.CLONE_NEWIPC,
+		Pdeathsig:    syscall.SIGKILL,
+	}
+	if r.cgDir >= 0 {
+		sys.UseCgroupFD, sys.CgroupFD = true, r.cgDir
+	}
+	attr := &syscall.ProcAttr{Dir: "/w", Env: j.msg.Env, Files: []uintptr{in.Fd(), out.Fd(), errf.Fd()}, Sys: sys}
+	start := time.Now()
+	pid, err := syscall.ForkExec(path, j.msg.Argv, attr)
+	if err != nil {
+		d.StartErr = fmt.Sprintf("exec %s: %v", j.msg.Argv[0], err)
+		d.Clean = true
+		return d, nil
+	}
+	in.Close()
+	out.Close()
+	errf.Close()
+	r.running.Store(int32(pid))
+	defer r.running.Store(0)
+	if r.killing.Load() {
+		unix.Kill(-1, unix.SIGKILL)
+	}
+	var acc usage
+	status, exited := r.release(pid, j.msg.Rlimits, &acc)
+	for !exited {
+		var ws unix.WaitStatus
+		var ru unix.Rusage
+		wpid, err := unix.Wait4(-1, &ws, unix.WALL, &ru)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return d, fmt.Errorf("wait: %w", err)
+		}
+		acc.add(&ru)
+		if wpid == pid && (ws.Exited() || ws.Signaled()) {
+			status, exited = ws, true
+		}
+	}
+	d.WallNs = int64(time.Since(start))
+	d.Status = uint32(status)
+	d.Clean = killAll(&acc)
+	d.CPUNs, d.MaxRSSKiB = acc.cpu, acc.maxRSS
+	return d, nil
+}
+
+// release waits for the job's first process to stop after execve, applies
+// the rlimits and lets it go. exited is true when it died before that.
+func (r *jobRunner) release(pid int, limits []rlimitSpec, acc *usage) (unix.WaitStatus, bool) {
+	var ws unix.WaitStatus
+	var ru unix.Rusage
+	for {
+		_, err := unix.Wait4(pid, &ws, unix.WALL, &ru)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return ws, true
+		}
+		break
+	}
+	if !ws.Stopped() {
+		acc.add(&ru)
+		return ws, true
+	}
+	for _, l := range limits {
+		lim := unix.Rlimit{Cur: l.Cur, Max: l.Max}
+		if err := unix.Prlimit(pid, l.Resource, &lim, nil); err != nil {
+			// A limit we cannot apply must not let the job run free.
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+	// The init is unkillable by the OOM killer (the host set -1000); the job
+	// must not inherit that.
+	os.WriteFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", []byte("0"), 0)
+	sig := 0
+	if s := ws.StopSignal(); s != unix.SIGTRAP {
+		sig = int(s)
+	}
+	unix.PtraceDetach(pid)
+	if sig != 0 {
+		unix.Kill(pid, syscall.Signal(sig))
+	}
+	return ws, false
+}
+
+// killAll kills every process left in the PID namespace and reaps them.
+// It reports whether none was left within cleanWait.
+func killAll(acc *usage) bool {
+	deadline := time.Now().Add(cleanWait)
+	pause := 50 * time.Microsecond
+	for {
+		unix.Kill(-1, unix.SIGKILL)
+		for {
+			var ws unix.WaitStatus
+			var ru unix.Rusage
+			wpid, err := unix.Wait4(-1, &ws, unix.WALL|unix.WNOHANG, &ru)
+			if err == unix.ECHILD {
+				return true
+			}
+			if err != nil && err != unix.EINTR {
+				return false
+			}
+			if wpid <= 0 {
+				break
+			}
+			acc.add(&ru)
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 5*time.Millisecond)
+	}
+}
+
+// usage sums the resource usage of reaped processes.
+type usage struct {
+	cpu    int64
+	maxRSS int64
+}
+
+func (u *usage) add(ru *unix.Rusage) {
+	u.cpu += ru.Utime.Nano() + ru.Stime.Nano()
+	u.maxRSS = max(u.maxRSS, ru.Maxrss)
+}
+
+// attach moves a detached mount received from the host onto path.
+func attach(f *os.File, path string) error {
+	if err := unix.MoveMount(int(f.Fd()), "", unix.AT_FDCWD, path, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach %s: %w", path, err)
+	}
+	return nil
+}
+
+// lookPath resolves name like a shell would, against PATH of env, inside
+// the sandbox's file system.
+func lookPath(name string, env []string) (string, error) {
+	if name == "" {
+		return "", errors.New("empty argv[0]")
+	}
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	path := "/usr/local/bin:/usr/bin:/bin"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, name)
+		if !filepath.IsAbs(p) {
+			p = filepath.Join("/w", p)
+		}
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: not found in PATH %s", name, path)
+}

@@ -1,0 +1,169 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// The host and a sandbox init talk over a SOCK_SEQPACKET socket pair, one
+// JSON message per packet, file descriptors riding along as SCM_RIGHTS.
+//
+// Protocol flow:
+//
+//	host -> init  msgSetup                      once, right after start
+//	init -> host  msgReady                      root built, thread prepared
+//	host -> init  msgRun + fds stdin, stdout, stderr, /w mount, /tmp mount
+//	host -> init  msgKill                       any time; kills every job process
+//	init -> host  msgDone                       all job processes reaped
+//
+// The host closing its end makes the init kill everything and exit.
+const (
+	msgSetup = "setup"
+	msgReady = "ready"
+	msgRun   = "run"
+	msgKill  = "kill"
+	msgDone  = "done"
+)
+
+// maxPacket bounds one protocol message; larger ones are refused.
+const maxPacket = 256 << 10
+
+// maxFDs is the most descriptors one message carries.
+const maxFDs = 8
+
+// envelope is one protocol message.
+type envelope struct {
+	T     string    `json:"t"`
+	Setup *setupMsg `json:"setup,omitempty"`
+	Ready *readyMsg `json:"ready,omitempty"`
+	Run   *runMsg   `json:"run,omitempty"`
+	Done  *doneMsg  `json:"done,omitempty"`
+	Err   string    `json:"err,omitempty"`
+}
+
+// setupMsg tells a new init how to build the sandbox's file system.
+type setupMsg struct {
+	Binds    []bindSpec        // read-only binds, host path = sandbox path
+	Symlinks map[string]string // sandbox path -> link target
+	Files    map[string]string // small files written into the root (passwd)
+	Hostname string
+	JobUID   int // uid and gid of the job inside the sandbox
+}
+
+// bindSpec is one read-only bind mount.
+type bindSpec struct {
+	Path string
+	Dir  bool
+}
+
+// readyMsg answers setupMsg.
+type readyMsg struct {
+	Notes []string // best-effort hardening that failed, for the report
+}
+
+// runMsg starts one job.
+type runMsg struct {
+	Argv    []string
+	Env     []string
+	Rlimits []rlimitSpec
+	Reuse   bool // the host means to reuse this sandbox: clean up carefully
+}
+
+// rlimitSpec is one resource limit applied to the job before it runs.
+type rlimitSpec struct {
+	Resource int
+	Cur, Max uint64
+}
+
+// doneMsg reports how a job ended.
+type doneMsg struct {
+	StartErr  string // the program could not be started
+	Status    uint32 // wait status of the job's first process
+	WallNs    int64  // from fork to the first process's exit
+	CPUNs     int64  // user+system time of every process of the job
+	MaxRSSKiB int64  // largest resident set of any one process
+	Clean     bool   // every process reaped and mounts removed
+}
+
+// sendMsg sends m with fds over c.
+func sendMsg(c *net.UnixConn, m envelope, fds ...int) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if len(b) > maxPacket {
+		return fmt.Errorf("sandbox: %s message of %d bytes exceeds %d", m.T, len(b), maxPacket)
+	}
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	_, _, err = c.WriteMsgUnix(b, oob, nil)
+	return err
+}
+
+// recvMsg reads one message from c. Received descriptors are returned as
+// files (close-on-exec); the caller owns them.
+func recvMsg(c *net.UnixConn) (envelope, []*os.File, error) {
+	var m envelope
+	buf := make([]byte, maxPacket+1)
+	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
+	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return m, nil, err
+	}
+	files, ferr := parseRights(oob[:oobn])
+	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
+		closeFiles(files)
+		return m, nil, errors.New("sandbox: truncated protocol message")
+	}
+	if n == 0 {
+		closeFiles(files)
+		return m, nil, errEOF
+	}
+	if ferr != nil {
+		closeFiles(files)
+		return m, nil, ferr
+	}
+	if err := json.Unmarshal(buf[:n], &m); err != nil {
+		closeFiles(files)
+		return m, nil, fmt.Errorf("sandbox: bad protocol message: %w", err)
+	}
+	return m, files, nil
+}
+
+var errEOF = errors.New("sandbox: peer closed")
+
+func parseRights(oob []byte) ([]*os.File, error) {
+	if len(oob) == 0 {
+		return nil, nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, err
+	}
+	var files []*os.File
+	for _, cm := range msgs {
+		fds, err := unix.ParseUnixRights(&cm)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			files = append(files, os.NewFile(uintptr(fd), "fd"))
+		}
+	}
+	return files, nil
+}
+
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		if f != nil {
+			f.Close()
+		}
+	}
+}

@@ -1,0 +1,95 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	strictOnce sync.Once
+	strictR    *Strict
+	strictErr  error
+)
+
+// newStrictT returns a fresh strict runner closed at the end of the test,
+// or skips with the reason when this machine cannot run one.
+func newStrictT(t testing.TB) *Strict {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("strict sandbox tests need root (cgroups, uid mappings); skipping")
+	}
+	r, err := NewStrict(StrictConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+type result struct {
+	Outcome
+	stdout, stderr string
+}
+
+// run runs argv in dir under lim.
+func run(t testing.TB, r Runner, dir string, lim Limits, stdin string, argv ...string) result {
+	t.Helper()
+	var so, se bytes.Buffer
+	spec := Spec{Argv: argv, Env: []string{"PATH=/usr/bin:/bin", "HOME=/w", "LANG=C.UTF-8"}, Dir: dir, Stdout: &so, Stderr: &se, Limits: lim}
+	if stdin != "" {
+		spec.Stdin = strings.NewReader(stdin)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := r.Run(ctx, spec)
+	if err != nil {
+		t.Fatalf("Run %v: %v (stderr %q)", argv, err, se.String())
+	}
+	return result{out, so.String(), se.String()}
+}
+
+func defaultLimits() Limits {
+	return Limits{Wall: 10 * time.Second, CPU: 5 * time.Second, MemoryBytes: 256 << 20, OutputBytes: 1 << 20, FileBytes: 16 << 20, Procs: 64, OpenFiles: 256}
+}
+
+func writeFile(t testing.TB, dir, name, content string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStrictHello(t *testing.T) {
+	r := newStrictT(t)
+	dir := t.TempDir()
+	writeFile(t, dir, "main.py", "import os,sys\nprint('hello', os.getuid(), os.getcwd(), sys.stdin.read())\n")
+	res := run(t, r, dir, defaultLimits(), "in", "/usr/bin/python3", "-B", "main.py")
+	if res.ExitCode != 0 || res.stdout != "hello 1000 /w in\n" {
+		t.Fatalf("got %+v stdout %q stderr %q", res.Outcome, res.stdout, res.stderr)
+	}
+	t.Logf("outcome %+v", res.Outcome)
+}
+
+func TestStrictCompileC(t *testing.T) {
+	r := newStrictT(t)
+	dir := t.TempDir()
+	writeFile(t, dir, "main.c", "#include <stdio.h>\nint main(){printf(\"hi\\n\");return 3;}\n")
+	res := run(t, r, dir, defaultLimits(), "", "gcc", "-O2", "-o", "main", "main.c")
+	if res.ExitCode != 0 {
+		t.Fatalf("gcc: %+v %s", res.Outcome, res.stderr)
+	}
+	if _, err := exec.LookPath(filepath.Join(dir, "main")); err != nil {
+		t.Fatalf("main not copied back: %v", err)
+	}
+	res = run(t, r, dir, defaultLimits(), "", "./main")
+	if res.ExitCode != 3 || res.stdout != "hi\n" {
+		t.Fatalf("got %+v %q", res.Outcome, res.stdout)
+	}
+}
