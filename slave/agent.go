@@ -1,0 +1,184 @@
+package slave
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime"
+	"time"
+
+	"kiln/auth"
+	"kiln/certs"
+	"kiln/transport"
+	"kiln/transport/wire"
+)
+
+// Defaults of [Config].
+const (
+	DefaultBackoffMin  = 200 * time.Millisecond
+	DefaultBackoffMax  = 10 * time.Second
+	DefaultFileTimeout = 30 * time.Second
+)
+
+// Config configures a [Slave].
+type Config struct {
+	Bundle       *certs.Bundle // the slave's onboarding bundle (required)
+	Master       string        // host:port of the master's slave listener (required)
+	Version      string        // software version sent in Hello; default: the bundle's
+	Slots        int           // jobs run at once; default runtime.NumCPU()
+	LoadInterval time.Duration // between Load reports; default wire.DefaultLoadInterval
+	Executor     *Executor     // runs the jobs (required)
+	Logger       *slog.Logger  // nil discards
+	BackoffMin   time.Duration // first reconnect delay; default 200ms
+	BackoffMax   time.Duration // reconnect delay cap; default 10s
+	// FileTimeout bounds how long an assigned job waits for its files, and
+	// files for their Assign; default 30s.
+	FileTimeout time.Duration
+	// Transport tunes the session; the zero value is transport.DefaultConfig.
+	Transport transport.Config
+	// Jitter returns a random float in [0, 1) for backoff jitter; default
+	// math/rand/v2.Float64.
+	Jitter func() float64
+}
+
+// Slave is the agent that serves one master. Create it with [New], run it
+// with [Slave.Run].
+type Slave struct {
+	cfg     Config
+	id      auth.Identity
+	log     *slog.Logger
+	sampler *LoadSampler
+}
+
+// New checks cfg and fills its defaults. It starts nothing.
+func New(cfg Config) (*Slave, error) {
+	if cfg.Bundle == nil || cfg.Master == "" || cfg.Executor == nil {
+		return nil, errors.New("slave: config needs a Bundle, a Master address and an Executor")
+	}
+	id, err := auth.IdentityOf(cfg.Bundle.Cert)
+	if err != nil {
+		return nil, fmt.Errorf("slave: bundle: %w", err)
+	}
+	if id.Role != certs.RoleSlave {
+		return nil, fmt.Errorf("slave: bundle is for role %q, not %q", id.Role, certs.RoleSlave)
+	}
+	if cfg.Version == "" {
+		cfg.Version = id.Version
+	}
+	if cfg.Slots <= 0 {
+		cfg.Slots = runtime.NumCPU()
+	}
+	if cfg.LoadInterval <= 0 {
+		cfg.LoadInterval = wire.DefaultLoadInterval
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = DefaultBackoffMin
+	}
+	if cfg.BackoffMax < cfg.BackoffMin {
+		cfg.BackoffMax = max(DefaultBackoffMax, cfg.BackoffMin)
+	}
+	if cfg.FileTimeout <= 0 {
+		cfg.FileTimeout = DefaultFileTimeout
+	}
+	if cfg.Jitter == nil {
+		cfg.Jitter = rand.Float64
+	}
+	if (cfg.Transport == transport.Config{}) {
+		cfg.Transport = transport.DefaultConfig()
+	}
+	s := &Slave{cfg: cfg, id: id, log: cfg.Logger, sampler: NewLoadSampler()}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.log = s.log.With("slave", id.Name)
+	return s, nil
+}
+
+// Name returns the slave's name from its certificate.
+func (s *Slave) Name() string { return s.id.Name }
+
+// Run serves the master until ctx ends (it then returns nil) or the master
+// refuses this slave for good: an unknown or revoked key, a retired
+// version, a role mismatch, a bad hello or a kick (it then returns the
+// *transport.RefusedError). Lost connections, shutdowns and busy refusals
+// are retried with capped exponential backoff and jitter, one log line per
+// attempt. Jobs of a lost session are cancelled; the master re-queues them.
+// Run returns only after every goroutine it started has ended.
+func (s *Slave) Run(ctx context.Context) error {
+	host := DetectHost(ctx)
+	delay := s.cfg.BackoffMin
+	for attempt := 1; ; attempt++ {
+		welcomed, err := s.session(ctx, host)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var ref *transport.RefusedError
+		if errors.As(err, &ref) && fatalRefusal(ref.Code) {
+			s.log.Error("master refused this slave", "code", ref.Code, "err", ref)
+			return ref
+		}
+		if welcomed {
+			delay, attempt = s.cfg.BackoffMin, 1
+		}
+		wait := s.jitter(delay)
+		if ref != nil && ref.RetryAfter > wait {
+			wait = ref.RetryAfter
+		}
+		s.log.Warn("no session with the master; reconnecting", "master", s.cfg.Master,
+			"attempt", attempt, "in", wait.Round(time.Millisecond), "err", err)
+		if !sleep(ctx, wait) {
+			return nil
+		}
+		delay = min(delay*2, s.cfg.BackoffMax)
+	}
+}
+
+// fatalRefusal reports whether a refusal code means that reconnecting
+// cannot help.
+func fatalRefusal(code string) bool {
+	switch code {
+	case wire.CodeRevokedKey, wire.CodeUnknownKey, wire.CodeVersionRetired,
+		wire.CodeRoleMismatch, wire.CodeKicked, wire.CodeBadHello:
+		return true
+	}
+	return false
+}
+
+// jitter spreads d over [d/2, d) so that slaves of a restarted master do
+// not reconnect in lockstep.
+func (s *Slave) jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(s.cfg.Jitter()*float64(d/2))
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// session runs one connection to the master until it ends. welcomed
+// reports whether the master accepted the Hello.
+func (s *Slave) session(ctx context.Context, host HostInfo) (welcomed bool, err error) {
+	tlsCfg := auth.ClientConfig(s.cfg.Bundle, s.cfg.Master)
+	sess, err := transport.Dial(ctx, s.cfg.Master, tlsCfg, s.cfg.Transport)
+	if err != nil {
+		return false, err
+	}
+	hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	w, err := transport.Hello(hctx, sess, wire.Hello{Role: wire.RoleSlave, Name: s.id.Name, Version: s.cfg.Version})
+	cancel()
+	if err != nil {
+		return false, err // Hello closed the session
+	}
+	s.log.Info("connected to the master", "master", s.cfg.Master, "session", w.SessionID)
+	c := newConn(s, sess, w)
+	return true, c.serve(ctx, host)
+}

@@ -1,0 +1,345 @@
+package slave
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"kiln/transport"
+	"kiln/transport/wire"
+)
+
+// Caps of what one session buffers.
+const (
+	outputChunk      = 32 << 10 // bytes of data per Output message
+	defaultMaxSource = 16 << 20 // when Welcome announces no limit
+	defaultMaxStdin  = 64 << 20
+	maxOrphans       = 64 // file sets waiting for their Assign
+)
+
+// conn is one session with the master: its jobs, the files waiting for
+// them, and the goroutines serving it. It lives for one [Slave.session].
+type conn struct {
+	s       *Slave
+	sess    *transport.Session
+	welcome wire.Welcome
+	log     *slog.Logger
+	slots   chan struct{} // a token per running job
+	running atomic.Int64
+
+	mu      sync.Mutex
+	jobs    map[string]*job   // assigned and not finished
+	orphans map[string]*files // files that arrived before their Assign
+
+	wg sync.WaitGroup // every goroutine of the session
+}
+
+// files holds the payloads of one job as they arrive.
+type files struct {
+	source, stdin         []byte
+	haveSource, haveStdin bool
+	sealed                bool
+	at                    time.Time
+}
+
+func (f *files) set(hdr wire.FileHeader, data []byte) {
+	f.sealed = f.sealed || hdr.Sealed
+	switch hdr.Kind {
+	case wire.FileSource:
+		f.source, f.haveSource = data, true
+	case wire.FileStdin:
+		f.stdin, f.haveStdin = data, true
+	}
+}
+
+// job is one assignment: it waits for its files, then for a slot, then runs.
+type job struct {
+	assign wire.Assign
+	cancel context.CancelFunc
+	files  files
+	ready  chan struct{} // closed once every announced file arrived
+	isSet  bool
+}
+
+func newConn(s *Slave, sess *transport.Session, w wire.Welcome) *conn {
+	return &conn{
+		s: s, sess: sess, welcome: w, log: s.log.With("session", w.SessionID),
+		slots: make(chan struct{}, s.cfg.Slots),
+		jobs:  map[string]*job{}, orphans: map[string]*files{},
+	}
+}
+
+// serve registers, then runs the read loop, the file loop and the load
+// loop until the session ends or ctx does; it waits for all of them and
+// for the jobs, which are cancelled.
+func (c *conn) serve(ctx context.Context, host HostInfo) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { c.sess.Close() })
+	defer stop()
+	defer c.wg.Wait()
+	defer c.sess.Close()
+	exec := c.s.cfg.Executor
+	reg := wire.Register{
+		Toolchains: exec.Toolchains(), OS: host.OS, Kernel: host.Kernel, Arch: host.Arch,
+		CPUs: host.CPUs, MemBytes: host.MemBytes, Slots: c.s.cfg.Slots, Sandbox: exec.Sandbox(),
+	}
+	if err := c.sess.Send(wire.MsgRegister, 0, &reg); err != nil {
+		return err
+	}
+	c.sendLoad(ctx)
+	c.wg.Go(func() { c.loadLoop(ctx) })
+	c.wg.Go(func() { c.fileLoop(ctx) })
+	err := c.readLoop(ctx)
+	cancel()
+	return err
+}
+
+// readLoop handles control messages until the session fails or the master
+// refuses this slave.
+func (c *conn) readLoop(ctx context.Context) error {
+	for {
+		e, err := c.sess.Recv()
+		if err != nil {
+			return err
+		}
+		switch e.Type {
+		case wire.MsgAssign:
+			var a wire.Assign
+			if err := wire.Decode(e, &a); err != nil {
+				c.log.Warn("bad Assign", "err", err)
+				continue
+			}
+			c.assign(ctx, a)
+		case wire.MsgCancel:
+			var m wire.Cancel
+			if err := wire.Decode(e, &m); err == nil {
+				c.cancel(m.JobID)
+			}
+		case wire.MsgRefused:
+			var r wire.Refused
+			if err := wire.Decode(e, &r); err != nil {
+				return fmt.Errorf("slave: bad Refused from the master: %w", err)
+			}
+			return transport.NewRefusedError(r)
+		default:
+			c.log.Debug("ignored message", "type", e.Type)
+		}
+	}
+}
+
+// loadLoop reports the load every interval and drops stale orphan files.
+func (c *conn) loadLoop(ctx context.Context) {
+	t := time.NewTicker(c.s.cfg.LoadInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.sendLoad(ctx)
+			c.dropStaleOrphans()
+		}
+	}
+}
+
+func (c *conn) sendLoad(ctx context.Context) {
+	l := c.s.sampler.Sample(ctx, int(c.running.Load()), c.s.cfg.Slots)
+	if err := c.sess.Send(wire.MsgLoad, 0, &l); err != nil {
+		c.log.Debug("load report not sent", "err", err)
+	}
+}
+
+// fileLoop accepts file streams and reads each in its own goroutine.
+func (c *conn) fileLoop(ctx context.Context) {
+	for {
+		hdr, rc, err := c.sess.AcceptFile(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, transport.ErrClosed) {
+				return
+			}
+			c.log.Warn("bad file stream", "err", err)
+			continue
+		}
+		c.wg.Go(func() {
+			defer rc.Close()
+			data, err := c.readFile(hdr, rc)
+			if err != nil {
+				c.log.Warn("file not received", "job", hdr.JobID, "kind", hdr.Kind, "err", err)
+				return
+			}
+			c.addFile(hdr, data)
+		})
+	}
+}
+
+// readFile reads one file, refusing sizes over the announced limits.
+func (c *conn) readFile(hdr wire.FileHeader, r io.Reader) ([]byte, error) {
+	limit := int64(defaultMaxSource)
+	if l := c.welcome.Limits.MaxSource; l > 0 {
+		limit = l
+	}
+	if hdr.Kind == wire.FileStdin {
+		limit = defaultMaxStdin
+		if l := c.welcome.Limits.MaxStdin; l > 0 {
+			limit = l
+		}
+	}
+	if hdr.Size > limit || hdr.Size < 0 {
+		return nil, fmt.Errorf("%s of %d bytes is over the limit of %d", hdr.Kind, hdr.Size, limit)
+	}
+	data := make([]byte, hdr.Size)
+	if _, err := io.ReadFull(r, data); err != nil {
+		return nil, err
+	}
+	// The reader checks the SHA-256 once it reached the end.
+	if _, err := r.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("after %d bytes: %w", hdr.Size, err)
+	}
+	return data, nil
+}
+
+// addFile gives a file to its job, or keeps it until the Assign comes.
+func (c *conn) addFile(hdr wire.FileHeader, data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if j := c.jobs[hdr.JobID]; j != nil {
+		j.files.set(hdr, data)
+		j.checkReady()
+		return
+	}
+	o := c.orphans[hdr.JobID]
+	if o == nil {
+		if len(c.orphans) >= maxOrphans {
+			c.log.Warn("too many files without an Assign; dropping one", "job", hdr.JobID)
+			return
+		}
+		o = &files{at: time.Now()}
+		c.orphans[hdr.JobID] = o
+	}
+	o.set(hdr, data)
+}
+
+func (c *conn) dropStaleOrphans() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, o := range c.orphans {
+		if time.Since(o.at) > c.s.cfg.FileTimeout {
+			c.log.Warn("files never assigned; dropped", "job", id)
+			delete(c.orphans, id)
+		}
+	}
+}
+
+// checkReady closes ready once the source and any announced stdin are in.
+// The caller holds conn.mu.
+func (j *job) checkReady() {
+	if !j.isSet && j.files.haveSource && (j.assign.StdinSize == 0 || j.files.haveStdin) {
+		j.isSet = true
+		close(j.ready)
+	}
+}
+
+// assign registers a job and starts its goroutine.
+func (c *conn) assign(ctx context.Context, a wire.Assign) {
+	jctx, cancel := context.WithCancel(ctx)
+	j := &job{assign: a, cancel: cancel, ready: make(chan struct{})}
+	c.mu.Lock()
+	if old := c.jobs[a.JobID]; old != nil {
+		old.cancel() // a newer attempt replaces it
+	}
+	c.jobs[a.JobID] = j
+	if o := c.orphans[a.JobID]; o != nil {
+		j.files = *o
+		delete(c.orphans, a.JobID)
+	}
+	j.checkReady()
+	c.mu.Unlock()
+	c.log.Info("job assigned", "job", a.JobID, "attempt", a.Attempt, "lang", a.Language)
+	c.wg.Go(func() {
+		defer cancel()
+		defer c.forget(j)
+		res := c.runJob(jctx, j)
+		res.JobID, res.Attempt, res.Slave = a.JobID, a.Attempt, c.s.id.Name
+		if err := c.sess.Send(wire.MsgResult, 0, &res); err != nil {
+			c.log.Warn("result not sent", "job", a.JobID, "err", err)
+			return
+		}
+		c.log.Info("job done", "job", a.JobID, "status", res.Status, "wall_ms", res.WallMs, "cached", res.Cached)
+	})
+}
+
+// cancel stops a job; its goroutine answers with a cancelled Result.
+func (c *conn) cancel(id string) {
+	c.mu.Lock()
+	j := c.jobs[id]
+	delete(c.orphans, id)
+	c.mu.Unlock()
+	if j != nil {
+		c.log.Info("job cancelled", "job", id)
+		j.cancel()
+	}
+}
+
+func (c *conn) forget(j *job) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.jobs[j.assign.JobID] == j {
+		delete(c.jobs, j.assign.JobID)
+	}
+}
+
+// runJob waits for the job's files and a free slot, then executes it.
+func (c *conn) runJob(ctx context.Context, j *job) wire.Result {
+	a := j.assign
+	res := wire.Result{Language: a.Language}
+	t := time.NewTimer(c.s.cfg.FileTimeout)
+	defer t.Stop()
+	select {
+	case <-j.ready:
+	case <-t.C:
+		return fail(res, wire.StatusInternalError, fmt.Sprintf("job files did not arrive within %v", c.s.cfg.FileTimeout))
+	case <-ctx.Done():
+		return fail(res, wire.StatusCancelled, "cancelled before it started")
+	}
+	c.mu.Lock()
+	f := j.files
+	c.mu.Unlock()
+	if a.Sealed || f.sealed {
+		return fail(res, wire.StatusInternalError, "sealed payloads are not supported by this slave yet")
+	}
+	select {
+	case c.slots <- struct{}{}:
+		defer func() { <-c.slots }()
+	case <-ctx.Done():
+		return fail(res, wire.StatusCancelled, "cancelled before it started")
+	}
+	c.running.Add(1)
+	defer c.running.Add(-1)
+	job := Job{ID: a.JobID, Attempt: a.Attempt, Language: a.Language, FileName: a.FileName,
+		Source: f.source, Stdin: f.stdin, Limits: a.Limits}
+	return c.s.cfg.Executor.Execute(ctx, job, c.emitter(a))
+}
+
+// emitter sends output as Output messages of at most outputChunk bytes.
+// The executor never calls it concurrently.
+func (c *conn) emitter(a wire.Assign) func(uint8, []byte) {
+	var seq uint64
+	return func(stream uint8, data []byte) {
+		for len(data) > 0 {
+			n := min(len(data), outputChunk)
+			o := wire.Output{JobID: a.JobID, Attempt: a.Attempt, Stream: stream, Seq: seq, Data: data[:n]}
+			seq++
+			data = data[n:]
+			if err := c.sess.Send(wire.MsgOutput, 0, &o); err != nil {
+				c.log.Debug("output not sent", "job", a.JobID, "err", err)
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,22 @@
+// Package slave is the Kiln worker: it detects the machine's toolchains,
+// reports its load, and compiles and runs the jobs the master assigns.
+//
+// # Pieces
+//
+//   - [Detect] and [DetectHost] find gcc, g++, javac/java and python3 with
+//     their versions, and the OS, kernel, architecture, CPUs and memory.
+//   - [Executor] runs one [Job]: a fresh directory under its work root, the
+//     compile step (or a [Cache] hit), then the run step, both through a
+//     [sandbox.Runner]; output is streamed as produced and the outcome
+//     becomes a [wire.Result].
+//   - [Cache] keeps compile artifacts on disk, keyed by [CacheKey], bounded
+//     by size with least-recently-used eviction.
+//   - [LoadSampler] turns CPU, load average and memory into [wire.Load].
+//   - [Slave] is the network agent: [Slave.Run] connects to the master,
+//     registers, reports load, runs up to Config.Slots jobs at once and
+//     reconnects with capped exponential backoff until its context ends or
+//     the master refuses its key.
+//
+// The package imports transport (and its wire format), auth and certs,
+// never master or client.
+package slave
