@@ -13,7 +13,7 @@ import (
 
 // master accepts TLS connections on a loopback listener and runs handle on
 // each session, like the master does. It returns the address.
-func master(t *testing.T, tlsCfg *tls.Config, handle func(*Session)) string {
+func master(t testing.TB, tlsCfg *tls.Config, handle func(*Session)) string {
 	t.Helper()
 	ln := listen(t)
 	done := make(chan struct{})
