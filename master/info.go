@@ -1,7 +1,6 @@
 package master
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"time"
@@ -143,17 +142,4 @@ func (s *Server) Info() wire.Info {
 		}
 	}
 	return info
-}
-
-// AdminError is an admin command failure with a wire code.
-type AdminError struct {
-	Code string
-	Msg  string
-}
-
-func (e *AdminError) Error() string { return e.Msg }
-
-// Admin runs one admin command for the named admin and returns its reply.
-func (s *Server) Admin(ctx context.Context, by string, args []string) (wire.AdminReply, error) {
-	return wire.AdminReply{}, &AdminError{Code: wire.CodeBadRequest, Msg: "admin commands are not available yet"}
 }

@@ -1,12 +1,108 @@
 package master
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
 
-// Metrics records what operators watch. A nil *Metrics records nothing.
-type Metrics struct{}
+	"github.com/prometheus/client_golang/prometheus"
 
-func (m *Metrics) refused(code string)                             {}
-func (m *Metrics) peers(role string, delta int)                    {}
-func (m *Metrics) dispatched(wait time.Duration)                   {}
-func (m *Metrics) finished(lang, status string, e2e time.Duration) {}
-func (m *Metrics) bytes(kind string, n int)                        {}
+	"kiln/transport/wire"
+)
+
+// Metrics records what operators watch, as Prometheus series on the
+// registerer given to [NewMetrics]:
+//
+//	kiln_peers{role}                    connected slaves, clients and admins (gauge)
+//	kiln_queue_length                   jobs waiting for a slot (gauge)
+//	kiln_jobs_total{status,language}    finished jobs (counter)
+//	kiln_dispatch_seconds               submit to assignment (histogram)
+//	kiln_job_seconds                    submit to result (histogram)
+//	kiln_refusals_total{code}           peers refused or disconnected, by wire code (counter)
+//	kiln_bytes_total{kind}              bytes routed: upload (client to master), output (slave to client) (counter)
+//
+// A nil *Metrics records nothing. Its methods are safe for concurrent use.
+type Metrics struct {
+	peerCount *prometheus.GaugeVec
+	jobs      *prometheus.CounterVec
+	dispatch  prometheus.Histogram
+	e2e       prometheus.Histogram
+	refusals  *prometheus.CounterVec
+	transfer  *prometheus.CounterVec
+	queueLen  atomic.Pointer[func() int]
+}
+
+// NewMetrics creates the master's series and registers them on reg (use a
+// fresh prometheus.NewRegistry, not the global default). It panics if they
+// are already registered there.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		peerCount: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kiln_peers",
+			Help: "Connected peers by role (slave, client, admin)."}, []string{"role"}),
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_jobs_total",
+			Help: "Finished jobs by result status and language."}, []string{"status", "language"}),
+		dispatch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kiln_dispatch_seconds",
+			Help:    "Time from a job's admission to its assignment to a slave.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 3, 14)}),
+		e2e: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kiln_job_seconds",
+			Help:    "Time from a job's admission to its result (end-to-end latency).",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 14)}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_refusals_total",
+			Help: "Peers refused at admission or disconnected later, by refusal code."}, []string{"code"}),
+		transfer: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_bytes_total",
+			Help: "Bytes routed by the master, by kind (upload, output)."}, []string{"kind"}),
+	}
+	queue := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kiln_queue_length",
+		Help: "Jobs waiting for a free slot."}, func() float64 {
+		if f := m.queueLen.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
+	reg.MustRegister(m.peerCount, m.jobs, m.dispatch, m.e2e, m.refusals, m.transfer, queue)
+	for _, r := range []string{wire.RoleSlave, wire.RoleClient, wire.RoleAdmin} {
+		m.peerCount.WithLabelValues(r)
+	}
+	for _, k := range []string{"upload", "output"} {
+		m.transfer.WithLabelValues(k)
+	}
+	return m
+}
+
+// WatchQueue makes kiln_queue_length report queueLen (usually
+// Server.QueueLen), read at every scrape.
+func (m *Metrics) WatchQueue(queueLen func() int) {
+	if m != nil {
+		m.queueLen.Store(&queueLen)
+	}
+}
+
+func (m *Metrics) refused(code string) {
+	if m != nil {
+		m.refusals.WithLabelValues(code).Inc()
+	}
+}
+
+func (m *Metrics) peers(role string, delta int) {
+	if m != nil {
+		m.peerCount.WithLabelValues(role).Add(float64(delta))
+	}
+}
+
+func (m *Metrics) dispatched(wait time.Duration) {
+	if m != nil {
+		m.dispatch.Observe(wait.Seconds())
+	}
+}
+
+func (m *Metrics) finished(lang, status string, e2e time.Duration) {
+	if m != nil {
+		m.jobs.WithLabelValues(status, lang).Inc()
+		m.e2e.Observe(e2e.Seconds())
+	}
+}
+
+func (m *Metrics) bytes(kind string, n int) {
+	if m != nil {
+		m.transfer.WithLabelValues(kind).Add(float64(n))
+	}
+}

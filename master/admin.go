@@ -1,0 +1,528 @@
+package master
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"kiln/auth"
+	"kiln/transport/wire"
+)
+
+// AdminError is an admin command failure with a wire code
+// (wire.CodeNotFound, wire.CodeBadRequest).
+type AdminError struct {
+	Code string
+	Msg  string
+}
+
+func (e *AdminError) Error() string { return e.Msg }
+
+func badRequest(format string, args ...any) error {
+	return &AdminError{Code: wire.CodeBadRequest, Msg: fmt.Sprintf(format, args...)}
+}
+
+func notFound(format string, args ...any) error {
+	return &AdminError{Code: wire.CodeNotFound, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Command describes one admin command. The console (with a leading slash)
+// and `kiln admin` share the same table, so their help is the same.
+type Command struct {
+	Name    string // the words that select it, e.g. "server list"
+	Args    string // its arguments, e.g. "NAME"; empty when it takes none
+	Summary string // one line for the command list
+	Help    string // the longer explanation shown by help CMD
+	Console bool   // only meaningful in the master's console
+}
+
+// Usage is the command as typed, with its arguments.
+func (c Command) Usage() string {
+	if c.Args == "" {
+		return c.Name
+	}
+	return c.Name + " " + c.Args
+}
+
+// adminCmd is a Command with its implementation.
+type adminCmd struct {
+	Command
+	nargs, maxArgs int // arguments after the name words
+	run            func(s *Server, by string, args []string) (wire.AdminReply, error)
+}
+
+// adminCommands is the table of admin commands, in the order help lists them.
+func adminCommands() []adminCmd {
+	return []adminCmd{
+		{Command{Name: "help", Args: "[CMD]", Summary: "list the commands, or explain one",
+			Help: "help lists every command with one line each; help CMD (for example help kick) explains one."},
+			0, 2, (*Server).adminHelp},
+		{Command{Name: "server list", Summary: "connected slaves with their load, languages and slots",
+			Help: "server list shows every connected slave: name, address, software version, OS, languages with\n" +
+				"compiler versions, CPU %, load average (1, 5, 15 min), memory used/total, slots, jobs running,\n" +
+				"whether it is drained, and how long ago it last reported its load."},
+			0, 0, (*Server).adminServers},
+		{Command{Name: "client list", Summary: "connected clients and admins",
+			Help: "client list shows every connected client and admin: name, role, software version, address,\n" +
+				"when it connected, how many jobs it submitted in this session and how many are running."},
+			0, 0, (*Server).adminClients},
+		{Command{Name: "job list", Args: "[N]", Summary: "live jobs and the N most recent finished ones (default 20)",
+			Help: "job list shows queued, assigned and running jobs, then the N most recent finished jobs\n" +
+				"(default 20): id, client, language, slave, state, age and result status."},
+			0, 1, (*Server).adminJobs},
+		{Command{Name: "job show", Args: "ID", Summary: "everything the master knows of one job",
+			Help: "job show ID shows one job, live or recently finished: client, file, language, slave,\n" +
+				"state, attempt, result status and its timings."},
+			1, 1, (*Server).adminJob},
+		{Command{Name: "kick", Args: "NAME", Summary: "disconnect a peer now (it may reconnect)",
+			Help: "kick NAME disconnects the slave or client called NAME with a Refused{kicked} naming the admin.\n" +
+				"Jobs running on a kicked slave go back to the queue. The key stays valid: to keep the peer\n" +
+				"out, use keys revoke NAME."},
+			1, 1, (*Server).adminKick},
+		{Command{Name: "drain", Args: "NAME", Summary: "send no new jobs to a slave; running ones finish",
+			Help: "drain NAME stops the scheduler from placing new jobs on slave NAME; the jobs it is running\n" +
+				"finish normally. The slave stays connected. Draining lasts as long as its session."},
+			1, 1, func(s *Server, by string, a []string) (wire.AdminReply, error) { return s.adminDrain(by, a, true) }},
+		{Command{Name: "undrain", Args: "NAME", Summary: "let a drained slave take jobs again",
+			Help: "undrain NAME lets the scheduler place jobs on slave NAME again."},
+			1, 1, func(s *Server, by string, a []string) (wire.AdminReply, error) { return s.adminDrain(by, a, false) }},
+		{Command{Name: "keys list", Summary: "every key in the registry, and retired versions",
+			Help: "keys list shows every key of the registry: name, role, version, status, fingerprint\n" +
+				"(first 16 hex digits), expiry, whether it is connected now, and why it was revoked;\n" +
+				"then the retired (role, version) pairs."},
+			0, 0, (*Server).adminKeys},
+		{Command{Name: "keys revoke", Args: "NAME", Summary: "revoke the active key called NAME and disconnect it",
+			Help: "keys revoke NAME marks the active key called NAME revoked in the registry file; the peer\n" +
+				"using it is disconnected with Refused{revoked_key} and can no longer connect."},
+			1, 1, (*Server).adminRevoke},
+		{Command{Name: "keys retire", Args: "ROLE VERSION", Summary: "retire every key of a role and software version",
+			Help: "keys retire ROLE VERSION (for example keys retire client 0.1.0) retires every key issued\n" +
+				"for that role and version, and any issued later; connected peers using one are disconnected\n" +
+				"with Refused{version_retired}."},
+			2, 2, (*Server).adminRetire},
+		{Command{Name: "quit", Summary: "stop the master (console only)",
+			Help: "quit stops the master: every peer is told it is shutting down. Only the master's own\n" +
+				"console accepts it; Ctrl-C or Ctrl-D there do the same.", Console: true},
+			0, 0, func(*Server, string, []string) (wire.AdminReply, error) {
+				return wire.AdminReply{}, badRequest("quit only works in the master's console")
+			}},
+	}
+}
+
+// Commands lists the admin commands, in the order help shows them.
+func Commands() []Command {
+	cmds := adminCommands()
+	out := make([]Command, len(cmds))
+	for i, c := range cmds {
+		out[i] = c.Command
+	}
+	return out
+}
+
+// findCommand matches args against the table: the longest command name that
+// prefixes args wins. It returns the command and the remaining arguments.
+func findCommand(args []string) (adminCmd, []string, bool) {
+	var best adminCmd
+	bestLen := 0
+	for _, c := range adminCommands() {
+		words := strings.Fields(c.Name)
+		if len(words) > len(args) || len(words) <= bestLen {
+			continue
+		}
+		if slices.Equal(words, args[:len(words)]) {
+			best, bestLen = c, len(words)
+		}
+	}
+	return best, args[min(bestLen, len(args)):], bestLen > 0
+}
+
+// Admin runs one admin command for the admin called by and returns its
+// reply: aligned text in Text and the same data as JSON in JSON. Errors are
+// *AdminError. It is safe for concurrent use; ctx is not used yet.
+func (s *Server) Admin(ctx context.Context, by string, args []string) (wire.AdminReply, error) {
+	if len(args) > 0 {
+		args = slices.Clone(args)
+		args[0] = strings.TrimPrefix(args[0], "/")
+	}
+	if len(args) == 0 || args[0] == "" {
+		return wire.AdminReply{}, badRequest("no command; try help")
+	}
+	c, rest, ok := findCommand(args)
+	if !ok {
+		return wire.AdminReply{}, badRequest("unknown command %q; try help", strings.Join(args, " "))
+	}
+	if len(rest) < c.nargs || len(rest) > c.maxArgs {
+		return wire.AdminReply{}, badRequest("usage: %s", c.Usage())
+	}
+	s.log.Debug("admin command", "by", by, "command", c.Name, "args", rest)
+	return c.run(s, by, rest)
+}
+
+// reply builds an AdminReply from its text and the value shown as JSON.
+func reply(text string, v any) (wire.AdminReply, error) {
+	js, err := json.Marshal(v)
+	if err != nil {
+		return wire.AdminReply{}, fmt.Errorf("admin: encoding reply: %w", err)
+	}
+	return wire.AdminReply{Text: text, JSON: js}, nil
+}
+
+// table renders rows under a header as aligned columns.
+func table(header []string, rows [][]string) string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
+	return b.String()
+}
+
+func (s *Server) adminHelp(_ string, args []string) (wire.AdminReply, error) {
+	cmds := Commands()
+	if len(args) == 0 {
+		rows := make([][]string, len(cmds))
+		for i, c := range cmds {
+			rows[i] = []string{c.Usage(), c.Summary}
+		}
+		return reply(table([]string{"COMMAND", "DESCRIPTION"}, rows), cmds)
+	}
+	want := strings.TrimPrefix(strings.Join(args, " "), "/")
+	var match []Command
+	for _, c := range cmds {
+		if c.Name == want || strings.HasPrefix(c.Name, want+" ") {
+			match = append(match, c)
+		}
+	}
+	if len(match) == 0 {
+		return wire.AdminReply{}, notFound("no command %q; try help", want)
+	}
+	var b strings.Builder
+	for i, c := range match {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "%s\n  %s\n", c.Usage(), strings.ReplaceAll(c.Help, "\n", "\n  "))
+	}
+	return reply(b.String(), match)
+}
+
+func (s *Server) adminServers(string, []string) (wire.AdminReply, error) {
+	list := s.Slaves()
+	rows := make([][]string, len(list))
+	for i, sl := range list {
+		rows[i] = []string{
+			sl.Name, sl.Address, sl.Version, osOf(sl), toolchains(sl.Toolchains),
+			fmt.Sprintf("%.0f%%", sl.Load.CPUPercent),
+			fmt.Sprintf("%.2f %.2f %.2f", sl.Load.Load1, sl.Load.Load5, sl.Load.Load15),
+			memory(sl.Load.MemUsed, sl.Load.MemTotal), strconv.Itoa(sl.Slots), strconv.Itoa(sl.Running),
+			yesNo(sl.Drained), age(sl.ReportAge),
+		}
+	}
+	head := []string{"NAME", "ADDRESS", "VERSION", "OS", "LANGUAGES", "CPU", "LOAD", "MEMORY", "SLOTS", "RUNNING", "DRAINED", "REPORTED"}
+	return reply(table(head, rows)+fmt.Sprintf("%d slave(s)\n", len(list)), list)
+}
+
+func osOf(sl SlaveInfo) string {
+	parts := []string{sl.OS}
+	if sl.Arch != "" {
+		parts[0] += "/" + sl.Arch
+	}
+	if sl.Kernel != "" {
+		parts = append(parts, sl.Kernel)
+	}
+	return strings.Join(parts, " ")
+}
+
+// toolchains renders languages with their compilers: "c (gcc 12.2), python (3.11)".
+func toolchains(ts []wire.Toolchain) string {
+	if len(ts) == 0 {
+		return "-"
+	}
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i] = fmt.Sprintf("%s (%s)", t.Language, t.Compiler)
+	}
+	return strings.Join(out, ", ")
+}
+
+func memory(used, total uint64) string {
+	if total == 0 {
+		return "-"
+	}
+	const gib = 1 << 30
+	return fmt.Sprintf("%.1f/%.1f GiB", float64(used)/gib, float64(total)/gib)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// age renders a duration for a table: "850ms", "12s", "3m10s", "2h5m".
+func age(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Hour:
+		return d.Round(time.Second).String()
+	}
+	return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
+}
+
+func (s *Server) adminClients(string, []string) (wire.AdminReply, error) {
+	list := s.Clients()
+	now := s.cfg.Now()
+	rows := make([][]string, len(list))
+	for i, c := range list {
+		rows[i] = []string{c.Name, c.Role, c.Version, c.Address,
+			c.Since.Format(time.DateTime) + " (" + age(now.Sub(c.Since)) + " ago)",
+			strconv.Itoa(c.Submitted), strconv.Itoa(c.Running)}
+	}
+	head := []string{"NAME", "ROLE", "VERSION", "ADDRESS", "CONNECTED SINCE", "SUBMITTED", "RUNNING"}
+	return reply(table(head, rows)+fmt.Sprintf("%d client(s)\n", len(list)), list)
+}
+
+func (s *Server) adminJobs(_ string, args []string) (wire.AdminReply, error) {
+	keep := 20
+	if len(args) == 1 {
+		n, err := strconv.Atoi(args[0])
+		if err != nil || n < 0 {
+			return wire.AdminReply{}, badRequest("job list: N must be a number >= 0, not %q", args[0])
+		}
+		keep = n
+	}
+	all := s.Jobs()
+	var finished, live []JobInfo
+	for _, j := range all {
+		if j.Finished.IsZero() {
+			live = append(live, j)
+		} else {
+			finished = append(finished, j)
+		}
+	}
+	list := append(finished[max(len(finished)-keep, 0):], live...)
+	now := s.cfg.Now()
+	rows := make([][]string, len(list))
+	for i, j := range list {
+		rows[i] = []string{j.ID, j.Client, j.Language, dash(j.Slave), j.State, age(now.Sub(j.Created)), dash(j.Status)}
+	}
+	head := []string{"ID", "CLIENT", "LANGUAGE", "SLAVE", "STATE", "AGE", "STATUS"}
+	text := table(head, rows) + fmt.Sprintf("%d live, %d finished shown (of %d kept), %d queued\n",
+		len(live), len(list)-len(live), len(finished), s.QueueLen())
+	if list == nil {
+		list = []JobInfo{}
+	}
+	return reply(text, list)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// jobDetail is what job show reports.
+type jobDetail struct {
+	JobInfo
+	Assigned  time.Time `json:"assigned,omitzero"`
+	Sealed    bool      `json:"sealed"`
+	Source    int64     `json:"source_bytes"`
+	Stdin     int64     `json:"stdin_bytes"`
+	Limits    string    `json:"limits"`
+	Connected bool      `json:"client_connected"`
+}
+
+// findJob returns the live or finished job with id.
+func (s *Server) findJob(id string) (jobDetail, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.jobs[id]
+	if j == nil {
+		for _, h := range s.history {
+			if h.id == id {
+				j = h
+			}
+		}
+	}
+	if j == nil {
+		return jobDetail{}, false
+	}
+	l := j.submit.Limits
+	return jobDetail{
+		JobInfo: j.info(), Assigned: j.assigned, Sealed: j.submit.Sealed,
+		Source: j.submit.SourceSize, Stdin: j.submit.StdinSize, Connected: j.client != nil,
+		Limits: fmt.Sprintf("time %dms, memory %d B, output %d B (0: default)", l.TimeMs, l.MemoryBytes, l.OutputBytes),
+	}, true
+}
+
+func (s *Server) adminJob(_ string, args []string) (wire.AdminReply, error) {
+	d, ok := s.findJob(args[0])
+	if !ok {
+		return wire.AdminReply{}, notFound("no job %s (finished jobs are kept for a while only)", args[0])
+	}
+	now := s.cfg.Now()
+	stamp := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.Format(time.DateTime+".000") + " (" + age(now.Sub(t)) + " ago)"
+	}
+	rows := [][]string{
+		{"client", fmt.Sprintf("%s (connected: %s)", d.Client, yesNo(d.Connected))},
+		{"file", d.File}, {"language", d.Language}, {"slave", dash(d.Slave)},
+		{"state", d.State}, {"status", dash(d.Status)}, {"attempt", strconv.Itoa(d.Attempt)},
+		{"sealed", yesNo(d.Sealed)}, {"sizes", fmt.Sprintf("source %d B, stdin %d B", d.Source, d.Stdin)},
+		{"limits", d.Limits},
+		{"created", stamp(d.Created)}, {"assigned", stamp(d.Assigned)}, {"finished", stamp(d.Finished)},
+	}
+	return reply(table([]string{"JOB", d.ID}, rows), d)
+}
+
+// Kick disconnects every connected peer called name with Refused{kicked}
+// and a reason naming the admin. It reports how many it disconnected.
+func (s *Server) Kick(name, by string) int {
+	var peers []*peer
+	s.mu.Lock()
+	for sc := range s.slaves {
+		if sc.id.Name == name {
+			peers = append(peers, sc.peer)
+		}
+	}
+	for cc := range s.clients {
+		if cc.id.Name == name {
+			peers = append(peers, cc.peer)
+		}
+	}
+	s.mu.Unlock()
+	for _, p := range peers {
+		p.log.Warn("peer kicked", "by", by)
+		s.cfg.Metrics.refused(wire.CodeKicked)
+		p.refuse(wire.CodeKicked, "kicked by admin "+by)
+	}
+	return len(peers)
+}
+
+func (s *Server) adminKick(by string, args []string) (wire.AdminReply, error) {
+	name := args[0]
+	if s.Kick(name, by) == 0 {
+		return wire.AdminReply{}, notFound("no connected peer called %s", name)
+	}
+	return reply(fmt.Sprintf("kicked %s\n", name), map[string]string{"kicked": name})
+}
+
+// Drain stops (on) or resumes (!on) placing new jobs on the connected slave
+// called name; jobs it is running finish. It reports whether the slave is
+// connected.
+func (s *Server) Drain(name, by string, on bool) bool {
+	var found *slaveConn
+	s.mu.Lock()
+	for sc := range s.slaves {
+		if sc.id.Name == name {
+			sc.drained = on
+			found = sc
+		}
+	}
+	s.mu.Unlock()
+	if found == nil {
+		return false
+	}
+	if on {
+		found.log.Info("slave drained", "by", by)
+	} else {
+		found.log.Info("slave undrained", "by", by)
+		s.wake()
+	}
+	return true
+}
+
+func (s *Server) adminDrain(by string, args []string, on bool) (wire.AdminReply, error) {
+	name := args[0]
+	if !s.Drain(name, by, on) {
+		return wire.AdminReply{}, notFound("no connected slave called %s", name)
+	}
+	verb := "drained"
+	if !on {
+		verb = "undrained"
+	}
+	return reply(fmt.Sprintf("%s %s\n", verb, name), map[string]any{"slave": name, "drained": on})
+}
+
+// keyView is a registry entry as keys list shows it.
+type keyView struct {
+	auth.Entry
+	Connected bool `json:"connected"`
+}
+
+func (s *Server) adminKeys(string, []string) (wire.AdminReply, error) {
+	online := map[string]bool{}
+	s.mu.Lock()
+	for sc := range s.slaves {
+		online[sc.id.Fingerprint] = true
+	}
+	for cc := range s.clients {
+		online[cc.id.Fingerprint] = true
+	}
+	s.mu.Unlock()
+	entries := s.cfg.Registry.Entries()
+	keys := make([]keyView, len(entries))
+	rows := make([][]string, len(entries))
+	for i, e := range entries {
+		keys[i] = keyView{e, online[e.Fingerprint]}
+		rows[i] = []string{e.Name, e.Role, e.Version, string(e.Status), short(e.Fingerprint),
+			e.Expires.Format(time.DateOnly), yesNo(online[e.Fingerprint]), dash(e.Reason)}
+	}
+	text := table([]string{"NAME", "ROLE", "VERSION", "STATUS", "FINGERPRINT", "EXPIRES", "CONNECTED", "REASON"}, rows)
+	retired := s.cfg.Registry.Retired()
+	if len(retired) > 0 {
+		rrows := make([][]string, len(retired))
+		for i, r := range retired {
+			rrows[i] = []string{r.Role, r.Version, r.RetiredAt.Format(time.DateTime), dash(r.Reason)}
+		}
+		text += "\nRetired versions:\n" + table([]string{"ROLE", "VERSION", "RETIRED", "REASON"}, rrows)
+	}
+	return reply(text, map[string]any{"keys": keys, "retired": retired})
+}
+
+func (s *Server) adminRevoke(by string, args []string) (wire.AdminReply, error) {
+	name := args[0]
+	changed, err := s.cfg.Registry.RevokeName(name, "revoked by admin "+by)
+	if errors.Is(err, auth.ErrNoMatch) {
+		return wire.AdminReply{}, notFound("no active key called %s", name)
+	}
+	if err != nil {
+		return wire.AdminReply{}, err
+	}
+	for _, e := range changed {
+		s.log.Warn("key revoked", "by", by, "name", e.Name, "role", e.Role, "fingerprint", short(e.Fingerprint))
+	}
+	s.recheckPeers()
+	return reply(fmt.Sprintf("revoked %s (%s)\n", name, short(changed[0].Fingerprint)), changed)
+}
+
+func (s *Server) adminRetire(by string, args []string) (wire.AdminReply, error) {
+	role, version := args[0], args[1]
+	changed, err := s.cfg.Registry.Retire(role, version, "retired by admin "+by)
+	if err != nil {
+		return wire.AdminReply{}, badRequest("%v", err)
+	}
+	s.log.Warn("version retired", "by", by, "role", role, "version", version, "keys", len(changed))
+	for _, e := range changed {
+		s.log.Warn("key retired", "by", by, "name", e.Name, "role", e.Role, "fingerprint", short(e.Fingerprint))
+	}
+	s.recheckPeers()
+	if changed == nil {
+		changed = []auth.Entry{}
+	}
+	return reply(fmt.Sprintf("retired %s %s: %d key(s)\n", role, version, len(changed)), changed)
+}
