@@ -293,8 +293,8 @@ func (j *jobRun) run(emit func(uint8, []byte)) wire.Result {
 func (j *jobRun) spec(argv []string, lim sandbox.Limits) sandbox.Spec {
 	return sandbox.Spec{
 		Argv: argv,
-		Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + j.dir, "TMPDIR=" + j.dir,
-			"LANG=C.UTF-8", "LC_ALL=C.UTF-8"},
+		// No host paths: a strict runner shows Dir elsewhere inside.
+		Env:    []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "LC_ALL=C.UTF-8"},
 		Dir:    j.dir,
 		Limits: lim,
 	}

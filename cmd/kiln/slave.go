@@ -2,10 +2,246 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"kiln/auth"
+	"kiln/certs"
+	"kiln/slave"
+	"kiln/slave/sandbox"
+	"kiln/transport"
 )
 
+const slaveHelp = `Usage: kiln slave --bundle FILE --master HOST:7401 [flags]
+
+Runs a slave: detects gcc, g++, javac/java and python3, registers with the
+master, reports its load, and compiles and runs the jobs it is given inside
+a sandbox. Lost connections are retried with backoff; a refused key (revoked,
+unknown, retired version, wrong role) or a kick ends the slave with exit code
+1 and one line saying why. SIGINT or SIGTERM stops it cleanly.
+
+Sandbox modes:
+  auto    strict when this machine supports it, else none with a warning
+  strict  namespaces, unprivileged uid, read-only system, cgroups; refuse to
+          start when the machine cannot provide it
+  none    process group and rlimits only: untrusted code runs as this user
+          (development only)
+
+Environment: KILN_BUNDLE and KILN_MASTER stand for --bundle and --master.
+
+Flags:
+`
+
+// slaveFlags are the flags of `kiln slave`.
+type slaveFlags struct {
+	bundle, master        string
+	slots                 int
+	loadInterval          time.Duration
+	workDir, cacheDir     string
+	cacheSize             string
+	sandbox               string
+	logFormat, logLevel   string
+	backoffMin, backoffMx time.Duration
+}
+
+func (f *slaveFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.bundle, "bundle", "", "slave bundle `FILE` from 'kiln certs issue --role slave' (default $KILN_BUNDLE)")
+	fs.StringVar(&f.master, "master", "", "master slave address `HOST:PORT`, e.g. 127.0.0.1:7401 (default $KILN_MASTER)")
+	fs.IntVar(&f.slots, "slots", runtime.NumCPU(), "jobs run at once (`N`)")
+	fs.DurationVar(&f.loadInterval, "load-interval", 2*time.Second, "load report `INTERVAL`")
+	fs.StringVar(&f.workDir, "work-dir", "", "`DIR` under which each job gets a fresh directory (default: a new temporary directory, removed at exit)")
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "compile cache `DIR` (default: <user cache dir>/kiln/<slave name>)")
+	fs.StringVar(&f.cacheSize, "cache-size", "256MiB", "compile cache bound (`SIZE`, e.g. 256MiB, 1GiB; 0 disables the cache)")
+	fs.StringVar(&f.sandbox, "sandbox", "auto", "sandbox `MODE`: auto, strict or none (see above)")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&f.backoffMin, "backoff-min", slave.DefaultBackoffMin, "first reconnect delay")
+	fs.DurationVar(&f.backoffMx, "backoff-max", slave.DefaultBackoffMax, "longest reconnect delay")
+}
+
 func cmdSlave(ctx context.Context, e env, args []string) int {
-	fmt.Fprintln(e.stderr, "kiln slave: not built yet")
-	return 2
+	fs := flag.NewFlagSet("kiln slave", flag.ContinueOnError)
+	var f slaveFlags
+	f.register(fs)
+	if code, done := parseFlags(fs, e, args, slaveHelp); done {
+		return code
+	}
+	if err := f.resolve(e, fs); err != nil {
+		fmt.Fprintf(e.stderr, "kiln slave: %v\n", err)
+		return exitUsage
+	}
+	log, err := newLogger(e.stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "kiln slave: %v\n", err)
+		return exitUsage
+	}
+	bundle, err := certs.ReadBundle(f.bundle)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "kiln slave: %v\n", err)
+		return 1
+	}
+	err = runSlave(ctx, f, bundle, log)
+	var ref *transport.RefusedError
+	switch {
+	case errors.As(err, &ref):
+		fmt.Fprintf(e.stderr, "kiln slave: %v\n", ref)
+		return 1
+	case err != nil:
+		fmt.Fprintf(e.stderr, "kiln slave: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// resolve fills --bundle and --master from the environment and checks the
+// flags.
+func (f *slaveFlags) resolve(e env, fs *flag.FlagSet) error {
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if f.bundle == "" {
+		f.bundle = e.getenv("KILN_BUNDLE")
+	}
+	if f.master == "" {
+		f.master = e.getenv("KILN_MASTER")
+	}
+	switch {
+	case f.bundle == "":
+		return errors.New("no bundle: use --bundle FILE or set KILN_BUNDLE")
+	case f.master == "":
+		return errors.New("no master: use --master HOST:PORT or set KILN_MASTER")
+	case f.slots < 1:
+		return fmt.Errorf("--slots %d: want at least 1", f.slots)
+	case f.loadInterval <= 0:
+		return fmt.Errorf("--load-interval %v: want a positive duration", f.loadInterval)
+	case f.sandbox != "auto" && f.sandbox != "strict" && f.sandbox != "none":
+		return fmt.Errorf("--sandbox %q: want auto, strict or none", f.sandbox)
+	}
+	if _, err := parseSize(f.cacheSize); err != nil {
+		return fmt.Errorf("--cache-size: %w", err)
+	}
+	return nil
+}
+
+// runSlave wires a slave from f and serves until ctx ends or the master
+// refuses it for good.
+func runSlave(ctx context.Context, f slaveFlags, bundle *certs.Bundle, log *slog.Logger) error {
+	id, err := auth.IdentityOf(bundle.Cert)
+	if err != nil {
+		return fmt.Errorf("bundle %s: %w", f.bundle, err)
+	}
+	runner, closeRunner, err := newRunner(ctx, f.sandbox, log)
+	if err != nil {
+		return err
+	}
+	defer closeRunner()
+	workDir, cleanup, err := slaveWorkDir(f.workDir)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	cache, err := slaveCache(f, id.Name)
+	if err != nil {
+		return err
+	}
+	tcs := slave.Detect(ctx)
+	for _, tc := range tcs {
+		log.Info("toolchain", "lang", tc.Language, "compiler", tc.Compiler, "path", tc.Path)
+	}
+	if len(tcs) == 0 {
+		log.Warn("no toolchain found: this slave can run nothing (install gcc, g++, a JDK or python3)")
+	}
+	exec, err := slave.NewExecutor(slave.ExecConfig{Name: id.Name, WorkRoot: workDir, Runner: runner,
+		Toolchains: tcs, Cache: cache, Logger: log})
+	if err != nil {
+		return err
+	}
+	s, err := slave.New(slave.Config{Bundle: bundle, Master: f.master, Version: version, Slots: f.slots,
+		LoadInterval: f.loadInterval, Executor: exec, Logger: log,
+		BackoffMin: f.backoffMin, BackoffMax: f.backoffMx})
+	if err != nil {
+		return err
+	}
+	log.Info("slave starting", "name", id.Name, "master", f.master, "slots", f.slots,
+		"sandbox", runner.Name(), "work_dir", workDir)
+	return s.Run(ctx)
+}
+
+// newRunner picks the sandbox for mode ("auto", "strict" or "none"). The
+// returned func releases it.
+func newRunner(ctx context.Context, mode string, log *slog.Logger) (sandbox.Runner, func(), error) {
+	if mode == "none" {
+		log.Warn("SANDBOX DISABLED (--sandbox=none): running untrusted code without a sandbox: development only")
+		return &sandbox.Plain{}, func() {}, nil
+	}
+	strict, caps, err := newStrict(ctx, log)
+	if err == nil {
+		log.Info("strict sandbox ready", "capabilities", caps.String())
+		return strict, func() { strict.Close() }, nil
+	}
+	if mode == "strict" {
+		return nil, nil, fmt.Errorf("strict sandbox unavailable: %w (use --sandbox=none for development only)", err)
+	}
+	log.Warn("SANDBOX DISABLED: the strict sandbox is unavailable here; running untrusted code without a sandbox: development only",
+		"reason", err)
+	return &sandbox.Plain{}, func() {}, nil
+}
+
+// newStrict creates the strict runner and checks that it works here.
+func newStrict(ctx context.Context, log *slog.Logger) (*sandbox.Strict, sandbox.Capabilities, error) {
+	s, err := sandbox.NewStrict(sandbox.StrictConfig{Logger: log})
+	if err != nil {
+		return nil, sandbox.Capabilities{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	caps, err := s.Check(ctx)
+	if err != nil {
+		s.Close()
+		return nil, caps, err
+	}
+	return s, caps, nil
+}
+
+// slaveWorkDir returns the job root: dir (created if needed) or a fresh
+// temporary directory that cleanup removes.
+func slaveWorkDir(dir string) (string, func(), error) {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", nil, fmt.Errorf("--work-dir: %w", err)
+		}
+		return dir, func() {}, nil
+	}
+	tmp, err := os.MkdirTemp("", "kiln-slave-")
+	if err != nil {
+		return "", nil, err
+	}
+	return tmp, func() { os.RemoveAll(tmp) }, nil
+}
+
+// slaveCache opens the compile cache, or returns nil when --cache-size is 0.
+func slaveCache(f slaveFlags, name string) (*slave.Cache, error) {
+	size, _ := parseSize(f.cacheSize) // checked by resolve
+	if size == 0 {
+		return nil, nil
+	}
+	dir := f.cacheDir
+	if dir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			base = os.TempDir()
+		}
+		dir = filepath.Join(base, "kiln", name)
+	}
+	c, err := slave.NewCache(dir, size)
+	if err != nil {
+		return nil, fmt.Errorf("--cache-dir: %w", err)
+	}
+	return c, nil
 }
