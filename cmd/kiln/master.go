@@ -64,6 +64,7 @@ func cmdMaster(ctx context.Context, e env, args []string) int {
 		fmt.Fprintln(e.stderr, "kiln master: --dir is required (make one with 'kiln certs init --dir D')")
 		return exitUsage
 	}
+	e.stderr = &logSwitch{w: e.stderr} // the console may route logs through the terminal
 	log, err := newLogger(e.stderr, f.logFormat, f.logLevel)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "kiln master: %v\n", err)
@@ -88,10 +89,11 @@ func runMaster(ctx context.Context, e env, f masterFlags, log *slog.Logger, read
 	if err != nil {
 		return err
 	}
-	metrics, err := startMetrics(ctx, f.metricsAddr, log)
+	metrics, stopMetrics, err := startMetrics(ctx, f.metricsAddr, log)
 	if err != nil {
 		return err
 	}
+	defer stopMetrics()
 	srv, err := master.New(master.Config{
 		ClientAddr: f.clientAddr, SlaveAddr: f.slaveAddr, Name: f.name, Version: version,
 		Bundle: bundle, Registry: reg, HeartbeatInterval: f.heartbeat,
@@ -100,6 +102,7 @@ func runMaster(ctx context.Context, e env, f masterFlags, log *slog.Logger, read
 	if err != nil {
 		return err
 	}
+	metrics.WatchQueue(srv.QueueLen)
 	if err := srv.Listen(); err != nil {
 		return err
 	}

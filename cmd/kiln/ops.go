@@ -3,7 +3,19 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/term"
 
 	"kiln/auth"
 	"kiln/master"
@@ -15,16 +27,113 @@ func wireLimits(queue int) wire.Limits {
 	return wire.Limits{MaxQueue: queue}
 }
 
-// startMetrics serves Prometheus metrics on addr until ctx ends.
-func startMetrics(ctx context.Context, addr string, log *slog.Logger) (*master.Metrics, error) {
+// startMetrics serves Prometheus metrics at http://addr/metrics, from a
+// registry of its own, until ctx ends or the returned stop func is called
+// (stop waits for the server's goroutine). With addr empty it returns nil
+// metrics, which record nothing.
+func startMetrics(ctx context.Context, addr string, log *slog.Logger) (*master.Metrics, func(), error) {
 	if addr == "" {
-		return nil, nil
+		return nil, func() {}, nil
 	}
-	return nil, errors.New("--metrics-addr: metrics are not available in this build yet")
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := master.NewMetrics(reg)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--metrics-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	log.Info("metrics listening", "addr", "http://"+ln.Addr().String()+"/metrics")
+	stopOnCancel := context.AfterFunc(ctx, func() { hs.Close() })
+	stop := func() {
+		stopOnCancel()
+		hs.Close()
+		<-done
+	}
+	return m, stop, nil
 }
 
-// startConsole runs the operator console on stdin when asked; the returned
-// func stops it.
+// logSwitch is the master's log destination; the console points it at the
+// terminal while it runs so that log lines do not tear the prompt apart.
+type logSwitch struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *logSwitch) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	w := l.w
+	l.mu.Unlock()
+	return w.Write(p)
+}
+
+// swap sets the destination and returns the previous one.
+func (l *logSwitch) swap(w io.Writer) io.Writer {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := l.w
+	l.w = w
+	return old
+}
+
+// startConsole runs the operator console when asked: mode "on", or "auto"
+// with stdin a terminal ("off": never). On a terminal it switches stdin to
+// raw mode and routes the master's log through the console; /quit, Ctrl-C
+// and Ctrl-D call quit. On a non-terminal (mode "on") it reads commands line
+// by line and the end of input only ends the console. The returned func
+// restores the terminal and the log destination; the goroutine blocked
+// reading stdin ends with the process.
 func startConsole(ctx context.Context, e env, mode string, srv *master.Server, reg *auth.Registry, quit func()) func() {
-	return func() {}
+	f, isFile := e.stdin.(*os.File)
+	tty := isFile && term.IsTerminal(int(f.Fd()))
+	switch {
+	case mode == "off", mode == "auto" && !tty:
+		return func() {}
+	case mode != "on" && mode != "auto":
+		fmt.Fprintf(e.stderr, "kiln master: --console %q: want auto, on or off; running headless\n", mode)
+		return func() {}
+	}
+	restore := func() {}
+	if tty {
+		fd := int(f.Fd())
+		old, err := term.MakeRaw(fd)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "kiln master: console: %v; running headless\n", err)
+			return func() {}
+		}
+		restore = func() { term.Restore(fd, old) }
+	}
+	con := master.NewConsole(srv, struct {
+		io.Reader
+		io.Writer
+	}{e.stdin, e.stdout}, "console")
+	if tty {
+		if w, h, err := term.GetSize(int(f.Fd())); err == nil {
+			con.SetSize(w, h)
+		}
+	}
+	ls, _ := e.stderr.(*logSwitch)
+	if ls != nil && tty {
+		prev := ls.swap(con)
+		r := restore
+		restore = func() { ls.swap(prev); r() }
+	}
+	go func() {
+		err := con.Run(ctx)
+		if tty || errors.Is(err, master.ErrQuit) {
+			quit()
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(restore) }
 }
