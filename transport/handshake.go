@@ -184,9 +184,15 @@ func Refuse(s *Session, code, reason string) error {
 }
 
 // RefuseWith is [Refuse] with every field of the Refused, e.g. RetryAfterMs.
+// A peer that has already closed the session is not an error: it is gone
+// either way (and yamux may report a write that raced the peer's close as
+// failed even though the peer read it).
 func RefuseWith(s *Session, r wire.Refused) error {
 	defer s.Close()
 	if err := s.Send(wire.MsgRefused, 0, &r); err != nil {
+		if errors.Is(err, ErrClosed) {
+			return nil
+		}
 		return err
 	}
 	s.ctrl.Close()
