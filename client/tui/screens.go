@@ -1,0 +1,210 @@
+package tui
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/gdamore/tcell/v2"
+	"github.com/rivo/tview"
+
+	"kiln/transport/wire"
+)
+
+// Screens are small constructors taking callbacks. They build widgets and
+// wire their events; they never call the model or start goroutines.
+
+// header is the connection form: address, port and bundle.
+type header struct {
+	*tview.Flex
+	addr, port, bundle *tview.InputField
+	browse             *tview.Button
+}
+
+func newHeader(t Target, onBrowse func()) *header {
+	host, port := SplitMaster(t.Master)
+	h := &header{
+		addr:   tview.NewInputField().SetLabel("Address ").SetText(host).SetFieldWidth(24),
+		port:   tview.NewInputField().SetLabel(" Port ").SetText(port).SetFieldWidth(6).SetAcceptanceFunc(tview.InputFieldInteger),
+		bundle: tview.NewInputField().SetLabel(" Bundle ").SetText(t.Bundle),
+		browse: tview.NewButton("Browse…").SetSelectedFunc(onBrowse),
+	}
+	h.Flex = tview.NewFlex().
+		AddItem(h.addr, 32, 0, false).
+		AddItem(h.port, 12, 0, false).
+		AddItem(h.bundle, 0, 1, false).
+		AddItem(h.browse, 10, 0, false)
+	return h
+}
+
+// target reads the form.
+func (h *header) target() Target {
+	host := strings.TrimSpace(h.addr.GetText())
+	port := strings.TrimSpace(h.port.GetText())
+	master := ""
+	if host != "" {
+		if port == "" {
+			port = "7400"
+		}
+		master = strings.Trim(host, "[]")
+		if strings.Contains(master, ":") {
+			master = "[" + master + "]"
+		}
+		master += ":" + port
+	}
+	return Target{Master: master, Bundle: strings.TrimSpace(h.bundle.GetText())}
+}
+
+// action is one button and its function key.
+type action struct {
+	key   tcell.Key
+	label string
+	do    func()
+}
+
+// toolbar is the row of action buttons; each label shows its key.
+type toolbar struct {
+	*tview.Flex
+	buttons []*tview.Button
+}
+
+func newToolbar(actions []action) *toolbar {
+	tb := &toolbar{Flex: tview.NewFlex()}
+	for i, a := range actions {
+		b := tview.NewButton(buttonLabel(a)).SetSelectedFunc(a.do)
+		tb.buttons = append(tb.buttons, b)
+		if i > 0 {
+			tb.AddItem(nil, 1, 0, false)
+		}
+		tb.AddItem(b, 0, 1, false)
+	}
+	return tb
+}
+
+func buttonLabel(a action) string {
+	return tcell.KeyNames[a.key] + " " + a.label
+}
+
+// newConsole is the read-only, scrollable console.
+func newConsole() *tview.TextView {
+	tv := tview.NewTextView().SetDynamicColors(true).SetScrollable(true).SetWrap(true).SetMaxLines(20000)
+	tv.SetBorder(true).SetTitle(" Console (read-only; ↑↓ PgUp PgDn to scroll) ")
+	return tv
+}
+
+// colors of console text by kind.
+var colors = map[Kind]string{
+	Note: "gray", Stdout: "white", Stderr: "red", Compile: "yellow",
+	Success: "green::b", Failure: "red::b", Detail: "aqua",
+}
+
+// consoleText formats a line for a TextView with dynamic colours.
+func consoleText(l Line) string {
+	text := l.Text
+	if l.Kind != Stdout && l.Kind != Stderr && l.Kind != Compile && !strings.HasSuffix(text, "\n") {
+		text += "\n"
+	}
+	return "[" + colors[l.Kind] + "]" + tview.Escape(text) + "[-:-:-]"
+}
+
+// browser lists a directory: subdirectories, then source files (or all
+// files), for picking one.
+type browser struct {
+	*tview.Flex
+	list    *tview.List
+	help    *tview.TextView
+	dir     string
+	all     bool
+	onPick  func(path string)
+	onClose func()
+}
+
+// newBrowser starts in dir; with all unset it shows only .c, .cpp, .java
+// and .py files (and the like, see wire.LanguageOf).
+func newBrowser(dir string, all bool, onPick func(string), onClose func()) *browser {
+	b := &browser{list: tview.NewList().ShowSecondaryText(false), help: tview.NewTextView(),
+		dir: dir, all: all, onPick: onPick, onClose: onClose}
+	b.list.SetDoneFunc(onClose)
+	b.list.SetBorder(true)
+	b.help.SetText(" Enter open/select · F4 show all files / source files only · Esc close")
+	b.Flex = tview.NewFlex().SetDirection(tview.FlexRow).AddItem(b.list, 0, 1, true).AddItem(b.help, 1, 0, false)
+	b.load()
+	return b
+}
+
+// toggle switches between source files only and all files.
+func (b *browser) toggle() {
+	b.all = !b.all
+	b.load()
+}
+
+// load lists b.dir.
+func (b *browser) load() {
+	b.list.Clear()
+	filter := "source files (.c .cpp .java .py)"
+	if b.all {
+		filter = "all files"
+	}
+	b.list.SetTitle(" Select a file: " + b.dir + " — " + filter + " ")
+	b.list.AddItem("../", "", 0, func() { b.cd(filepath.Dir(b.dir)) })
+	entries, err := os.ReadDir(b.dir)
+	if err != nil {
+		b.list.AddItem("("+err.Error()+")", "", 0, nil)
+		return
+	}
+	var dirs, files []string
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case strings.HasPrefix(name, "."):
+		case e.IsDir():
+			dirs = append(dirs, name)
+		case b.all || wire.LanguageOf(name) != "":
+			files = append(files, name)
+		}
+	}
+	slices.Sort(dirs)
+	slices.Sort(files)
+	for _, d := range dirs {
+		b.list.AddItem(d+"/", "", 0, func() { b.cd(filepath.Join(b.dir, d)) })
+	}
+	for _, f := range files {
+		b.list.AddItem(f, "", 0, func() { b.onPick(filepath.Join(b.dir, f)) })
+	}
+	if len(dirs)+len(files) > 0 {
+		b.list.SetCurrentItem(1)
+	}
+}
+
+func (b *browser) cd(dir string) {
+	b.dir = dir
+	b.load()
+}
+
+// editor is the editing pane: a text area with Save and Cancel.
+type editor struct {
+	*tview.Flex
+	area *tview.TextArea
+}
+
+func newEditor(path, text string, onSave func(text string), onCancel func()) *editor {
+	e := &editor{area: tview.NewTextArea().SetText(text, false)}
+	e.area.SetBorder(true).SetTitle(" Editing " + path + " — Ctrl-S save · Esc cancel ")
+	save := tview.NewButton("Ctrl-S Save").SetSelectedFunc(func() { onSave(e.area.GetText()) })
+	cancel := tview.NewButton("Esc Cancel").SetSelectedFunc(onCancel)
+	buttons := tview.NewFlex().AddItem(save, 14, 0, false).AddItem(nil, 1, 0, false).AddItem(cancel, 14, 0, false).AddItem(nil, 0, 1, false)
+	e.Flex = tview.NewFlex().SetDirection(tview.FlexRow).AddItem(e.area, 0, 1, true).AddItem(buttons, 1, 0, false)
+	return e
+}
+
+// centered puts p in the middle of the screen, for dialogs.
+func centered(p tview.Primitive, width, height int) tview.Primitive {
+	return tview.NewFlex().
+		AddItem(nil, 0, 1, false).
+		AddItem(tview.NewFlex().SetDirection(tview.FlexRow).
+			AddItem(nil, 0, 1, false).
+			AddItem(p, height, 0, true).
+			AddItem(nil, 0, 1, false), width, 0, true).
+		AddItem(nil, 0, 1, false)
+}
