@@ -133,7 +133,8 @@ func (y yamuxLogger) Println(v ...any) { y.l.Debug(strings.TrimSpace(fmt.Sprintl
 // one caller at a time too.
 type Session struct {
 	mux  *yamux.Session
-	conn net.Conn
+	wc   *watchedConn // what yamux reads and writes
+	conn net.Conn     // the caller's connection under wc
 	ctrl *yamux.Stream
 	cfg  Config
 	peer string
@@ -155,20 +156,23 @@ type Session struct {
 // closed.
 func Client(conn net.Conn, cfg Config) (*Session, error) {
 	cfg = cfg.withDefaults()
-	mux, err := yamux.Client(conn, cfg.yamux())
+	wc := newWatchedConn(conn)
+	mux, err := yamux.Client(wc, cfg.yamux())
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("transport: %w", err)
 	}
 	ctrl, err := mux.OpenStream()
 	if err != nil {
-		if cause := muxCause(mux, cfg.AcceptBacklog); cause != nil {
+		if cause := wc.alert(); cause != nil {
+			err = cause
+		} else if cause := muxCause(mux, cfg.AcceptBacklog); cause != nil {
 			err = cause
 		}
 		mux.Close()
 		return nil, fmt.Errorf("transport: open control stream to %s: %w", conn.RemoteAddr(), protocolErr(err))
 	}
-	return newSession(mux, conn, ctrl, cfg), nil
+	return newSession(mux, wc, ctrl, cfg), nil
 }
 
 // Server starts the accepting side of a session over conn and waits, bounded
@@ -176,7 +180,8 @@ func Client(conn net.Conn, cfg Config) (*Session, error) {
 // speak yamux gets an error wrapping ErrProtocol. On error conn is closed.
 func Server(ctx context.Context, conn net.Conn, cfg Config) (*Session, error) {
 	cfg = cfg.withDefaults()
-	mux, err := yamux.Server(conn, cfg.yamux())
+	wc := newWatchedConn(conn)
+	mux, err := yamux.Server(wc, cfg.yamux())
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("transport: %w", err)
@@ -189,7 +194,7 @@ func Server(ctx context.Context, conn net.Conn, cfg Config) (*Session, error) {
 		mux.Close()
 		return nil, fmt.Errorf("transport: session with %s: %w", conn.RemoteAddr(), protocolErr(err))
 	}
-	return newSession(mux, conn, ctrl, cfg), nil
+	return newSession(mux, wc, ctrl, cfg), nil
 }
 
 // protocolErr marks the yamux errors that mean the peer speaks something else.
@@ -206,9 +211,11 @@ func protocolErr(err error) error {
 	return err
 }
 
-func newSession(mux *yamux.Session, conn net.Conn, ctrl *yamux.Stream, cfg Config) *Session {
+func newSession(mux *yamux.Session, wc *watchedConn, ctrl *yamux.Stream, cfg Config) *Session {
+	conn := wc.Conn
 	return &Session{
 		mux:  mux,
+		wc:   wc,
 		conn: conn,
 		ctrl: ctrl,
 		cfg:  cfg,
@@ -301,7 +308,10 @@ func (s *Session) closedErr(op string, err error) error {
 	if s.isClosed() {
 		return fmt.Errorf("transport: %s %s: %w", op, s.peer, ErrClosed)
 	}
-	cause := s.shutdownCause()
+	cause := s.wc.alert()
+	if cause == nil {
+		cause = s.shutdownCause()
+	}
 	if cause == nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 		cause = err
 	}
@@ -376,3 +386,60 @@ func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
 // Conn returns the connection under the session, e.g. a *tls.Conn whose
 // ConnectionState names the peer. Do not read or write it.
 func (s *Session) Conn() net.Conn { return s.conn }
+
+// watchedConn is the connection as yamux sees it. It remembers the first
+// read error, and when a write fails it waits briefly for the reader to
+// fail too: a peer that rejects us usually sends a TLS alert, then closes,
+// and the alert (already in our socket buffer) says why far better than the
+// "broken pipe" our next write gets.
+type watchedConn struct {
+	net.Conn
+	once    sync.Once
+	readErr error         // set once, before failed is closed
+	failed  chan struct{} // closed after the first read error
+}
+
+func newWatchedConn(c net.Conn) *watchedConn {
+	return &watchedConn{Conn: c, failed: make(chan struct{})}
+}
+
+func (w *watchedConn) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	if err != nil {
+		w.once.Do(func() {
+			w.readErr = err
+			close(w.failed)
+		})
+	}
+	return n, err
+}
+
+func (w *watchedConn) Write(p []byte) (int, error) {
+	n, err := w.Conn.Write(p)
+	if err != nil {
+		t := time.NewTimer(alertWait)
+		defer t.Stop()
+		select {
+		case <-w.failed:
+		case <-t.C:
+		}
+	}
+	return n, err
+}
+
+// alertWait bounds how long a failed write waits for the read side.
+const alertWait = 200 * time.Millisecond
+
+// alert returns the TLS alert the peer sent, if the read side got one.
+func (w *watchedConn) alert() error {
+	select {
+	case <-w.failed:
+	default:
+		return nil
+	}
+	var op *net.OpError
+	if errors.As(w.readErr, &op) && op.Op == "remote error" {
+		return w.readErr
+	}
+	return nil
+}
