@@ -143,19 +143,21 @@ func (c *cgroups) controllers() []string {
 // slotCgroup is the group(s) of one sandbox slot.
 type slotCgroup struct {
 	v2      bool
-	dirs    []string   // created directories, deepest last
-	memDir  string     // v1 memory dir or v2 job dir
-	pidsDir string     // v1 pids dir or v2 job dir
-	pass    []*os.File // handed to the init (v1 tasks files or v2 job dir)
-	initDir *os.File   // v2: the init's group, for CLONE_INTO_CGROUP
-	base    int64      // memory charged before the job started
-	ooms    int64      // OOM kills counted before the job started
+	dirs    []string            // created directories, deepest last
+	memDir  string              // v1 memory dir or v2 job dir
+	pidsDir string              // v1 pids dir or v2 job dir
+	pass    []*os.File          // handed to the init (v1 tasks files or v2 job dir)
+	initDir *os.File            // v2: the init's group, for CLONE_INTO_CGROUP
+	base    int64               // memory charged before the job started
+	ooms    int64               // OOM kills counted before the job started
+	files   map[string]*os.File // open control files, by path
+	last    [2]int64            // limits in force: memory, procs (0: unset)
 }
 
 // newSlot creates the groups of slot n; initUID is the init's host uid
 // (v2 delegates the job group to it).
 func (c *cgroups) newSlot(n, initUID int) (*slotCgroup, error) {
-	s := &slotCgroup{v2: c.version == "v2"}
+	s := &slotCgroup{v2: c.version == "v2", files: map[string]*os.File{}}
 	name := "slot-" + strconv.Itoa(n)
 	if s.v2 {
 		return s, s.makeV2(filepath.Join(c.memory, name), initUID)
@@ -247,6 +249,29 @@ func (s *slotCgroup) closePassed() {
 
 // limit sets the limits of the next job and notes the baseline.
 func (s *slotCgroup) limit(memBytes int64, procs int) error {
+	if s.last != [2]int64{memBytes, int64(procs)} {
+		if err := s.setLimits(memBytes, procs); err != nil {
+			s.last = [2]int64{}
+			return err
+		}
+		s.last = [2]int64{memBytes, int64(procs)}
+	}
+	if s.memDir == "" {
+		return nil
+	}
+	if s.v2 {
+		s.write(s.memDir, "memory.peak", "reset")
+		s.base = 0
+	} else {
+		s.write(s.memDir, "memory.max_usage_in_bytes", "0")
+		s.base = s.readInt(s.memDir, "memory.usage_in_bytes")
+	}
+	s.ooms = s.oomKills()
+	return nil
+}
+
+// setLimits writes the memory and pids limits.
+func (s *slotCgroup) setLimits(memBytes int64, procs int) error {
 	if s.memDir != "" {
 		lim := "-1"
 		if memBytes > 0 {
@@ -260,18 +285,13 @@ func (s *slotCgroup) limit(memBytes int64, procs int) error {
 				return err
 			}
 			s.write(s.memDir, "memory.swap.max", "0")
-			s.write(s.memDir, "memory.peak", "reset")
-			s.base = 0
 		} else {
 			s.write(s.memDir, "memory.memsw.limit_in_bytes", "-1")
 			if err := s.write(s.memDir, "memory.limit_in_bytes", lim); err != nil {
 				return err
 			}
 			s.write(s.memDir, "memory.memsw.limit_in_bytes", lim)
-			s.write(s.memDir, "memory.max_usage_in_bytes", "0")
-			s.base = s.readInt(s.memDir, "memory.usage_in_bytes")
 		}
-		s.ooms = s.oomKills()
 	}
 	if s.pidsDir != "" {
 		max := "max"
@@ -307,7 +327,7 @@ func (s *slotCgroup) oomKills() int64 {
 	if s.v2 {
 		file = "memory.events"
 	}
-	b, _ := os.ReadFile(filepath.Join(s.memDir, file))
+	b := s.read(s.memDir, file)
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
 			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
@@ -317,23 +337,53 @@ func (s *slotCgroup) oomKills() int64 {
 	return 0
 }
 
+// open returns the control file dir/file, kept open for the next jobs.
+func (s *slotCgroup) open(dir, file string) (*os.File, error) {
+	p := filepath.Join(dir, file)
+	if f, ok := s.files[p]; ok {
+		return f, nil
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	s.files[p] = f
+	return f, nil
+}
+
 func (s *slotCgroup) write(dir, file, v string) error {
-	err := os.WriteFile(filepath.Join(dir, file), []byte(v), 0)
+	f, err := s.open(dir, file)
+	if err == nil {
+		_, err = f.WriteAt([]byte(v), 0)
+	}
 	if err != nil {
 		return fmt.Errorf("cgroup %s: %w", file, err)
 	}
 	return nil
 }
 
+func (s *slotCgroup) read(dir, file string) []byte {
+	f, err := s.open(dir, file)
+	if err != nil {
+		return nil
+	}
+	buf := make([]byte, 4096)
+	n, _ := f.ReadAt(buf, 0)
+	return buf[:n]
+}
+
 func (s *slotCgroup) readInt(dir, file string) int64 {
-	b, _ := os.ReadFile(filepath.Join(dir, file))
-	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(s.read(dir, file))), 10, 64)
 	return n
 }
 
 // remove deletes the slot's groups once their processes are gone.
 func (s *slotCgroup) remove() {
 	s.closePassed()
+	for p, f := range s.files {
+		f.Close()
+		delete(s.files, p)
+	}
 	for i := len(s.dirs) - 1; i >= 0; i-- {
 		for try := 0; try < 50; try++ {
 			err := unix.Rmdir(s.dirs[i])

@@ -193,8 +193,7 @@ func (t *treeCopy) copyFile(src, dst int, name, rel string, mode uint32) error {
 				return err
 			}
 		}
-		_, err := io.Copy(f, inf)
-		return err
+		return copyData(f, inf)
 	})
 	if err != nil || !t.filled {
 		return err
@@ -205,6 +204,23 @@ func (t *treeCopy) copyFile(src, dst int, name, rel string, mode uint32) error {
 	}
 	t.seen[rel] = stamp{size: st.Size, mtime: st.Mtim, ino: st.Ino}
 	return nil
+}
+
+// copyData copies in to out inside the kernel (sendfile) when it can.
+func copyData(out, in *os.File) error {
+	for {
+		n, err := unix.Sendfile(int(out.Fd()), int(in.Fd()), nil, 1<<30)
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue
+		}
+		if err == unix.EINVAL || err == unix.ENOSYS {
+			_, err = io.Copy(out, in)
+			return err
+		}
+		if err != nil || n == 0 {
+			return err
+		}
+	}
 }
 
 // readDirNames lists a directory given by descriptor.
