@@ -188,7 +188,15 @@ func (s *Server) admit(p port, id auth.Identity, h wire.Hello) (code, reason str
 	case h.Name != id.Name:
 		return wire.CodeBadHello, fmt.Sprintf("hello says name %q but the certificate says %q", h.Name, id.Name)
 	}
-	if err := s.cfg.Registry.Check(id, h.Version); err != nil {
+	err := s.cfg.Registry.Check(id, h.Version)
+	if errors.Is(err, auth.ErrUnknownKey) {
+		// The key may have been issued since the last poll of the registry
+		// file: look again before refusing.
+		if rerr := s.cfg.Registry.Reload(); rerr == nil {
+			err = s.cfg.Registry.Check(id, h.Version)
+		}
+	}
+	if err != nil {
 		return refusalCode(err), err.Error()
 	}
 	return "", ""

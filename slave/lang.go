@@ -40,7 +40,7 @@ type language struct {
 var languages = map[string]*language{
 	wire.LangC: {
 		name:       wire.LangC,
-		sourceName: fixedName("main.c"),
+		sourceName: userName("main.c"),
 		compile: func(src string) []string {
 			return []string{"-O2", "-pipe", "-std=gnu17", "-o", "main", src, "-lm"}
 		},
@@ -49,7 +49,7 @@ var languages = map[string]*language{
 	},
 	wire.LangCPP: {
 		name:       wire.LangCPP,
-		sourceName: fixedName("main.cpp"),
+		sourceName: userName("main.cpp"),
 		compile: func(src string) []string {
 			return []string{"-O2", "-pipe", "-std=gnu++17", "-o", "main", src}
 		},
@@ -69,7 +69,7 @@ var languages = map[string]*language{
 	},
 	wire.LangPython: {
 		name:       wire.LangPython,
-		sourceName: fixedName("main.py"),
+		sourceName: userName("main.py"),
 		run:        func(tool, src string, _ int64) []string { return []string{tool, "-B", src} },
 	},
 }
@@ -94,13 +94,18 @@ func classFiles(names []string) []string {
 	return out
 }
 
-// fixedName validates the user's file name and replaces it with name.
-func fixedName(name string) func(string) (string, error) {
+// userName validates the user's file name and keeps it, so that compiler
+// messages and tracebacks name the file the user knows. A name that is not a
+// safe source name of the language is replaced with fallback.
+func userName(fallback string) func(string) (string, error) {
 	return func(user string) (string, error) {
 		if err := checkFileName(user); err != nil {
 			return "", err
 		}
-		return name, nil
+		if !strings.EqualFold(filepath.Ext(user), filepath.Ext(fallback)) && wire.LanguageOf(user) != wire.LanguageOf(fallback) {
+			return fallback, nil
+		}
+		return user, nil
 	}
 }
 

@@ -1,0 +1,342 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The end-to-end tests run the real kiln binary as a user does: a master
+// and slaves as processes on loopback with real certificates, and real
+// compilers behind them.
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// kilnBinary builds bin/kiln once for the package's tests.
+func kilnBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "kiln-e2e-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "kiln")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// proc is a kiln process the test owns; Cleanup kills it.
+type proc struct {
+	cmd  *exec.Cmd
+	out  *syncBuf
+	done chan struct{}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startKiln(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(kilnBinary(t), args...), out: &syncBuf{}, done: make(chan struct{})}
+	return p.start(t, name)
+}
+
+func (p *proc) start(t *testing.T, name string) *proc {
+	t.Helper()
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("--- %s output:\n%s", name, p.out.String())
+		}
+	})
+	return p
+}
+
+// stop asks the process to exit, then kills its process group.
+func (p *proc) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+func (p *proc) kill() {
+	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+func (p *proc) waitOutput(t *testing.T, substr string, count int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Count(p.out.String(), substr) >= count {
+			return
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("process exited while waiting for %q:\n%s", substr, p.out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("no %d× %q within 20 s:\n%s", count, substr, p.out.String())
+}
+
+// kilnCmd runs the binary to completion and returns exit code and outputs.
+func kilnCmd(t *testing.T, envv []string, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kilnBinary(t), args...)
+	cmd.Env = append(os.Environ(), envv...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String(), errb.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// e2eCluster is a master and n slaves as processes.
+type e2eCluster struct {
+	dir, clientAddr, slaveAddr string
+	master                     *proc
+	slaves                     map[string]*proc
+	env                        []string
+}
+
+func startCluster(t *testing.T, slaves int, slaveArgs ...string) *e2eCluster {
+	t.Helper()
+	dir := t.TempDir()
+	c := &e2eCluster{dir: dir, clientAddr: freeAddr(t), slaveAddr: freeAddr(t), slaves: map[string]*proc{}}
+	mustKiln(t, "certs", "init", "--dir", dir, "--master-host", "127.0.0.1")
+	mustKiln(t, "certs", "issue", "--dir", dir, "--role", "client", "--name", "user", "--out", filepath.Join(dir, "client.bundle"))
+	c.master = startKiln(t, "master", "master", "--dir", dir, "--client-addr", c.clientAddr, "--slave-addr", c.slaveAddr,
+		"--heartbeat", "500ms", "--console", "off")
+	for i := 1; i <= slaves; i++ {
+		c.addSlave(t, fmt.Sprintf("slave-%d", i), slaveArgs...)
+	}
+	c.env = []string{"KILN_BUNDLE=" + filepath.Join(dir, "client.bundle"), "KILN_MASTER=" + c.clientAddr}
+	return c
+}
+
+func (c *e2eCluster) addSlave(t *testing.T, name string, extra ...string) *proc {
+	t.Helper()
+	b := filepath.Join(c.dir, name+".bundle")
+	if _, err := os.Stat(b); err != nil {
+		mustKiln(t, "certs", "issue", "--dir", c.dir, "--role", "slave", "--name", name, "--out", b)
+	}
+	args := append([]string{"slave", "--bundle", b, "--master", c.slaveAddr, "--slots", "2", "--load-interval", "500ms",
+		"--work-dir", filepath.Join(c.dir, name+"-work")}, extra...)
+	p := startKiln(t, name, args...)
+	c.slaves[name] = p
+	c.master.waitOutput(t, "peer="+name+" ", 1)
+	c.master.waitOutput(t, "slave registered", len(c.slaves))
+	return p
+}
+
+func mustKiln(t *testing.T, args ...string) string {
+	t.Helper()
+	code, out, errs := kilnCmd(t, nil, args...)
+	if code != 0 {
+		t.Fatalf("kiln %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errs)
+	}
+	return out
+}
+
+func writeFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestEndToEndLanguages runs the four examples and the exit-code contract
+// through a real master and two real slaves.
+func TestEndToEndLanguages(t *testing.T) {
+	c := startCluster(t, 2)
+	examples := map[string]string{
+		"hello.c": "hello from c", "hello.cpp": "hello from cpp",
+		"Hello.java": "hello from java", "hello.py": "hello from python",
+	}
+	for file, want := range examples {
+		t.Run(file, func(t *testing.T) {
+			code, out, errs := kilnCmd(t, c.env, "run", filepath.Join("..", "..", "examples", file))
+			if code != 0 || !strings.Contains(out, want) {
+				t.Fatalf("exit %d stdout %q stderr %q", code, out, errs)
+			}
+		})
+	}
+
+	src := t.TempDir()
+	cases := []struct {
+		name, file, body string
+		args             []string
+		code             int
+		status           string
+		stdout, stderr   string
+	}{
+		{"exit code", "exit3.c", "#include <stdio.h>\nint main(){puts(\"bye\");return 3;}\n", nil, 3, "runtime_error", "bye", ""},
+		{"stdin", "echo.py", "import sys\nprint(sys.stdin.read().upper())\n", []string{"--stdin", "STDIN"}, 0, "ok", "FROM STDIN", ""},
+		{"stderr", "err.py", "import sys\nsys.stderr.write('oops\\n')\n", nil, 0, "ok", "", "oops"},
+		{"compile error", "bad.c", "int main(){ return x; }\n", nil, exitCompile, "compile_error", "", "bad.c:1"},
+		{"crash", "crash.c", "int main(){ int *p = 0; return *p; }\n", nil, 128 + 11, "runtime_error", "", ""},
+		{"time limit", "loop.py", "while True: pass\n", []string{"--time-limit", "1s"}, exitTimeLimit, "time_limit", "", ""},
+		{"python exception", "raise.py", "raise ValueError('boom')\n", nil, 1, "runtime_error", "", "ValueError: boom"},
+	}
+	stdin := writeFile(t, src, "stdin.txt", "from stdin")
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"run"}
+			for _, a := range tc.args {
+				if a == "STDIN" {
+					a = stdin
+				}
+				args = append(args, a)
+			}
+			args = append(args, writeFile(t, src, tc.file, tc.body))
+			code, out, errs := kilnCmd(t, c.env, args...)
+			if code != tc.code || !strings.Contains(out, tc.stdout) || !strings.Contains(errs, tc.stderr) {
+				t.Fatalf("exit %d (want %d)\nstdout %q (want %q)\nstderr %q (want %q)", code, tc.code, out, tc.stdout, errs, tc.stderr)
+			}
+			_, js, _ := kilnCmd(t, c.env, append(append([]string{"run", "--json"}, args[1:len(args)-1]...), args[len(args)-1])...)
+			var r map[string]any
+			if err := json.Unmarshal([]byte(js), &r); err != nil {
+				t.Fatalf("--json printed %q: %v", js, err)
+			}
+			if r["status"] != tc.status {
+				t.Fatalf("--json status %v, want %s (%s)", r["status"], tc.status, js)
+			}
+		})
+	}
+}
+
+// TestEndToEndBadInput: refused before or by the cluster, with the
+// documented exit codes and one clear line.
+func TestEndToEndBadInput(t *testing.T) {
+	c := startCluster(t, 1)
+	src := t.TempDir()
+	cases := []struct {
+		name string
+		env  []string
+		file string
+		code int
+		msg  string
+	}{
+		{"unknown extension", c.env, writeFile(t, src, "notes.txt", "hello"), exitUsage, ".txt"},
+		{"empty file", c.env, writeFile(t, src, "empty.c", ""), exitUsage, "empty"},
+		{"missing file", c.env, filepath.Join(src, "nope.c"), exitUsage, "nope.c"},
+		{"master unreachable", []string{"KILN_BUNDLE=" + filepath.Join(c.dir, "client.bundle"), "KILN_MASTER=" + freeAddr(t)},
+			writeFile(t, src, "ok.c", "int main(){}"), exitUnreachable, "cannot reach master"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errs := kilnCmd(t, tc.env, "run", tc.file)
+			if code != tc.code || !strings.Contains(errs, tc.msg) {
+				t.Fatalf("exit %d (want %d), stderr %q (want %q)", code, tc.code, errs, tc.msg)
+			}
+		})
+	}
+	t.Run("revoked key", func(t *testing.T) {
+		mustKiln(t, "certs", "revoke", "--dir", c.dir, "user")
+		time.Sleep(300 * time.Millisecond)
+		code, _, errs := kilnCmd(t, c.env, "run", writeFile(t, src, "ok2.c", "int main(){}"))
+		if code != exitRefused || !strings.Contains(errs, "master refused this key: revoked") {
+			t.Fatalf("exit %d, stderr %q", code, errs)
+		}
+	})
+}
+
+// TestEndToEndSlaveKilled: the slave running a job dies (SIGKILL); the job
+// runs again on the other slave and the client sees exactly one result.
+func TestEndToEndSlaveKilled(t *testing.T) {
+	c := startCluster(t, 1)
+	prog := writeFile(t, t.TempDir(), "slow.py", "import time\ntime.sleep(1.5)\nprint('survived')\n")
+	type res struct {
+		code     int
+		out, err string
+	}
+	done := make(chan res, 1)
+	go func() {
+		code, out, errs := kilnCmd(t, c.env, "run", "--json", prog)
+		done <- res{code, out, errs}
+	}()
+	c.master.waitOutput(t, "job queued", 1)
+	time.Sleep(400 * time.Millisecond) // the job is running on slave-1
+	c.addSlave(t, "slave-2")
+	c.slaves["slave-1"].kill()
+	r := <-done
+	var out map[string]any
+	if err := json.Unmarshal([]byte(r.out), &out); err != nil {
+		t.Fatalf("exit %d, stdout %q stderr %q", r.code, r.out, r.err)
+	}
+	if r.code != 0 || out["status"] != "ok" || out["slave"] != "slave-2" || out["stdout"] != "survived\n" {
+		t.Fatalf("exit %d, result %v", r.code, out)
+	}
+	if n := strings.Count(c.master.out.String(), "job finished"); n != 1 {
+		t.Fatalf("master finished the job %d times", n)
+	}
+}
