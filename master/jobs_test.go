@@ -25,7 +25,7 @@ type fakeSlave struct {
 	slots int
 	hold  bool
 
-	mu    sync.Mutex
+	mu      sync.Mutex
 	files   map[string][]byte
 	jobs    chan wire.Assign
 	cancels chan string
