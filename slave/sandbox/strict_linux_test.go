@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,5 +92,41 @@ func TestStrictCompileC(t *testing.T) {
 	res = run(t, r, dir, defaultLimits(), "", "./main")
 	if res.ExitCode != 3 || res.stdout != "hi\n" {
 		t.Fatalf("got %+v %q", res.Outcome, res.stdout)
+	}
+}
+
+func TestStrictCheck(t *testing.T) {
+	r := newStrictT(t)
+	caps, err := r.Check(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("sandbox: strict (%s)", caps)
+	if len(caps.Namespaces) != 7 || caps.Cgroup == "" || len(caps.Controllers) != 2 {
+		t.Fatalf("this machine should have everything: %+v", caps)
+	}
+}
+
+func TestStrictConcurrent(t *testing.T) {
+	r := newStrictT(t)
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for i := 0; i < 8; i++ {
+		dir := t.TempDir()
+		writeFile(t, dir, "m.py", "print(sum(range(1000)))\n")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var so bytes.Buffer
+			spec := Spec{Argv: []string{"/usr/bin/python3", "m.py"}, Dir: dir, Stdout: &so, Limits: defaultLimits()}
+			if _, err := r.Run(context.Background(), spec); err != nil || so.String() != "499500\n" {
+				errs <- fmt.Sprint(so.String(), err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }
