@@ -458,6 +458,9 @@ func (s *Server) adminDrain(by string, args []string, on bool) (wire.AdminReply,
 	return reply(fmt.Sprintf("%s %s\n", verb, name), map[string]any{"slave": name, "drained": on})
 }
 
+// Revocation and retirement change the registry file; the registry watcher
+// (Run) then disconnects the peers they cover, within RegistryPoll.
+
 // keyView is a registry entry as keys list shows it.
 type keyView struct {
 	auth.Entry
@@ -506,7 +509,6 @@ func (s *Server) adminRevoke(by string, args []string) (wire.AdminReply, error) 
 	for _, e := range changed {
 		s.log.Warn("key revoked", "by", by, "name", e.Name, "role", e.Role, "fingerprint", short(e.Fingerprint))
 	}
-	s.recheckPeers()
 	return reply(fmt.Sprintf("revoked %s (%s)\n", name, short(changed[0].Fingerprint)), changed)
 }
 
@@ -520,7 +522,6 @@ func (s *Server) adminRetire(by string, args []string) (wire.AdminReply, error) 
 	for _, e := range changed {
 		s.log.Warn("key retired", "by", by, "name", e.Name, "role", e.Role, "fingerprint", short(e.Fingerprint))
 	}
-	s.recheckPeers()
 	if changed == nil {
 		changed = []auth.Entry{}
 	}
