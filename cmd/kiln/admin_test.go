@@ -40,7 +40,9 @@ func startAdminCluster(t *testing.T) *adminCluster {
 	ready := make(chan *master.Server, 1)
 	done := make(chan error, 1)
 	e := env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }}
-	go func() { done <- runMaster(ctx, e, f, slog.New(slog.DiscardHandler), func(s *master.Server) { ready <- s }) }()
+	go func() {
+		done <- runMaster(ctx, e, f, slog.New(slog.DiscardHandler), func(s *master.Server) { ready <- s })
+	}()
 	select {
 	case ac.srv = <-ready:
 	case err := <-done:
