@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -24,6 +25,13 @@ func BenchmarkTrivialBare(b *testing.B) {
 func BenchmarkTrivialStrict(b *testing.B) {
 	dir := trivialBinary(b)
 	benchStrict(b, dir, "./true")
+}
+
+// BenchmarkTrivialStrictCold creates and destroys a sandbox (namespaces,
+// root, cgroups) for every run: the cost the warm pool saves.
+func BenchmarkTrivialStrictCold(b *testing.B) {
+	dir := trivialBinary(b)
+	benchRunner(b, StrictConfig{MaxIdle: -1}, dir, "./true")
 }
 
 func BenchmarkPythonBare(b *testing.B) {
@@ -70,7 +78,18 @@ func benchBare(b *testing.B, dir string, argv ...string) {
 }
 
 func benchStrict(b *testing.B, dir string, argv ...string) {
-	r := newStrictT(b)
+	benchRunner(b, StrictConfig{}, dir, argv...)
+}
+
+func benchRunner(b *testing.B, cfg StrictConfig, dir string, argv ...string) {
+	if os.Geteuid() != 0 {
+		b.Skip("strict sandbox benchmarks need root; skipping")
+	}
+	r, err := NewStrict(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { r.Close() })
 	if err := r.Warm(1); err != nil {
 		b.Fatal(err)
 	}

@@ -396,6 +396,43 @@ func (s *slotCgroup) remove() {
 	s.dirs = nil
 }
 
+// sweep removes the empty groups left by kiln processes that died without
+// closing their runner (kiln-<pid> whose pid is gone).
+func (c *cgroups) sweep() {
+	for _, d := range []string{c.memory, c.pids} {
+		if d == "" {
+			continue
+		}
+		ents, _ := os.ReadDir(filepath.Dir(d))
+		for _, e := range ents {
+			pid, ok := strings.CutPrefix(e.Name(), "kiln-")
+			if !ok || !e.IsDir() || filepath.Join(filepath.Dir(d), e.Name()) == d {
+				continue
+			}
+			if _, err := strconv.Atoi(pid); err != nil {
+				continue
+			}
+			if _, err := os.Stat("/proc/" + pid); err == nil {
+				continue
+			}
+			removeTree(filepath.Join(filepath.Dir(d), e.Name()), 3)
+		}
+	}
+}
+
+// removeTree removes the empty cgroup directories below and at dir.
+func removeTree(dir string, depth int) {
+	if depth > 0 {
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if e.IsDir() {
+				removeTree(filepath.Join(dir, e.Name()), depth-1)
+			}
+		}
+	}
+	unix.Rmdir(dir)
+}
+
 // removeParents deletes our kiln-<pid> groups when empty.
 func (c *cgroups) removeParents() {
 	for _, d := range []string{c.memory, c.pids} {

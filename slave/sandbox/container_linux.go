@@ -160,7 +160,9 @@ func (c *container) alive() bool {
 }
 
 // run runs one job in c. reuse says whether c is clean for the next job.
-func (c *container) run(ctx context.Context, spec *Spec, cfg *StrictConfig) (out Outcome, reuse bool, err error) {
+// Releasing a tmpfs (freeing its pages and superblock) is left to bg, off
+// the job's latency.
+func (c *container) run(ctx context.Context, spec *Spec, cfg *StrictConfig, bg func(func())) (out Outcome, reuse bool, err error) {
 	lim := spec.Limits
 	if c.cg != nil {
 		if err := c.cg.limit(lim.MemoryBytes, procsOr(lim.Procs)); err != nil {
@@ -171,15 +173,17 @@ func (c *container) run(ctx context.Context, spec *Spec, cfg *StrictConfig) (out
 	if err != nil {
 		return out, false, fmt.Errorf("sandbox: work dir: %w", err)
 	}
-	defer w.Close()
+	defer bg(func() { w.Close() })
 	tmp, err := newTmpfs(cfg.TmpBytes, 0, 0, 0o1777)
 	if err != nil {
 		return out, false, fmt.Errorf("sandbox: /tmp: %w", err)
 	}
-	defer tmp.Close()
-	seen, err := copyIn(spec.Dir, w, c.jobUID, c.jobUID)
-	if err != nil {
-		return out, false, fmt.Errorf("sandbox: %w", err)
+	defer bg(func() { tmp.Close() })
+	var seen map[string]stamp
+	if spec.Dir != "" {
+		if seen, err = copyIn(spec.Dir, w, c.jobUID, c.jobUID); err != nil {
+			return out, false, fmt.Errorf("sandbox: %w", err)
+		}
 	}
 	jio := newJobIO(spec)
 	if err := jio.open(); err != nil {
@@ -194,6 +198,10 @@ func (c *container) run(ctx context.Context, spec *Spec, cfg *StrictConfig) (out
 	}
 	jio.start(c.requestKill)
 	d, timedOut, err := c.await(ctx, lim.Wall)
+	if err != nil || !d.Clean {
+		// Processes may remain and hold the output pipes: end them all.
+		c.destroy()
+	}
 	jio.wait()
 	if err != nil {
 		return out, false, err
@@ -209,12 +217,14 @@ func (c *container) run(ctx context.Context, spec *Spec, cfg *StrictConfig) (out
 	} else if lim.MemoryBytes > 0 && d.MaxRSSKiB*1024 >= lim.MemoryBytes*9/10 && (out.Signal != 0 || out.ExitCode != 0) {
 		out.MemoryExceeded = true // RLIMIT_AS heuristic: failed near the limit
 	}
-	skipped, err := copyOut(w, spec.Dir, seen)
-	for _, s := range skipped {
-		cfg.Logger.Info("sandbox: not copied back (not a regular file)", "file", s)
-	}
-	if err != nil {
-		return out, false, fmt.Errorf("sandbox: %w", err)
+	if spec.Dir != "" {
+		skipped, err := copyOut(w, spec.Dir, seen)
+		for _, s := range skipped {
+			cfg.Logger.Info("sandbox: not copied back (not a regular file)", "file", s)
+		}
+		if err != nil {
+			return out, false, fmt.Errorf("sandbox: %w", err)
+		}
 	}
 	reuse = d.Clean && !timedOut && !out.OutputExceeded && c.alive()
 	return out, reuse, nil

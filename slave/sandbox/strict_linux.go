@@ -35,6 +35,16 @@ type Strict struct {
 	slots  map[int]bool // slot numbers in use
 	closed bool
 	live   sync.WaitGroup // one per container not yet destroyed
+	bg     sync.WaitGroup // background releases in progress
+}
+
+// background runs f on its own goroutine; Close waits for it.
+func (s *Strict) background(f func()) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		f()
+	}()
 }
 
 // NewStrict checks cfg and returns a runner. It starts nothing: sandboxes
@@ -48,6 +58,7 @@ func NewStrict(cfg StrictConfig) (*Strict, error) {
 	}
 	s.setup = setup
 	s.cg = detectCgroups()
+	s.cg.sweep()
 	return s, nil
 }
 
@@ -107,7 +118,7 @@ func (s *Strict) Run(ctx context.Context, spec Spec) (Outcome, error) {
 	if err != nil {
 		return Outcome{}, err
 	}
-	out, reuse, err := c.run(ctx, &spec, &s.cfg)
+	out, reuse, err := c.run(ctx, &spec, &s.cfg, s.background)
 	s.put(c, reuse && err == nil)
 	return out, err
 }
@@ -191,6 +202,7 @@ func (s *Strict) Close() error {
 		s.release(c.slot)
 	}
 	s.live.Wait()
+	s.bg.Wait()
 	s.cg.removeParents()
 	return nil
 }
