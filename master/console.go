@@ -40,8 +40,14 @@ func NewConsole(srv *Server, rw io.ReadWriter, by string) *Console {
 	return &Console{srv: srv, by: by, term: term.NewTerminal(rw, ConsolePrompt)}
 }
 
-// SetSize tells the console the terminal's width and height.
-func (c *Console) SetSize(width, height int) error { return c.term.SetSize(width, height) }
+// SetSize tells the console the terminal's width and height. Sizes a
+// terminal does not know (zero) keep the default of 80x24.
+func (c *Console) SetSize(width, height int) error {
+	if width <= 0 || height <= 0 {
+		return nil
+	}
+	return c.term.SetSize(width, height)
+}
 
 // Write prints p (log lines, say) above the prompt and redraws it.
 func (c *Console) Write(p []byte) (int, error) {
