@@ -34,7 +34,8 @@ type IssueRequest struct {
 
 // Issue creates a fresh ECDSA P-256 key and a certificate for req, signed by
 // the CA. Slave bundles also get a fresh X25519 sealing key unless
-// req.NoSealKey is set. Master certificates are for server authentication
+// req.NoSealKey is set; its public half goes into the certificate (see
+// [SealKeyOf]), so the CA's signature binds it to the slave. Master certificates are for server authentication
 // and carry req.Hosts as DNS and IP SANs; all others are for client
 // authentication only.
 func (ca *CA) Issue(req IssueRequest) (*Bundle, error) {
@@ -53,6 +54,17 @@ func (ca *CA) Issue(req IssueRequest) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("certs: generate key: %w", err)
 	}
+	var sealKey *ecdh.PrivateKey
+	if req.Role == RoleSlave && !req.NoSealKey {
+		if sealKey, err = ecdh.X25519().GenerateKey(rand.Reader); err != nil {
+			return nil, fmt.Errorf("certs: generate seal key: %w", err)
+		}
+		ext, err := sealKeyExtension(sealKey.PublicKey().Bytes())
+		if err != nil {
+			return nil, fmt.Errorf("certs: seal key extension: %w", err)
+		}
+		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, ext)
+	}
 	tmpl.SubjectKeyId = keyID(&key.PublicKey)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
@@ -63,12 +75,8 @@ func (ca *CA) Issue(req IssueRequest) (*Bundle, error) {
 		return nil, fmt.Errorf("certs: parse certificate: %w", err)
 	}
 	b := &Bundle{CA: ca.Cert, Cert: cert, Key: key}
-	if req.Role == RoleSlave && !req.NoSealKey {
-		seal, err := ecdh.X25519().GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, fmt.Errorf("certs: generate seal key: %w", err)
-		}
-		b.SealKey = seal.Bytes()
+	if sealKey != nil {
+		b.SealKey = sealKey.Bytes()
 	}
 	return b, nil
 }
