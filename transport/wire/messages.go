@@ -225,6 +225,10 @@ type Output struct {
 	Stream  uint8  `msgpack:"stream"`
 	Seq     uint64 `msgpack:"seq"`
 	Data    []byte `msgpack:"data"`
+	// Key, in a sealed job, is the attempt's output key wrapped for
+	// Assign.ClientKey; set on the first Output of each stream of an
+	// attempt. Data is then one message of a seal.Sequence.
+	Key []byte `msgpack:"key,omitempty"`
 }
 
 // Result statuses.
@@ -257,6 +261,11 @@ type Result struct {
 	Detail        string `msgpack:"detail,omitempty"`
 	StdoutBytes   int64  `msgpack:"stdout_bytes"`
 	StderrBytes   int64  `msgpack:"stderr_bytes"`
+	// Key, in a sealed job, is the attempt's output key wrapped for
+	// Assign.ClientKey; CompileOutput is then sealed under it (label
+	// seal.LabelCompile). Absent only when the slave could not open the
+	// job's content key, and then nothing of the job is output.
+	Key []byte `msgpack:"key,omitempty"`
 }
 
 // Cancel stops a job.
@@ -301,12 +310,23 @@ type WrapRequest struct {
 	JobID   string `msgpack:"job"`
 	Slave   string `msgpack:"slave"`
 	SealKey []byte `msgpack:"seal_key"`
+	// SlaveCert is the slave's TLS certificate (DER), whose CA-signed
+	// extension holds SealKey; the client checks it before wrapping.
+	SlaveCert []byte `msgpack:"slave_cert,omitempty"`
+	// Attempt is the attempt the wrap is for; Wrapped echoes it.
+	Attempt int `msgpack:"attempt,omitempty"`
 }
 
 // Wrapped answers a WrapRequest.
 type Wrapped struct {
 	JobID      string `msgpack:"job"`
 	WrappedKey []byte `msgpack:"wrapped_key"`
+	// Attempt echoes WrapRequest.Attempt.
+	Attempt int `msgpack:"attempt,omitempty"`
+	// Refused, when set, says why the client would not wrap the key (for
+	// example a slave certificate that does not verify); WrappedKey is
+	// then empty and the job fails.
+	Refused string `msgpack:"refused,omitempty"`
 }
 
 // File stream kinds.
