@@ -140,6 +140,7 @@ func (s *Server) dispatch() {
 	s.queue = rest
 	s.mu.Unlock()
 	for _, a := range placed {
+		a.sc.log.Info("job assigned", "job", a.j.id, "client", a.j.clientID, "lang", a.j.submit.Language, "attempt", a.attempt)
 		s.cfg.Metrics.dispatched(a.j.assigned.Sub(a.j.created))
 		s.goRun(func() { s.sendJob(a) })
 	}
