@@ -354,7 +354,11 @@ func (r *jobRunner) run(j job) (doneMsg, error) {
 		unix.Kill(-1, unix.SIGKILL)
 	}
 	var acc usage
-	status, exited := r.release(pid, j.msg.Rlimits, &acc)
+	status, exited, err := r.release(pid, j.msg.Rlimits, &acc)
+	if err != nil {
+		killAll(&acc)
+		return d, err
+	}
 	for !exited {
 		var ws unix.WaitStatus
 		var ru unix.Rusage
@@ -379,7 +383,7 @@ func (r *jobRunner) run(j job) (doneMsg, error) {
 
 // release waits for the job's first process to stop after execve, applies
 // the rlimits and lets it go. exited is true when it died before that.
-func (r *jobRunner) release(pid int, limits []rlimitSpec, acc *usage) (unix.WaitStatus, bool) {
+func (r *jobRunner) release(pid int, limits []rlimitSpec, acc *usage) (unix.WaitStatus, bool, error) {
 	var ws unix.WaitStatus
 	var ru unix.Rusage
 	for {
@@ -388,19 +392,19 @@ func (r *jobRunner) release(pid int, limits []rlimitSpec, acc *usage) (unix.Wait
 			continue
 		}
 		if err != nil {
-			return ws, true
+			return ws, true, fmt.Errorf("wait for exec: %w", err)
 		}
 		break
 	}
 	if !ws.Stopped() {
 		acc.add(&ru)
-		return ws, true
+		return ws, true, nil
 	}
 	for _, l := range limits {
 		lim := unix.Rlimit{Cur: l.Cur, Max: l.Max}
 		if err := unix.Prlimit(pid, l.Resource, &lim, nil); err != nil {
 			// A limit we cannot apply must not let the job run free.
-			unix.Kill(pid, unix.SIGKILL)
+			return ws, true, fmt.Errorf("rlimit %d: %w", l.Resource, err)
 		}
 	}
 	// The init is unkillable by the OOM killer (the host set -1000); the job
@@ -414,7 +418,7 @@ func (r *jobRunner) release(pid int, limits []rlimitSpec, acc *usage) (unix.Wait
 	if sig != 0 {
 		unix.Kill(pid, syscall.Signal(sig))
 	}
-	return ws, false
+	return ws, false, nil
 }
 
 // killAll kills every process left in the PID namespace and reaps them.

@@ -130,11 +130,17 @@ func (s *Strict) get() (*container, error) {
 		s.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if n := len(s.idle); n > 0 {
+	for n := len(s.idle); n > 0; n = len(s.idle) {
 		c := s.idle[n-1]
 		s.idle = s.idle[:n-1]
+		if c.alive() {
+			s.mu.Unlock()
+			return c, nil
+		}
 		s.mu.Unlock()
-		return c, nil
+		c.destroy()
+		s.release(c.slot)
+		s.mu.Lock()
 	}
 	slot := 0
 	for s.slots[slot] {
