@@ -1,0 +1,132 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// openPTY returns the two ends of a new pseudo-terminal.
+func openPTY(t *testing.T) (ptm, pts *os.File) {
+	t.Helper()
+	ptm, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(int(ptm.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Skipf("unlockpt: %v", err)
+	}
+	n, err := unix.IoctlGetInt(int(ptm.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Skipf("ptsname: %v", err)
+	}
+	pts, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("open pts: %v", err)
+	}
+	t.Cleanup(func() { pts.Close(); ptm.Close() })
+	return ptm, pts
+}
+
+// ptyOutput collects what the program writes to the terminal.
+type ptyOutput struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (o *ptyOutput) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
+}
+
+func (o *ptyOutput) wait(t *testing.T, re *regexp.Regexp) []string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := re.FindStringSubmatch(o.String()); m != nil {
+			return m
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("terminal never showed %v; got:\n%s", re, o.String())
+	return nil
+}
+
+// TestMasterConsolePTY runs `kiln master` with a terminal on stdin: the
+// console comes up in raw mode, log lines are printed above the prompt,
+// /quit stops the master and the terminal is restored.
+func TestMasterConsolePTY(t *testing.T) {
+	ptm, pts := openPTY(t)
+	before, err := unix.IoctlGetTermios(int(pts.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &ptyOutput{}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptm.Read(buf)
+			out.mu.Lock()
+			out.b.Write(buf[:n])
+			out.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	dir := t.TempDir() + "/cluster"
+	mustCLI(t, "init", "--dir", dir)
+	mustCLI(t, "issue", "--dir", dir, "--role", "admin", "--name", "ops", "--out", dir+"/ops.bundle")
+
+	e := env{stdin: pts, stdout: pts, stderr: pts, getenv: func(string) string { return "" }}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(context.Background(), e, []string{"master", "--dir", dir,
+			"--client-addr", "127.0.0.1:0", "--slave-addr", "127.0.0.1:0"})
+	}()
+	addr := out.wait(t, regexp.MustCompile(`clients=(127\.0\.0\.1:\d+)`))[1]
+	out.wait(t, regexp.MustCompile(`kiln> $`))
+
+	ptm.WriteString("/server list\r")
+	out.wait(t, regexp.MustCompile(`NAME +ADDRESS +VERSION[^\n]*\r\n0 slave\(s\)\r\n`))
+
+	// A log line while the operator is typing: printed on its own line,
+	// then the prompt and the half-typed command are redrawn.
+	ptm.WriteString("/client li")
+	out.wait(t, regexp.MustCompile(`kiln> /client li$`))
+	if code, _, errs := adminCLI(t, nil, "--bundle", dir+"/ops.bundle", "--master", addr, "keys", "list"); code != 0 {
+		t.Fatalf("kiln admin: exit %d %s", code, errs)
+	}
+	out.wait(t, regexp.MustCompile(`msg="peer connected" peer=ops[^\n]*\r\nkiln> /client li`))
+	ptm.WriteString("st\r")
+	out.wait(t, regexp.MustCompile(`0 client\(s\)`))
+
+	ptm.WriteString("/quit\r")
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("kiln master exited %d:\n%s", code, out.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("/quit did not stop the master:\n%s", out.String())
+	}
+	out.wait(t, regexp.MustCompile(`msg="master stopped"`))
+	after, err := unix.IoctlGetTermios(int(pts.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Lflag != before.Lflag || after.Iflag != before.Iflag || after.Oflag != before.Oflag {
+		t.Errorf("terminal not restored: lflag %#x -> %#x", before.Lflag, after.Lflag)
+	}
+}
