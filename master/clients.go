@@ -53,6 +53,11 @@ func (s *Server) runClient(ctx context.Context, cc *clientConn) {
 	s.goRun(func() { s.acceptFiles(ctx, cc) })
 	for {
 		env, err := cc.sess.Recv()
+		if errors.Is(err, wire.ErrFrameTooLarge) || errors.Is(err, wire.ErrMalformed) {
+			cc.log.Warn("garbage on the control stream", "err", err)
+			cc.refuse(wire.CodeBadRequest, err.Error())
+			return
+		}
 		if err != nil {
 			select {
 			case <-cc.done:
@@ -319,6 +324,13 @@ func (s *Server) cancel(cc *clientConn, jobID string) {
 		cc.send(wire.MsgJobState, 0, wire.JobState{JobID: jobID, State: wire.StateDone, Attempt: j.attempt})
 		return
 	}
+	if ch := j.wrapCh; ch != nil {
+		// Waiting for the key wrap: the slave has not seen the job yet.
+		j.wrapCh = nil
+		s.mu.Unlock()
+		ch <- wire.Wrapped{JobID: jobID}
+		return
+	}
 	sc := j.slave
 	s.mu.Unlock()
 	if sc != nil {
@@ -337,7 +349,19 @@ func (s *Server) unqueueLocked(j *job) {
 	}
 }
 
-// wrapped is the answer of a client to a WrapRequest (sealed jobs).
+// wrapped hands a client's answer to a WrapRequest to the assignment
+// waiting for it. A late answer, for an attempt no longer waiting, is
+// dropped.
 func (s *Server) wrapped(cc *clientConn, w wire.Wrapped) {
-	cc.log.Debug("wrapped key received", "job", w.JobID)
+	s.mu.Lock()
+	var ch chan wire.Wrapped
+	if j := cc.jobs[w.JobID]; j != nil && j.wrapCh != nil && j.wrapAttempt == w.Attempt {
+		ch, j.wrapCh = j.wrapCh, nil
+	}
+	s.mu.Unlock()
+	if ch == nil {
+		cc.log.Debug("stale wrapped key dropped", "job", w.JobID, "attempt", w.Attempt)
+		return
+	}
+	ch <- w
 }

@@ -26,6 +26,11 @@ type job struct {
 	finished time.Time
 	status   string // the result status once done
 	slaveWas string // name of the slave that ran it
+
+	// A sealed job's pending WrapRequest: the attempt it is for and where
+	// the client's Wrapped goes (capacity 1, one sender: whoever clears it).
+	wrapAttempt int
+	wrapCh      chan wire.Wrapped
 }
 
 // JobInfo is a job as listings show it.
@@ -59,10 +64,13 @@ func (j *job) info() JobInfo {
 func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 	s.mu.Lock()
 	lang := u.submit.Language
-	if !supports(s.candidatesLocked(), lang) {
+	if cands := s.candidatesLocked(); !supports(candidatesFor(cands, u.submit.Sealed), lang) {
 		s.mu.Unlock()
-		cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeNoSlave,
-			Message: fmt.Sprintf("no connected slave runs %s", lang)})
+		msg := fmt.Sprintf("no connected slave runs %s", lang)
+		if u.submit.Sealed && supports(cands, lang) {
+			msg = fmt.Sprintf("no connected slave with a sealing key runs %s (submit unsealed, or re-issue the slaves' bundles)", lang)
+		}
+		cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeNoSlave, Message: msg})
 		return
 	}
 	if len(s.queue) >= s.cfg.Limits.MaxQueue {
@@ -108,6 +116,22 @@ func (s *Server) candidatesLocked() []*candidate {
 	return cands
 }
 
+// candidatesFor returns the candidates that may take a job: for a sealed
+// job, only slaves with a sealing key bound to their certificate. The
+// result shares the candidates, so in-flight counts stay in step.
+func candidatesFor(cands []*candidate, sealed bool) []*candidate {
+	if !sealed {
+		return cands
+	}
+	var out []*candidate
+	for _, c := range cands {
+		if c.slave.sealKey != nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // assignment is a job placed on a slave, to be sent outside the lock.
 type assignment struct {
 	j       *job
@@ -122,16 +146,21 @@ func (s *Server) dispatch() {
 	cands := s.candidatesLocked()
 	var placed []assignment
 	rest := s.queue[:0]
+	sealing := candidatesFor(cands, true)
 	for _, j := range s.queue {
-		i := pick(cands, j.submit.Language)
+		cs := cands
+		if j.submit.Sealed {
+			cs = sealing
+		}
+		i := pick(cs, j.submit.Language)
 		if i < 0 {
 			rest = append(rest, j)
 			continue
 		}
-		sc := cands[i].slave
-		cands[i].inFlight++
-		cands[i].lastAssigned = s.cfg.Now()
-		sc.lastAssigned = cands[i].lastAssigned
+		sc := cs[i].slave
+		cs[i].inFlight++
+		cs[i].lastAssigned = s.cfg.Now()
+		sc.lastAssigned = cs[i].lastAssigned
 		sc.running[j.id] = j
 		j.slave, j.state, j.assigned = sc, wire.StateAssigned, s.cfg.Now()
 		placed = append(placed, assignment{j, sc, j.attempt})
@@ -147,13 +176,22 @@ func (s *Server) dispatch() {
 }
 
 // sendJob delivers an assignment: the Assign message and the job's files.
+// A sealed job first needs its content key wrapped for the slave by the
+// client (see wrapFor).
 func (s *Server) sendJob(a assignment) {
 	j, sc := a.j, a.sc
-	j.notify(wire.JobState{JobID: j.id, State: wire.StateAssigned, Slave: sc.id.Name, Attempt: a.attempt})
+	s.notify(j, wire.JobState{JobID: j.id, State: wire.StateAssigned, Slave: sc.id.Name, Attempt: a.attempt})
+	var wrapped []byte
+	if j.submit.Sealed {
+		var ok bool
+		if wrapped, ok = s.wrapFor(a); !ok {
+			return
+		}
+	}
 	sc.send(wire.MsgAssign, 0, wire.Assign{
 		JobID: j.id, Attempt: a.attempt, Language: j.submit.Language, FileName: j.submit.FileName,
 		SourceSize: int64(len(j.source)), StdinSize: int64(len(j.stdin)), Limits: j.submit.Limits,
-		Sealed: j.submit.Sealed, ClientKey: j.submit.ClientKey,
+		Sealed: j.submit.Sealed, WrappedKey: wrapped, ClientKey: j.submit.ClientKey,
 	})
 	if err := sc.sendFile(j.id, wire.FileSource, j.submit.FileName, j.source, j.srcSum, j.submit.Sealed); err != nil {
 		sc.log.Warn("source not delivered", "job", j.id, "err", err)
@@ -174,13 +212,98 @@ func (s *Server) sendJob(a assignment) {
 	}
 	s.mu.Unlock()
 	if current {
-		j.notify(wire.JobState{JobID: j.id, State: wire.StateRunning, Slave: sc.id.Name, Attempt: a.attempt})
+		s.notify(j, wire.JobState{JobID: j.id, State: wire.StateRunning, Slave: sc.id.Name, Attempt: a.attempt})
 	}
 }
 
+// wrapFor asks the client of a sealed job to wrap its content key for the
+// assigned slave, sending the slave's certificate so the client can check
+// the key, and waits for the answer. It returns the wrapped key, or false
+// when the assignment is over: the slave went away (the job is re-queued,
+// and the next assignment asks again), or the job ended here because the
+// client refused, cancelled, left or did not answer within WrapTimeout.
+func (s *Server) wrapFor(a assignment) ([]byte, bool) {
+	j, sc := a.j, a.sc
+	ch := make(chan wire.Wrapped, 1)
+	s.mu.Lock()
+	cc := j.client
+	if cc == nil || !a.currentLocked() {
+		s.mu.Unlock()
+		s.endAssignment(a, wire.StatusCancelled, "the client left before the job ran")
+		return nil, false
+	}
+	j.wrapCh, j.wrapAttempt = ch, a.attempt
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if j.wrapCh == ch {
+			j.wrapCh = nil
+		}
+		s.mu.Unlock()
+	}()
+	cc.send(wire.MsgWrapRequest, 0, wire.WrapRequest{JobID: j.id, Slave: sc.id.Name,
+		SealKey: sc.sealKey, SlaveCert: sc.cert.Raw, Attempt: a.attempt})
+	t := time.NewTimer(s.cfg.WrapTimeout)
+	defer t.Stop()
+	select {
+	case w := <-ch:
+		switch {
+		case w.Refused != "":
+			sc.log.Warn("client refused to wrap a job key for this slave", "job", j.id, "client", cc.id.Name, "reason", w.Refused)
+			s.endAssignment(a, wire.StatusInternalError, "client refused to wrap the key: "+w.Refused)
+		case len(w.WrappedKey) == 0:
+			s.endAssignment(a, wire.StatusCancelled, "cancelled before it ran")
+		default:
+			return w.WrappedKey, true
+		}
+	case <-t.C:
+		s.endAssignment(a, wire.StatusInternalError, "client did not wrap the key")
+	case <-cc.done:
+		s.endAssignment(a, wire.StatusCancelled, "the client left before the job ran")
+	case <-sc.done:
+	}
+	return nil, false
+}
+
+// currentLocked reports whether the assignment still stands: the job is
+// on that slave, for that attempt, not yet running. s.mu is held.
+func (a assignment) currentLocked() bool {
+	return a.j.slave == a.sc && a.j.attempt == a.attempt && a.j.state == wire.StateAssigned
+}
+
+// endAssignment ends a job whose assignment never reached its slave, and
+// tells the client (if still there) with a Result.
+func (s *Server) endAssignment(a assignment, status, detail string) {
+	j := a.j
+	s.mu.Lock()
+	if !a.currentLocked() {
+		s.mu.Unlock()
+		return
+	}
+	client := j.client
+	s.finishLocked(j, status)
+	lang, e2e := j.submit.Language, j.finished.Sub(j.created)
+	s.mu.Unlock()
+	a.sc.log.Info("job ended before it was sent", "job", j.id, "status", status, "detail", detail)
+	s.cfg.Metrics.finished(lang, status, e2e)
+	if client != nil {
+		client.send(wire.MsgResult, 0, wire.Result{JobID: j.id, Attempt: a.attempt, Status: status,
+			Language: lang, Detail: detail})
+		state := wire.StateDone
+		if status == wire.StatusInternalError {
+			state = wire.StateFailed
+		}
+		client.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: state, Attempt: a.attempt, Detail: detail})
+	}
+	s.wake()
+}
+
 // notify sends a state change to the job's client, if it is still there.
-func (j *job) notify(st wire.JobState) {
-	if c := j.client; c != nil {
+func (s *Server) notify(j *job, st wire.JobState) {
+	s.mu.Lock()
+	c := j.client
+	s.mu.Unlock()
+	if c != nil {
 		c.send(wire.MsgJobState, 0, st)
 	}
 }
@@ -225,7 +348,9 @@ func (s *Server) requeueLocked(sc *slaveConn) []func() {
 		j.slave, j.state = nil, wire.StateQueued
 		st := wire.JobState{JobID: j.id, State: wire.StateRequeued, Attempt: j.attempt,
 			Detail: fmt.Sprintf("slave %s was lost; running the job again", sc.id.Name)}
-		notes = append(notes, func() { j.notify(st) })
+		if c := j.client; c != nil {
+			notes = append(notes, func() { c.send(wire.MsgJobState, 0, st) })
+		}
 	}
 	clear(sc.running)
 	s.queue = append(lost, s.queue...)

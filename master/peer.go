@@ -3,6 +3,7 @@ package master
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ const sendQueue = 4096
 // peer is one admitted session, slave or client.
 type peer struct {
 	id      auth.Identity
+	cert    *x509.Certificate // the peer's verified TLS leaf certificate
 	hello   wire.Hello
 	sess    *transport.Session
 	addr    string
@@ -128,7 +130,11 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn, p port) {
 		conn.Close()
 		return
 	}
-	sess, err := transport.Server(hctx, conn, s.cfg.Transport)
+	var sconn net.Conn = conn
+	if s.cfg.WrapConn != nil {
+		sconn = s.cfg.WrapConn(conn)
+	}
+	sess, err := transport.Server(hctx, sconn, s.cfg.Transport)
 	if err != nil {
 		s.log.Warn("session refused", "port", p, "addr", addr, "peer", id.Name, "err", err)
 		conn.Close()
@@ -151,6 +157,7 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn, p port) {
 		return
 	}
 	pr := newPeer(id, hello, sess, addr, s.cfg.Now(), s.log, s.cfg.Metrics)
+	pr.cert = conn.ConnectionState().PeerCertificates[0]
 	welcome := wire.Welcome{
 		SessionID:   fmt.Sprintf("%s-%d", id.Name, pr.since.UnixNano()),
 		HeartbeatMs: s.cfg.HeartbeatInterval.Milliseconds(),

@@ -49,11 +49,18 @@ type Config struct {
 	RegistryPoll      time.Duration // how often the registry file is checked for changes; default 200 ms
 	HandshakeTimeout  time.Duration // TLS handshake + Hello; default 5 s
 	UploadTimeout     time.Duration // Submit to last file byte; default 60 s
+	WrapTimeout       time.Duration // WrapRequest to Wrapped for a sealed job; default 10 s
 	History           int           // finished jobs kept for listing; default 1000
 
 	Logger  *slog.Logger
 	Metrics *Metrics // optional
 	Now     func() time.Time
+
+	// WrapConn, when set, wraps every accepted connection after its TLS
+	// handshake, so it sees the plaintext the master reads and writes (a
+	// test hook: for example a recorder proving that sealed payloads never
+	// pass through the master in the clear). nil leaves connections as they are.
+	WrapConn func(net.Conn) net.Conn
 }
 
 // Default limits.
@@ -100,6 +107,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.UploadTimeout == 0 {
 		c.UploadTimeout = 60 * time.Second
+	}
+	if c.WrapTimeout == 0 {
+		c.WrapTimeout = 10 * time.Second
 	}
 	if c.History == 0 {
 		c.History = 1000

@@ -3,10 +3,12 @@ package master
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
 
+	"kiln/certs"
 	"kiln/transport/wire"
 )
 
@@ -21,6 +23,10 @@ type slaveConn struct {
 	drained      bool
 	lastAssigned time.Time
 	finished     int // jobs finished on this slave
+	// sealKey is the slave's X25519 sealing key, announced in Register and
+	// equal to the one its certificate carries; nil when it has none, and
+	// then no sealed job is placed on it.
+	sealKey []byte
 }
 
 func (sc *slaveConn) candidate() *candidate {
@@ -67,6 +73,11 @@ func (s *Server) runSlave(ctx context.Context, sc *slaveConn) {
 	defer s.dropSlave(sc)
 	for {
 		env, err := sc.sess.Recv()
+		if errors.Is(err, wire.ErrFrameTooLarge) || errors.Is(err, wire.ErrMalformed) {
+			sc.log.Warn("garbage on the control stream", "err", err)
+			sc.refuse(wire.CodeBadRequest, err.Error())
+			return
+		}
 		if err != nil {
 			select {
 			case <-sc.done:
@@ -110,12 +121,16 @@ func (s *Server) slaveMessage(sc *slaveConn, env wire.Envelope) error {
 		if r.Slots <= 0 || r.Slots > 1024 {
 			return fmt.Errorf("register: %d slots", r.Slots)
 		}
+		key, err := sc.checkSealKey(r.SealKey)
+		if err != nil {
+			return err
+		}
 		s.mu.Lock()
-		sc.reg, sc.registered = r, true
+		sc.reg, sc.registered, sc.sealKey = r, true, key
 		sc.load.Slots = r.Slots
 		s.mu.Unlock()
 		sc.log.Info("slave registered", "slots", r.Slots, "languages", languages(r.Toolchains),
-			"os", r.OS, "kernel", r.Kernel, "sandbox", r.Sandbox)
+			"os", r.OS, "kernel", r.Kernel, "sandbox", r.Sandbox, "sealing", key != nil)
 		s.wake()
 	case wire.MsgLoad:
 		var l wire.Load
@@ -131,9 +146,9 @@ func (s *Server) slaveMessage(sc *slaveConn, env wire.Envelope) error {
 		if err := wire.Decode(env, &o); err != nil {
 			return err
 		}
-		if j := s.current(sc, o.JobID, o.Attempt); j != nil && j.client != nil {
+		if c := s.clientFor(sc, o.JobID, o.Attempt); c != nil {
 			s.cfg.Metrics.bytes("output", len(o.Data))
-			j.client.send(wire.MsgOutput, 0, o)
+			c.send(wire.MsgOutput, 0, o)
 		}
 	case wire.MsgResult:
 		var r wire.Result
@@ -147,16 +162,39 @@ func (s *Server) slaveMessage(sc *slaveConn, env wire.Envelope) error {
 	return nil
 }
 
-// current returns the job if sc is running attempt of it, else nil (stale
-// output of a job that moved elsewhere is dropped).
-func (s *Server) current(sc *slaveConn, jobID string, attempt int) *job {
+// checkSealKey checks the sealing key a slave announced against the one
+// its CA-signed certificate carries: a mismatch is refused, so that a
+// sealed job is only ever wrapped for a key the CA bound to this slave. It
+// returns the key to use, or nil when the slave cannot take sealed jobs.
+func (sc *slaveConn) checkSealKey(announced []byte) ([]byte, error) {
+	if len(announced) == 0 {
+		return nil, nil
+	}
+	inCert, err := certs.SealKeyOf(sc.cert)
+	if errors.Is(err, certs.ErrNoSealKey) {
+		sc.log.Warn("slave announced a sealing key but its certificate carries none; no sealed jobs for it (re-issue its bundle)")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("register: %w", err)
+	}
+	if !bytes.Equal(inCert, announced) {
+		return nil, errors.New("register: the announced sealing key is not the one in the slave's certificate")
+	}
+	return inCert, nil
+}
+
+// clientFor returns the client of a job if sc is running this attempt of
+// it and the client is still there, else nil (stale output of a job that
+// moved elsewhere is dropped).
+func (s *Server) clientFor(sc *slaveConn, jobID string, attempt int) *clientConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := sc.running[jobID]
 	if j == nil || j.attempt != attempt {
 		return nil
 	}
-	return j
+	return j.client
 }
 
 // result ends a job: exactly one Result reaches the client.

@@ -1,6 +1,7 @@
 package slave
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,10 @@ type Slave struct {
 	id      auth.Identity
 	log     *slog.Logger
 	sampler *LoadSampler
+	// sealPriv and sealPub are the bundle's X25519 sealing key pair, set
+	// only when the certificate carries the same public key; without them
+	// the slave announces no key and the master sends it no sealed job.
+	sealPriv, sealPub []byte
 }
 
 // New checks cfg and fills its defaults. It starts nothing.
@@ -93,7 +98,31 @@ func New(cfg Config) (*Slave, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.log = s.log.With("slave", id.Name)
+	if err := s.loadSealKey(); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// loadSealKey takes the bundle's sealing key if its certificate binds it.
+func (s *Slave) loadSealKey() error {
+	b := s.cfg.Bundle
+	if len(b.SealKey) == 0 {
+		return nil
+	}
+	pub := b.SealPublicKey()
+	inCert, err := certs.SealKeyOf(b.Cert)
+	switch {
+	case errors.Is(err, certs.ErrNoSealKey):
+		s.log.Warn("the bundle's certificate does not carry its sealing key; this slave takes no sealed jobs (re-issue the bundle)")
+		return nil
+	case err != nil:
+		return fmt.Errorf("slave: bundle: %w", err)
+	case !bytes.Equal(inCert, pub):
+		return errors.New("slave: bundle: the sealing key does not match the one in the certificate")
+	}
+	s.sealPriv, s.sealPub = b.SealKey, pub
+	return nil
 }
 
 // Name returns the slave's name from its certificate.

@@ -88,6 +88,7 @@ func (c *conn) serve(ctx context.Context, host HostInfo) error {
 	reg := wire.Register{
 		Toolchains: exec.Toolchains(), OS: host.OS, Kernel: host.Kernel, Arch: host.Arch,
 		CPUs: host.CPUs, MemBytes: host.MemBytes, Slots: c.s.cfg.Slots, Sandbox: exec.Sandbox(),
+		SealKey: c.s.sealPub,
 	}
 	if err := c.sess.Send(wire.MsgRegister, 0, &reg); err != nil {
 		return err
@@ -264,7 +265,9 @@ func (c *conn) assign(ctx context.Context, a wire.Assign) {
 	c.wg.Go(func() {
 		defer cancel()
 		defer c.forget(j)
-		res := c.runJob(jctx, j)
+		out := &output{c: c, a: a}
+		res := c.runJob(jctx, j, out)
+		out.finish(&res)
 		res.JobID, res.Attempt, res.Slave = a.JobID, a.Attempt, c.s.id.Name
 		if err := c.sess.Send(wire.MsgResult, 0, &res); err != nil {
 			c.log.Warn("result not sent", "job", a.JobID, "err", err)
@@ -294,8 +297,9 @@ func (c *conn) forget(j *job) {
 	}
 }
 
-// runJob waits for the job's files and a free slot, then executes it.
-func (c *conn) runJob(ctx context.Context, j *job) wire.Result {
+// runJob waits for the job's files and a free slot, then executes it,
+// opening a sealed job's payloads first. Output goes to out.
+func (c *conn) runJob(ctx context.Context, j *job, out *output) wire.Result {
 	a := j.assign
 	res := wire.Result{Language: a.Language}
 	t := time.NewTimer(c.s.cfg.FileTimeout)
@@ -310,8 +314,20 @@ func (c *conn) runJob(ctx context.Context, j *job) wire.Result {
 	c.mu.Lock()
 	f := j.files
 	c.mu.Unlock()
-	if a.Sealed || f.sealed {
-		return fail(res, wire.StatusInternalError, "sealed payloads are not supported by this slave yet")
+	if a.Sealed {
+		key, src, stdin, err := c.s.openInputs(a, f)
+		if key != nil {
+			if serr := out.seal(key); serr != nil {
+				return fail(res, wire.StatusInternalError, serr.Error())
+			}
+		}
+		if err != nil {
+			c.log.Warn("sealed job refused", "job", a.JobID, "err", err)
+			return fail(res, wire.StatusInternalError, err.Error())
+		}
+		f.source, f.stdin = src, stdin
+	} else if f.sealed {
+		return fail(res, wire.StatusInternalError, "sealed files for a job not assigned as sealed")
 	}
 	select {
 	case c.slots <- struct{}{}:
@@ -323,23 +339,5 @@ func (c *conn) runJob(ctx context.Context, j *job) wire.Result {
 	defer c.running.Add(-1)
 	job := Job{ID: a.JobID, Attempt: a.Attempt, Language: a.Language, FileName: a.FileName,
 		Source: f.source, Stdin: f.stdin, Limits: a.Limits}
-	return c.s.cfg.Executor.Execute(ctx, job, c.emitter(a))
-}
-
-// emitter sends output as Output messages of at most outputChunk bytes.
-// The executor never calls it concurrently.
-func (c *conn) emitter(a wire.Assign) func(uint8, []byte) {
-	var seq uint64
-	return func(stream uint8, data []byte) {
-		for len(data) > 0 {
-			n := min(len(data), outputChunk)
-			o := wire.Output{JobID: a.JobID, Attempt: a.Attempt, Stream: stream, Seq: seq, Data: data[:n]}
-			seq++
-			data = data[n:]
-			if err := c.sess.Send(wire.MsgOutput, 0, &o); err != nil {
-				c.log.Debug("output not sent", "job", a.JobID, "err", err)
-				return
-			}
-		}
-	}
+	return c.s.cfg.Executor.Execute(ctx, job, out.emit)
 }

@@ -1,0 +1,135 @@
+package slave
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"kiln/transport/seal"
+	"kiln/transport/wire"
+)
+
+// errSealedAuth is the detail of a sealed job whose key or payloads do not
+// authenticate: nothing of it runs.
+var errSealedAuth = errors.New("sealed payload failed authentication")
+
+// inputContext is the wrap context of a job's content key.
+func inputContext(jobID string) []byte { return seal.Context(jobID, "input") }
+
+// outputContext is the wrap context of the output key of one attempt of a
+// sealed job. Besides the job, the purpose and the attempt, it holds a
+// value derived from the job's content key, which only the client and the
+// slave know: anyone can wrap a key for the client's public key, but only a
+// holder of the content key can make a wrap the client accepts, so a master
+// cannot substitute output of its own. The client computes the same.
+func outputContext(contentKey []byte, jobID string, attempt int) []byte {
+	mac := hmac.New(sha256.New, contentKey)
+	mac.Write([]byte("kiln output key binding v1"))
+	return seal.Context(jobID, "output", strconv.Itoa(attempt), string(mac.Sum(nil)))
+}
+
+// openInputs recovers the content key of a sealed job and opens its source
+// and stdin. Every failure wraps errSealedAuth; key is set once the
+// content key unwrapped, even when a payload then fails.
+func (s *Slave) openInputs(a wire.Assign, f files) (key, src, stdin []byte, err error) {
+	if s.sealPriv == nil {
+		return nil, nil, nil, fmt.Errorf("%w: this slave has no sealing key", errSealedAuth)
+	}
+	if !f.sealed {
+		return nil, nil, nil, fmt.Errorf("%w: the job's files are not sealed", errSealedAuth)
+	}
+	key, err = seal.Unwrap(a.WrappedKey, s.sealPriv, inputContext(a.JobID))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%w: content key: %w", errSealedAuth, err)
+	}
+	if src, err = seal.Open(key, seal.LabelSource, f.source); err != nil {
+		return key, nil, nil, fmt.Errorf("%w: source: %w", errSealedAuth, err)
+	}
+	if a.StdinSize > 0 {
+		if stdin, err = seal.Open(key, seal.LabelStdin, f.stdin); err != nil {
+			return key, nil, nil, fmt.Errorf("%w: stdin: %w", errSealedAuth, err)
+		}
+	}
+	return key, src, stdin, nil
+}
+
+// output sends one attempt's output as Output messages of at most
+// outputChunk bytes. For a sealed job, once [output.seal] set the keys,
+// each stream is a seal.Sequence under a fresh output key wrapped for the
+// client, and [output.finish] ends both sequences. It is not safe for
+// concurrent use; the executor never calls emit concurrently.
+type output struct {
+	c   *conn
+	a   wire.Assign
+	seq uint64 // wire sequence number, across streams
+
+	key, wrapped []byte            // output key and its wrap; nil when not sealed
+	seqs         [2]*seal.Sequence // stdout, stderr
+	keySent      [2]bool
+}
+
+// seal starts sealing output under a fresh key bound to contentKey.
+func (o *output) seal(contentKey []byte) error {
+	key := seal.NewContentKey()
+	wrapped, err := seal.Wrap(key, o.a.ClientKey, outputContext(contentKey, o.a.JobID, o.a.Attempt))
+	if err != nil {
+		return fmt.Errorf("wrap the output key for the client: %w", err)
+	}
+	for i, label := range []string{seal.LabelStdout, seal.LabelStderr} {
+		if o.seqs[i], err = seal.NewSequence(key, label); err != nil {
+			return err
+		}
+	}
+	o.key, o.wrapped = key, wrapped
+	return nil
+}
+
+// emit sends a piece of output as it is produced.
+func (o *output) emit(stream uint8, data []byte) {
+	for len(data) > 0 {
+		n := min(len(data), outputChunk)
+		if !o.send(stream, data[:n], false) {
+			return
+		}
+		data = data[n:]
+	}
+}
+
+// send sends one Output message; it reports whether it went out.
+func (o *output) send(stream uint8, data []byte, last bool) bool {
+	m := wire.Output{JobID: o.a.JobID, Attempt: o.a.Attempt, Stream: stream, Seq: o.seq, Data: data}
+	if o.key != nil {
+		i := int(stream) - wire.StreamStdout
+		if i < 0 || i >= len(o.seqs) {
+			return true // only stdout and stderr are streamed
+		}
+		m.Data = o.seqs[i].SealNext(data, last)
+		if !o.keySent[i] {
+			m.Key, o.keySent[i] = o.wrapped, true
+		}
+	}
+	o.seq++
+	if err := o.c.sess.Send(wire.MsgOutput, 0, &m); err != nil {
+		o.c.log.Debug("output not sent", "job", o.a.JobID, "err", err)
+		return false
+	}
+	return true
+}
+
+// finish ends a sealed attempt's output before its Result: a last
+// (empty) message for each stream, the compiler output sealed, and the
+// wrapped output key in the Result.
+func (o *output) finish(res *wire.Result) {
+	if o.key == nil {
+		return
+	}
+	o.send(wire.StreamStdout, nil, true)
+	o.send(wire.StreamStderr, nil, true)
+	sealed, err := seal.Seal(o.key, seal.LabelCompile, res.CompileOutput)
+	if err != nil {
+		sealed = nil
+	}
+	res.CompileOutput, res.Key = sealed, o.wrapped
+}
