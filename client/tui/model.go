@@ -198,7 +198,6 @@ func (m *Model) Connect(ctx context.Context, t Target) error {
 	st := m.st
 	m.mu.Unlock()
 	m.obs.Changed(st)
-	m.print(Note, "Connecting to %s with %s ...", t.Master, t.Bundle)
 	c, id, err := m.dial(ctx, t)
 	if err != nil {
 		m.update(func(s *State) { s.Conn, s.Err = Disconnected, err.Error() })
@@ -231,6 +230,7 @@ func (m *Model) dial(ctx context.Context, t Target) (*client.Client, auth.Identi
 	if t.Bundle == "" {
 		return nil, id, errors.New("no bundle: fill in Bundle (or use --bundle or KILN_BUNDLE)")
 	}
+	m.print(Note, "Connecting to %s with %s ...", t.Master, t.Bundle)
 	b, err := certs.ReadBundle(t.Bundle)
 	if err != nil {
 		return nil, id, err
@@ -298,7 +298,13 @@ func (m *Model) Close() {
 	m.closed = true
 	c, cancel := m.c, m.cancel
 	m.c = nil
+	changed := m.st.Conn != Disconnected
+	m.st.Conn = Disconnected
+	st := m.st
 	m.mu.Unlock()
+	if changed {
+		m.obs.Changed(st)
+	}
 	if cancel != nil {
 		cancel()
 	}

@@ -113,6 +113,7 @@ func consoleText(l Line) string {
 type browser struct {
 	*tview.Flex
 	list    *tview.List
+	where   *tview.TextView
 	help    *tview.TextView
 	dir     string
 	all     bool
@@ -123,12 +124,13 @@ type browser struct {
 // newBrowser starts in dir; with all unset it shows only .c, .cpp, .java
 // and .py files (and the like, see wire.LanguageOf).
 func newBrowser(dir string, all bool, onPick func(string), onClose func()) *browser {
-	b := &browser{list: tview.NewList().ShowSecondaryText(false), help: tview.NewTextView(),
+	b := &browser{list: tview.NewList().ShowSecondaryText(false), where: tview.NewTextView(), help: tview.NewTextView(),
 		dir: dir, all: all, onPick: onPick, onClose: onClose}
 	b.list.SetDoneFunc(onClose)
-	b.list.SetBorder(true)
-	b.help.SetText(" Enter open/select · F4 show all files / source files only · Esc close")
-	b.Flex = tview.NewFlex().SetDirection(tview.FlexRow).AddItem(b.list, 0, 1, true).AddItem(b.help, 1, 0, false)
+	b.help.SetText("Enter open/select · F4 all files / source files only · Esc close")
+	b.Flex = tview.NewFlex().SetDirection(tview.FlexRow).AddItem(b.where, 1, 0, false).
+		AddItem(b.list, 0, 1, true).AddItem(b.help, 1, 0, false)
+	b.SetBorder(true)
 	b.load()
 	return b
 }
@@ -146,7 +148,8 @@ func (b *browser) load() {
 	if b.all {
 		filter = "all files"
 	}
-	b.list.SetTitle(" Select a file: " + b.dir + " — " + filter + " ")
+	b.SetTitle(" Select a file — " + filter + " ")
+	b.where.SetText("In " + b.dir)
 	b.list.AddItem("../", "", 0, func() { b.cd(filepath.Dir(b.dir)) })
 	entries, err := os.ReadDir(b.dir)
 	if err != nil {

@@ -53,6 +53,7 @@ type UI struct {
 
 	quitOnce sync.Once
 	finished chan struct{} // closed when shutdown is complete
+	runDone  chan struct{} // closed when the application's event loop has returned
 }
 
 // New builds the screens. It starts nothing.
@@ -62,7 +63,8 @@ func New(opts Options) *UI {
 		dir, _ = os.Getwd()
 	}
 	u := &UI{app: tview.NewApplication(), dir: dir, pages: tview.NewPages(),
-		notify: make(chan struct{}, 1), stop: make(chan struct{}), finished: make(chan struct{})}
+		notify: make(chan struct{}, 1), stop: make(chan struct{}),
+		finished: make(chan struct{}), runDone: make(chan struct{})}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	u.m = NewModel(opts.Model, (*observer)(u))
 	u.st = u.m.State()
@@ -183,6 +185,7 @@ func (u *UI) Run(ctx context.Context) error {
 	stopWatch := context.AfterFunc(ctx, u.Quit)
 	defer stopWatch()
 	err := u.app.Run()
+	close(u.runDone)
 	u.Quit()
 	<-u.finished
 	return err
@@ -255,12 +258,24 @@ func (u *UI) flush() {
 	q := u.queue
 	u.queue = nil
 	u.mu.Unlock()
-	if len(q) > 0 {
+	if len(q) == 0 {
+		return
+	}
+	// QueueUpdateDraw blocks until the event loop runs f, forever if the
+	// loop ended on its own (the terminal went away): then the helper
+	// goroutine is abandoned, and the process is about to exit.
+	done := make(chan struct{})
+	go func() {
 		u.app.QueueUpdateDraw(func() {
 			for _, f := range q {
 				f()
 			}
 		})
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-u.runDone:
 	}
 }
 
@@ -380,7 +395,7 @@ func (u *UI) openBrowser(forBundle bool) {
 		}
 	}
 	u.brow = newBrowser(dir, forBundle, pick, func() { u.closePage("browser") })
-	u.pages.AddPage("browser", centered(u.brow, 80, 24), true, true)
+	u.pages.AddPage("browser", centered(u.brow, 100, 26), true, true)
 	u.app.SetFocus(u.brow.list)
 }
 

@@ -59,10 +59,11 @@ func cmdClient(ctx context.Context, e env, args []string) int {
 	if len(files) == 1 {
 		opts.Model.File = files[0]
 	}
-	// SIGHUP (the terminal closed) quits like SIGTERM and Ctrl-C.
+	// SIGHUP (the terminal closed) quits like SIGTERM and Ctrl-C; the
+	// error of a terminal that went away is then no news.
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
 	defer stop()
-	if err := tui.New(opts).Run(ctx); err != nil {
+	if err := tui.New(opts).Run(ctx); err != nil && ctx.Err() == nil {
 		fmt.Fprintf(e.stderr, "kiln client: %v\n", err)
 		return 1
 	}
