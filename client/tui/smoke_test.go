@@ -46,7 +46,9 @@ func (tm *tmux) start(name, command string) {
 	tm.run("new-session", "-d", "-s", name, "-x", "120", "-y", "40", command)
 }
 
-func (tm *tmux) keys(keys ...string) { tm.run(append([]string{"send-keys", "-t", tm.session}, keys...)...) }
+func (tm *tmux) keys(keys ...string) {
+	tm.run(append([]string{"send-keys", "-t", tm.session}, keys...)...)
+}
 
 func (tm *tmux) capture() string { return tm.run("capture-pane", "-p", "-t", tm.session) }
 
