@@ -16,6 +16,8 @@ import (
 // time, and report the median and 90th percentile per run:
 //
 //	go test -run '^$' -bench 'Trivial|Python' -benchtime 300x ./slave/sandbox/
+//
+// The *Overhead variants interleave bare and strict runs.
 
 func BenchmarkTrivialBare(b *testing.B) {
 	dir := trivialBinary(b)
@@ -44,6 +46,38 @@ func BenchmarkPythonStrict(b *testing.B) {
 	benchStrict(b, dir, "/usr/bin/python3", "-B", "main.py")
 }
 
+// The Overhead benchmarks alternate a bare and a strict run of the same
+// program, so that load from other processes hits both alike, and report
+// both medians and their difference.
+func BenchmarkTrivialOverhead(b *testing.B) {
+	dir := trivialBinary(b)
+	benchPairs(b, dir, "./true")
+}
+
+func BenchmarkPythonOverhead(b *testing.B) {
+	dir := pythonHello(b)
+	benchPairs(b, dir, "/usr/bin/python3", "-B", "main.py")
+}
+
+func benchPairs(b *testing.B, dir string, argv ...string) {
+	r := warmRunner(b, StrictConfig{})
+	bare, strict := make([]time.Duration, 0, b.N), make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		bare = append(bare, runBare(b, dir, argv))
+		strict = append(strict, runStrict(b, r, dir, argv))
+	}
+	b.StopTimer()
+	p50 := func(l []time.Duration) float64 {
+		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+		return float64(l[len(l)/2]) / 1e6
+	}
+	pb, ps := p50(bare), p50(strict)
+	b.ReportMetric(pb, "bare-p50-ms")
+	b.ReportMetric(ps, "strict-p50-ms")
+	b.ReportMetric(ps-pb, "overhead-ms")
+}
+
 // trivialBinary compiles a static C program that exits at once.
 func trivialBinary(b *testing.B) string {
 	dir := b.TempDir()
@@ -65,16 +99,20 @@ func benchBare(b *testing.B, dir string, argv ...string) {
 	times := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		var out bytes.Buffer
-		cmd := exec.Command(argv[0], argv[1:]...)
-		cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, []string{"PATH=/usr/bin:/bin"}, &out, &out
-		start := time.Now()
-		if err := cmd.Run(); err != nil {
-			b.Fatal(err)
-		}
-		times = append(times, time.Since(start))
+		times = append(times, runBare(b, dir, argv))
 	}
 	report(b, times)
+}
+
+func runBare(b *testing.B, dir string, argv []string) time.Duration {
+	var out bytes.Buffer
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, []string{"PATH=/usr/bin:/bin"}, &out, &out
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(start)
 }
 
 func benchStrict(b *testing.B, dir string, argv ...string) {
@@ -82,6 +120,16 @@ func benchStrict(b *testing.B, dir string, argv ...string) {
 }
 
 func benchRunner(b *testing.B, cfg StrictConfig, dir string, argv ...string) {
+	r := warmRunner(b, cfg)
+	times := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		times = append(times, runStrict(b, r, dir, argv))
+	}
+	report(b, times)
+}
+
+func warmRunner(b *testing.B, cfg StrictConfig) *Strict {
 	if os.Geteuid() != 0 {
 		b.Skip("strict sandbox benchmarks need root; skipping")
 	}
@@ -93,20 +141,18 @@ func benchRunner(b *testing.B, cfg StrictConfig, dir string, argv ...string) {
 	if err := r.Warm(1); err != nil {
 		b.Fatal(err)
 	}
-	lim := defaultLimits()
-	times := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		var out bytes.Buffer
-		spec := Spec{Argv: argv, Env: []string{"PATH=/usr/bin:/bin"}, Dir: dir, Stdout: &out, Stderr: &out, Limits: lim}
-		start := time.Now()
-		o, err := r.Run(context.Background(), spec)
-		if err != nil || o.ExitCode != 0 {
-			b.Fatalf("%+v %v %s", o, err, out.String())
-		}
-		times = append(times, time.Since(start))
+	return r
+}
+
+func runStrict(b *testing.B, r *Strict, dir string, argv []string) time.Duration {
+	var out bytes.Buffer
+	spec := Spec{Argv: argv, Env: []string{"PATH=/usr/bin:/bin"}, Dir: dir, Stdout: &out, Stderr: &out, Limits: defaultLimits()}
+	start := time.Now()
+	o, err := r.Run(context.Background(), spec)
+	if err != nil || o.ExitCode != 0 {
+		b.Fatalf("%+v %v %s", o, err, out.String())
 	}
-	report(b, times)
+	return time.Since(start)
 }
 
 func report(b *testing.B, times []time.Duration) {
