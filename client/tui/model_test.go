@@ -289,3 +289,19 @@ func TestSourceLines(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusLine(t *testing.T) {
+	start := time.Date(2025, 1, 2, 15, 4, 5, 0, time.UTC)
+	st := State{Conn: Connected, Target: Target{Master: "m:7400"}, Name: "alice", Role: "client", Version: "1.0", Since: start,
+		Running: true, Phase: "uploading", Sent: 512, Total: 2048, JobStart: start}
+	got := statusLine(st, start.Add(1500*time.Millisecond))
+	for _, want := range []string{"connected", "m:7400 as alice (client 1.0) since 15:04:05", "uploading", "1.5s", "█████░░░", "25%", "Esc cancels"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("status line %q lacks %q", got, want)
+		}
+	}
+	lost := statusLine(State{Conn: Lost, Err: "EOF"}, start)
+	if !strings.Contains(lost, "connection lost") || !strings.Contains(lost, "F2 reconnects") {
+		t.Errorf("lost: %q", lost)
+	}
+}
