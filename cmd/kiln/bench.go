@@ -75,7 +75,7 @@ func benchFlags(e env, o *benchOptions) *flag.FlagSet {
 	fs.StringVar(&o.stdin, "stdin", "", "feed `FILE` to every job's standard input")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object instead of a table")
 	fs.DurationVar(&o.limits.time, "time-limit", 0, "wall-clock limit of each run, e.g. 5s (default: the master's)")
-	fs.Var(&o.limits.memory, "memory-limit", "memory limit of each run, e.g. 256MiB (default: the master's)")
+	fs.Var(&o.limits.memory, "memory-limit", "memory limit of each run, a `SIZE` such as 256MiB (default: the master's)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "give up after this overall `DURATION` (default none)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: kiln bench --bundle FILE --master HOST:PORT --jobs N --concurrency C [flags] FILE\n\n"+

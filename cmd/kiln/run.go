@@ -243,8 +243,8 @@ func runFlags(e env, o *runOptions) *flag.FlagSet {
 	fs.BoolVar(&o.verbose, "v", false, "print a summary line (and compiler output) even when the job succeeds")
 	fs.DurationVar(&o.timeout, "timeout", 0, "give up (and cancel the job) after this overall `DURATION` (default none)")
 	fs.DurationVar(&o.limits.time, "time-limit", 0, "wall-clock limit of the run step, e.g. 5s (default: the master's)")
-	fs.Var(&o.limits.memory, "memory-limit", "memory limit, e.g. 256MiB (default: the master's)")
-	fs.Var(&o.limits.output, "output-limit", "cap on stdout+stderr, e.g. 1MiB (default: the master's)")
+	fs.Var(&o.limits.memory, "memory-limit", "memory limit, a `SIZE` such as 256MiB, 1GiB or 512k (default: the master's)")
+	fs.Var(&o.limits.output, "output-limit", "cap on stdout plus stderr, a `SIZE` such as 1MiB (default: the master's)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: kiln run --bundle FILE --master HOST:PORT [flags] FILE\n\n"+
 			"Compiles and runs FILE (.c, .cpp, .cc, .java, .py) on the cluster, streaming its\n"+
