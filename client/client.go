@@ -24,6 +24,7 @@ package client
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,6 +62,7 @@ type Config struct {
 // concurrency rules.
 type Client struct {
 	s       *transport.Session
+	ca      *x509.Certificate // the cluster CA, which slave certificates must chain to
 	welcome wire.Welcome
 	log     *slog.Logger
 	nextID  atomic.Uint64
@@ -78,7 +80,8 @@ type Client struct {
 
 // call is one request waiting for its answer.
 type call struct {
-	submit bool // an Accepted answer creates and registers a Job
+	submit bool     // an Accepted answer creates and registers a Job
+	seal   *jobSeal // the sealing state of that Job, for a sealed Submit
 	reply  chan reply
 }
 
@@ -120,6 +123,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := newClient(s, w, cfg.Logger)
+	c.ca = cfg.Bundle.CA
 	c.start()
 	return c, nil
 }
@@ -232,6 +236,8 @@ func (c *Client) dispatch(env wire.Envelope) error {
 		return c.dispatchJob(env)
 	case wire.MsgAccepted, wire.MsgError, wire.MsgInfo, wire.MsgAdminReply:
 		return c.dispatchReply(env)
+	case wire.MsgWrapRequest:
+		return c.wrapRequest(env)
 	}
 	c.log.Debug("ignoring message", "type", env.Type, "id", env.ID)
 	return nil
@@ -253,6 +259,7 @@ func (c *Client) dispatchReply(env wire.Envelope) error {
 	delete(c.pending, env.ID)
 	if p != nil && p.submit && env.Type == wire.MsgAccepted {
 		job = newJob(c, acc.JobID)
+		job.seal = p.seal
 		c.jobs[acc.JobID] = job
 	}
 	c.mu.Unlock()
@@ -296,7 +303,7 @@ func (c *Client) dispatchJob(env wire.Envelope) error {
 		if err := wire.Decode(env, &out); err != nil {
 			return err
 		}
-		id, apply = out.JobID, func(j *Job) bool { j.output(out); return false }
+		id, apply = out.JobID, func(j *Job) bool { return j.output(out) }
 	case wire.MsgResult:
 		var res wire.Result
 		if err := wire.Decode(env, &res); err != nil {
@@ -319,9 +326,45 @@ func (c *Client) dispatchJob(env wire.Envelope) error {
 	return nil
 }
 
+// wrapRequest answers the master's request to wrap a sealed job's content
+// key for the slave it picked. A request that does not check out is
+// refused, and the job ends here with a *SealError.
+func (c *Client) wrapRequest(env wire.Envelope) error {
+	var req wire.WrapRequest
+	if err := wire.Decode(env, &req); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	j := c.jobs[req.JobID]
+	c.mu.Unlock()
+	ans := wire.Wrapped{JobID: req.JobID, Attempt: req.Attempt}
+	if j == nil || j.seal == nil {
+		ans.Refused = "no sealed job " + req.JobID + " on this client"
+	} else if wrapped, err := j.seal.wrapFor(c.ca, j.id, req); err != nil {
+		ans.Refused = err.Error()
+		c.log.Warn("refused to wrap a job key", "job", j.id, "slave", req.Slave, "err", err)
+		j.finish(nil, &SealError{Job: j.id, Op: "wrap", Err: err}, Event{})
+		c.mu.Lock()
+		delete(c.jobs, j.id)
+		c.mu.Unlock()
+	} else {
+		ans.WrappedKey = wrapped
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.send(ctx, wire.MsgWrapped, 0, ans); err != nil {
+			c.log.Debug("wrapped key not sent", "job", req.JobID, "err", err)
+		}
+	}()
+	return nil
+}
+
 // request sends a request and waits for its answer.
 func (c *Client) request(ctx context.Context, t wire.MsgType, body any) (wire.Envelope, error) {
-	id, p, err := c.register(false)
+	id, p, err := c.register(false, nil)
 	if err != nil {
 		return wire.Envelope{}, err
 	}
@@ -334,9 +377,9 @@ func (c *Client) request(ctx context.Context, t wire.MsgType, body any) (wire.En
 }
 
 // register reserves a request id and its answer slot.
-func (c *Client) register(submit bool) (uint64, *call, error) {
+func (c *Client) register(submit bool, js *jobSeal) (uint64, *call, error) {
 	id := c.nextID.Add(1)
-	p := &call{submit: submit, reply: make(chan reply, 1)}
+	p := &call{submit: submit, seal: js, reply: make(chan reply, 1)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {

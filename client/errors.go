@@ -56,3 +56,27 @@ func (e *LostError) Is(target error) bool { return target == ErrConnLost }
 
 // Unwrap returns the cause.
 func (e *LostError) Unwrap() error { return e.Cause }
+
+// SealError ends a sealed job whose checks failed on this side. Op is
+// "wrap" when the client refused a WrapRequest (a slave certificate or
+// sealing key that does not check out: the master may be trying to have
+// the job's key wrapped for a key of its own), or "output" when output
+// failed authentication (altered, dropped, reordered, truncated, or from
+// another job). Nothing that failed is shown: the job ends with this
+// error. It unwraps to the cause, which for output matches one of
+// seal.ErrTampered, seal.ErrTruncated or seal.ErrWrongKey.
+type SealError struct {
+	Job string
+	Op  string // "wrap" or "output"
+	Err error
+}
+
+func (e *SealError) Error() string {
+	if e.Op == "wrap" {
+		return fmt.Sprintf("job %s: refused to wrap its key: %v", e.Job, e.Err)
+	}
+	return fmt.Sprintf("output of job %s failed authentication: %v", e.Job, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *SealError) Unwrap() error { return e.Err }

@@ -30,8 +30,9 @@ type Outcome struct {
 // client's reader goroutine feeds it; a job ends when its Result arrives or
 // the session with the master ends.
 type Job struct {
-	c  *Client
-	id string
+	c    *Client
+	id   string
+	seal *jobSeal // nil unless the job is sealed; guarded by mu
 
 	mu      sync.Mutex
 	attempt int
@@ -149,9 +150,17 @@ func (j *Job) Cancel(ctx context.Context) error {
 func (j *Job) resultMsg(res wire.Result) bool {
 	j.mu.Lock()
 	stale := res.Attempt != 0 && res.Attempt < j.attempt
+	var err error
+	if !stale && j.seal != nil {
+		err = j.seal.openResult(j.id, &res)
+	}
 	j.mu.Unlock()
 	if stale {
 		return false // the result of a voided attempt
+	}
+	if err != nil {
+		j.finish(nil, &SealError{Job: j.id, Op: "output", Err: err}, Event{})
+		return true
 	}
 	j.finish(&res, nil, Event{Result: &res})
 	return true
@@ -186,12 +195,28 @@ func (j *Job) state(st wire.JobState) bool {
 	return false
 }
 
-// output appends a chunk of the current attempt's output.
-func (j *Job) output(out wire.Output) {
+// output appends a chunk of the current attempt's output, once it
+// authenticated if the job is sealed. It reports whether the job has
+// ended (sealed output that failed authentication ends it).
+func (j *Job) output(out wire.Output) bool {
 	j.mu.Lock()
 	if out.Attempt != 0 && out.Attempt < j.attempt {
 		j.mu.Unlock()
-		return // a chunk of a voided attempt
+		return false // a chunk of a voided attempt
+	}
+	if j.seal != nil {
+		p, err := j.seal.open(j.id, out)
+		if err != nil {
+			j.mu.Unlock()
+			j.finish(nil, &SealError{Job: j.id, Op: "output", Err: err}, Event{})
+			j.c.cancelOrphan(j.id) // nobody will read what it produces
+			return true
+		}
+		if len(p) == 0 {
+			j.mu.Unlock()
+			return false // the empty last message of a stream
+		}
+		out.Data, out.Key = p, nil
 	}
 	switch out.Stream {
 	case wire.StreamStdout:
@@ -203,6 +228,7 @@ func (j *Job) output(out wire.Output) {
 	}
 	j.mu.Unlock()
 	j.push(Event{Output: &out})
+	return false
 }
 
 // push queues an event for the Events channel.

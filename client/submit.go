@@ -22,6 +22,12 @@ type Request struct {
 	// Progress, when set, is called from Submit's goroutine as the source
 	// and stdin are uploaded, with the bytes sent so far and the total.
 	Progress func(sent, total int64)
+	// Seal seals the source, stdin and output end to end between this
+	// client and the slave that runs the job: the master routes only
+	// ciphertext (see docs/security.md). The master then needs a slave
+	// with a sealing key, and asks this client to wrap the job's key for
+	// it; output that fails authentication ends the job with a *[SealError].
+	Seal bool
 }
 
 // Check validates a request against limits (zero fields mean no limit).
@@ -52,7 +58,14 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
 		return nil, err
 	}
 	name := filepath.Base(req.FileName)
-	id, p, err := c.register(true)
+	var js *jobSeal
+	if req.Seal {
+		var err error
+		if js, req, err = c.sealRequest(req); err != nil {
+			return nil, err
+		}
+	}
+	id, p, err := c.register(true, js)
 	if err != nil {
 		return nil, err
 	}
@@ -62,6 +75,9 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
 		SourceSize: int64(len(req.Source)),
 		StdinSize:  int64(len(req.Stdin)),
 		Limits:     req.Limits,
+	}
+	if js != nil {
+		sub.Sealed, sub.ClientKey = true, js.priv.PublicKey().Bytes()
 	}
 	if err := c.send(ctx, wire.MsgSubmit, id, sub); err != nil {
 		c.unregister(id)
@@ -78,6 +94,26 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
 		return nil, fmt.Errorf("submit: unexpected answer type %d", r.env.Type)
 	}
 	return r.job, nil
+}
+
+// sealRequest seals req's payloads under a fresh content key and checks
+// the sealed sizes against the master's limits (which count ciphertext).
+func (c *Client) sealRequest(req Request) (*jobSeal, Request, error) {
+	js, err := newJobSeal()
+	if err != nil {
+		return nil, req, err
+	}
+	if req, err = js.sealRequest(req); err != nil {
+		return nil, req, err
+	}
+	l := c.welcome.Limits
+	if l.MaxSource > 0 && int64(len(req.Source)) > l.MaxSource {
+		return nil, req, fmt.Errorf("%w: sealed source is %d bytes, over the master's limit of %d", ErrBadInput, len(req.Source), l.MaxSource)
+	}
+	if l.MaxStdin > 0 && int64(len(req.Stdin)) > l.MaxStdin {
+		return nil, req, fmt.Errorf("%w: sealed stdin is %d bytes, over the master's limit of %d", ErrBadInput, len(req.Stdin), l.MaxStdin)
+	}
+	return js, req, nil
 }
 
 // uploadUntilAnswered uploads the request's files while watching for an
@@ -129,6 +165,7 @@ func (c *Client) upload(ctx context.Context, id uint64, name string, req Request
 			continue
 		}
 		hdr := wire.NewFileHeader(requestID(id), f.kind, f.name, f.data)
+		hdr.Sealed = req.Seal
 		var r io.Reader = bytes.NewReader(f.data)
 		if req.Progress != nil {
 			r = &progressReader{r: r, sent: &sent, total: total, fn: req.Progress}

@@ -58,6 +58,7 @@ type benchReport struct {
 	File        string      `json:"file"`
 	Language    string      `json:"language"`
 	Concurrency int         `json:"concurrency"`
+	Sealed      bool        `json:"sealed"`
 	Cluster     benchStats  `json:"cluster"`
 	Bare        *benchStats `json:"bare,omitempty"`
 	Ratio       float64     `json:"throughput_ratio,omitempty"` // cluster / bare
@@ -74,6 +75,7 @@ func benchFlags(e env, o *benchOptions) *flag.FlagSet {
 	fs.BoolVar(&o.baseline, "baseline", false, "also run the program bare on this machine, as many times with the same concurrency, and compare")
 	fs.StringVar(&o.stdin, "stdin", "", "feed `FILE` to every job's standard input")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object instead of a table")
+	fs.BoolVar(&o.noSeal, "no-seal", false, "submit the jobs unsealed (the master can read source, stdin and output)")
 	fs.DurationVar(&o.limits.time, "time-limit", 0, "wall-clock limit of each run, e.g. 5s (default: the master's)")
 	fs.Var(&o.limits.memory, "memory-limit", "memory limit of each run, a `SIZE` such as 256MiB (default: the master's)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "give up after this overall `DURATION` (default none)")
@@ -127,7 +129,8 @@ func cmdBench(ctx context.Context, e env, args []string) int {
 
 // bench runs the cluster benchmark, then the bare one if asked, and reports.
 func (o *benchOptions) bench(ctx context.Context, e env, c *client.Client, req client.Request) int {
-	rep := benchReport{File: filepath.Base(req.FileName), Language: wire.LanguageOf(req.FileName), Concurrency: o.concurrency}
+	rep := benchReport{File: filepath.Base(req.FileName), Language: wire.LanguageOf(req.FileName),
+		Concurrency: o.concurrency, Sealed: req.Seal}
 	progress := o.progress(e, "cluster")
 	samples, wall := runBatch(ctx, o.jobs, o.concurrency, progress, func(ctx context.Context) benchSample {
 		return clusterJob(ctx, c, req)
@@ -272,7 +275,11 @@ func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())/1
 
 // printBench writes the human-readable report.
 func printBench(w io.Writer, r benchReport) {
-	fmt.Fprintf(w, "%d jobs of %s (%s), concurrency %d, one connection\n", r.Cluster.Jobs, r.File, r.Language, r.Concurrency)
+	sealing := "sealed"
+	if !r.Sealed {
+		sealing = "unsealed"
+	}
+	fmt.Fprintf(w, "%d jobs of %s (%s), %s, concurrency %d, one connection\n", r.Cluster.Jobs, r.File, r.Language, sealing, r.Concurrency)
 	printStats(w, "cluster", r.Cluster)
 	if r.Bare != nil {
 		printStats(w, "bare", *r.Bare)

@@ -42,7 +42,8 @@ const exitCodesHelp = `Exit codes:
   102    time limit exceeded
   103    memory limit exceeded
   104    output limit exceeded
-  105    internal error, or the job was cancelled (also: --timeout expired)
+  105    internal error, or the job was cancelled (also: --timeout expired);
+         also sealed output that failed authentication, or a refused key wrap
   110    the master refused this key (unknown, revoked, retired, wrong role)
   111    master unreachable, or the connection was lost
   112    no connected slave runs this language, or the cluster is busy
@@ -111,7 +112,10 @@ func exitCodeOf(err error) int {
 	var refused *transport.RefusedError
 	var reqErr *client.RequestError
 	var tlsErr *transport.HandshakeError
+	var sealErr *client.SealError
 	switch {
+	case errors.As(err, &sealErr):
+		return exitInternal // tampered output, or a key wrap refused
 	case errors.As(err, &tlsErr):
 		return exitRefused // the master rejected our certificate, or we its
 	case errors.As(err, &refused):
@@ -227,6 +231,7 @@ type runOptions struct {
 	stdin   string
 	json    bool
 	verbose bool
+	noSeal  bool
 	timeout time.Duration
 	limits  struct {
 		time           time.Duration
@@ -241,6 +246,7 @@ func runFlags(e env, o *runOptions) *flag.FlagSet {
 	fs.StringVar(&o.stdin, "stdin", "", "feed `FILE` to the program's standard input")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object with the result instead of streaming the output")
 	fs.BoolVar(&o.verbose, "v", false, "print a summary line (and compiler output) even when the job succeeds")
+	fs.BoolVar(&o.noSeal, "no-seal", false, "send the source, stdin and output unsealed (the master can read them)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "give up (and cancel the job) after this overall `DURATION` (default none)")
 	fs.DurationVar(&o.limits.time, "time-limit", 0, "wall-clock limit of the run step, e.g. 5s (default: the master's)")
 	fs.Var(&o.limits.memory, "memory-limit", "memory limit, a `SIZE` such as 256MiB, 1GiB or 512k (default: the master's)")
@@ -258,7 +264,7 @@ func runFlags(e env, o *runOptions) *flag.FlagSet {
 // readRequest reads FILE and --stdin and checks them before anything is
 // dialled.
 func (o *runOptions) readRequest(file string) (client.Request, error) {
-	req := client.Request{FileName: file, Limits: wire.JobLimits{
+	req := client.Request{FileName: file, Seal: !o.noSeal, Limits: wire.JobLimits{
 		TimeMs: o.limits.time.Milliseconds(), MemoryBytes: int64(o.limits.memory), OutputBytes: int64(o.limits.output)}}
 	if wire.LanguageOf(file) == "" {
 		return req, req.Check(wire.Limits{})

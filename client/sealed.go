@@ -1,0 +1,183 @@
+package client
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"kiln/auth"
+	"kiln/certs"
+	"kiln/transport/seal"
+	"kiln/transport/wire"
+)
+
+// jobSeal is the client's side of a sealed job: the content key its source
+// and stdin are sealed under, the ephemeral key pair its output key is
+// wrapped for, and the state of the current attempt's output. It is
+// guarded by its Job's mutex.
+type jobSeal struct {
+	contentKey []byte
+	priv       *ecdh.PrivateKey
+
+	attempt int                     // attempt whose output is being opened
+	outKey  []byte                  // that attempt's output key, once unwrapped
+	openers [2]*seal.SequenceOpener // stdout, stderr
+	labels  [2]string
+}
+
+func newJobSeal() (*jobSeal, error) {
+	priv, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("client: ephemeral key: %w", err)
+	}
+	return &jobSeal{contentKey: seal.NewContentKey(), priv: priv,
+		labels: [2]string{seal.LabelStdout, seal.LabelStderr}}, nil
+}
+
+// sealRequest returns req with its source and stdin sealed.
+func (s *jobSeal) sealRequest(req Request) (Request, error) {
+	var err error
+	if req.Source, err = seal.Seal(s.contentKey, seal.LabelSource, req.Source); err != nil {
+		return req, err
+	}
+	if len(req.Stdin) > 0 {
+		if req.Stdin, err = seal.Seal(s.contentKey, seal.LabelStdin, req.Stdin); err != nil {
+			return req, err
+		}
+	}
+	return req, nil
+}
+
+// wrapFor checks a WrapRequest and wraps the content key for the slave it
+// names. The slave's certificate must chain to the cluster CA, name that
+// slave, and carry the sealing key offered: so the master cannot have the
+// key wrapped for a key of its own without a certificate the CA issued.
+func (s *jobSeal) wrapFor(ca *x509.Certificate, jobID string, req wire.WrapRequest) ([]byte, error) {
+	cert, err := x509.ParseCertificate(req.SlaveCert)
+	if err != nil {
+		return nil, fmt.Errorf("slave certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	opts := x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if _, err := cert.Verify(opts); err != nil {
+		return nil, fmt.Errorf("slave certificate does not verify against the cluster CA: %w", err)
+	}
+	id, err := auth.IdentityOf(cert)
+	if err != nil {
+		return nil, fmt.Errorf("slave certificate: %w", err)
+	}
+	if id.Role != wire.RoleSlave || id.Name != req.Slave {
+		return nil, fmt.Errorf("the certificate is for %s %q, not slave %q", id.Role, id.Name, req.Slave)
+	}
+	key, err := certs.SealKeyOf(cert)
+	if err != nil {
+		return nil, fmt.Errorf("slave %s: %w", req.Slave, err)
+	}
+	if !bytes.Equal(key, req.SealKey) {
+		return nil, fmt.Errorf("the sealing key offered for slave %s is not the one in its certificate", req.Slave)
+	}
+	return seal.Wrap(s.contentKey, key, seal.Context(jobID, "input"))
+}
+
+// outputContext is the wrap context of the output key of one attempt. It
+// holds a value derived from the content key, so that only the slave (or
+// this client) can make a wrap that opens: see the slave package's copy.
+func outputContext(contentKey []byte, jobID string, attempt int) []byte {
+	mac := hmac.New(sha256.New, contentKey)
+	mac.Write([]byte("kiln output key binding v1"))
+	return seal.Context(jobID, "output", strconv.Itoa(attempt), string(mac.Sum(nil)))
+}
+
+// startAttempt forgets the output state of an earlier attempt.
+func (s *jobSeal) startAttempt(attempt int) {
+	if attempt != s.attempt {
+		s.attempt, s.outKey, s.openers = attempt, nil, [2]*seal.SequenceOpener{}
+	}
+}
+
+// takeKey unwraps a wrapped output key of the current attempt; every wrap
+// seen in an attempt must hold the same key.
+func (s *jobSeal) takeKey(jobID string, wrapped []byte) error {
+	key, err := seal.Unwrap(wrapped, s.priv.Bytes(), outputContext(s.contentKey, jobID, s.attempt))
+	if err != nil {
+		return fmt.Errorf("output key: %w", err)
+	}
+	if s.outKey != nil && !bytes.Equal(key, s.outKey) {
+		return fmt.Errorf("%w: two output keys in attempt %d", seal.ErrTampered, s.attempt)
+	}
+	s.outKey = key
+	return nil
+}
+
+// open authenticates one Output message and returns its plaintext.
+func (s *jobSeal) open(jobID string, out wire.Output) ([]byte, error) {
+	s.startAttempt(out.Attempt)
+	if len(out.Key) > 0 {
+		if err := s.takeKey(jobID, out.Key); err != nil {
+			return nil, err
+		}
+	}
+	i := int(out.Stream) - wire.StreamStdout
+	if i < 0 || i >= len(s.openers) {
+		return nil, fmt.Errorf("%w: output on stream %d", seal.ErrTampered, out.Stream)
+	}
+	if s.outKey == nil {
+		return nil, fmt.Errorf("%w: output before its key", seal.ErrTampered)
+	}
+	if s.openers[i] == nil {
+		o, err := seal.NewSequenceOpener(s.outKey, s.labels[i])
+		if err != nil {
+			return nil, err
+		}
+		s.openers[i] = o
+	}
+	p, _, err := s.openers[i].OpenNext(out.Data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.labels[i], err)
+	}
+	return p, nil
+}
+
+// errUnsealedResult reports a Result without an output key that claims
+// more than a failure before the job ran.
+var errUnsealedResult = errors.New("the result of a sealed job carries no output key")
+
+// openResult checks a Result of the current attempt: both output streams
+// ended with their last message, and the compiler output opens. It
+// replaces res.CompileOutput with its plaintext. A Result without a key is
+// accepted only for a job that failed or was cancelled before any output.
+func (s *jobSeal) openResult(jobID string, res *wire.Result) error {
+	s.startAttempt(res.Attempt)
+	if len(res.Key) == 0 {
+		failed := res.Status == wire.StatusInternalError || res.Status == wire.StatusCancelled
+		if !failed || s.outKey != nil {
+			return fmt.Errorf("%w: %w (status %s)", seal.ErrTampered, errUnsealedResult, res.Status)
+		}
+		res.CompileOutput = nil
+		return nil
+	}
+	if err := s.takeKey(jobID, res.Key); err != nil {
+		return err
+	}
+	for i, o := range s.openers {
+		if o == nil {
+			return fmt.Errorf("%s: %w: no output at all", s.labels[i], seal.ErrTruncated)
+		}
+		if err := o.Finish(); err != nil {
+			return fmt.Errorf("%s: %w", s.labels[i], err)
+		}
+	}
+	p, err := seal.Open(s.outKey, seal.LabelCompile, res.CompileOutput)
+	if err != nil {
+		return fmt.Errorf("compiler output: %w", err)
+	}
+	res.CompileOutput, res.Key = p, nil
+	return nil
+}
