@@ -368,7 +368,10 @@ func bareCommand(ctx context.Context, dir string, req client.Request) ([]string,
 	var argv []string
 	switch wire.LanguageOf(name) {
 	case wire.LangPython:
-		argv = []string{"python3", src}
+		argv = []string{"/usr/bin/python3", src} // not a PATH shim (pyenv): the interpreter slaves find
+		if _, err := os.Stat(argv[0]); err != nil {
+			argv[0] = "python3"
+		}
 	case wire.LangC:
 		compile, argv = []string{"gcc", "-O2", "-o", bin, src, "-lm"}, []string{bin}
 	case wire.LangCPP:
