@@ -32,6 +32,7 @@ type fakeMaster struct {
 	addr   string
 	client *certs.Bundle // a client bundle of the fake master's CA
 	admin  *certs.Bundle
+	slave  *certs.Bundle // a slave bundle with a sealing key, for sealed jobs
 	peers  chan *peer
 
 	mu     sync.Mutex
@@ -74,7 +75,7 @@ func newFakeMaster(t *testing.T) *fakeMaster {
 		t.Fatal(err)
 	}
 	m := &fakeMaster{addr: ln.Addr().String(), ln: ln, peers: make(chan *peer, 4),
-		client: issue(certs.RoleClient, "alice"), admin: issue(certs.RoleAdmin, "root")}
+		client: issue(certs.RoleClient, "alice"), admin: issue(certs.RoleAdmin, "root"), slave: issue(certs.RoleSlave, "s1")}
 	m.wg.Add(1)
 	go m.acceptLoop(t)
 	t.Cleanup(func() {
