@@ -1,0 +1,304 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"kiln/auth"
+	"kiln/certs"
+	"kiln/client"
+	"kiln/master"
+	"kiln/slave"
+	"kiln/slave/sandbox"
+	"kiln/transport/wire"
+)
+
+// recorder keeps every plaintext byte the master reads and writes on its
+// connections (after TLS), one buffer per connection and direction, and
+// counts the bytes it reads from clients.
+type recorder struct {
+	mu          sync.Mutex
+	bufs        []*bytes.Buffer
+	fromClients atomic.Int64
+}
+
+func (r *recorder) wrap(c net.Conn) net.Conn {
+	rc := &recConn{Conn: c, r: r, rd: r.newBuf(), wr: r.newBuf()}
+	if tc, ok := c.(*tls.Conn); ok {
+		if id, err := auth.PeerIdentity(tc.ConnectionState()); err == nil && id.Role == certs.RoleClient {
+			rc.client = true
+		}
+	}
+	return rc
+}
+
+func (r *recorder) newBuf() *bytes.Buffer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := &bytes.Buffer{}
+	r.bufs = append(r.bufs, b)
+	return b
+}
+
+func (r *recorder) add(b *bytes.Buffer, p []byte) {
+	r.mu.Lock()
+	b.Write(p)
+	r.mu.Unlock()
+}
+
+func (r *recorder) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, b := range r.bufs {
+		b.Reset()
+	}
+}
+
+func (r *recorder) contains(s string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, b := range r.bufs {
+		if bytes.Contains(b.Bytes(), []byte(s)) {
+			return true
+		}
+	}
+	return false
+}
+
+type recConn struct {
+	net.Conn
+	r      *recorder
+	rd, wr *bytes.Buffer
+	client bool
+}
+
+func (c *recConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.r.add(c.rd, p[:n])
+	if c.client {
+		c.r.fromClients.Add(int64(n))
+	}
+	return n, err
+}
+
+func (c *recConn) Write(p []byte) (int, error) {
+	c.r.add(c.wr, p)
+	return c.Conn.Write(p)
+}
+
+// sealedCluster is an in-process master whose connections are recorded,
+// real slaves (package slave, no sandbox) and a client.
+type sealedCluster struct {
+	t      *testing.T
+	ca     *certs.CA
+	reg    *auth.Registry
+	srv    *master.Server
+	rec    *recorder
+	client *client.Client
+}
+
+func newSealedCluster(t *testing.T) *sealedCluster {
+	t.Helper()
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not installed")
+	}
+	dir := t.TempDir()
+	ca, err := certs.NewCA("test-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := ca.Issue(certs.IssueRequest{Role: certs.RoleMaster, Name: "master", Version: "1.0", Hosts: []string{"127.0.0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := auth.CreateRegistry(filepath.Join(dir, "registry.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &sealedCluster{t: t, ca: ca, reg: reg, rec: &recorder{}}
+	srv, err := master.New(master.Config{ClientAddr: "127.0.0.1:0", SlaveAddr: "127.0.0.1:0", Version: "1.0",
+		Bundle: mb, Registry: reg, HeartbeatInterval: 300 * time.Millisecond, WrapConn: c.rec.wrap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	c.srv = srv
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	cl, err := client.Dial(ctx, client.Config{Bundle: c.issue(certs.RoleClient, "alice"), Master: srv.ClientAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	c.client = cl
+	return c
+}
+
+func (c *sealedCluster) issue(role, name string) *certs.Bundle {
+	c.t.Helper()
+	b, err := c.ca.Issue(certs.IssueRequest{Role: role, Name: name, Version: "1.0"})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	id, err := auth.IdentityOf(b.Cert)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := c.reg.Add(auth.Entry{Fingerprint: id.Fingerprint, Role: id.Role, Name: id.Name, Version: id.Version,
+		Status: auth.StatusActive, Issued: time.Now(), Expires: b.Cert.NotAfter}); err != nil {
+		c.t.Fatal(err)
+	}
+	return b
+}
+
+// startSlave runs a real slave until the returned stop is called (or the
+// test ends), and waits until the master can place jobs on it.
+func (c *sealedCluster) startSlave(name string, cache *slave.Cache) (stop func()) {
+	c.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	exe, err := slave.NewExecutor(slave.ExecConfig{Name: name, WorkRoot: c.t.TempDir(), Runner: &sandbox.Plain{},
+		Toolchains: slave.Detect(ctx), Cache: cache})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	s, err := slave.New(slave.Config{Bundle: c.issue(certs.RoleSlave, name), Master: c.srv.SlaveAddr(), Slots: 2,
+		LoadInterval: 100 * time.Millisecond, Executor: exe})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	stop = sync.OnceFunc(func() { cancel(); <-done })
+	c.t.Cleanup(stop)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, si := range c.srv.Slaves() {
+			if si.Name == name && si.Registered {
+				return stop
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("slave %s never registered", name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (c *sealedCluster) run(req client.Request) (client.Outcome, error) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	job, err := c.client.Submit(ctx, req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return job.Wait(ctx)
+}
+
+// The program's texts are built at run time, so that the source does not
+// contain its own output.
+const secretPy = `import sys
+# SOURCE-MARKER-6d1f0c
+data = sys.stdin.readline().strip()
+print("OUT" + "-MARKER-" + data.upper())
+print("ERR" + "-MARKER-" + "3b7e", file=sys.stderr)
+`
+
+// The file stream holds back its last byte, so the marker is not at the end.
+const secretStdin = "stdin-marker-90ac\ntrailer\n"
+
+func TestSealedPayloadsNeverCrossTheMasterInTheClear(t *testing.T) {
+	c := newSealedCluster(t)
+	c.startSlave("s1", nil)
+	secrets := []string{"SOURCE-MARKER-6d1f0c", "stdin-marker-90ac", "OUT-MARKER-STDIN-MARKER-90AC", "ERR-MARKER-3b7e",
+		"undeclared_marker_5c2e"}
+	for _, sealed := range []bool{true, false} {
+		c.rec.reset()
+		out, err := c.run(client.Request{FileName: "prog.py", Source: []byte(secretPy), Stdin: []byte(secretStdin), Seal: sealed})
+		if err != nil {
+			t.Fatalf("sealed=%v: %v", sealed, err)
+		}
+		if got := string(out.Stdout); got != "OUT-MARKER-STDIN-MARKER-90AC\n" || string(out.Stderr) != "ERR-MARKER-3b7e\n" {
+			t.Fatalf("sealed=%v: stdout %q stderr %q (%+v)", sealed, got, out.Stderr, out.Result)
+		}
+		// A compile error: the compiler's output names the identifier.
+		if _, err := exec.LookPath("gcc"); err == nil {
+			out, err := c.run(client.Request{FileName: "bad.c", Source: []byte("int main(void) { return undeclared_marker_5c2e; }\n"), Seal: sealed})
+			if err != nil || out.Result.Status != wire.StatusCompileError || !strings.Contains(string(out.CompileOutput), "undeclared_marker_5c2e") {
+				t.Fatalf("sealed=%v: compile error: %v %+v %q", sealed, err, out.Result, out.CompileOutput)
+			}
+		}
+		for _, s := range secrets {
+			if s == "undeclared_marker_5c2e" {
+				if _, err := exec.LookPath("gcc"); err != nil {
+					continue
+				}
+			}
+			if seen := c.rec.contains(s); seen == sealed {
+				t.Errorf("sealed=%v: %q seen by the master: %v", sealed, s, seen)
+			}
+		}
+	}
+}
+
+func TestSealedJobMovesWithoutReupload(t *testing.T) {
+	c := newSealedCluster(t)
+	stops := map[string]func(){"s1": c.startSlave("s1", nil), "s2": c.startSlave("s2", nil)}
+	pad := strings.Repeat("# padding to make the source large\n", 8000) // ~280 KB
+	src := pad + "import time\nprint('started', flush=True)\ntime.sleep(1.5)\nprint('finished')\n"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	before := c.rec.fromClients.Load()
+	job, err := c.client.Submit(ctx, client.Request{FileName: "slow.py", Source: []byte(src), Seal: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ev := range job.Events() {
+		if ev.State != nil && ev.State.State == wire.StateRunning {
+			stops[ev.State.Slave]() // the slave is lost mid-job
+			break
+		}
+	}
+	out, err := job.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Attempts != 2 || string(out.Stdout) != "started\nfinished\n" || out.Result.Status != wire.StatusOK {
+		t.Fatalf("attempts %d, stdout %q, result %+v", out.Attempts, out.Stdout, out.Result)
+	}
+	if up := c.rec.fromClients.Load() - before; up > int64(len(src))*3/2 {
+		t.Fatalf("the client sent %d bytes for a %d-byte source: it was uploaded again", up, len(src))
+	}
+}
+
+func TestSealedJobsUseTheCompileCache(t *testing.T) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("gcc not installed")
+	}
+	c := newSealedCluster(t)
+	cache, err := slave.NewCache(t.TempDir(), 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.startSlave("s1", cache)
+	src := []byte("#include <stdio.h>\nint main(void) { puts(\"cached\"); return 0; }\n")
+	for i, want := range []bool{false, true} {
+		out, err := c.run(client.Request{FileName: "c.c", Source: src, Seal: true})
+		if err != nil || string(out.Stdout) != "cached\n" || out.Result.Cached != want {
+			t.Fatalf("run %d: %v, stdout %q, cached %v (want %v)", i, err, out.Stdout, out.Result.Cached, want)
+		}
+	}
+}
