@@ -63,7 +63,10 @@ func (j *Job) Done() <-chan struct{} { return j.done }
 // JobState after Accepted to the Result. The channel is closed after the
 // Result, or when the session ends; call [Job.Wait] then for the outcome.
 // Every call returns the same channel. Reading it is optional: [Job.Wait]
-// does not depend on it.
+// does not depend on it. Events are queued without bound until read (output
+// is capped by the job's output limit); once Events was called, a reader
+// that stops early holds one goroutine until the job's events are drained
+// or the client is closed.
 func (j *Job) Events() <-chan Event {
 	j.eventsOnce.Do(func() {
 		j.events = make(chan Event)
