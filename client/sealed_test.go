@@ -1,139 +1,166 @@
 package client
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 
+	"kiln/certs"
 	"kiln/transport/seal"
 	"kiln/transport/wire"
 )
 
-// fakeSlave plays the slave's side of a sealed job inside the fake master:
-// it asks the client to wrap the content key, opens the inputs, and seals
-// output back.
-type fakeSlave struct {
-	p      *peer
-	job    string
-	sub    wire.Submit
-	files  []file
-	ck     []byte // the job's content key, once wrapped for the slave
-	outKey []byte
-	wrap   []byte // outKey wrapped for the client
-	seqs   [2]*seal.Sequence
-}
-
-// acceptSealed accepts a sealed Submit and runs the wrap exchange.
-func acceptSealed(t *testing.T, m *fakeMaster, p *peer, job string) *fakeSlave {
+// slaveOutput seals output the way a slave does: a fresh key wrapped for
+// the job's ephemeral key, bound to the content key, and one sequence per
+// stream. It returns the messages of both streams and the Result.
+func slaveOutput(t *testing.T, js *jobSeal, job string, attempt int, stdout, stderr [][]byte) ([]wire.Output, wire.Result) {
 	t.Helper()
-	f := &fakeSlave{p: p, job: job}
-	f.sub, f.files = p.accept(job)
-	if !f.sub.Sealed || len(f.sub.ClientKey) != 32 || !f.files[0].hdr.Sealed {
-		t.Fatalf("submit %+v, header %+v: not sealed", f.sub, f.files[0].hdr)
-	}
-	p.send(wire.MsgWrapRequest, 0, wire.WrapRequest{JobID: job, Slave: "s1", SealKey: m.slave.SealPublicKey(),
-		SlaveCert: m.slave.Cert.Raw, Attempt: 1})
-	var w wire.Wrapped
-	if err := wire.Decode(p.recv(wire.MsgWrapped), &w); err != nil || w.Refused != "" || w.Attempt != 1 {
-		t.Fatalf("wrapped = %+v, %v", w, err)
-	}
-	ck, err := seal.Unwrap(w.WrappedKey, m.slave.SealKey, seal.Context(job, "input"))
-	if err != nil {
-		t.Fatalf("unwrap content key: %v", err)
-	}
-	f.ck = ck
-	f.outKey = seal.NewContentKey()
-	if f.wrap, err = seal.Wrap(f.outKey, f.sub.ClientKey, outputContext(ck, job, 1)); err != nil {
-		t.Fatal(err)
-	}
-	for i, label := range []string{seal.LabelStdout, seal.LabelStderr} {
-		f.seqs[i], _ = seal.NewSequence(f.outKey, label)
-	}
-	return f
-}
-
-// output sends one sealed chunk; the first of each stream carries the key.
-func (f *fakeSlave) output(stream uint8, data string, last, withKey bool) {
-	m := wire.Output{JobID: f.job, Attempt: 1, Stream: stream, Data: f.seqs[stream-1].SealNext([]byte(data), last)}
-	if withKey {
-		m.Key = f.wrap
-	}
-	f.p.send(wire.MsgOutput, 0, m)
-}
-
-func TestSealedRoundTrip(t *testing.T) {
-	m := newFakeMaster(t)
-	c, p := m.dial(t, m.client)
-	req := hello
-	req.Seal, req.Stdin = true, []byte("secret stdin")
-	got := submit(t, c, req)
-	f := acceptSealed(t, m, p, "j1")
-	job := got()
-	if string(f.files[0].data) == string(hello.Source) {
-		t.Fatal("the source travelled in clear")
-	}
-	src, err := seal.Open(f.ck, seal.LabelSource, f.files[0].data)
-	if err != nil || string(src) != string(hello.Source) {
-		t.Fatalf("source opens to %q, %v", src, err)
-	}
-	if in, err := seal.Open(f.ck, seal.LabelStdin, f.files[1].data); err != nil || string(in) != "secret stdin" {
-		t.Fatalf("stdin opens to %q, %v", in, err)
-	}
-	f.output(wire.StreamStdout, "hello ", false, true)
-	f.output(wire.StreamStderr, "", true, true)
-	f.output(wire.StreamStdout, "sealed", true, false)
-	compile, _ := seal.Seal(f.outKey, seal.LabelCompile, []byte("warning: x"))
-	p.send(wire.MsgResult, 0, wire.Result{JobID: "j1", Attempt: 1, Status: wire.StatusOK, Key: f.wrap, CompileOutput: compile})
-	out, err := job.Wait(testCtx(t))
+	key := seal.NewContentKey()
+	wrapped, err := seal.Wrap(key, js.priv.PublicKey().Bytes(), outputContext(js.contentKey, job, attempt))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(out.Stdout) != "hello sealed" || string(out.Stderr) != "" || string(out.CompileOutput) != "warning: x" {
-		t.Errorf("outcome = stdout %q, stderr %q, compile %q", out.Stdout, out.Stderr, out.CompileOutput)
+	var msgs []wire.Output
+	for i, chunks := range [][][]byte{stdout, stderr} {
+		sq, err := seal.NewSequence(key, js.labels[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, c := range append(chunks, nil) {
+			m := wire.Output{JobID: job, Attempt: attempt, Stream: uint8(i + 1), Data: sq.SealNext(c, k == len(chunks))}
+			if k == 0 {
+				m.Key = wrapped
+			}
+			msgs = append(msgs, m)
+		}
+	}
+	compile, err := seal.Seal(key, seal.LabelCompile, []byte("warning: x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msgs, wire.Result{JobID: job, Attempt: attempt, Status: wire.StatusOK, Key: wrapped, CompileOutput: compile}
+}
+
+// feed opens messages and the result like a Job does; it returns the
+// stdout seen and the first error.
+func feed(js *jobSeal, job string, msgs []wire.Output, res *wire.Result) (string, error) {
+	var shown bytes.Buffer
+	for _, m := range msgs {
+		p, err := js.open(job, m)
+		if err != nil {
+			return shown.String(), err
+		}
+		if m.Stream == wire.StreamStdout {
+			shown.Write(p)
+		}
+	}
+	return shown.String(), js.openResult(job, res)
+}
+
+func TestSealedOutputTampering(t *testing.T) {
+	out := [][]byte{[]byte("one "), []byte("two "), []byte("three")}
+	cases := []struct {
+		name   string
+		tamper func(msgs []wire.Output, res *wire.Result, other []wire.Output) []wire.Output
+		want   error
+	}{
+		{"intact", func(m []wire.Output, _ *wire.Result, _ []wire.Output) []wire.Output { return m }, nil},
+		{"flipped bit", func(m []wire.Output, _ *wire.Result, _ []wire.Output) []wire.Output {
+			m[1].Data = bytes.Clone(m[1].Data)
+			m[1].Data[0] ^= 1
+			return m
+		}, seal.ErrTampered},
+		{"dropped chunk", func(m []wire.Output, _ *wire.Result, _ []wire.Output) []wire.Output {
+			return append(m[:1:1], m[2:]...)
+		}, seal.ErrTampered},
+		{"reordered chunks", func(m []wire.Output, _ *wire.Result, _ []wire.Output) []wire.Output {
+			m[1], m[2] = m[2], m[1]
+			return m
+		}, seal.ErrTampered},
+		{"truncated (no last chunk)", func(m []wire.Output, _ *wire.Result, _ []wire.Output) []wire.Output {
+			return append(m[:3:3], m[4:]...) // stdout's last message dropped
+		}, seal.ErrTruncated},
+		{"chunk spliced from another job", func(m []wire.Output, _ *wire.Result, o []wire.Output) []wire.Output {
+			m[1].Data = o[1].Data
+			return m
+		}, seal.ErrTampered},
+		{"whole output of another job", func(_ []wire.Output, res *wire.Result, o []wire.Output) []wire.Output {
+			return o
+		}, seal.ErrWrongKey},
+		{"result unsealed", func(m []wire.Output, res *wire.Result, _ []wire.Output) []wire.Output {
+			res.Key = nil
+			return m
+		}, seal.ErrTampered},
+		{"compiler output altered", func(m []wire.Output, res *wire.Result, _ []wire.Output) []wire.Output {
+			res.CompileOutput = bytes.Clone(res.CompileOutput)
+			res.CompileOutput[len(res.CompileOutput)-1] ^= 1
+			return m
+		}, seal.ErrTampered},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			js, err := newJobSeal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs, res := slaveOutput(t, js, "J1", 1, out, [][]byte{[]byte("err")})
+			// Another job of the same client, same attempt, different key.
+			js2, _ := newJobSeal()
+			other, _ := slaveOutput(t, js2, "J1", 1, [][]byte{[]byte("XXXX"), []byte("YYYY"), []byte("ZZZZ")}, nil)
+			shown, err := feed(js, "J1", tc.tamper(msgs, &res, other), &res)
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if !bytes.HasPrefix([]byte("one two three"), []byte(shown)) {
+				t.Fatalf("shown %q, which is not authentic output", shown)
+			}
+			if tc.want == nil && (shown != "one two three" || string(res.CompileOutput) != "warning: x") {
+				t.Fatalf("intact: shown %q", shown)
+			}
+		})
 	}
 }
 
-func TestSealedTamperedOutput(t *testing.T) {
-	m := newFakeMaster(t)
-	c, p := m.dial(t, m.client)
-	req := hello
-	req.Seal = true
-	got := submit(t, c, req)
-	f := acceptSealed(t, m, p, "j2")
-	job := got()
-	msg := wire.Output{JobID: "j2", Attempt: 1, Stream: wire.StreamStdout, Key: f.wrap,
-		Data: f.seqs[0].SealNext([]byte("forged?"), false)}
-	msg.Data[len(msg.Data)-1] ^= 1
-	p.send(wire.MsgOutput, 0, msg)
-	_, err := job.Wait(testCtx(t))
-	var se *SealError
-	if !errors.As(err, &se) || se.Op != "output" || !errors.Is(err, seal.ErrTampered) {
-		t.Fatalf("err = %v, want a tampered-output SealError", err)
-	}
-	// The client cancels the job nobody can read.
-	var cn wire.Cancel
-	if err := wire.Decode(p.recv(wire.MsgCancel), &cn); err != nil || cn.JobID != "j2" {
-		t.Errorf("cancel = %+v, %v", cn, err)
+func TestSealedOutputForgedByAnotherKeyHolder(t *testing.T) {
+	// A master knows the client's public key and can wrap a key of its
+	// own for it, but not bind it to the content key it never saw.
+	js, _ := newJobSeal()
+	forger := &jobSeal{contentKey: seal.NewContentKey(), priv: js.priv, labels: js.labels}
+	msgs, res := slaveOutput(t, forger, "J1", 1, [][]byte{[]byte("forged")}, nil)
+	if _, err := feed(js, "J1", msgs, &res); !errors.Is(err, seal.ErrWrongKey) {
+		t.Fatalf("forged output: %v, want ErrWrongKey", err)
 	}
 }
 
-func TestSealedWrapRefused(t *testing.T) {
-	m := newFakeMaster(t)
-	c, p := m.dial(t, m.client)
-	req := hello
-	req.Seal = true
-	got := submit(t, c, req)
-	p.accept("j3")
-	job := got()
-	// The master offers a sealing key of its own for the slave.
-	_, rogue, _ := seal.GenerateKey()
-	p.send(wire.MsgWrapRequest, 0, wire.WrapRequest{JobID: "j3", Slave: "s1", SealKey: rogue, SlaveCert: m.slave.Cert.Raw, Attempt: 1})
-	var w wire.Wrapped
-	if err := wire.Decode(p.recv(wire.MsgWrapped), &w); err != nil || w.Refused == "" || len(w.WrappedKey) != 0 {
-		t.Fatalf("wrapped = %+v, %v: want a refusal", w, err)
+func TestWrapRequestChecks(t *testing.T) {
+	ca, _ := certs.NewCA("ca")
+	other, _ := certs.NewCA("other")
+	s1, _ := ca.Issue(certs.IssueRequest{Role: certs.RoleSlave, Name: "s1", Version: "1"})
+	s2, _ := ca.Issue(certs.IssueRequest{Role: certs.RoleSlave, Name: "s2", Version: "1"})
+	foreign, _ := other.Issue(certs.IssueRequest{Role: certs.RoleSlave, Name: "s1", Version: "1"})
+	cl, _ := ca.Issue(certs.IssueRequest{Role: certs.RoleClient, Name: "s1", Version: "1"})
+	noKey, _ := ca.Issue(certs.IssueRequest{Role: certs.RoleSlave, Name: "s1", Version: "1", NoSealKey: true})
+	_, masterPub, _ := seal.GenerateKey()
+	js, _ := newJobSeal()
+	ok := wire.WrapRequest{JobID: "J1", Slave: "s1", SealKey: s1.SealPublicKey(), SlaveCert: s1.Cert.Raw}
+	wrapped, err := js.wrapFor(ca.Cert, "J1", ok)
+	if err != nil {
+		t.Fatal(err)
 	}
-	_, err := job.Wait(testCtx(t))
-	var se *SealError
-	if !errors.As(err, &se) || se.Op != "wrap" {
-		t.Fatalf("err = %v, want a wrap SealError", err)
+	if k, err := seal.Unwrap(wrapped, s1.SealKey, seal.Context("J1", "input")); err != nil || !bytes.Equal(k, js.contentKey) {
+		t.Fatalf("slave cannot unwrap: %v", err)
+	}
+	bad := map[string]wire.WrapRequest{
+		"master's own key":        {JobID: "J1", Slave: "s1", SealKey: masterPub, SlaveCert: s1.Cert.Raw},
+		"certificate of another":  {JobID: "J1", Slave: "s1", SealKey: s2.SealPublicKey(), SlaveCert: s2.Cert.Raw},
+		"certificate of other CA": {JobID: "J1", Slave: "s1", SealKey: foreign.SealPublicKey(), SlaveCert: foreign.Cert.Raw},
+		"client certificate":      {JobID: "J1", Slave: "s1", SealKey: masterPub, SlaveCert: cl.Cert.Raw},
+		"certificate without key": {JobID: "J1", Slave: "s1", SealKey: masterPub, SlaveCert: noKey.Cert.Raw},
+		"no certificate":          {JobID: "J1", Slave: "s1", SealKey: s1.SealPublicKey()},
+	}
+	for name, req := range bad {
+		if w, err := js.wrapFor(ca.Cert, "J1", req); err == nil {
+			t.Errorf("%s: wrapped (%d bytes), want a refusal", name, len(w))
+		}
 	}
 }

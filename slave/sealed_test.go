@@ -1,0 +1,49 @@
+package slave
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"kiln/certs"
+	"kiln/transport/seal"
+	"kiln/transport/wire"
+)
+
+func TestOpenInputsRefusesTamperedPayloads(t *testing.T) {
+	ca, err := certs.NewCA("ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ca.Issue(certs.IssueRequest{Role: certs.RoleSlave, Name: "s1", Version: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Slave{sealPriv: b.SealKey, sealPub: b.SealPublicKey()}
+	key := seal.NewContentKey()
+	src, _ := seal.Seal(key, seal.LabelSource, []byte("print('hi')\n"))
+	stdin, _ := seal.Seal(key, seal.LabelStdin, []byte("input"))
+	wrapped, _ := seal.Wrap(key, b.SealPublicKey(), seal.Context("J1", "input"))
+	a := wire.Assign{JobID: "J1", Sealed: true, WrappedKey: wrapped, StdinSize: int64(len(stdin))}
+	f := files{source: src, stdin: stdin, sealed: true}
+	if _, p, in, err := s.openInputs(a, f); err != nil || string(p) != "print('hi')\n" || string(in) != "input" {
+		t.Fatalf("intact: %q %q %v", p, in, err)
+	}
+	flip := func(b []byte, i int) []byte { b = bytes.Clone(b); b[i] ^= 1; return b }
+	otherJob, _ := seal.Wrap(key, b.SealPublicKey(), seal.Context("J2", "input"))
+	cases := map[string]func(a *wire.Assign, f *files){
+		"source bit flipped":       func(a *wire.Assign, f *files) { f.source = flip(f.source, len(f.source)-3) },
+		"stdin bit flipped":        func(a *wire.Assign, f *files) { f.stdin = flip(f.stdin, seal.HeaderSize+1) },
+		"source swapped for stdin": func(a *wire.Assign, f *files) { f.source = f.stdin },
+		"key of another job":       func(a *wire.Assign, f *files) { a.WrappedKey = otherJob },
+		"key altered":              func(a *wire.Assign, f *files) { a.WrappedKey = flip(a.WrappedKey, 40) },
+		"files not sealed":         func(a *wire.Assign, f *files) { f.sealed = false },
+	}
+	for name, tamper := range cases {
+		a2, f2 := a, f
+		tamper(&a2, &f2)
+		if _, p, _, err := s.openInputs(a2, f2); !errors.Is(err, errSealedAuth) || p != nil {
+			t.Errorf("%s: source %q, err %v; want errSealedAuth and nothing to run", name, p, err)
+		}
+	}
+}
