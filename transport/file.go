@@ -166,7 +166,11 @@ func (s *Session) AcceptFile(ctx context.Context) (wire.FileHeader, io.ReadClose
 		st.Close()
 		return wire.FileHeader{}, nil, fmt.Errorf("transport: file stream from %s: %w", s.peer, err)
 	}
-	return hdr, &fileReader{st: st, left: hdr.Size, size: hdr.Size, want: hdr.SHA256, h: sha256.New()}, nil
+	fr := &fileReader{st: st, left: hdr.Size, size: hdr.Size, want: hdr.SHA256}
+	if len(hdr.SHA256) > 0 {
+		fr.h = sha256.New()
+	}
+	return hdr, fr, nil
 }
 
 // readFileHeader reads the header frame of a file stream, bounded by ctx and
@@ -200,7 +204,8 @@ func (s *Session) readFileHeader(ctx context.Context, st *yamux.Stream) (wire.Fi
 }
 
 // fileReader yields the bytes of one file stream and checks their length
-// and SHA-256.
+// and, when the header carries one, their SHA-256 (only sealed payloads,
+// which authenticate every chunk themselves, may omit it).
 type fileReader struct {
 	st   *yamux.Stream
 	left int64
@@ -221,11 +226,13 @@ func (f *fileReader) Read(p []byte) (int, error) {
 	var err error
 	if len(p) > 0 {
 		n, err = f.st.Read(p)
-		f.h.Write(p[:n])
+		if f.h != nil {
+			f.h.Write(p[:n])
+		}
 		f.left -= int64(n)
 	}
 	switch {
-	case f.left == 0 && !bytes.Equal(f.h.Sum(nil), f.want):
+	case f.left == 0 && f.h != nil && !bytes.Equal(f.h.Sum(nil), f.want):
 		f.err = fmt.Errorf("transport: %w (%d bytes)", ErrChecksum, f.size)
 	case f.left == 0:
 		f.err = io.EOF

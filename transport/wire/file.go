@@ -11,6 +11,11 @@ func (h FileHeader) Check() error {
 	if h.Size < 0 {
 		return fmt.Errorf("%w: file header: negative size %d", ErrMalformed, h.Size)
 	}
+	if h.Sealed && len(h.SHA256) == 0 {
+		// A sealed payload authenticates every chunk end to end (AEAD);
+		// the SHA-256 is optional for it.
+		return nil
+	}
 	if len(h.SHA256) != sha256.Size {
 		return fmt.Errorf("%w: file header: sha256 is %d bytes, want %d", ErrMalformed, len(h.SHA256), sha256.Size)
 	}
