@@ -164,8 +164,12 @@ func (c *Client) upload(ctx context.Context, id uint64, name string, req Request
 		if f.kind == wire.FileStdin && len(f.data) == 0 {
 			continue
 		}
-		hdr := wire.NewFileHeader(requestID(id), f.kind, f.name, f.data)
-		hdr.Sealed = req.Seal
+		hdr := wire.FileHeader{JobID: requestID(id), Kind: f.kind, Name: f.name, Size: int64(len(f.data)), Sealed: true}
+		if !req.Seal {
+			// A sealed payload authenticates every chunk end to end; only
+			// plain files need the SHA-256.
+			hdr = wire.NewFileHeader(requestID(id), f.kind, f.name, f.data)
+		}
 		var r io.Reader = bytes.NewReader(f.data)
 		if req.Progress != nil {
 			r = &progressReader{r: r, sent: &sent, total: total, fn: req.Progress}

@@ -267,6 +267,13 @@ func (c *conn) assign(ctx context.Context, a wire.Assign) {
 		defer c.forget(j)
 		out := &output{c: c, a: a}
 		res := c.runJob(jctx, j, out)
+		if ctx.Err() != nil {
+			// The slave is stopping or lost its session, not cancelled by
+			// the master: report nothing, so that the master runs the job
+			// again elsewhere instead of taking this as its result.
+			c.log.Info("job abandoned: slave stopping", "job", a.JobID)
+			return
+		}
 		out.finish(&res)
 		res.JobID, res.Attempt, res.Slave = a.JobID, a.Attempt, c.s.id.Name
 		if err := c.sess.Send(wire.MsgResult, 0, &res); err != nil {
