@@ -220,4 +220,3 @@ func TestBenchLocal(t *testing.T) {
 		t.Errorf("--jobs 0: exit %d, %q", code, errs)
 	}
 }
-
