@@ -85,7 +85,10 @@ func TestConcurrentSend(t *testing.T) {
 	}
 }
 
-func TestOversizedFrameClosesSession(t *testing.T) {
+// TestOversizedFrameRefused: a frame over the cap fails Recv at once, and
+// the session stays up just long enough for the receiver to answer with a
+// Refused that the sender reads, then closes.
+func TestOversizedFrameRefused(t *testing.T) {
 	for _, kind := range kinds {
 		t.Run(kind, func(t *testing.T) {
 			small := testConfig()
@@ -103,11 +106,18 @@ func TestOversizedFrameClosesSession(t *testing.T) {
 			if !strings.Contains(err.Error(), "frame too large") || !strings.Contains(err.Error(), "max 1024") {
 				t.Errorf("unclear error: %v", err)
 			}
-			waitDone(t, s)
-			waitDone(t, c)
 			if _, err2 := s.Recv(); err2 != err {
 				t.Errorf("second Recv = %v, want the same error", err2)
 			}
+			go Refuse(s, wire.CodeBadRequest, "frame too large")
+			env, rerr := c.Recv()
+			var r wire.Refused
+			if rerr != nil || wire.Decode(env, &r) != nil || r.Code != wire.CodeBadRequest {
+				t.Fatalf("sender got %v %+v, want a Refused", rerr, r)
+			}
+			c.Close()
+			waitDone(t, s)
+			waitDone(t, c)
 		})
 	}
 }
