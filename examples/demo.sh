@@ -31,7 +31,8 @@ step "master on 127.0.0.1:$cport (clients) and 127.0.0.1:$sport (slaves), two sl
 $KILN master --dir "$dir" --client-addr "127.0.0.1:$cport" --slave-addr "127.0.0.1:$sport" >"$dir/master.log" 2>&1 &
 pids+=($!)
 for s in slave-1 slave-2; do
-  $KILN slave --bundle "$dir/$s.bundle" --master "127.0.0.1:$sport" --slots 2 --load-interval 1s >"$dir/$s.log" 2>&1 &
+  $KILN slave --bundle "$dir/$s.bundle" --master "127.0.0.1:$sport" --slots 2 --load-interval 1s \
+    --cache-dir "$dir/$s-cache" --work-dir "$dir/$s-work" >"$dir/$s.log" 2>&1 &
   pids+=($!)
 done
 for _ in $(seq 1 100); do

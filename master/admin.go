@@ -427,11 +427,19 @@ func (s *Server) adminKick(by string, args []string) (wire.AdminReply, error) {
 func (s *Server) Drain(name, by string, on bool) bool {
 	var found *slaveConn
 	s.mu.Lock()
+	if on {
+		s.drainedNames[name] = true // kept if the slave reconnects
+	} else {
+		delete(s.drainedNames, name)
+	}
 	for sc := range s.slaves {
 		if sc.id.Name == name {
 			sc.drained = on
 			found = sc
 		}
+	}
+	if found == nil {
+		delete(s.drainedNames, name)
 	}
 	s.mu.Unlock()
 	if found == nil {

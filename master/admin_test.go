@@ -266,3 +266,42 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestDrainSurvivesReconnect: a drained slave that reconnects stays drained.
+func TestDrainSurvivesReconnect(t *testing.T) {
+	c := newCluster(t)
+	b := c.issue(certs.RoleSlave, "s1", "1.0")
+	connect := func() *transport.Session {
+		s, err := c.dial(b, true, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Send(wire.MsgRegister, 0, wire.Register{Slots: 1, Toolchains: []wire.Toolchain{{Language: "c"}}})
+		return s
+	}
+	s := connect()
+	c.waitLog("slave registered", "peer=s1")
+	if !c.srv.Drain("s1", "ops", true) {
+		t.Fatal("drain: s1 not found")
+	}
+	s.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(c.srv.Slaves()) != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	connect()
+	for time.Now().Before(deadline) {
+		if sl := c.srv.Slaves(); len(sl) == 1 && sl[0].Registered {
+			if !sl[0].Drained {
+				t.Fatal("reconnected slave is no longer drained")
+			}
+			c.srv.Drain("s1", "ops", false)
+			if c.srv.Slaves()[0].Drained {
+				t.Fatal("undrain did not stick")
+			}
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("s1 did not reconnect")
+}

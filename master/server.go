@@ -141,6 +141,9 @@ type Server struct {
 	history []*job // finished jobs, oldest first, at most cfg.History
 	nextJob uint64
 	closing bool
+	// drainedNames are the slaves an admin drained; a slave that reconnects
+	// stays drained until undrained.
+	drainedNames map[string]bool
 }
 
 // New checks cfg and returns a Server. It starts nothing.
@@ -160,6 +163,8 @@ func New(cfg Config) (*Server, error) {
 		slaves:  map[*slaveConn]struct{}{},
 		clients: map[*clientConn]struct{}{},
 		jobs:    map[string]*job{},
+
+		drainedNames: map[string]bool{},
 	}, nil
 }
 

@@ -68,6 +68,7 @@ func (s *Server) runSlave(ctx context.Context, sc *slaveConn) {
 		}
 	}
 	s.slaves[sc] = struct{}{}
+	sc.drained = s.drainedNames[sc.id.Name]
 	s.mu.Unlock()
 	s.cfg.Metrics.peers(wire.RoleSlave, 1)
 	defer s.dropSlave(sc)

@@ -37,7 +37,7 @@ func (m *Model) Execute(ctx context.Context) (client.Outcome, error) {
 	}
 	name := filepath.Base(file)
 	m.print(Note, "Submitting %s (%s, %d bytes) ...", name, wire.LanguageOf(name), len(src))
-	job, err := c.Submit(ctx, client.Request{FileName: file, Source: src, Progress: m.progress})
+	job, err := c.Submit(ctx, client.Request{FileName: file, Source: src, Progress: m.progress, Seal: true})
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			err = errors.New("cancelled before the master accepted the job")

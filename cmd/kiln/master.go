@@ -32,7 +32,7 @@ type masterFlags struct {
 	localSlots, queue                             int
 	heartbeat                                     time.Duration
 	logFormat, logLevel                           string
-	console                                       string
+	console, localSandbox                         string
 }
 
 func (f *masterFlags) register(fs *flag.FlagSet) {
@@ -40,6 +40,7 @@ func (f *masterFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.clientAddr, "client-addr", "127.0.0.1:7400", "listen `ADDR` for clients and admins")
 	fs.StringVar(&f.slaveAddr, "slave-addr", "127.0.0.1:7401", "listen `ADDR` for slaves")
 	fs.IntVar(&f.localSlots, "local-slots", 0, "run an embedded slave with `N` slots in this process (0: none)")
+	fs.StringVar(&f.localSandbox, "local-sandbox", "strict", "sandbox `MODE` of the embedded slave: strict, auto or none (see 'kiln slave --help')")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on `ADDR` (e.g. 127.0.0.1:9400)")
 	fs.StringVar(&f.name, "name", "master", "this master's `NAME`, shown to peers")
 	fs.IntVar(&f.queue, "queue", master.DefaultMaxQueue, "most jobs waiting for a slot; past it clients get 'busy'")
@@ -118,7 +119,7 @@ func runMaster(ctx context.Context, e env, f masterFlags, log *slog.Logger, read
 			<-done
 			return err
 		}
-		local = startLocalSlave(ctx, lb, srv.SlaveAddr(), f.localSlots, log)
+		local = startLocalSlave(ctx, lb, srv.SlaveAddr(), f.localSlots, f.localSandbox, log)
 	}
 	if ready != nil {
 		ready(srv)

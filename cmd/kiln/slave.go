@@ -27,11 +27,13 @@ unknown, retired version, wrong role) or a kick ends the slave with exit code
 1 and one line saying why. SIGINT or SIGTERM stops it cleanly.
 
 Sandbox modes:
+  strict  (default) fresh user, PID, mount, network, IPC and UTS namespaces,
+          an unprivileged uid, read-only system directories, a private
+          tmpfs work directory, rlimits and cgroup limits; the slave refuses
+          to start when the machine cannot provide them, saying what is missing
   auto    strict when this machine supports it, else none with a warning
-  strict  namespaces, unprivileged uid, read-only system, cgroups; refuse to
-          start when the machine cannot provide it
   none    process group and rlimits only: untrusted code runs as this user
-          (development only)
+          (development only; logs a loud warning)
 
 Environment: KILN_BUNDLE and KILN_MASTER stand for --bundle and --master.
 
@@ -58,7 +60,7 @@ func (f *slaveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.workDir, "work-dir", "", "`DIR` under which each job gets a fresh directory (default: a new temporary directory, removed at exit)")
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "compile cache `DIR` (default: <user cache dir>/kiln/<slave name>)")
 	fs.StringVar(&f.cacheSize, "cache-size", "256MiB", "compile cache bound (`SIZE`, e.g. 256MiB, 1GiB; 0 disables the cache)")
-	fs.StringVar(&f.sandbox, "sandbox", "auto", "sandbox `MODE`: auto, strict or none (see above)")
+	fs.StringVar(&f.sandbox, "sandbox", "strict", "sandbox `MODE`: strict, auto or none (see above)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&f.backoffMin, "backoff-min", slave.DefaultBackoffMin, "first reconnect delay")
