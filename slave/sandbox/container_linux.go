@@ -97,7 +97,10 @@ func startContainer(n int, cfg *StrictConfig, cgs *cgroups, setup *setupMsg) (*c
 
 // initCommand builds the command that starts an init in new namespaces.
 func initCommand(cfg *StrictConfig, cgs *cgroups, cg *slotCgroup, initUID int, sock *os.File) *exec.Cmd {
-	mode := "1"
+	// The mode tells the init which cgroup descriptors follow the socket:
+	// "v1:N" (N "tasks" files), "v2:1" (the job group's directory) or
+	// "none:0" when the machine offers no cgroups to this slave.
+	mode := "none:0"
 	flags := uintptr(syscall.CLONE_NEWUSER | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS |
 		syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS)
 	sys := &syscall.SysProcAttr{
@@ -112,8 +115,9 @@ func initCommand(cfg *StrictConfig, cgs *cgroups, cg *slotCgroup, initUID int, s
 	extra := []*os.File{sock}
 	if cg != nil {
 		extra = append(extra, cg.pass...)
+		mode = "v1:" + strconv.Itoa(len(cg.pass))
 		if cg.v2 {
-			mode = "v2"
+			mode = "v2:" + strconv.Itoa(len(cg.pass))
 			sys.UseCgroupFD, sys.CgroupFD = true, int(cg.initDir.Fd())
 		}
 	}

@@ -67,7 +67,9 @@ func runInit(mode string) int {
 		sendMsg(conn, envelope{T: msgReady, Err: err.Error()})
 		return 1
 	}
-	r := &jobRunner{conn: conn, jobUID: m.Setup.JobUID, cgroupV2: mode == "v2", jobs: make(chan job)}
+	kind, count, _ := strings.Cut(mode, ":")
+	n, _ := strconv.Atoi(count)
+	r := &jobRunner{conn: conn, jobUID: m.Setup.JobUID, cgroupV2: kind == "v2", cgFDs: min(max(n, 0), maxCgFDs), jobs: make(chan job)}
 	ready := make(chan []string)
 	go r.loop(ready)
 	notes = append(notes, <-ready...)
@@ -220,6 +222,7 @@ type jobRunner struct {
 	conn     *net.UnixConn
 	jobUID   int
 	cgroupV2 bool
+	cgFDs    int // cgroup descriptors passed from cgFD0 on
 	jobs     chan job
 	cgDir    int          // v2: job cgroup directory, or -1
 	killing  atomic.Bool  // a kill was requested for the current job
@@ -288,7 +291,7 @@ func (r *jobRunner) prepareThread() []string {
 	}
 	r.cgDir = -1
 	tid := []byte(strconv.Itoa(unix.Gettid()))
-	for fd := cgFD0; fd < cgFD0+maxCgFDs; fd++ {
+	for fd := cgFD0; fd < cgFD0+r.cgFDs; fd++ {
 		if r.cgroupV2 {
 			if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
 				unix.CloseOnExec(fd)
