@@ -227,15 +227,7 @@ func refusalCode(err error) string {
 // recheckPeers runs after every registry change: a live peer whose key was
 // revoked or whose version was retired is refused and disconnected.
 func (s *Server) recheckPeers() {
-	s.mu.Lock()
-	var peers []*peer
-	for sc := range s.slaves {
-		peers = append(peers, sc.peer)
-	}
-	for cc := range s.clients {
-		peers = append(peers, cc.peer)
-	}
-	s.mu.Unlock()
+	peers := s.peers()
 	for _, p := range peers {
 		if err := s.cfg.Registry.Check(p.id, p.hello.Version); err != nil {
 			code := refusalCode(err)

@@ -227,18 +227,26 @@ func (s *Server) shutdown() {
 	s.lnSlave.Close()
 	s.mu.Lock()
 	s.closing = true
-	var peers []*peer
-	for sc := range s.slaves {
-		peers = append(peers, sc.peer)
-	}
-	for cc := range s.clients {
-		peers = append(peers, cc.peer)
-	}
 	s.mu.Unlock()
+	peers := s.peers()
 	for _, p := range peers {
 		p.refuse(wire.CodeShutdown, "master is shutting down")
 	}
 	s.log.Info("master stopped")
+}
+
+// peers lists every connected slave and client.
+func (s *Server) peers() []*peer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*peer, 0, len(s.slaves)+len(s.clients))
+	for sc := range s.slaves {
+		out = append(out, sc.peer)
+	}
+	for cc := range s.clients {
+		out = append(out, cc.peer)
+	}
+	return out
 }
 
 // port tells the two listeners apart.

@@ -105,21 +105,9 @@ func cmdBench(ctx context.Context, e env, args []string) int {
 		fs.Usage()
 		return exitUsage
 	}
-	if err := o.resolve(e); err != nil {
-		fmt.Fprintf(e.stderr, "kiln bench: %v\n", err)
-		return exitUsage
-	}
-	req, err := o.readRequest(files[0])
-	if err != nil {
-		fmt.Fprintf(e.stderr, "kiln bench: %v\n", err)
-		return exitUsage
-	}
-	if o.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.timeout)
-		defer cancel()
-	}
-	c, code := o.dial(ctx, e, "bench")
+	ctx, cancel := o.withTimeout(ctx)
+	defer cancel()
+	req, c, code := o.connect(ctx, e, "bench", files[0])
 	if c == nil {
 		return code
 	}

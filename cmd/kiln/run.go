@@ -263,6 +263,31 @@ func runFlags(e env, o *runOptions) *flag.FlagSet {
 
 // readRequest reads FILE and --stdin and checks them before anything is
 // dialled.
+// withTimeout bounds ctx by --timeout when it is set.
+func (o *runOptions) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if o.timeout > 0 {
+		return context.WithTimeout(ctx, o.timeout)
+	}
+	return ctx, func() {}
+}
+
+// connect checks the flags, reads the program and dials the master: the
+// common start of `kiln run` and `kiln bench`. A nil client means the
+// command should exit with code.
+func (o *runOptions) connect(ctx context.Context, e env, cmd, file string) (client.Request, *client.Client, int) {
+	if err := o.resolve(e); err != nil {
+		fmt.Fprintf(e.stderr, "kiln %s: %v\n", cmd, err)
+		return client.Request{}, nil, exitUsage
+	}
+	req, err := o.readRequest(file)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "kiln %s: %v\n", cmd, err)
+		return client.Request{}, nil, exitUsage
+	}
+	c, code := o.dial(ctx, e, cmd)
+	return req, c, code
+}
+
 func (o *runOptions) readRequest(file string) (client.Request, error) {
 	req := client.Request{FileName: file, Seal: !o.noSeal, Limits: wire.JobLimits{
 		TimeMs: o.limits.time.Milliseconds(), MemoryBytes: int64(o.limits.memory), OutputBytes: int64(o.limits.output)}}
@@ -296,21 +321,9 @@ func cmdRun(ctx context.Context, e env, args []string) int {
 		fs.Usage()
 		return exitUsage
 	}
-	if err := o.resolve(e); err != nil {
-		fmt.Fprintf(e.stderr, "kiln run: %v\n", err)
-		return exitUsage
-	}
-	req, err := o.readRequest(files[0])
-	if err != nil {
-		fmt.Fprintf(e.stderr, "kiln run: %v\n", err)
-		return exitUsage
-	}
-	if o.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.timeout)
-		defer cancel()
-	}
-	c, code := o.dial(ctx, e, "run")
+	ctx, cancel := o.withTimeout(ctx)
+	defer cancel()
+	req, c, code := o.connect(ctx, e, "run", files[0])
 	if c == nil {
 		return code
 	}
