@@ -46,6 +46,11 @@ const maxPending = 64
 // runClient serves one client session until it ends.
 func (s *Server) runClient(ctx context.Context, cc *clientConn) {
 	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		cc.refuse(wire.CodeShutdown, "master is shutting down")
+		return
+	}
 	s.clients[cc] = struct{}{}
 	s.mu.Unlock()
 	s.cfg.Metrics.peers(cc.id.Role, 1)

@@ -140,7 +140,7 @@ type Server struct {
 	queue   []*job
 	history []*job // finished jobs, oldest first, at most cfg.History
 	nextJob uint64
-	closing bool
+	closing bool // set at shutdown: sessions that finish their handshake now are refused
 	// drainedNames are the slaves an admin drained; a slave that reconnects
 	// stays drained until undrained.
 	drainedNames map[string]bool

@@ -61,6 +61,11 @@ func (s *Server) runSlave(ctx context.Context, sc *slaveConn) {
 	sc.running = map[string]*job{}
 	sc.loadAt = s.cfg.Now()
 	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		sc.refuse(wire.CodeShutdown, "master is shutting down")
+		return
+	}
 	for other := range s.slaves {
 		if other.id.Name == sc.id.Name {
 			// The same slave reconnected before its old session was noticed dead.
