@@ -340,3 +340,22 @@ func TestEndToEndSlaveKilled(t *testing.T) {
 		t.Fatalf("master finished the job %d times", n)
 	}
 }
+
+// TestEndToEndMasterRestart: the master goes away and comes back on the same
+// addresses; the slave reconnects by itself and jobs run again.
+func TestEndToEndMasterRestart(t *testing.T) {
+	c := startCluster(t, 1)
+	prog := writeFile(t, t.TempDir(), "again.py", "print('after restart')\n")
+	c.master.stop()
+	code, _, errs := kilnCmd(t, c.env, "run", prog)
+	if code != exitUnreachable || !strings.Contains(errs, "cannot reach master") {
+		t.Fatalf("with the master down: exit %d, stderr %q", code, errs)
+	}
+	c.master = startKiln(t, "master (restarted)", "master", "--dir", c.dir, "--client-addr", c.clientAddr,
+		"--slave-addr", c.slaveAddr, "--heartbeat", "500ms", "--console", "off")
+	c.master.waitOutput(t, "slave registered", 1)
+	code, out, errs := kilnCmd(t, c.env, "run", prog)
+	if code != 0 || !strings.Contains(out, "after restart") {
+		t.Fatalf("after the restart: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+}
