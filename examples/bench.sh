@@ -29,6 +29,8 @@ $KILN slave --bundle "$dir/slave.bundle" --master "127.0.0.1:$sport" --slots 4 -
 pids+=($!)
 export KILN_BUNDLE="$dir/client.bundle" KILN_MASTER="127.0.0.1:$cport"
 for _ in $(seq 1 100); do $KILN run "$file" >/dev/null 2>&1 && break; sleep 0.1; done
+echo "== one job at a time (latency of the cluster path)"
+$KILN bench --jobs 100 --concurrency 1 --baseline "$file"
 echo "== sealed (default)"
 $KILN bench --jobs "$jobs" --concurrency 4 --baseline "$file"
 echo "== unsealed (--no-seal)"
