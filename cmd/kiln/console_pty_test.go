@@ -109,6 +109,8 @@ func TestMasterConsolePTY(t *testing.T) {
 		t.Fatalf("kiln admin: exit %d %s", code, errs)
 	}
 	out.wait(t, regexp.MustCompile(`msg="peer connected" peer=ops[^\n]*\r\nkiln> /client li`))
+	// The admin has gone once the master says so; only then is the list empty.
+	out.wait(t, regexp.MustCompile(`msg="client disconnected" peer=ops[^\n]*\r\nkiln> /client li`))
 	ptm.WriteString("st\r")
 	out.wait(t, regexp.MustCompile(`0 client\(s\)`))
 

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // The end-to-end tests run the real kiln binary as a user does: a master
@@ -25,6 +27,23 @@ var (
 	binPath string
 	binErr  error
 )
+
+// TestMain removes the binary built for the end-to-end tests, and checks
+// that no test left a goroutine behind.
+func TestMain(m *testing.M) {
+	before := goleak.IgnoreCurrent()
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	if code == 0 {
+		if err := goleak.Find(before); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 // kilnBinary builds bin/kiln once for the package's tests.
 func kilnBinary(t *testing.T) string {
