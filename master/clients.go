@@ -33,7 +33,9 @@ type upload struct {
 	haveIn   bool
 	stdinSum []byte
 	started  time.Time
-	failed   bool // refused; files still arriving are discarded
+	failed   bool   // refused; files still arriving are discarded
+	held     int64  // bytes of its files counted in Server.held
+	busyMsg  string // set when a file was refused for the memory budget before the Submit came
 }
 
 func (u *upload) complete() bool {
@@ -98,6 +100,9 @@ func (s *Server) dropClient(cc *clientConn) {
 				cancels = append(cancels, func() { sc.send(wire.MsgCancel, 0, wire.Cancel{JobID: id}) })
 			}
 		}
+	}
+	for _, u := range cc.pending {
+		s.releaseLocked(&u.held)
 	}
 	clear(cc.pending)
 	s.mu.Unlock()
@@ -188,6 +193,12 @@ func (s *Server) submit(cc *clientConn, reqID uint64, sub wire.Submit) {
 			cc.pending[key] = u
 		}
 		u.submit, u.haveSub, u.reqID = sub, true, reqID
+		if u.failed && u.busyMsg != "" {
+			msg := u.busyMsg
+			s.mu.Unlock()
+			cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeBusy, Message: msg, RetryAfterMs: 2000})
+			return
+		}
 		done := s.checkUploadLocked(cc, key, u)
 		s.mu.Unlock()
 		done()
@@ -210,6 +221,7 @@ func (s *Server) checkUploadLocked(cc *clientConn, key string, u *upload) func()
 	}
 	delete(cc.pending, key)
 	if int64(len(u.source)) != u.submit.SourceSize || int64(len(u.stdin)) != u.submit.StdinSize {
+		s.releaseLocked(&u.held)
 		return func() {
 			cc.send(wire.MsgError, u.reqID, wire.Error{Code: wire.CodeBadRequest,
 				Message: "uploaded files do not match the sizes announced in Submit"})
@@ -255,11 +267,17 @@ func (s *Server) receiveFile(cc *clientConn, hdr wire.FileHeader, body io.Reader
 	if _, err := strconv.ParseUint(hdr.JobID, 10, 64); err != nil {
 		return fmt.Errorf("file for unknown request %q", hdr.JobID)
 	}
+	if err := s.reserve(cc, hdr); err != nil {
+		return err
+	}
+	size := hdr.Size
 	data := make([]byte, hdr.Size)
 	if _, err := io.ReadFull(body, data); err != nil {
+		s.release(size)
 		return err
 	}
 	if n, _ := body.Read(make([]byte, 1)); n != 0 {
+		s.release(size)
 		return errors.New("file longer than its header says")
 	}
 	s.cfg.Metrics.bytes("upload", len(data))
@@ -267,12 +285,14 @@ func (s *Server) receiveFile(cc *clientConn, hdr wire.FileHeader, body io.Reader
 	u := cc.pending[hdr.JobID]
 	if u == nil {
 		if len(cc.pending) >= maxPending {
+			s.releaseLocked(&size)
 			s.mu.Unlock()
 			return errors.New("too many uploads in flight")
 		}
 		u = &upload{started: s.cfg.Now()}
 		cc.pending[hdr.JobID] = u
 	}
+	u.held += size
 	if hdr.Kind == wire.FileSource {
 		u.source, u.srcSum, u.haveSrc = data, hdr.SHA256, true
 	} else {
@@ -282,6 +302,49 @@ func (s *Server) receiveFile(cc *clientConn, hdr wire.FileHeader, body io.Reader
 	s.mu.Unlock()
 	done()
 	return nil
+}
+
+// reserve counts a file about to be read into memory against the master's
+// budget for held files (Config.MaxHeldBytes). Past the budget the request
+// is answered busy at once and its files are discarded.
+func (s *Server) reserve(cc *clientConn, hdr wire.FileHeader) error {
+	s.mu.Lock()
+	if s.held+hdr.Size <= s.cfg.MaxHeldBytes {
+		s.held += hdr.Size
+		s.mu.Unlock()
+		return nil
+	}
+	held := s.held
+	u := cc.pending[hdr.JobID]
+	if u == nil && len(cc.pending) < maxPending {
+		u = &upload{started: s.cfg.Now()}
+		cc.pending[hdr.JobID] = u
+	}
+	answer := u != nil && !u.failed && u.haveSub
+	if u != nil {
+		u.failed = true
+	}
+	s.mu.Unlock()
+	msg := fmt.Sprintf("the master holds %d bytes of queued files, its limit; retry later", held)
+	if answer {
+		cc.send(wire.MsgError, u.reqID, wire.Error{Code: wire.CodeBusy, Message: msg, RetryAfterMs: 2000})
+	} else if u != nil {
+		u.busyMsg = msg
+	}
+	return errors.New(msg)
+}
+
+// release gives back n reserved bytes.
+func (s *Server) release(n int64) {
+	s.mu.Lock()
+	s.releaseLocked(&n)
+	s.mu.Unlock()
+}
+
+// releaseLocked gives back *n held bytes and zeroes *n. s.mu is held.
+func (s *Server) releaseLocked(n *int64) {
+	s.held -= *n
+	*n = 0
 }
 
 // checkUploads fails uploads that stalled, and forgets refused ones.
@@ -296,6 +359,7 @@ func (s *Server) checkUploads() {
 	for cc := range s.clients {
 		for key, u := range cc.pending {
 			if now.Sub(u.started) > s.cfg.UploadTimeout {
+				s.releaseLocked(&u.held)
 				delete(cc.pending, key)
 				if !u.failed && u.haveSub {
 					st = append(st, stale{cc, u})

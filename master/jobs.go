@@ -25,6 +25,7 @@ type job struct {
 	assigned time.Time
 	finished time.Time
 	status   string // the result status once done
+	held     int64  // bytes of source and stdin counted in Server.held
 	slaveWas string // name of the slave that ran it
 
 	// A sealed job's pending WrapRequest: the attempt it is for and where
@@ -65,6 +66,7 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 	s.mu.Lock()
 	lang := u.submit.Language
 	if cands := s.candidatesLocked(); !supports(candidatesFor(cands, u.submit.Sealed), lang) {
+		s.releaseLocked(&u.held)
 		s.mu.Unlock()
 		msg := fmt.Sprintf("no connected slave runs %s", lang)
 		if u.submit.Sealed && supports(cands, lang) {
@@ -74,6 +76,7 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 		return
 	}
 	if len(s.queue) >= s.cfg.Limits.MaxQueue {
+		s.releaseLocked(&u.held)
 		s.mu.Unlock()
 		cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeBusy,
 			Message: fmt.Sprintf("queue full (%d jobs waiting)", s.cfg.Limits.MaxQueue), RetryAfterMs: 1000})
@@ -83,7 +86,7 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 	j := &job{
 		id: fmt.Sprintf("J%d", s.nextJob), client: cc, clientID: cc.id.Name, submit: u.submit,
 		source: u.source, stdin: u.stdin, srcSum: u.srcSum, stdinSum: u.stdinSum,
-		state: wire.StateQueued, attempt: 1, created: s.cfg.Now(),
+		state: wire.StateQueued, attempt: 1, created: s.cfg.Now(), held: u.held,
 	}
 	s.jobs[j.id] = j
 	cc.jobs[j.id] = j
@@ -325,6 +328,7 @@ func (s *Server) finishLocked(j *job, status string) {
 		delete(j.client.jobs, j.id)
 	}
 	j.source, j.stdin = nil, nil
+	s.releaseLocked(&j.held)
 	s.history = append(s.history, j)
 	if len(s.history) > s.cfg.History {
 		clear(s.history[:len(s.history)-s.cfg.History])

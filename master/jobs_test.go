@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -394,5 +395,35 @@ func TestCancelQueuedAndRunning(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("cancel never reached the slave")
+	}
+}
+
+// TestHeldBytesBudget: a client cannot make the master hold more uploaded
+// bytes than its budget; past it the job is refused busy at once, and the
+// budget comes back when jobs end.
+func TestHeldBytesBudget(t *testing.T) {
+	c := newCluster(t, func(cfg *master.Config) { cfg.MaxHeldBytes = 2500 })
+	fs := c.fakeSlave("s1", 1, true, "python")
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := bytes.Repeat([]byte("#"), 1000)
+	first, e := submit(t, cs, 1, "a.py", src) // running: 1000 held
+	if e != nil {
+		t.Fatal(e)
+	}
+	a := <-fs.jobs
+	if _, e := submit(t, cs, 2, "b.py", src); e != nil { // queued: 2000 held
+		t.Fatal(e)
+	}
+	_, e = submit(t, cs, 3, "c.py", src) // would be 3000
+	if e == nil || e.Code != wire.CodeBusy || !strings.Contains(e.Message, "limit") {
+		t.Fatalf("third job: got %+v, want busy for the memory budget", e)
+	}
+	go fs.finish(a)
+	collect(t, cs, first)
+	if _, e := submit(t, cs, 4, "d.py", src); e != nil {
+		t.Fatalf("after a job ended the budget should allow another: %+v", e)
 	}
 }

@@ -51,6 +51,7 @@ type Config struct {
 	UploadTimeout     time.Duration // Submit to last file byte; default 60 s
 	WrapTimeout       time.Duration // WrapRequest to Wrapped for a sealed job; default 10 s
 	History           int           // finished jobs kept for listing; default 1000
+	MaxHeldBytes      int64         // budget for uploaded files held in memory (pending and queued jobs); default 1 GiB
 
 	Logger  *slog.Logger
 	Metrics *Metrics // optional
@@ -69,6 +70,9 @@ const (
 	DefaultMaxStdin  = 16 << 20
 	DefaultMaxOutput = 16 << 20
 	DefaultMaxQueue  = 1024
+	// DefaultMaxHeldBytes bounds what clients can make the master hold in
+	// memory: the files of pending uploads and of queued and running jobs.
+	DefaultMaxHeldBytes = 1 << 30
 )
 
 func (c *Config) setDefaults() {
@@ -114,6 +118,9 @@ func (c *Config) setDefaults() {
 	if c.History == 0 {
 		c.History = 1000
 	}
+	if c.MaxHeldBytes == 0 {
+		c.MaxHeldBytes = DefaultMaxHeldBytes
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -144,6 +151,8 @@ type Server struct {
 	// drainedNames are the slaves an admin drained; a slave that reconnects
 	// stays drained until undrained.
 	drainedNames map[string]bool
+	// held is the bytes of uploaded files in memory (see MaxHeldBytes).
+	held int64
 }
 
 // New checks cfg and returns a Server. It starts nothing.
