@@ -48,6 +48,12 @@ func (r *Registry) generation() uint64 {
 	return r.gen
 }
 
+// Refresh re-reads the file now if it looks changed since the last read
+// (a stat, and a read only when needed), as the watcher does on its tick.
+// The master calls it before refusing an unknown key, which may have been
+// issued since the last tick. Failures keep the last good state.
+func (r *Registry) Refresh() { r.poll() }
+
 // poll reloads the file if it looks changed, logging failures once.
 func (r *Registry) poll() {
 	fi, statErr := os.Stat(r.path)

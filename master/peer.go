@@ -199,9 +199,8 @@ func (s *Server) admit(p port, id auth.Identity, h wire.Hello) (code, reason str
 	if errors.Is(err, auth.ErrUnknownKey) {
 		// The key may have been issued since the last poll of the registry
 		// file: look again before refusing.
-		if rerr := s.cfg.Registry.Reload(); rerr == nil {
-			err = s.cfg.Registry.Check(id, h.Version)
-		}
+		s.cfg.Registry.Refresh()
+		err = s.cfg.Registry.Check(id, h.Version)
 	}
 	if err != nil {
 		return refusalCode(err), err.Error()
