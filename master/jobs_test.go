@@ -427,3 +427,25 @@ func TestHeldBytesBudget(t *testing.T) {
 		t.Fatalf("after a job ended the budget should allow another: %+v", e)
 	}
 }
+
+// TestReconnectedSlaveReplacesOld: a slave that reconnects while its old
+// session still looks alive replaces it at once; the old session is told
+// it was kicked and no job goes to it.
+func TestReconnectedSlaveReplacesOld(t *testing.T) {
+	c := newCluster(t)
+	b := c.issue(certs.RoleSlave, "s1", "1.0")
+	old, err := c.dial(b, true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Send(wire.MsgRegister, 0, wire.Register{Slots: 1, Toolchains: []wire.Toolchain{{Language: "c"}}})
+	c.waitLog("slave registered", "peer=s1")
+	fresh, err := c.dial(b, true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh.Send(wire.MsgRegister, 0, wire.Register{Slots: 1, Toolchains: []wire.Toolchain{{Language: "c"}}})
+	if r := refusal(t, old); r.Code != wire.CodeKicked {
+		t.Fatalf("old session got %+v, want refused %s", r, wire.CodeKicked)
+	}
+}

@@ -66,15 +66,19 @@ func (s *Server) runSlave(ctx context.Context, sc *slaveConn) {
 		sc.refuse(wire.CodeShutdown, "master is shutting down")
 		return
 	}
+	var replaced []*slaveConn
 	for other := range s.slaves {
 		if other.id.Name == sc.id.Name {
 			// The same slave reconnected before its old session was noticed dead.
-			defer other.refuse(wire.CodeKicked, "replaced by a new session of the same slave")
+			replaced = append(replaced, other)
 		}
 	}
 	s.slaves[sc] = struct{}{}
 	sc.drained = s.drainedNames[sc.id.Name]
 	s.mu.Unlock()
+	for _, other := range replaced {
+		other.refuse(wire.CodeKicked, "replaced by a new session of the same slave")
+	}
 	s.cfg.Metrics.peers(wire.RoleSlave, 1)
 	defer s.dropSlave(sc)
 	for {
