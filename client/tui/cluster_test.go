@@ -194,14 +194,6 @@ func (c *cluster) restartMaster() {
 	c.waitSlave() // the slave reconnects by itself
 }
 
-func (c *cluster) killMaster() {
-	c.mu.Lock()
-	stop := c.stopMaster
-	c.stopMaster = func() {}
-	c.mu.Unlock()
-	stop()
-}
-
 func (c *cluster) stop() {
 	c.mu.Lock()
 	stopS, stopM := c.stopSlave, c.stopMaster
