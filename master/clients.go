@@ -320,16 +320,20 @@ func (s *Server) reserve(cc *clientConn, hdr wire.FileHeader) error {
 		u = &upload{started: s.cfg.Now()}
 		cc.pending[hdr.JobID] = u
 	}
+	msg := fmt.Sprintf("the master holds %d bytes of queued files, its limit; retry later", held)
 	answer := u != nil && !u.failed && u.haveSub
+	var reqID uint64
+	if answer {
+		reqID = u.reqID
+	} else if u != nil {
+		u.busyMsg = msg
+	}
 	if u != nil {
 		u.failed = true
 	}
 	s.mu.Unlock()
-	msg := fmt.Sprintf("the master holds %d bytes of queued files, its limit; retry later", held)
 	if answer {
-		cc.send(wire.MsgError, u.reqID, wire.Error{Code: wire.CodeBusy, Message: msg, RetryAfterMs: 2000})
-	} else if u != nil {
-		u.busyMsg = msg
+		cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeBusy, Message: msg, RetryAfterMs: 2000})
 	}
 	return errors.New(msg)
 }

@@ -449,3 +449,37 @@ func TestReconnectedSlaveReplacesOld(t *testing.T) {
 		t.Fatalf("old session got %+v, want refused %s", r, wire.CodeKicked)
 	}
 }
+
+// TestHeldBytesBudgetFileFirst: a file refused for the memory budget before
+// its Submit arrives still gets the client a busy answer.
+func TestHeldBytesBudgetFileFirst(t *testing.T) {
+	c := newCluster(t, func(cfg *master.Config) { cfg.MaxHeldBytes = 500 })
+	c.fakeSlave("s1", 1, true, "python")
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := bytes.Repeat([]byte("#"), 1000)
+	for i := uint64(1); i <= 300; i++ {
+		sum := sha256.Sum256(src)
+		hdr := wire.FileHeader{JobID: strconv.FormatUint(i, 10), Kind: wire.FileSource, Name: "a.py", Size: int64(len(src)), SHA256: sum[:]}
+		if err := cs.SendFile(context.Background(), hdr, bytes.NewReader(src)); err != nil {
+			t.Fatal(err)
+		}
+		if err := cs.Send(wire.MsgSubmit, i, wire.Submit{Language: "python", FileName: "a.py", SourceSize: int64(len(src))}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			env := recvAny(t, cs)
+			if env.ID != i {
+				continue
+			}
+			var e wire.Error
+			wire.Decode(env, &e)
+			if env.Type != wire.MsgError || e.Code != wire.CodeBusy {
+				t.Fatalf("job %d: got %v %+v, want busy", i, env.Type, e)
+			}
+			break
+		}
+	}
+}
