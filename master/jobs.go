@@ -140,6 +140,9 @@ type assignment struct {
 	j       *job
 	sc      *slaveConn
 	attempt int
+	// The job's files, read under s.mu: finishLocked clears them on the
+	// job while sendJob may still be streaming.
+	source, stdin []byte
 }
 
 // dispatch places every queued job that some slave has room for. Jobs whose
@@ -166,7 +169,7 @@ func (s *Server) dispatch() {
 		sc.lastAssigned = cs[i].lastAssigned
 		sc.running[j.id] = j
 		j.slave, j.state, j.assigned = sc, wire.StateAssigned, s.cfg.Now()
-		placed = append(placed, assignment{j, sc, j.attempt})
+		placed = append(placed, assignment{j, sc, j.attempt, j.source, j.stdin})
 	}
 	clear(s.queue[len(rest):])
 	s.queue = rest
@@ -193,16 +196,16 @@ func (s *Server) sendJob(a assignment) {
 	}
 	sc.send(wire.MsgAssign, 0, wire.Assign{
 		JobID: j.id, Attempt: a.attempt, Language: j.submit.Language, FileName: j.submit.FileName,
-		SourceSize: int64(len(j.source)), StdinSize: int64(len(j.stdin)), Limits: j.submit.Limits,
+		SourceSize: int64(len(a.source)), StdinSize: int64(len(a.stdin)), Limits: j.submit.Limits,
 		Sealed: j.submit.Sealed, WrappedKey: wrapped, ClientKey: j.submit.ClientKey,
 	})
-	if err := sc.sendFile(j.id, wire.FileSource, j.submit.FileName, j.source, j.srcSum, j.submit.Sealed); err != nil {
+	if err := sc.sendFile(j.id, wire.FileSource, j.submit.FileName, a.source, j.srcSum, j.submit.Sealed); err != nil {
 		sc.log.Warn("source not delivered", "job", j.id, "err", err)
 		sc.close()
 		return
 	}
-	if len(j.stdin) > 0 {
-		if err := sc.sendFile(j.id, wire.FileStdin, "stdin", j.stdin, j.stdinSum, j.submit.Sealed); err != nil {
+	if len(a.stdin) > 0 {
+		if err := sc.sendFile(j.id, wire.FileStdin, "stdin", a.stdin, j.stdinSum, j.submit.Sealed); err != nil {
 			sc.log.Warn("stdin not delivered", "job", j.id, "err", err)
 			sc.close()
 			return

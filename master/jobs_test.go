@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -479,6 +480,63 @@ func TestHeldBytesBudgetFileFirst(t *testing.T) {
 			if env.Type != wire.MsgError || e.Code != wire.CodeBusy {
 				t.Fatalf("job %d: got %v %+v, want busy", i, env.Type, e)
 			}
+			break
+		}
+	}
+}
+
+// TestResultWhileFilesInFlight: a slave may answer a job (here: cancelled)
+// while the master is still streaming its files; the master must not read
+// the job's files after finishing it.
+func TestResultWhileFilesInFlight(t *testing.T) {
+	c := newCluster(t)
+	ss, err := c.dial(c.issue(certs.RoleSlave, "s1", "1.0"), true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss.Send(wire.MsgRegister, 0, wire.Register{Slots: 1, Toolchains: []wire.Toolchain{{Language: "c"}}})
+	ss.Send(wire.MsgLoad, 0, wire.Load{Slots: 1})
+	c.waitLog("slave registered", "peer=s1")
+	go func() {
+		for {
+			select {
+			case <-ss.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+				ss.Send(wire.MsgLoad, 0, wire.Load{Slots: 1})
+			}
+		}
+	}()
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := bytes.Repeat([]byte("/* padding */\n"), 4<<20/14)
+	stdin := []byte("input\n")
+	cs.Send(wire.MsgSubmit, 1, wire.Submit{Language: "c", FileName: "a.c", SourceSize: int64(len(src)), StdinSize: int64(len(stdin))})
+	for _, f := range []struct {
+		kind string
+		data []byte
+	}{{wire.FileSource, src}, {wire.FileStdin, stdin}} {
+		if err := cs.SendFile(context.Background(), wire.NewFileHeader("1", f.kind, "a.c", f.data), bytes.NewReader(f.data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var a wire.Assign
+	wire.Decode(recvUntil(t, ss, wire.MsgAssign), &a)
+	// The master is blocked streaming the 4 MiB source: answer first.
+	ss.Send(wire.MsgResult, 0, wire.Result{JobID: a.JobID, Attempt: a.Attempt, Status: wire.StatusCancelled, Language: "c"})
+	c.waitLog("job finished", "job="+a.JobID)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	for range 2 {
+		hdr, body, err := ss.AcceptFile(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, body)
+		body.Close()
+		if hdr.Kind == wire.FileStdin {
 			break
 		}
 	}
