@@ -95,7 +95,9 @@ func (s *Server) dropClient(cc *clientConn) {
 			s.unqueueLocked(j)
 			s.finishLocked(j, wire.StatusCancelled)
 		default:
-			if sc := j.slave; sc != nil {
+			if sc := j.slave; sc != nil && !j.assignSent {
+				j.cancelPending = true // sendJob sends it after the Assign
+			} else if sc != nil {
 				id := j.id
 				cancels = append(cancels, func() { sc.send(wire.MsgCancel, 0, wire.Cancel{JobID: id}) })
 			}
@@ -405,6 +407,9 @@ func (s *Server) cancel(cc *clientConn, jobID string) {
 		return
 	}
 	sc := j.slave
+	if sc != nil && !j.assignSent {
+		j.cancelPending, sc = true, nil // sendJob sends it after the Assign
+	}
 	s.mu.Unlock()
 	if sc != nil {
 		cc.log.Info("job cancel forwarded", "job", jobID, "slave", sc.id.Name)

@@ -32,6 +32,12 @@ type job struct {
 	// the client's Wrapped goes (capacity 1, one sender: whoever clears it).
 	wrapAttempt int
 	wrapCh      chan wire.Wrapped
+
+	// assignSent is set once the current attempt's Assign is queued for
+	// its slave; a Cancel before that is kept in cancelPending and sent by
+	// sendJob after the Assign, so that it cannot overtake it.
+	assignSent    bool
+	cancelPending bool
 }
 
 // JobInfo is a job as listings show it.
@@ -169,6 +175,7 @@ func (s *Server) dispatch() {
 		sc.lastAssigned = cs[i].lastAssigned
 		sc.running[j.id] = j
 		j.slave, j.state, j.assigned = sc, wire.StateAssigned, s.cfg.Now()
+		j.assignSent = false
 		placed = append(placed, assignment{j, sc, j.attempt, j.source, j.stdin})
 	}
 	clear(s.queue[len(rest):])
@@ -199,6 +206,17 @@ func (s *Server) sendJob(a assignment) {
 		SourceSize: int64(len(a.source)), StdinSize: int64(len(a.stdin)), Limits: j.submit.Limits,
 		Sealed: j.submit.Sealed, WrappedKey: wrapped, ClientKey: j.submit.ClientKey,
 	})
+	s.mu.Lock()
+	cancelNow := false
+	if a.currentLocked() {
+		j.assignSent = true
+		cancelNow = j.cancelPending
+	}
+	s.mu.Unlock()
+	if cancelNow {
+		sc.log.Info("job cancel forwarded", "job", j.id)
+		sc.send(wire.MsgCancel, 0, wire.Cancel{JobID: j.id})
+	}
 	if err := sc.sendFile(j.id, wire.FileSource, j.submit.FileName, a.source, j.srcSum, j.submit.Sealed); err != nil {
 		sc.log.Warn("source not delivered", "job", j.id, "err", err)
 		sc.close()

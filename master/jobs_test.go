@@ -541,3 +541,48 @@ func TestResultWhileFilesInFlight(t *testing.T) {
 		}
 	}
 }
+
+// TestCancelRightAfterWrap: a client that cancels a sealed job right after
+// wrapping its key must not have the Cancel overtake the Assign on the
+// slave (which would drop it and run the job anyway).
+func TestCancelRightAfterWrap(t *testing.T) {
+	c := newCluster(t)
+	b := c.issue(certs.RoleSlave, "s1", "1.0")
+	ss, err := c.dial(b, true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss.Send(wire.MsgRegister, 0, wire.Register{Slots: 1, Toolchains: []wire.Toolchain{{Language: "c"}}, SealKey: b.SealPublicKey()})
+	ss.Send(wire.MsgLoad, 0, wire.Load{Slots: 1})
+	c.waitLog("slave registered", "peer=s1", "sealing=true")
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(1); i <= 20; i++ {
+		src := []byte("sealed bytes")
+		cs.Send(wire.MsgSubmit, i, wire.Submit{Language: "c", FileName: "a.c", SourceSize: int64(len(src)), Sealed: true, ClientKey: make([]byte, 32)})
+		hdr := wire.FileHeader{JobID: strconv.FormatUint(i, 10), Kind: wire.FileSource, Name: "a.c", Size: int64(len(src)), Sealed: true}
+		if err := cs.SendFile(context.Background(), hdr, bytes.NewReader(src)); err != nil {
+			t.Fatal(err)
+		}
+		var req wire.WrapRequest
+		wire.Decode(recvUntil(t, cs, wire.MsgWrapRequest), &req)
+		cs.Send(wire.MsgWrapped, 0, wire.Wrapped{JobID: req.JobID, Attempt: req.Attempt, WrappedKey: []byte("wrapped")})
+		cs.Send(wire.MsgCancel, 0, wire.Cancel{JobID: req.JobID})
+		// The slave must see the Assign, then the Cancel.
+		var seen []wire.MsgType
+		for len(seen) < 2 {
+			env := recvAny(t, ss)
+			if env.Type == wire.MsgAssign || env.Type == wire.MsgCancel {
+				seen = append(seen, env.Type)
+			}
+		}
+		if seen[0] != wire.MsgAssign {
+			t.Fatalf("job %s: slave got %v: the Cancel overtook the Assign", req.JobID, seen)
+		}
+		ss.Send(wire.MsgResult, 0, wire.Result{JobID: req.JobID, Attempt: req.Attempt, Status: wire.StatusCancelled, Language: "c"})
+		ss.Send(wire.MsgLoad, 0, wire.Load{Slots: 1})
+		recvUntil(t, cs, wire.MsgResult)
+	}
+}
