@@ -367,7 +367,16 @@ func (s *Server) requeueLocked(sc *slaveConn) []func() {
 	}
 	sortJobs(lost)
 	var notes []func()
+	requeued := lost[:0]
 	for _, j := range lost {
+		if j.client == nil {
+			// Its client left and dropClient asked the slave to cancel it:
+			// nobody waits for it to run again.
+			s.finishLocked(j, wire.StatusCancelled)
+			s.cfg.Metrics.finished(j.submit.Language, wire.StatusCancelled, j.finished.Sub(j.created))
+			continue
+		}
+		requeued = append(requeued, j)
 		j.attempt++
 		j.slaveWas = sc.id.Name
 		j.slave, j.state = nil, wire.StateQueued
@@ -378,7 +387,7 @@ func (s *Server) requeueLocked(sc *slaveConn) []func() {
 		}
 	}
 	clear(sc.running)
-	s.queue = append(lost, s.queue...)
+	s.queue = append(requeued, s.queue...)
 	return notes
 }
 

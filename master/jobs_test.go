@@ -586,3 +586,37 @@ func TestCancelRightAfterWrap(t *testing.T) {
 		recvUntil(t, cs, wire.MsgResult)
 	}
 }
+
+// TestSlaveLossAfterClientLeft: a job whose client has gone is not run
+// again when its slave is lost: nobody waits for it.
+func TestSlaveLossAfterClientLeft(t *testing.T) {
+	c := newCluster(t)
+	doomed := c.fakeSlave("doomed", 1, true, "python")
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, e := submit(t, cs, 1, "job.py", []byte("print(1)"))
+	if e != nil {
+		t.Fatalf("%+v", e)
+	}
+	<-doomed.jobs
+	cs.Close()
+	<-doomed.cancels // the slave ignores it, then dies
+	other := c.fakeSlave("other", 1, true, "python")
+	doomed.sess.Close()
+	c.waitLog("slave disconnected", "peer=doomed")
+	select {
+	case a := <-other.jobs:
+		t.Fatalf("job %s of a departed client ran again on another slave", a.JobID)
+	case <-time.After(500 * time.Millisecond):
+	}
+	waitFor(t, "the job to end", func() bool {
+		for _, j := range c.srv.Jobs() {
+			if j.ID == id {
+				return j.State == wire.StateDone && j.Status == wire.StatusCancelled
+			}
+		}
+		return false
+	})
+}
