@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -619,4 +620,43 @@ func TestSlaveLossAfterClientLeft(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestHeartbeatDropWhileReporting: a slave declared dead while its load
+// reports still arrive is dropped without a data race on its report time.
+func TestHeartbeatDropWhileReporting(t *testing.T) {
+	var skew atomic.Int64
+	c := newCluster(t, func(cfg *master.Config) {
+		cfg.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	})
+	for i := range 5 {
+		ss, err := c.dial(c.issue(certs.RoleSlave, fmt.Sprintf("s%d", i), "1.0"), true, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss.Send(wire.MsgRegister, 0, wire.Register{Slots: 1, Toolchains: []wire.Toolchain{{Language: "c"}}})
+		go func() {
+			for ss.Send(wire.MsgLoad, 0, wire.Load{Slots: 1}) == nil {
+			}
+		}()
+	}
+	waitFor(t, "five slaves", func() bool { return len(c.srv.Slaves()) == 5 })
+	time.Sleep(100 * time.Millisecond)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // the clock jumps back and forth: some checks find every report an hour old
+		for on := true; ; on = !on {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			if on {
+				skew.Store(int64(time.Hour))
+			} else {
+				skew.Store(0)
+			}
+		}
+	}()
+	waitFor(t, "a slave to be dropped", func() bool { return len(c.srv.Slaves()) < 5 })
 }

@@ -241,14 +241,16 @@ func (s *Server) checkHeartbeats() {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	var dead []*slaveConn
+	var silent []time.Duration
 	for sc := range s.slaves {
-		if now.Sub(sc.loadAt) > limit {
+		if d := now.Sub(sc.loadAt); d > limit {
 			dead = append(dead, sc)
+			silent = append(silent, d)
 		}
 	}
 	s.mu.Unlock()
-	for _, sc := range dead {
-		sc.log.Warn("slave missed its heartbeats; dropping it", "silent_for", now.Sub(sc.loadAt).Round(time.Millisecond))
+	for i, sc := range dead {
+		sc.log.Warn("slave missed its heartbeats; dropping it", "silent_for", silent[i].Round(time.Millisecond))
 		sc.close()
 	}
 }
