@@ -73,9 +73,16 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 	lang := u.submit.Language
 	if cands := s.candidatesLocked(); !supports(candidatesFor(cands, u.submit.Sealed), lang) {
 		s.releaseLocked(&u.held)
+		drained := false
+		for _, c := range candidatesFor(cands, u.submit.Sealed) {
+			drained = drained || (c.drained && c.languages[lang])
+		}
 		s.mu.Unlock()
 		msg := fmt.Sprintf("no connected slave runs %s", lang)
-		if u.submit.Sealed && supports(cands, lang) {
+		switch {
+		case drained:
+			msg = fmt.Sprintf("every connected slave that runs %s is drained by an admin; retry later", lang)
+		case u.submit.Sealed && supports(cands, lang):
 			msg = fmt.Sprintf("no connected slave with a sealing key runs %s (submit unsealed, or re-issue the slaves' bundles)", lang)
 		}
 		cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeNoSlave, Message: msg})

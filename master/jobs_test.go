@@ -660,3 +660,21 @@ func TestHeartbeatDropWhileReporting(t *testing.T) {
 	}()
 	waitFor(t, "a slave to be dropped", func() bool { return len(c.srv.Slaves()) < 5 })
 }
+
+// TestSubmitAllDrained: when every slave that runs the language is drained,
+// the refusal says so instead of claiming no slave runs it.
+func TestSubmitAllDrained(t *testing.T) {
+	c := newCluster(t)
+	c.fakeSlave("s1", 1, false, "python")
+	if !c.srv.Drain("s1", "ops", true) {
+		t.Fatal("drain: s1 not found")
+	}
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, e := submit(t, cs, 1, "a.py", []byte("print(1)"))
+	if e == nil || e.Code != wire.CodeNoSlave || !strings.Contains(e.Message, "drained") {
+		t.Fatalf("got %+v, want no_slave saying the slaves are drained", e)
+	}
+}
