@@ -38,6 +38,10 @@ type job struct {
 	// sendJob after the Assign, so that it cannot overtake it.
 	assignSent    bool
 	cancelPending bool
+
+	// accepted is set once the client's Accepted is queued: only then may
+	// the job be dispatched, so that no message about it overtakes Accepted.
+	accepted bool
 }
 
 // JobInfo is a job as listings show it.
@@ -110,6 +114,9 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 	cc.log.Info("job queued", "job", j.id, "lang", lang, "file", u.submit.FileName, "bytes", len(u.source))
 	cc.send(wire.MsgAccepted, reqID, wire.Accepted{JobID: j.id, Position: pos})
 	cc.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: wire.StateQueued, Attempt: 1})
+	s.mu.Lock()
+	j.accepted = true
+	s.mu.Unlock()
 	s.wake()
 }
 
@@ -167,6 +174,10 @@ func (s *Server) dispatch() {
 	rest := s.queue[:0]
 	sealing := candidatesFor(cands, true)
 	for _, j := range s.queue {
+		if !j.accepted {
+			rest = append(rest, j)
+			continue
+		}
 		cs := cands
 		if j.submit.Sealed {
 			cs = sealing

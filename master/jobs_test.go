@@ -678,3 +678,52 @@ func TestSubmitAllDrained(t *testing.T) {
 		t.Fatalf("got %+v, want no_slave saying the slaves are drained", e)
 	}
 }
+
+// TestAcceptedBeforeJobMessages: the client hears Accepted for a job before
+// any other message about it, even when the dispatcher runs at once.
+func TestAcceptedBeforeJobMessages(t *testing.T) {
+	c := newCluster(t)
+	fs := c.fakeSlave("s1", 1000, false, "c")
+	for range 4 { // every Load wakes the dispatcher
+		go func() {
+			for fs.sess.Send(wire.MsgLoad, 0, wire.Load{Slots: 1000}) == nil {
+			}
+		}()
+	}
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	src := []byte("int main(){}")
+	accepted := map[string]bool{}
+	sent := 0
+	for len(accepted) < n {
+		for sent < n && sent-len(accepted) < 32 {
+			sent++
+			i := uint64(sent)
+			cs.Send(wire.MsgSubmit, i, wire.Submit{Language: "c", FileName: "a.c", SourceSize: int64(len(src))})
+			hdr := wire.NewFileHeader(strconv.FormatUint(i, 10), wire.FileSource, "a.c", src)
+			if err := cs.SendFile(context.Background(), hdr, bytes.NewReader(src)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		env := recvAny(t, cs)
+		switch env.Type {
+		case wire.MsgAccepted:
+			var a wire.Accepted
+			wire.Decode(env, &a)
+			accepted[a.JobID] = true
+		case wire.MsgJobState:
+			var st wire.JobState
+			wire.Decode(env, &st)
+			if !accepted[st.JobID] {
+				t.Fatalf("JobState %s for %s arrived before its Accepted", st.State, st.JobID)
+			}
+		case wire.MsgError:
+			var e wire.Error
+			wire.Decode(env, &e)
+			t.Fatalf("error %+v", e)
+		}
+	}
+}
