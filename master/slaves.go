@@ -77,7 +77,9 @@ func (s *Server) runSlave(ctx context.Context, sc *slaveConn) {
 	sc.drained = s.drainedNames[sc.id.Name]
 	s.mu.Unlock()
 	for _, other := range replaced {
-		other.refuse(wire.CodeKicked, "replaced by a new session of the same slave")
+		// Not inline: a dead old session would hold up the new one for
+		// the refusal's grace period.
+		s.goRun(func() { other.refuse(wire.CodeKicked, "replaced by a new session of the same slave") })
 	}
 	s.cfg.Metrics.peers(wire.RoleSlave, 1)
 	defer s.dropSlave(sc)
