@@ -36,6 +36,7 @@ type upload struct {
 	failed   bool   // refused; files still arriving are discarded
 	held     int64  // bytes of its files counted in Server.held
 	busyMsg  string // set when a file was refused for the memory budget before the Submit came
+	badMsg   string // set when a file was refused as corrupt before the Submit came
 }
 
 func (u *upload) complete() bool {
@@ -201,6 +202,12 @@ func (s *Server) submit(cc *clientConn, reqID uint64, sub wire.Submit) {
 			cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeBusy, Message: msg, RetryAfterMs: 2000})
 			return
 		}
+		if u.failed && u.badMsg != "" {
+			msg := u.badMsg
+			s.mu.Unlock()
+			cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeBadRequest, Message: msg})
+			return
+		}
 		done := s.checkUploadLocked(cc, key, u)
 		s.mu.Unlock()
 		done()
@@ -278,9 +285,15 @@ func (s *Server) receiveFile(cc *clientConn, hdr wire.FileHeader, body io.Reader
 		s.release(size)
 		return err
 	}
-	if n, _ := body.Read(make([]byte, 1)); n != 0 {
+	n, err := body.Read(make([]byte, 1))
+	if n != 0 {
 		s.release(size)
 		return errors.New("file longer than its header says")
+	}
+	if !errors.Is(err, io.EOF) { // io.ReadFull drops an error that came with the last bytes, such as a checksum mismatch
+		s.release(size)
+		s.failUpload(cc, hdr.JobID, fmt.Sprintf("uploaded %s refused: %v", hdr.Kind, err))
+		return err
 	}
 	s.cfg.Metrics.bytes("upload", len(data))
 	s.mu.Lock()
@@ -304,6 +317,31 @@ func (s *Server) receiveFile(cc *clientConn, hdr wire.FileHeader, body io.Reader
 	s.mu.Unlock()
 	done()
 	return nil
+}
+
+// failUpload refuses the upload of request key as bad: its client gets
+// the Error now if the Submit came, else when it comes.
+func (s *Server) failUpload(cc *clientConn, key, msg string) {
+	s.mu.Lock()
+	u := cc.pending[key]
+	if u == nil && len(cc.pending) < maxPending {
+		u = &upload{started: s.cfg.Now()}
+		cc.pending[key] = u
+	}
+	answer := u != nil && !u.failed && u.haveSub
+	var reqID uint64
+	if answer {
+		reqID = u.reqID
+	} else if u != nil {
+		u.badMsg = msg
+	}
+	if u != nil {
+		u.failed = true
+	}
+	s.mu.Unlock()
+	if answer {
+		cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeBadRequest, Message: msg})
+	}
 }
 
 // reserve counts a file about to be read into memory against the master's

@@ -727,3 +727,39 @@ func TestAcceptedBeforeJobMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestUploadChecksumMismatch: a source whose bytes do not match the
+// SHA-256 in its header is refused at once, not queued and forwarded.
+func TestUploadChecksumMismatch(t *testing.T) {
+	c := newCluster(t)
+	c.fakeSlave("s1", 1, true, "c")
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := []byte("int main(){}")
+	cs.Send(wire.MsgSubmit, 1, wire.Submit{Language: "c", FileName: "a.c", SourceSize: int64(len(src))})
+	sum := sha256.Sum256([]byte("something else"))
+	hdr := wire.FileHeader{JobID: "1", Kind: wire.FileSource, Name: "a.c", Size: int64(len(src)), SHA256: sum[:]}
+	if err := cs.SendFile(context.Background(), hdr, bytes.NewReader(src)); err != nil {
+		t.Fatal(err)
+	}
+	env := recvAny(t, cs)
+	var e wire.Error
+	wire.Decode(env, &e)
+	if env.Type != wire.MsgError || e.Code != wire.CodeBadRequest || !strings.Contains(e.Message, "checksum") {
+		t.Fatalf("got %v %+v, want bad_request about the checksum", env.Type, e)
+	}
+	// The same when the file comes before its Submit.
+	hdr.JobID = "2"
+	if err := cs.SendFile(context.Background(), hdr, bytes.NewReader(src)); err != nil {
+		t.Fatal(err)
+	}
+	c.waitLog("upload refused", "job=2 ")
+	cs.Send(wire.MsgSubmit, 2, wire.Submit{Language: "c", FileName: "a.c", SourceSize: int64(len(src))})
+	env = recvAny(t, cs)
+	wire.Decode(env, &e)
+	if env.ID != 2 || env.Type != wire.MsgError || e.Code != wire.CodeBadRequest || !strings.Contains(e.Message, "checksum") {
+		t.Fatalf("file first: got %v %+v, want bad_request about the checksum", env.Type, e)
+	}
+}
