@@ -108,6 +108,11 @@ func (s *Server) dropClient(cc *clientConn) {
 		s.releaseLocked(&u.held)
 	}
 	clear(cc.pending)
+	for _, h := range s.history {
+		if h.client == cc {
+			h.client = nil // the history must not keep a departed client's session alive
+		}
+	}
 	s.mu.Unlock()
 	s.cfg.Metrics.peers(cc.id.Role, -1)
 	for _, c := range cancels {
