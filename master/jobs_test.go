@@ -763,3 +763,21 @@ func TestUploadChecksumMismatch(t *testing.T) {
 		t.Fatalf("file first: got %v %+v, want bad_request about the checksum", env.Type, e)
 	}
 }
+
+// TestRegisterTwiceRefused: what a slave announced cannot change within a
+// session; a second Register is refused.
+func TestRegisterTwiceRefused(t *testing.T) {
+	c := newCluster(t)
+	s, err := c.dial(c.issue(certs.RoleSlave, "s1", "1.0"), true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := wire.Register{Slots: 1, Toolchains: []wire.Toolchain{{Language: "c"}}}
+	s.Send(wire.MsgRegister, 0, reg)
+	s.Send(wire.MsgRegister, 0, reg)
+	env := recvUntil(t, s, wire.MsgRefused)
+	var r wire.Refused
+	if err := wire.Decode(env, &r); err != nil || r.Code != wire.CodeBadRequest || !strings.Contains(r.Reason, "already registered") {
+		t.Fatalf("got %v %+v, want bad_request: already registered", err, r)
+	}
+}

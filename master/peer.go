@@ -226,13 +226,14 @@ func refusalCode(err error) string {
 // recheckPeers runs after every registry change: a live peer whose key was
 // revoked or whose version was retired is refused and disconnected.
 func (s *Server) recheckPeers() {
-	peers := s.peers()
-	for _, p := range peers {
-		if err := s.cfg.Registry.Check(p.id, p.hello.Version); err != nil {
-			code := refusalCode(err)
-			p.log.Warn("registry change: disconnecting peer", "code", code, "reason", err)
-			s.cfg.Metrics.refused(code)
-			p.refuse(code, err.Error())
+	refuseAll(s.peers(), func(p *peer) (string, string, bool) {
+		err := s.cfg.Registry.Check(p.id, p.hello.Version)
+		if err == nil {
+			return "", "", false
 		}
-	}
+		code := refusalCode(err)
+		p.log.Warn("registry change: disconnecting peer", "code", code, "reason", err)
+		s.cfg.Metrics.refused(code)
+		return code, err.Error(), true
+	})
 }

@@ -237,11 +237,25 @@ func (s *Server) shutdown() {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
-	peers := s.peers()
-	for _, p := range peers {
-		p.refuse(wire.CodeShutdown, "master is shutting down")
-	}
+	refuseAll(s.peers(), func(*peer) (string, string, bool) {
+		return wire.CodeShutdown, "master is shutting down", true
+	})
 	s.log.Info("master stopped")
+}
+
+// refuseAll refuses, all at once, each peer for which decide says so: a
+// Refused waits up to half a second for its peer, so one at a time would
+// make a hung peer delay all the others. It returns when all are closed.
+func refuseAll(peers []*peer, decide func(*peer) (code, reason string, ok bool)) {
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		code, reason, ok := decide(p)
+		if !ok {
+			continue
+		}
+		wg.Go(func() { p.refuse(code, reason) })
+	}
+	wg.Wait()
 }
 
 // peers lists every connected slave and client.

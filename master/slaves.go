@@ -138,9 +138,17 @@ func (s *Server) slaveMessage(sc *slaveConn, env wire.Envelope) error {
 			return err
 		}
 		s.mu.Lock()
-		sc.reg, sc.registered, sc.sealKey = r, true, key
-		sc.load.Slots = r.Slots
+		again := sc.registered
+		if !again {
+			sc.reg, sc.registered, sc.sealKey = r, true, key
+			sc.load.Slots = r.Slots
+		}
 		s.mu.Unlock()
+		if again {
+			// What a slave announced (its sealing key above all) is read
+			// without the lock once registered; it must not change.
+			return errors.New("register: already registered on this session")
+		}
 		sc.log.Info("slave registered", "slots", r.Slots, "languages", languages(r.Toolchains),
 			"os", r.OS, "kernel", r.Kernel, "sandbox", r.Sandbox, "sealing", key != nil)
 		s.wake()
