@@ -71,6 +71,9 @@ type Client struct {
 	pending map[uint64]*call
 	jobs    map[string]*Job
 	err     error // why the session ended; set once
+	// readDone is set when the reader has returned: from then on no
+	// goroutine may join wg (its count may be reaching zero in Wait).
+	readDone bool
 
 	closing   chan struct{} // closed by Close or when the reader ends
 	closeOnce sync.Once
@@ -210,6 +213,11 @@ func (c *Client) lostErr(cause error) error {
 // readLoop reads the control stream until the session ends.
 func (c *Client) readLoop() {
 	defer c.wg.Done()
+	defer func() {
+		c.mu.Lock()
+		c.readDone = true
+		c.mu.Unlock()
+	}()
 	for {
 		env, err := c.s.Recv()
 		if err != nil {
@@ -272,6 +280,18 @@ func (c *Client) dispatchReply(env wire.Envelope) error {
 	}
 	p.reply <- reply{env: env, job: job}
 	return nil
+}
+
+// track counts one more goroutine in wg, unless the reader has returned;
+// it is for goroutines started from outside the reader (Job.Events).
+func (c *Client) track() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.readDone {
+		return false
+	}
+	c.wg.Add(1)
+	return true
 }
 
 // cancelOrphan cancels a job accepted after its submitter gave up.

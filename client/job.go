@@ -70,8 +70,13 @@ func (j *Job) Done() <-chan struct{} { return j.done }
 func (j *Job) Events() <-chan Event {
 	j.eventsOnce.Do(func() {
 		j.events = make(chan Event)
-		j.c.wg.Add(1)
-		go j.pump()
+		tracked := j.c.track()
+		go func() {
+			if tracked {
+				defer j.c.wg.Done()
+			}
+			j.pump()
+		}()
 	})
 	return j.events
 }
@@ -79,7 +84,6 @@ func (j *Job) Events() <-chan Event {
 // pump moves queued events to the Events channel until the job has ended
 // and every event was delivered, or the client is closed.
 func (j *Job) pump() {
-	defer j.c.wg.Done()
 	defer close(j.events)
 	for {
 		j.mu.Lock()
