@@ -262,6 +262,11 @@ func (s *Server) acceptFiles(ctx context.Context, cc *clientConn) {
 		}
 		if err := s.receiveFile(cc, hdr, body); err != nil {
 			cc.log.Warn("upload refused", "job", hdr.JobID, "kind", hdr.Kind, "err", err)
+			if _, perr := strconv.ParseUint(hdr.JobID, 10, 64); perr == nil {
+				// Answer the request now rather than at the upload timeout
+				// (a no-op when it was already answered, e.g. busy).
+				s.failUpload(cc, hdr.JobID, fmt.Sprintf("upload of the %s refused: %v", hdr.Kind, err))
+			}
 		}
 		body.Close()
 	}

@@ -26,7 +26,9 @@ type job struct {
 	finished time.Time
 	status   string // the result status once done
 	held     int64  // bytes of source and stdin counted in Server.held
-	slaveWas string // name of the slave that ran it
+
+	strandedSince time.Time // when it was first seen queued with no slave for its language
+	slaveWas      string    // name of the slave that ran it
 
 	// A sealed job's pending WrapRequest: the attempt it is for and where
 	// the client's Wrapped goes (capacity 1, one sender: whoever clears it).
@@ -340,6 +342,54 @@ func (s *Server) endAssignment(a assignment, status, detail string) {
 	s.wake()
 }
 
+// checkStranded ends queued jobs that no connected slave could run for
+// longer than Config.StrandedAfter (their last slave for the language went
+// away and did not come back), rather than letting them wait forever.
+func (s *Server) checkStranded() {
+	now := s.cfg.Now()
+	type ended struct {
+		j       *job
+		client  *clientConn
+		attempt int
+		detail  string
+	}
+	var out []ended
+	s.mu.Lock()
+	cands := s.candidatesLocked()
+	rest := s.queue[:0]
+	for _, j := range s.queue {
+		lang := j.submit.Language
+		if supports(candidatesFor(cands, j.submit.Sealed), lang) {
+			j.strandedSince = time.Time{}
+			rest = append(rest, j)
+			continue
+		}
+		if j.strandedSince.IsZero() {
+			j.strandedSince = now
+		}
+		if now.Sub(j.strandedSince) < s.cfg.StrandedAfter {
+			rest = append(rest, j)
+			continue
+		}
+		detail := fmt.Sprintf("no connected slave has run %s for %s", lang, s.cfg.StrandedAfter)
+		out = append(out, ended{j, j.client, j.attempt, detail})
+		s.finishLocked(j, wire.StatusInternalError)
+	}
+	clear(s.queue[len(rest):])
+	s.queue = rest
+	s.mu.Unlock()
+	for _, e := range out {
+		s.log.Warn("queued job ended: no slave for its language", "job", e.j.id, "lang", e.j.submit.Language)
+		s.cfg.Metrics.finished(e.j.submit.Language, wire.StatusInternalError, e.j.finished.Sub(e.j.created))
+		if e.client != nil {
+			e.client.send(wire.MsgResult, 0, wire.Result{JobID: e.j.id, Attempt: e.attempt,
+				Status: wire.StatusInternalError, Language: e.j.submit.Language, Detail: e.detail})
+			e.client.send(wire.MsgJobState, 0, wire.JobState{JobID: e.j.id, State: wire.StateFailed,
+				Attempt: e.attempt, Detail: e.detail})
+		}
+	}
+}
+
 // notify sends a state change to the job's client, if it is still there.
 func (s *Server) notify(j *job, st wire.JobState) {
 	s.mu.Lock()
@@ -423,6 +473,7 @@ func (s *Server) dispatchLoop(ctx interface{ Done() <-chan struct{} }) {
 		case <-tick.C:
 			s.checkHeartbeats()
 			s.checkUploads()
+			s.checkStranded()
 			s.dispatch()
 		}
 	}

@@ -781,3 +781,28 @@ func TestRegisterTwiceRefused(t *testing.T) {
 		t.Fatalf("got %v %+v, want bad_request: already registered", err, r)
 	}
 }
+
+// TestStrandedJobEnds: a queued job whose language no connected slave runs
+// any more ends with a clear Result instead of waiting forever.
+func TestStrandedJobEnds(t *testing.T) {
+	c := newCluster(t, func(cfg *master.Config) { cfg.StrandedAfter = 300 * time.Millisecond })
+	busy := c.fakeSlave("s1", 1, true, "python")
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	running, _ := submit(t, cs, 1, "a.py", []byte("1"))
+	<-busy.jobs
+	queued, e := submit(t, cs, 2, "b.py", []byte("2"))
+	if e != nil {
+		t.Fatal(e)
+	}
+	busy.sess.Close() // the only python slave leaves: both jobs are queued with nowhere to go
+	v := collect(t, cs, running, queued)
+	for _, id := range []string{running, queued} {
+		r := v[id].result
+		if r.Status != wire.StatusInternalError || !strings.Contains(r.Detail, "no connected slave has run python") {
+			t.Fatalf("job %s: %+v", id, r)
+		}
+	}
+}

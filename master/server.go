@@ -52,6 +52,7 @@ type Config struct {
 	WrapTimeout       time.Duration // WrapRequest to Wrapped for a sealed job; default 10 s
 	History           int           // finished jobs kept for listing; default 1000
 	MaxHeldBytes      int64         // budget for uploaded files held in memory (pending and queued jobs); default 1 GiB
+	StrandedAfter     time.Duration // a queued job no connected slave can run ends after this; default 30 s
 
 	Logger  *slog.Logger
 	Metrics *Metrics // optional
@@ -117,6 +118,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.History == 0 {
 		c.History = 1000
+	}
+	if c.StrandedAfter == 0 {
+		c.StrandedAfter = 30 * time.Second
 	}
 	if c.MaxHeldBytes == 0 {
 		c.MaxHeldBytes = DefaultMaxHeldBytes
