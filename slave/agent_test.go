@@ -396,3 +396,24 @@ func TestAgentStopsOnCancel(t *testing.T) {
 		t.Errorf("Run = %v, want nil after ctx ended", err)
 	}
 }
+
+// TestAgentBadFileFailsAtOnce: a file whose bytes do not match its SHA-256
+// fails its job at once with the reason, not at the file timeout.
+func TestAgentBadFileFailsAtOnce(t *testing.T) {
+	mb, sb := newPKI(t)
+	m := startMaster(t, mb, welcomeAll)
+	runSlave(t, m, sb) // FileTimeout 5 s
+	ms := m.next(t)
+	src := []byte("print('x')\n")
+	hdr := wire.NewFileHeader("bad", wire.FileSource, "a.py", src)
+	hdr.SHA256[0] ^= 1
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ms.assign(t, wire.Assign{JobID: "bad", Attempt: 1, Language: wire.LangPython, FileName: "a.py", SourceSize: int64(len(src))})
+	ms.sess.SendFile(ctx, hdr, strings.NewReader(string(src)))
+	// The detail names the bad file, not the file timeout's "did not arrive".
+	res, _ := ms.jobResult(t, "bad")
+	if res.Status != wire.StatusInternalError || !strings.Contains(res.Detail, "source not received") {
+		t.Fatalf("%+v", res)
+	}
+}

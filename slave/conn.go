@@ -45,6 +45,16 @@ type files struct {
 	haveSource, haveStdin bool
 	sealed                bool
 	at                    time.Time
+	err                   error // a file of the job that could not be received
+}
+
+// add records a received file, or the error that ended its stream.
+func (f *files) add(hdr wire.FileHeader, data []byte, err error) {
+	if err != nil {
+		f.err = err
+		return
+	}
+	f.set(hdr, data)
 }
 
 func (f *files) set(hdr wire.FileHeader, data []byte) {
@@ -172,9 +182,10 @@ func (c *conn) fileLoop(ctx context.Context) {
 			data, err := c.readFile(hdr, rc)
 			if err != nil {
 				c.log.Warn("file not received", "job", hdr.JobID, "kind", hdr.Kind, "err", err)
-				return
+				// The job fails now with the reason, not at the file timeout.
+				err = fmt.Errorf("%s not received: %w", hdr.Kind, err)
 			}
-			c.addFile(hdr, data)
+			c.addFile(hdr, data, err)
 		})
 	}
 }
@@ -205,12 +216,13 @@ func (c *conn) readFile(hdr wire.FileHeader, r io.Reader) ([]byte, error) {
 	return data, nil
 }
 
-// addFile gives a file to its job, or keeps it until the Assign comes.
-func (c *conn) addFile(hdr wire.FileHeader, data []byte) {
+// addFile gives a file (or the error that ended its stream) to its job,
+// or keeps it until the Assign comes.
+func (c *conn) addFile(hdr wire.FileHeader, data []byte, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if j := c.jobs[hdr.JobID]; j != nil {
-		j.files.set(hdr, data)
+		j.files.add(hdr, data, err)
 		j.checkReady()
 		return
 	}
@@ -223,7 +235,7 @@ func (c *conn) addFile(hdr wire.FileHeader, data []byte) {
 		o = &files{at: time.Now()}
 		c.orphans[hdr.JobID] = o
 	}
-	o.set(hdr, data)
+	o.add(hdr, data, err)
 }
 
 func (c *conn) dropStaleOrphans() {
@@ -240,7 +252,8 @@ func (c *conn) dropStaleOrphans() {
 // checkReady closes ready once the source and any announced stdin are in.
 // The caller holds conn.mu.
 func (j *job) checkReady() {
-	if !j.isSet && j.files.haveSource && (j.assign.StdinSize == 0 || j.files.haveStdin) {
+	complete := j.files.haveSource && (j.assign.StdinSize == 0 || j.files.haveStdin)
+	if !j.isSet && (complete || j.files.err != nil) {
 		j.isSet = true
 		close(j.ready)
 	}
@@ -321,6 +334,9 @@ func (c *conn) runJob(ctx context.Context, j *job, out *output) wire.Result {
 	c.mu.Lock()
 	f := j.files
 	c.mu.Unlock()
+	if f.err != nil {
+		return fail(res, wire.StatusInternalError, "job files: "+f.err.Error())
+	}
 	if a.Sealed {
 		key, src, stdin, err := c.s.openInputs(a, f)
 		if key != nil {
