@@ -178,6 +178,13 @@ func (s *jobSeal) openResult(jobID string, res *wire.Result) error {
 	if err != nil {
 		return fmt.Errorf("compiler output: %w", err)
 	}
-	res.CompileOutput, res.Key = p, nil
+	v, err := seal.Open(s.outKey, seal.LabelResult, res.Verdict)
+	if err != nil {
+		return fmt.Errorf("result: %w", err)
+	}
+	if !bytes.Equal(v, res.VerdictBytes()) {
+		return fmt.Errorf("result: %w: status, exit code, times or sizes differ from what the slave sealed", seal.ErrTampered)
+	}
+	res.CompileOutput, res.Key, res.Verdict = p, nil, nil
 	return nil
 }

@@ -38,7 +38,12 @@ func slaveOutput(t *testing.T, js *jobSeal, job string, attempt int, stdout, std
 	if err != nil {
 		t.Fatal(err)
 	}
-	return msgs, wire.Result{JobID: job, Attempt: attempt, Status: wire.StatusOK, Key: wrapped, CompileOutput: compile}
+	res := wire.Result{JobID: job, Attempt: attempt, Status: wire.StatusOK, Key: wrapped, CompileOutput: compile,
+		WallMs: 12, StdoutBytes: 13}
+	if res.Verdict, err = seal.Seal(key, seal.LabelResult, res.VerdictBytes()); err != nil {
+		t.Fatal(err)
+	}
+	return msgs, res
 }
 
 // feed opens messages and the result like a Job does; it returns the
@@ -91,6 +96,24 @@ func TestSealedOutputTampering(t *testing.T) {
 			res.Key = nil
 			return m
 		}, seal.ErrTampered},
+		{"status altered", func(m []wire.Output, res *wire.Result, _ []wire.Output) []wire.Output {
+			res.Status = wire.StatusTimeLimit
+			return m
+		}, seal.ErrTampered},
+		{"exit code altered", func(m []wire.Output, res *wire.Result, _ []wire.Output) []wire.Output {
+			res.ExitCode = 3
+			return m
+		}, seal.ErrTampered},
+		{"verdict dropped", func(m []wire.Output, res *wire.Result, _ []wire.Output) []wire.Output {
+			res.Verdict = nil
+			return m
+		}, seal.ErrTruncated},
+		{"verdict of another job", func(m []wire.Output, res *wire.Result, _ []wire.Output) []wire.Output {
+			js2, _ := newJobSeal()
+			_, r2 := slaveOutput(t, js2, "J1", 1, nil, nil)
+			res.Verdict = r2.Verdict
+			return m
+		}, seal.ErrWrongKey},
 		{"compiler output altered", func(m []wire.Output, res *wire.Result, _ []wire.Output) []wire.Output {
 			res.CompileOutput = bytes.Clone(res.CompileOutput)
 			res.CompileOutput[len(res.CompileOutput)-1] ^= 1

@@ -131,5 +131,9 @@ func (o *output) finish(res *wire.Result) {
 	if err != nil {
 		sealed = nil
 	}
-	res.CompileOutput, res.Key = sealed, o.wrapped
+	verdict, err := seal.Seal(o.key, seal.LabelResult, res.VerdictBytes())
+	if err != nil {
+		verdict = nil
+	}
+	res.CompileOutput, res.Key, res.Verdict = sealed, o.wrapped, verdict
 }

@@ -51,6 +51,7 @@ const (
 	LabelStdout  = "stdout"
 	LabelStderr  = "stderr"
 	LabelCompile = "compile"
+	LabelResult  = "result" // a Result's verdict (status, exit code, times, sizes)
 )
 
 const (

@@ -1,6 +1,10 @@
 package wire
 
-import "time"
+import (
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
 
 // ProtocolVersion is the version of the Kiln wire protocol spoken by this
 // build. A peer announcing another version in its Hello is refused with
@@ -266,6 +270,42 @@ type Result struct {
 	// seal.LabelCompile). Absent only when the slave could not open the
 	// job's content key, and then nothing of the job is output.
 	Key []byte `msgpack:"key,omitempty"`
+	// Verdict, in a sealed job, is [Result.VerdictBytes] sealed under the
+	// output key (label "result"), so that the master cannot alter the
+	// status, exit code, times or sizes without the client noticing.
+	Verdict []byte `msgpack:"verdict,omitempty"`
+}
+
+// verdict is the part of a Result the slave vouches for in a sealed job:
+// everything but the routing fields (job, attempt, slave) and what is
+// sealed on its own (compile output, key).
+type verdict struct {
+	Status      string `msgpack:"status"`
+	ExitCode    int    `msgpack:"exit_code"`
+	Signal      int    `msgpack:"signal"`
+	WallMs      int64  `msgpack:"wall_ms"`
+	CPUMs       int64  `msgpack:"cpu_ms"`
+	MemoryKiB   int64  `msgpack:"memory_kib"`
+	Language    string `msgpack:"lang"`
+	Compiler    string `msgpack:"compiler"`
+	Cached      bool   `msgpack:"cached"`
+	Detail      string `msgpack:"detail"`
+	StdoutBytes int64  `msgpack:"stdout_bytes"`
+	StderrBytes int64  `msgpack:"stderr_bytes"`
+}
+
+// VerdictBytes is the canonical encoding of the fields of r a slave vouches
+// for; two Results with the same verdict encode to the same bytes.
+func (r *Result) VerdictBytes() []byte {
+	b, err := msgpack.Marshal(verdict{
+		Status: r.Status, ExitCode: r.ExitCode, Signal: r.Signal, WallMs: r.WallMs, CPUMs: r.CPUMs,
+		MemoryKiB: r.MemoryKiB, Language: r.Language, Compiler: r.Compiler, Cached: r.Cached,
+		Detail: r.Detail, StdoutBytes: r.StdoutBytes, StderrBytes: r.StderrBytes,
+	})
+	if err != nil {
+		panic("wire: verdict encoding: " + err.Error()) // a fixed struct of plain fields cannot fail
+	}
+	return b
 }
 
 // Cancel stops a job.
