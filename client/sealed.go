@@ -3,13 +3,10 @@ package client
 import (
 	"bytes"
 	"crypto/ecdh"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"kiln/auth"
 	"kiln/certs"
@@ -83,16 +80,7 @@ func (s *jobSeal) wrapFor(ca *x509.Certificate, jobID string, req wire.WrapReque
 	if !bytes.Equal(key, req.SealKey) {
 		return nil, fmt.Errorf("the sealing key offered for slave %s is not the one in its certificate", req.Slave)
 	}
-	return seal.Wrap(s.contentKey, key, seal.Context(jobID, "input"))
-}
-
-// outputContext is the wrap context of the output key of one attempt. It
-// holds a value derived from the content key, so that only the slave (or
-// this client) can make a wrap that opens: see the slave package's copy.
-func outputContext(contentKey []byte, jobID string, attempt int) []byte {
-	mac := hmac.New(sha256.New, contentKey)
-	mac.Write([]byte("kiln output key binding v1"))
-	return seal.Context(jobID, "output", strconv.Itoa(attempt), string(mac.Sum(nil)))
+	return seal.Wrap(s.contentKey, key, seal.InputContext(jobID))
 }
 
 // startAttempt forgets the output state of an earlier attempt.
@@ -105,7 +93,7 @@ func (s *jobSeal) startAttempt(attempt int) {
 // takeKey unwraps a wrapped output key of the current attempt; every wrap
 // seen in an attempt must hold the same key.
 func (s *jobSeal) takeKey(jobID string, wrapped []byte) error {
-	key, err := seal.Unwrap(wrapped, s.priv.Bytes(), outputContext(s.contentKey, jobID, s.attempt))
+	key, err := seal.Unwrap(wrapped, s.priv.Bytes(), seal.OutputContext(s.contentKey, jobID, s.attempt))
 	if err != nil {
 		return fmt.Errorf("output key: %w", err)
 	}

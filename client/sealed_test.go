@@ -16,7 +16,7 @@ import (
 func slaveOutput(t *testing.T, js *jobSeal, job string, attempt int, stdout, stderr [][]byte) ([]wire.Output, wire.Result) {
 	t.Helper()
 	key := seal.NewContentKey()
-	wrapped, err := seal.Wrap(key, js.priv.PublicKey().Bytes(), outputContext(js.contentKey, job, attempt))
+	wrapped, err := seal.Wrap(key, js.priv.PublicKey().Bytes(), seal.OutputContext(js.contentKey, job, attempt))
 	if err != nil {
 		t.Fatal(err)
 	}

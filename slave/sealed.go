@@ -1,11 +1,8 @@
 package slave
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"kiln/transport/seal"
 	"kiln/transport/wire"
@@ -14,21 +11,6 @@ import (
 // errSealedAuth is the detail of a sealed job whose key or payloads do not
 // authenticate: nothing of it runs.
 var errSealedAuth = errors.New("sealed payload failed authentication")
-
-// inputContext is the wrap context of a job's content key.
-func inputContext(jobID string) []byte { return seal.Context(jobID, "input") }
-
-// outputContext is the wrap context of the output key of one attempt of a
-// sealed job. Besides the job, the purpose and the attempt, it holds a
-// value derived from the job's content key, which only the client and the
-// slave know: anyone can wrap a key for the client's public key, but only a
-// holder of the content key can make a wrap the client accepts, so a master
-// cannot substitute output of its own. The client computes the same.
-func outputContext(contentKey []byte, jobID string, attempt int) []byte {
-	mac := hmac.New(sha256.New, contentKey)
-	mac.Write([]byte("kiln output key binding v1"))
-	return seal.Context(jobID, "output", strconv.Itoa(attempt), string(mac.Sum(nil)))
-}
 
 // openInputs recovers the content key of a sealed job and opens its source
 // and stdin. Every failure wraps errSealedAuth; key is set once the
@@ -40,7 +22,7 @@ func (s *Slave) openInputs(a wire.Assign, f files) (key, src, stdin []byte, err 
 	if !f.sealed {
 		return nil, nil, nil, fmt.Errorf("%w: the job's files are not sealed", errSealedAuth)
 	}
-	key, err = seal.Unwrap(a.WrappedKey, s.sealPriv, inputContext(a.JobID))
+	key, err = seal.Unwrap(a.WrappedKey, s.sealPriv, seal.InputContext(a.JobID))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("%w: content key: %w", errSealedAuth, err)
 	}
@@ -73,7 +55,7 @@ type output struct {
 // seal starts sealing output under a fresh key bound to contentKey.
 func (o *output) seal(contentKey []byte) error {
 	key := seal.NewContentKey()
-	wrapped, err := seal.Wrap(key, o.a.ClientKey, outputContext(contentKey, o.a.JobID, o.a.Attempt))
+	wrapped, err := seal.Wrap(key, o.a.ClientKey, seal.OutputContext(contentKey, o.a.JobID, o.a.Attempt))
 	if err != nil {
 		return fmt.Errorf("wrap the output key for the client: %w", err)
 	}
