@@ -2,7 +2,7 @@
 GO       ?= go
 VERSION  ?= 0.1.0
 LDFLAGS  := -X main.version=$(VERSION)
-FUZZTIME ?= 3s
+FUZZTIME ?= 20000x
 
 .PHONY: all build test unit fuzz fuzz-short lint demo bench clean
 
