@@ -133,7 +133,7 @@ func runMaster(ctx context.Context, e env, f masterFlags, log *slog.Logger, read
 		cancel()
 		<-done
 		if err != nil {
-			err = fmt.Errorf("embedded slave: %w", err)
+			err = fmt.Errorf("embedded slave: %w (its sandbox is chosen with --local-sandbox)", err)
 		}
 	}
 	if local != nil && err == nil {
