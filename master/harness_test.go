@@ -5,13 +5,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"kiln/auth"
+	"kiln/auth/authtest"
 	"kiln/certs"
 	"kiln/master"
 	"kiln/transport"
@@ -21,6 +21,7 @@ import (
 // cluster is a real master on loopback with a fresh CA and registry.
 type cluster struct {
 	t      *testing.T
+	pki    *authtest.PKI
 	dir    string
 	ca     *certs.CA
 	reg    *auth.Registry
@@ -49,19 +50,8 @@ func (s *syncBuffer) String() string {
 
 func newCluster(t *testing.T, tweak ...func(*master.Config)) *cluster {
 	t.Helper()
-	dir := t.TempDir()
-	ca, err := certs.NewCA("test-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb, err := ca.Issue(certs.IssueRequest{Role: certs.RoleMaster, Name: "master", Version: "1.0", Hosts: []string{"127.0.0.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := auth.CreateRegistry(filepath.Join(dir, "registry.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pki := authtest.New(t)
+	dir, ca, mb, reg := pki.Dir, pki.CA, pki.Master, pki.Registry
 	logs := &syncBuffer{}
 	cfg := master.Config{
 		ClientAddr: "127.0.0.1:0", SlaveAddr: "127.0.0.1:0", Version: "1.0",
@@ -82,7 +72,7 @@ func newCluster(t *testing.T, tweak ...func(*master.Config)) *cluster {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &cluster{t: t, dir: dir, ca: ca, reg: reg, srv: srv, logs: logs, cancel: cancel, done: make(chan struct{})}
+	c := &cluster{t: t, pki: pki, dir: dir, ca: ca, reg: reg, srv: srv, logs: logs, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(c.done)
 		srv.Run(ctx)
@@ -106,25 +96,12 @@ func (c *cluster) stop() {
 // issue mints a bundle and records it in the registry.
 func (c *cluster) issue(role, name, version string) *certs.Bundle {
 	c.t.Helper()
-	b, err := c.ca.Issue(certs.IssueRequest{Role: role, Name: name, Version: version})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.register(b)
-	return b
+	return c.pki.Issue(role, name, version)
 }
 
 func (c *cluster) register(b *certs.Bundle) {
 	c.t.Helper()
-	id, err := auth.IdentityOf(b.Cert)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	err = c.reg.Add(auth.Entry{Fingerprint: id.Fingerprint, Role: id.Role, Name: id.Name, Version: id.Version,
-		Status: auth.StatusActive, Issued: time.Now(), Expires: b.Cert.NotAfter})
-	if err != nil {
-		c.t.Fatal(err)
-	}
+	c.pki.Register(b)
 }
 
 // dial connects with b to the client or slave port and says Hello.

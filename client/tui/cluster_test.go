@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"kiln/auth"
+	"kiln/auth/authtest"
 	"kiln/certs"
 	"kiln/client"
 	"kiln/master"
@@ -30,7 +31,7 @@ func TestMain(m *testing.M) {
 type cluster struct {
 	t          *testing.T
 	dir        string
-	ca         *certs.CA
+	pki        *authtest.PKI
 	reg        *auth.Registry
 	mb         *certs.Bundle
 	clientAddr string
@@ -44,20 +45,8 @@ type cluster struct {
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	dir := t.TempDir()
-	ca, err := certs.NewCA("tui-test-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb, err := ca.Issue(certs.IssueRequest{Role: certs.RoleMaster, Name: "master", Version: "1.0", Hosts: []string{"127.0.0.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := auth.CreateRegistry(filepath.Join(dir, "registry.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &cluster{t: t, dir: dir, ca: ca, reg: reg, mb: mb}
+	pki := authtest.New(t)
+	c := &cluster{t: t, pki: pki, dir: pki.Dir, reg: pki.Registry, mb: pki.Master}
 	c.bundle = c.writeBundle(certs.RoleClient, "alice", "1.0")
 	c.startMaster("127.0.0.1:0", "127.0.0.1:0")
 	c.startSlave()
@@ -78,20 +67,7 @@ func (c *cluster) writeBundle(role, name, version string) string {
 
 func (c *cluster) issue(role, name, version string) *certs.Bundle {
 	c.t.Helper()
-	b, err := c.ca.Issue(certs.IssueRequest{Role: role, Name: name, Version: version})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	id, err := auth.IdentityOf(b.Cert)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	err = c.reg.Add(auth.Entry{Fingerprint: id.Fingerprint, Role: id.Role, Name: id.Name, Version: id.Version,
-		Status: auth.StatusActive, Issued: time.Now(), Expires: b.Cert.NotAfter})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return b
+	return c.pki.Issue(role, name, version)
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"net"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"kiln/auth"
+	"kiln/auth/authtest"
 	"kiln/certs"
 	"kiln/client"
 	"kiln/master"
@@ -99,6 +99,7 @@ func (c *recConn) Write(p []byte) (int, error) {
 // real slaves (package slave, no sandbox) and a client.
 type sealedCluster struct {
 	t      *testing.T
+	pki    *authtest.PKI
 	ca     *certs.CA
 	reg    *auth.Registry
 	srv    *master.Server
@@ -111,20 +112,9 @@ func newSealedCluster(t *testing.T) *sealedCluster {
 	if _, err := exec.LookPath("python3"); err != nil {
 		t.Skip("python3 not installed")
 	}
-	dir := t.TempDir()
-	ca, err := certs.NewCA("test-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb, err := ca.Issue(certs.IssueRequest{Role: certs.RoleMaster, Name: "master", Version: "1.0", Hosts: []string{"127.0.0.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := auth.CreateRegistry(filepath.Join(dir, "registry.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &sealedCluster{t: t, ca: ca, reg: reg, rec: &recorder{}}
+	pki := authtest.New(t)
+	mb, reg := pki.Master, pki.Registry
+	c := &sealedCluster{t: t, pki: pki, ca: pki.CA, reg: reg, rec: &recorder{}}
 	srv, err := master.New(master.Config{ClientAddr: "127.0.0.1:0", SlaveAddr: "127.0.0.1:0", Version: "1.0",
 		Bundle: mb, Registry: reg, HeartbeatInterval: 300 * time.Millisecond, WrapConn: c.rec.wrap})
 	if err != nil {
@@ -149,19 +139,7 @@ func newSealedCluster(t *testing.T) *sealedCluster {
 
 func (c *sealedCluster) issue(role, name string) *certs.Bundle {
 	c.t.Helper()
-	b, err := c.ca.Issue(certs.IssueRequest{Role: role, Name: name, Version: "1.0"})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	id, err := auth.IdentityOf(b.Cert)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	if err := c.reg.Add(auth.Entry{Fingerprint: id.Fingerprint, Role: id.Role, Name: id.Name, Version: id.Version,
-		Status: auth.StatusActive, Issued: time.Now(), Expires: b.Cert.NotAfter}); err != nil {
-		c.t.Fatal(err)
-	}
-	return b
+	return c.pki.Issue(role, name, "1.0")
 }
 
 // startSlave runs a real slave until the returned stop is called (or the
