@@ -125,9 +125,6 @@ func (s *Slave) loadSealKey() error {
 	return nil
 }
 
-// Name returns the slave's name from its certificate.
-func (s *Slave) Name() string { return s.id.Name }
-
 // Run serves the master until ctx ends (it then returns nil) or the master
 // refuses this slave for good: an unknown or revoked key, a retired
 // version, a role mismatch, a bad hello or a kick (it then returns the
