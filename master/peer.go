@@ -114,7 +114,7 @@ func short(fp string) string {
 // session to the slave or client loop. It owns the connection.
 func (s *Server) handleConn(ctx context.Context, raw net.Conn, p port) {
 	addr := raw.RemoteAddr().String()
-	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
+	hctx, cancel := context.WithTimeout(ctx, s.cfg.Budget.HandshakeTimeout)
 	defer cancel()
 	conn := tls.Server(raw, s.tlsCfg)
 	if err := conn.HandshakeContext(hctx); err != nil {

@@ -45,9 +45,9 @@ type Config struct {
 	Transport transport.Config
 
 	Limits            wire.Limits   // caps announced in Welcome; zero fields take defaults
+	Budget            Budget        // bounds on what peers can make the master hold; zero fields take defaults
 	HeartbeatInterval time.Duration // slaves' load interval; a slave silent for 3 of them (+1 s) is dropped
 	RegistryPoll      time.Duration // how often the registry file is checked for changes; default 200 ms
-	HandshakeTimeout  time.Duration // TLS handshake + Hello; default 5 s
 	UploadTimeout     time.Duration // Submit to last file byte; default 60 s
 	WrapTimeout       time.Duration // WrapRequest to Wrapped for a sealed job; default 10 s
 	History           int           // finished jobs kept for listing; default 1000
@@ -107,9 +107,7 @@ func (c *Config) setDefaults() {
 	if c.RegistryPoll == 0 {
 		c.RegistryPoll = 200 * time.Millisecond
 	}
-	if c.HandshakeTimeout == 0 {
-		c.HandshakeTimeout = 5 * time.Second
-	}
+	c.Budget = c.Budget.withDefaults()
 	if c.UploadTimeout == 0 {
 		c.UploadTimeout = 60 * time.Second
 	}

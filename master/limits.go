@@ -1,0 +1,101 @@
+package master
+
+import "time"
+
+// Budget is every bound the master puts on what peers can make it hold or
+// wait for: bytes, sessions, time. Bounds come in two levels (DESIGN.md,
+// second wave, note 4): per peer (or per key), nested under a global one, so
+// that one key holder reaches its own bound long before it can exhaust the
+// master's. docs/security.md has the table of every bound, its default and
+// what happens past it. A zero field takes its default (see
+// [DefaultBudget]); Budget is comparable.
+//
+// The per-field limits of messages (lengths of names, counts of list
+// entries) are wire.FieldLimits, checked at decode.
+type Budget struct {
+	// MaxHandshakes is how many connections may be between accept and an
+	// admitted Hello at once (TLS handshake, session setup, Hello, registry
+	// check). Past it a new connection is closed at once, before TLS.
+	MaxHandshakes int
+	// HandshakeTimeout bounds one handshake, TLS through Hello.
+	HandshakeTimeout time.Duration
+	// MaxSessionsPerKey is how many sessions one client or admin key may
+	// hold at once; the next is refused with busy. A slave key holds one
+	// (see SilentAfter).
+	MaxSessionsPerKey int
+	// SilentAfter is how long a slave session may go without any traffic
+	// (messages or keepalive answers) before a new session of the same key
+	// may replace it; a new session while the old one is live is refused
+	// with already_connected.
+	SilentAfter time.Duration
+	// SendQueueBytes bounds the bytes of messages queued for one peer; a
+	// peer whose queue would grow past it is too slow and is disconnected.
+	SendQueueBytes int64
+	// MaxQueuedBytes bounds the bytes queued for all peers together; past
+	// it the peer whose message does not fit is disconnected.
+	MaxQueuedBytes int64
+	// RefuseTimeout is how long a refusal (Refused, then close) may wait
+	// for the peer: a peer that does not read is closed after it, and one
+	// refusal never waits on another.
+	RefuseTimeout time.Duration
+	// BusyRetryAfter is the retry_after sent with every busy answer.
+	BusyRetryAfter time.Duration
+	// LogPerPeer and LogBurst rate-limit the warnings logged about one
+	// peer (refusals, bad messages): at most LogBurst at once, then
+	// LogPerPeer a second; the rest are counted and reported with the next
+	// line logged.
+	LogPerPeer float64
+	LogBurst   int
+}
+
+// DefaultBudget returns the defaults documented in docs/security.md.
+func DefaultBudget() Budget {
+	return Budget{
+		MaxHandshakes:     256,
+		HandshakeTimeout:  5 * time.Second,
+		MaxSessionsPerKey: 32,
+		SilentAfter:       15 * time.Second,
+		SendQueueBytes:    32 << 20,
+		MaxQueuedBytes:    1 << 30,
+		RefuseTimeout:     500 * time.Millisecond,
+		BusyRetryAfter:    500 * time.Millisecond,
+		LogPerPeer:        1,
+		LogBurst:          10,
+	}
+}
+
+// withDefaults fills the zero fields of b from DefaultBudget.
+func (b Budget) withDefaults() Budget {
+	d := DefaultBudget()
+	setInt(&b.MaxHandshakes, d.MaxHandshakes)
+	setDur(&b.HandshakeTimeout, d.HandshakeTimeout)
+	setInt(&b.MaxSessionsPerKey, d.MaxSessionsPerKey)
+	setDur(&b.SilentAfter, d.SilentAfter)
+	setInt64(&b.SendQueueBytes, d.SendQueueBytes)
+	setInt64(&b.MaxQueuedBytes, d.MaxQueuedBytes)
+	setDur(&b.RefuseTimeout, d.RefuseTimeout)
+	setDur(&b.BusyRetryAfter, d.BusyRetryAfter)
+	if b.LogPerPeer <= 0 {
+		b.LogPerPeer = d.LogPerPeer
+	}
+	setInt(&b.LogBurst, d.LogBurst)
+	return b
+}
+
+func setInt(v *int, d int) {
+	if *v <= 0 {
+		*v = d
+	}
+}
+
+func setInt64(v *int64, d int64) {
+	if *v <= 0 {
+		*v = d
+	}
+}
+
+func setDur(v *time.Duration, d time.Duration) {
+	if *v <= 0 {
+		*v = d
+	}
+}
