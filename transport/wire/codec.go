@@ -125,7 +125,9 @@ func Encode(t MsgType, id uint64, body any) (Envelope, error) {
 
 // Decode unmarshals e.Body into v, which must be a pointer to the struct
 // e.Type carries (see [NewBody]). The body is checked by [Validate] first,
-// so Decode is safe on bytes from the network. Unknown fields are ignored.
+// so Decode is safe on bytes from the network, and every field against its
+// limit after (an error wrapping [ErrFieldLimit]), so that what a peer can
+// make the receiver keep per message is small. Unknown fields are ignored.
 func Decode(e Envelope, v any) error {
 	want, err := NewBody(e.Type)
 	if err != nil {
@@ -139,6 +141,9 @@ func Decode(e Envelope, v any) error {
 	}
 	if err := msgpack.Unmarshal(e.Body, v); err != nil {
 		return fmt.Errorf("wire: %v body: %w: %v", e.Type, ErrMalformed, err)
+	}
+	if err := checkFields(v); err != nil {
+		return fmt.Errorf("wire: %v body: %w", e.Type, err)
 	}
 	return nil
 }

@@ -57,6 +57,14 @@ func FuzzDecodeBody(f *testing.F) {
 		e, _ := Encode(mt, 0, v)
 		f.Add(uint8(mt), e.Body)
 	}
+	for _, v := range []any{ // just over the field limits
+		&Hello{Features: make([]string, MaxFeatures+1)},
+		&Register{Toolchains: make([]Toolchain, MaxToolchains+1)},
+		&AdminRequest{Args: []string{string(make([]byte, MaxText+1))}},
+	} {
+		e, _ := Encode(typeOf(v), 0, v)
+		f.Add(uint8(e.Type), e.Body)
+	}
 	f.Fuzz(func(t *testing.T, typ uint8, body []byte) {
 		mt := MsgType(typ)
 		v1, err := NewBody(mt)
@@ -133,4 +141,14 @@ func FuzzFileHeader(f *testing.F) {
 			t.Fatalf("round trip: %+v != %+v", h, h2)
 		}
 	})
+}
+
+// typeOf returns the message type whose body v is.
+func typeOf(v any) MsgType {
+	for _, mt := range MsgTypes() {
+		if checkBody(mt, v) == nil {
+			return mt
+		}
+	}
+	return 0
 }

@@ -14,7 +14,7 @@ const MaxDepth = 32
 // whose every declared length fits in the bytes that follow it: a str, bin or
 // ext must have its payload present, an array needs at least one byte per
 // element and a map at least two per entry. Nesting deeper than [MaxDepth]
-// is rejected.
+// is rejected, and so is an array or map of more than [MaxItems] entries.
 //
 // This is the allocation guard. msgpack v5.4.0 and v5.4.1 ignore their own
 // slice allocation limit (decode_slice.go tests `flags&disableAllocLimitFlag
@@ -78,25 +78,25 @@ func skip(b []byte, depth int) ([]byte, error) {
 	case 0xd4, 0xd5, 0xd6, 0xd7, 0xd8: // fixext 1, 2, 4, 8, 16 (type byte + data)
 		return skipBytes(b, 1+1<<(c-0xd4))
 	case 0xdc: // array16
-		n, b, err := readLen(b, 2)
+		n, b, err := readCount(b, 2)
 		if err != nil {
 			return nil, err
 		}
 		return skipItems(b, n, depth)
 	case 0xdd: // array32
-		n, b, err := readLen(b, 4)
+		n, b, err := readCount(b, 4)
 		if err != nil {
 			return nil, err
 		}
 		return skipItems(b, n, depth)
 	case 0xde: // map16
-		n, b, err := readLen(b, 2)
+		n, b, err := readCount(b, 2)
 		if err != nil {
 			return nil, err
 		}
 		return skipItems(b, 2*n, depth)
 	case 0xdf: // map32
-		n, b, err := readLen(b, 4)
+		n, b, err := readCount(b, 4)
 		if err != nil {
 			return nil, err
 		}
@@ -139,6 +139,16 @@ func skipBytes(b []byte, n int) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %d bytes declared, %d left", ErrMalformed, n, len(b))
 	}
 	return b[n:], nil
+}
+
+// readCount reads the entry count of an array or map and refuses one over
+// MaxItems.
+func readCount(b []byte, width int) (int, []byte, error) {
+	n, b, err := readLen(b, width)
+	if err == nil && n > MaxItems {
+		err = fmt.Errorf("%w: %d entries in one array or map, at most %d", ErrMalformed, n, MaxItems)
+	}
+	return n, b, err
 }
 
 // readLen reads a big-endian length of width 1, 2 or 4 bytes.

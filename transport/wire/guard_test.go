@@ -82,39 +82,36 @@ func TestHugeEnvelopeHeaders(t *testing.T) {
 	}
 }
 
-// TestGuardBoundsLegitimateLengths fills a whole frame with an array of
-// one-byte elements, the worst case the guard lets through: decoding must
-// stay within a small multiple of the frame.
-func TestGuardBoundsLegitimateLengths(t *testing.T) {
-	n := MaxFrame - 64
-	body := []byte{0x81, 0xa8}
-	body = append(body, "features"...)
-	body = append(body, 0xdd)
-	body = binary.BigEndian.AppendUint32(body, uint32(n))
-	body = append(body, bytes.Repeat([]byte{0xa0}, n)...) // n empty strings
-	frame := frameOf(MsgHello, body[:len(body)-64])       // trim so it fits; now too few elements
-	if _, err := ReadFrame(bytes.NewReader(frame), MaxFrame); !errors.Is(err, ErrMalformed) {
-		t.Fatalf("short array: ReadFrame = %v, want ErrMalformed", err)
+// TestGuardRefusesLongArrays fills a whole frame with an array of one-byte
+// elements, which decoded into 16-byte string headers a million at a time
+// before the guard counted entries: it is refused before decoding, and the
+// longest array the guard lets through is refused by the field limits.
+func TestGuardRefusesLongArrays(t *testing.T) {
+	features := func(n int) []byte {
+		body := []byte{0x81, 0xa8}
+		body = append(body, "features"...)
+		body = append(body, 0xdd)
+		body = binary.BigEndian.AppendUint32(body, uint32(n))
+		return append(body, bytes.Repeat([]byte{0xa0}, n)...) // n empty strings
 	}
-	body = body[:len(body)-64]
-	binary.BigEndian.PutUint32(body[11:], uint32(n-64))
-	frame = frameOf(MsgHello, body)
-	var h Hello
+	frame := frameOf(MsgHello, features(MaxFrame-64))
 	used := allocBytes(func() {
-		e, err := ReadFrame(bytes.NewReader(frame), MaxFrame)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h = Hello{}
-		if err := Decode(e, &h); err != nil {
-			t.Fatal(err)
+		if _, err := ReadFrame(bytes.NewReader(frame), MaxFrame); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("a million-entry array: ReadFrame = %v, want ErrMalformed", err)
 		}
 	})
-	if len(h.Features) != n-64 {
-		t.Fatalf("decoded %d features, want %d", len(h.Features), n-64)
-	}
-	if used > 40*len(frame) { // 16-byte string headers, slice growth, the frame itself
+	if used > 4*len(frame) { // the frame itself, read in doubling chunks
 		t.Errorf("%d bytes allocated for a %d-byte frame", used, len(frame))
+	}
+	e, err := ReadFrame(bytes.NewReader(frameOf(MsgHello, features(MaxItems))), MaxFrame)
+	if err != nil {
+		t.Fatalf("%d entries: %v", MaxItems, err)
+	}
+	if err := Decode(e, new(Hello)); !errors.Is(err, ErrFieldLimit) {
+		t.Fatalf("Hello with %d features: Decode = %v, want ErrFieldLimit", MaxItems, err)
+	}
+	if _, err := ReadFrame(bytes.NewReader(frameOf(MsgHello, features(MaxItems+1))), MaxFrame); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("%d entries: ReadFrame = %v, want ErrMalformed", MaxItems+1, err)
 	}
 }
 
@@ -149,6 +146,9 @@ func TestValidate(t *testing.T) {
 		{"map needs two bytes per entry", unhex(t, "82 01 02 03"), false},
 		{"map", unhex(t, "82 01 02 03 04"), true},
 		{"array16", unhex(t, "dc 0002 c2 c3"), true},
+		{"array16 over MaxItems", append(unhex(t, "dc 0401"), make([]byte, 1025)...), false},
+		{"map16 over MaxItems", append(unhex(t, "de 0401"), make([]byte, 2050)...), false},
+		{"array16 at MaxItems", append(unhex(t, "dc 0400"), make([]byte, 1024)...), true},
 		{"str8", unhex(t, "d9 03 616263"), true},
 		{"str16 short", unhex(t, "da 0004 616263"), false},
 		{"truncated length", unhex(t, "dd 0000"), false},
