@@ -17,8 +17,9 @@ const devHelp = `Usage: kiln dev [flags]
 
 Starts a throwaway cluster for development: a fresh CA and bundles in a
 temporary directory (or --dir), and a master with an embedded slave. It
-prints the exact 'kiln run' command to use. Ctrl-C stops it and removes the
-temporary directory (a --dir is kept).
+prints the exact 'kiln run' command to use. Ctrl-C, /quit, SIGTERM or
+closing the terminal (SIGHUP) stops it and removes the temporary directory
+with its CA key (a --dir is kept).
 
 Flags:
 `
@@ -50,6 +51,9 @@ func cmdDev(ctx context.Context, e env, args []string) int {
 		fmt.Fprintf(e.stderr, "kiln dev: %v\n", err)
 		return 1
 	}
+	// The console puts the terminal in raw mode: log lines must go through
+	// it, as for `kiln master`, or each would start where the last ended.
+	e.stderr = &logSwitch{w: e.stderr}
 	log, err := newLogger(e.stderr, f.logFormat, f.logLevel)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "kiln dev: %v\n", err)

@@ -47,7 +47,9 @@ func main() {
 	if sandboxChild() {
 		return
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP (the terminal closed) stops a command as cleanly as Ctrl-C, so
+	// that `kiln dev` removes its throwaway directory and CA key.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	e := env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
 	stopProfile := startProfile(os.Getenv("KILN_CPUPROFILE"), e)

@@ -129,15 +129,18 @@ func runMaster(ctx context.Context, e env, f masterFlags, log *slog.Logger, read
 	select {
 	case err = <-done:
 		cancel()
+		if local != nil {
+			<-local
+		}
 	case err = <-local:
+		// The slave may end first on a clean stop too (nil): its value is
+		// consumed here, so nothing waits on local again.
 		cancel()
-		<-done
-		if err != nil {
+		if derr := <-done; err == nil {
+			err = derr
+		} else {
 			err = fmt.Errorf("embedded slave: %w (its sandbox is chosen with --local-sandbox)", err)
 		}
-	}
-	if local != nil && err == nil {
-		<-local
 	}
 	return err
 }

@@ -70,20 +70,12 @@ type logSwitch struct {
 	w  io.Writer
 }
 
+// Write writes p to the current destination, holding the lock so that no
+// line is half-way out while the console switches the terminal's mode.
 func (l *logSwitch) Write(p []byte) (int, error) {
 	l.mu.Lock()
-	w := l.w
-	l.mu.Unlock()
-	return w.Write(p)
-}
-
-// swap sets the destination and returns the previous one.
-func (l *logSwitch) swap(w io.Writer) io.Writer {
-	l.mu.Lock()
 	defer l.mu.Unlock()
-	old := l.w
-	l.w = w
-	return old
+	return l.w.Write(p)
 }
 
 // startConsole runs the operator console when asked: mode "on", or "auto"
@@ -103,36 +95,49 @@ func startConsole(ctx context.Context, e env, mode string, srv *master.Server, r
 		fmt.Fprintf(e.stderr, "kiln master: --console %q: want auto, on or off; running headless\n", mode)
 		return func() {}
 	}
-	restore := func() {}
-	if tty {
-		fd := int(f.Fd())
-		old, err := term.MakeRaw(fd)
-		if err != nil {
-			fmt.Fprintf(e.stderr, "kiln master: console: %v; running headless\n", err)
-			return func() {}
-		}
-		restore = func() { term.Restore(fd, old) }
-	}
 	con := master.NewConsole(srv, struct {
 		io.Reader
 		io.Writer
 	}{e.stdin, e.stdout}, "console")
-	if tty {
-		if w, h, err := term.GetSize(int(f.Fd())); err == nil {
-			con.SetSize(w, h)
-		}
+	if !tty {
+		go func() {
+			if errors.Is(con.Run(ctx), master.ErrQuit) {
+				quit()
+			}
+		}()
+		return func() {}
 	}
+	fd := int(f.Fd())
+	if w, h, err := term.GetSize(fd); err == nil {
+		con.SetSize(w, h)
+	}
+	// Raw mode and the log's move to the console happen under the log's
+	// lock: a line logged in between would reach a raw terminal with a
+	// bare "\n" and start where the last one ended.
 	ls, _ := e.stderr.(*logSwitch)
-	if ls != nil && tty {
-		prev := ls.swap(con)
-		r := restore
-		restore = func() { ls.swap(prev); r() }
+	if ls == nil {
+		ls = &logSwitch{w: io.Discard}
+	}
+	ls.mu.Lock()
+	old, err := term.MakeRaw(fd)
+	var prev io.Writer
+	if err == nil {
+		prev, ls.w = ls.w, con
+	}
+	ls.mu.Unlock()
+	if err != nil {
+		fmt.Fprintf(e.stderr, "kiln master: console: %v; running headless\n", err)
+		return func() {}
+	}
+	restore := func() {
+		ls.mu.Lock()
+		ls.w = prev
+		term.Restore(fd, old)
+		ls.mu.Unlock()
 	}
 	go func() {
-		err := con.Run(ctx)
-		if tty || errors.Is(err, master.ErrQuit) {
-			quit()
-		}
+		con.Run(ctx)
+		quit()
 	}()
 	var once sync.Once
 	return func() { once.Do(restore) }
