@@ -12,6 +12,7 @@ type job struct {
 	id       string
 	client   *clientConn // nil once the client has gone
 	clientID string      // the client's name, kept for listings
+	owner    string      // the client key's fingerprint, sent in Assign
 	submit   wire.Submit
 	source   []byte
 	stdin    []byte
@@ -103,7 +104,7 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 	}
 	s.nextJob++
 	j := &job{
-		id: fmt.Sprintf("J%d", s.nextJob), client: cc, clientID: cc.id.Name, submit: u.submit,
+		id: fmt.Sprintf("J%d", s.nextJob), client: cc, clientID: cc.id.Name, owner: cc.id.Fingerprint, submit: u.submit,
 		source: u.source, stdin: u.stdin, srcSum: u.srcSum, stdinSum: u.stdinSum,
 		state: wire.StateQueued, attempt: 1, created: s.cfg.Now(), held: u.held,
 	}
@@ -224,7 +225,7 @@ func (s *Server) sendJob(a assignment) {
 	sc.send(wire.MsgAssign, 0, wire.Assign{
 		JobID: j.id, Attempt: a.attempt, Language: j.submit.Language, FileName: j.submit.FileName,
 		SourceSize: int64(len(a.source)), StdinSize: int64(len(a.stdin)), Limits: j.submit.Limits,
-		Sealed: j.submit.Sealed, WrappedKey: wrapped, ClientKey: j.submit.ClientKey,
+		Sealed: j.submit.Sealed, WrappedKey: wrapped, ClientKey: j.submit.ClientKey, Owner: j.owner,
 	})
 	s.mu.Lock()
 	cancelNow := false

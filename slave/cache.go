@@ -27,10 +27,11 @@ type Artifact struct {
 	Data []byte
 }
 
-// CacheKey returns the cache key of one compile: the SHA-256 of the
-// language, the compiler version, its flags, the file name (only Java
+// CacheKey returns the cache key of one compile: the SHA-256 of the owner
+// (the client whose entry it is; "" for a cache shared by all clients),
+// the language, the compiler version, its flags, the file name (only Java
 // needs it; pass "" otherwise) and the source, each length-prefixed.
-func CacheKey(lang, compiler string, flags []string, fileName string, source []byte) string {
+func CacheKey(owner, lang, compiler string, flags []string, fileName string, source []byte) string {
 	h := sha256.New()
 	field := func(b []byte) {
 		var n [8]byte
@@ -38,6 +39,8 @@ func CacheKey(lang, compiler string, flags []string, fileName string, source []b
 		h.Write(n[:])
 		h.Write(b)
 	}
+	field([]byte("kiln compile cache v2"))
+	field([]byte(owner))
 	field([]byte(lang))
 	field([]byte(compiler))
 	field([]byte(strings.Join(flags, "\x00")))

@@ -17,26 +17,28 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func key(i int) string { return CacheKey("c", "gcc 1", nil, "", []byte(fmt.Sprint(i))) }
+func key(i int) string { return CacheKey("", "c", "gcc 1", nil, "", []byte(fmt.Sprint(i))) }
 
 func art(n int) []Artifact {
 	return []Artifact{{Name: "main", Mode: 0o755, Data: bytes.Repeat([]byte{'x'}, n)}}
 }
 
 func TestCacheKey(t *testing.T) {
-	base := CacheKey("java", "javac 17", []string{"-d", "."}, "A.java", []byte("src"))
+	base := CacheKey("alice", "java", "javac 17", []string{"-d", "."}, "A.java", []byte("src"))
 	for _, other := range []string{
-		CacheKey("java", "javac 18", []string{"-d", "."}, "A.java", []byte("src")),
-		CacheKey("java", "javac 17", []string{"-d."}, "A.java", []byte("src")),
-		CacheKey("java", "javac 17", []string{"-d", "."}, "B.java", []byte("src")),
-		CacheKey("java", "javac 17", []string{"-d", "."}, "A.java", []byte("src2")),
-		CacheKey("jav", "ajavac 17", []string{"-d", "."}, "A.java", []byte("src")),
+		CacheKey("alice", "java", "javac 18", []string{"-d", "."}, "A.java", []byte("src")),
+		CacheKey("alice", "java", "javac 17", []string{"-d."}, "A.java", []byte("src")),
+		CacheKey("alice", "java", "javac 17", []string{"-d", "."}, "B.java", []byte("src")),
+		CacheKey("alice", "java", "javac 17", []string{"-d", "."}, "A.java", []byte("src2")),
+		CacheKey("alice", "jav", "ajavac 17", []string{"-d", "."}, "A.java", []byte("src")),
+		CacheKey("bob", "java", "javac 17", []string{"-d", "."}, "A.java", []byte("src")),
+		CacheKey("", "java", "javac 17", []string{"-d", "."}, "A.java", []byte("src")),
 	} {
 		if other == base {
 			t.Error("different inputs share a key")
 		}
 	}
-	if !validKey(base) || base != CacheKey("java", "javac 17", []string{"-d", "."}, "A.java", []byte("src")) {
+	if !validKey(base) || base != CacheKey("alice", "java", "javac 17", []string{"-d", "."}, "A.java", []byte("src")) {
 		t.Error("key not stable or not hex")
 	}
 }

@@ -361,6 +361,6 @@ func (c *conn) runJob(ctx context.Context, j *job, out *output) wire.Result {
 	c.running.Add(1)
 	defer c.running.Add(-1)
 	job := Job{ID: a.JobID, Attempt: a.Attempt, Language: a.Language, FileName: a.FileName,
-		Source: f.source, Stdin: f.stdin, Limits: a.Limits}
+		Source: f.source, Stdin: f.stdin, Limits: a.Limits, Owner: a.Owner}
 	return c.s.cfg.Executor.Execute(ctx, job, out.emit)
 }

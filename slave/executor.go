@@ -38,6 +38,11 @@ type ExecConfig struct {
 	Runner        sandbox.Runner   // runs the compile and run steps
 	Toolchains    []wire.Toolchain // what this slave can run (see [Detect])
 	Cache         *Cache           // compile cache; nil disables it
+	// SharedCache lets a job of one client use the compile cache entries of
+	// another's. By default entries are kept per owner (Job.Owner): with a
+	// shared cache, "cached: true" tells a client that someone compiled the
+	// same file before (an oracle on other clients' sources).
+	SharedCache bool
 	DefaultLimits wire.JobLimits   // for zero fields of a job's limits (5 s, 256 MiB, 1 MiB)
 	MaxLimits     wire.JobLimits   // job limits are clamped to these (60 s, 2 GiB, 64 MiB)
 	Logger        *slog.Logger
@@ -52,6 +57,7 @@ type Job struct {
 	Source   []byte
 	Stdin    []byte
 	Limits   wire.JobLimits
+	Owner    string // the submitting client's key fingerprint (wire.Assign.Owner)
 }
 
 // Executor compiles and runs jobs in per-job directories through a
@@ -173,7 +179,11 @@ func (j *jobRun) build() bool {
 	if j.lang.jvm {
 		javaName = j.src
 	}
-	key := CacheKey(j.lang.name, j.tc.Compiler, flags, javaName, j.job.Source)
+	owner := j.job.Owner
+	if j.e.cfg.SharedCache {
+		owner = ""
+	}
+	key := CacheKey(owner, j.lang.name, j.tc.Compiler, flags, javaName, j.job.Source)
 	if c := j.e.cfg.Cache; c != nil {
 		if arts, ok := c.Get(key); ok {
 			if err := j.place(arts); err != nil {

@@ -132,6 +132,24 @@ int main(void){puts("cached?");return 0;}`)}
 	}
 }
 
+// The compile cache must not tell one client that another compiled the
+// same file (an oracle on other clients' sources), unless the operator
+// chose a shared cache.
+func TestExecuteCachePerOwner(t *testing.T) {
+	needLang(t, wire.LangC)
+	src := []byte("int main(void){return 0;}\n")
+	for _, shared := range []bool{false, true} {
+		e, _ := newExecutor(t, nil)
+		e.cfg.SharedCache = shared
+		bob, _ := execute(t, e, Job{Language: wire.LangC, FileName: "a.c", Source: src, Owner: "bob"})
+		alice, _ := execute(t, e, Job{Language: wire.LangC, FileName: "a.c", Source: src, Owner: "alice"})
+		again, _ := execute(t, e, Job{Language: wire.LangC, FileName: "a.c", Source: src, Owner: "alice"})
+		if bob.Status != wire.StatusOK || bob.Cached || alice.Cached != shared || !again.Cached {
+			t.Fatalf("shared %v: bob %+v\nalice %+v\nalice again %+v", shared, bob, alice, again)
+		}
+	}
+}
+
 func TestExecuteJavaCacheHit(t *testing.T) {
 	needLang(t, wire.LangJava)
 	e, _ := newExecutor(t, nil)

@@ -47,6 +47,7 @@ type slaveFlags struct {
 	loadInterval          time.Duration
 	workDir, cacheDir     string
 	cacheSize             string
+	sharedCache           bool
 	sandbox               string
 	logFormat, logLevel   string
 	backoffMin, backoffMx time.Duration
@@ -60,6 +61,7 @@ func (f *slaveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.workDir, "work-dir", "", "`DIR` under which each job gets a fresh directory (default: a new temporary directory, removed at exit)")
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "compile cache `DIR` (default: <user cache dir>/kiln/<slave name>)")
 	fs.StringVar(&f.cacheSize, "cache-size", "256MiB", "compile cache bound (`SIZE`, e.g. 256MiB, 1GiB; 0 disables the cache)")
+	fs.BoolVar(&f.sharedCache, "shared-compile-cache", false, "share compile cache entries between clients (faster, but 'cached: true' then tells a client that another compiled the same file; see docs/security.md)")
 	fs.StringVar(&f.sandbox, "sandbox", "strict", "sandbox `MODE`: strict, auto or none (see above)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -160,7 +162,7 @@ func runSlave(ctx context.Context, f slaveFlags, bundle *certs.Bundle, log *slog
 		log.Warn("no toolchain found: this slave can run nothing (install gcc, g++, a JDK or python3)")
 	}
 	exec, err := slave.NewExecutor(slave.ExecConfig{Name: id.Name, WorkRoot: workDir, Runner: runner,
-		Toolchains: tcs, Cache: cache, Logger: log})
+		Toolchains: tcs, Cache: cache, SharedCache: f.sharedCache, Logger: log})
 	if err != nil {
 		return err
 	}

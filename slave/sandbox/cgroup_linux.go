@@ -15,7 +15,8 @@ import (
 )
 
 // Cgroups. Each sandbox slot owns one cgroup per controller under
-// <own cgroup>/kiln-<pid>/slot-<n>, created with the slot and removed with
+// <own cgroup>/kiln-<pid>/slot-<init's host uid> (unique even with two
+// runners in one process), created with the slot and removed with
 // it. The init is not in it: on v1 only the init's fork thread is moved
 // there (v1 places threads individually; the memory controller charges the
 // init's pages to its main thread's group), so jobs are born inside it; on
@@ -158,7 +159,7 @@ type slotCgroup struct {
 // (v2 delegates the job group to it).
 func (c *cgroups) newSlot(n, initUID int) (*slotCgroup, error) {
 	s := &slotCgroup{v2: c.version == "v2", files: map[string]*os.File{}}
-	name := "slot-" + strconv.Itoa(n)
+	name := "slot-" + strconv.Itoa(initUID)
 	if s.v2 {
 		return s, s.makeV2(filepath.Join(c.memory, name), initUID)
 	}

@@ -43,12 +43,13 @@ func normalJob(t *testing.T, r Runner) {
 }
 
 // noLeftovers fails if a host process carries marker in its command line
-// or runs as one of the sandbox's host uids.
-func noLeftovers(t *testing.T, marker string) {
+// or runs as one of r's host job uids.
+func noLeftovers(t *testing.T, r *Strict, marker string) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Second)
+	first, n := r.HostIDs()
 	for {
-		left := hostProcs(marker)
+		left := hostProcs(first, n, marker)
 		if len(left) == 0 {
 			return
 		}
@@ -59,7 +60,7 @@ func noLeftovers(t *testing.T, marker string) {
 	}
 }
 
-func hostProcs(marker string) []string {
+func hostProcs(first, n int, marker string) []string {
 	ents, _ := os.ReadDir("/proc")
 	var left []string
 	for _, e := range ents {
@@ -72,7 +73,7 @@ func hostProcs(marker string) []string {
 			continue
 		}
 		uid := int(st.Sys().(*syscall.Stat_t).Uid)
-		isJob := uid >= DefaultHostIDBase && uid < DefaultHostIDBase+1000 && uid%2 == 1
+		isJob := uid >= first && uid < first+n && (uid-first)%2 == 1
 		if isJob || (marker != "" && bytes.Contains(cmd, []byte(marker))) {
 			left = append(left, e.Name()+":"+strings.ReplaceAll(string(cmd), "\x00", " "))
 		}
@@ -150,13 +151,13 @@ func TestHostileForkBomb(t *testing.T) {
 	if !res.TimedOut && res.ExitCode == 0 {
 		t.Fatalf("C fork bomb: %+v", res.Outcome)
 	}
-	noLeftovers(t, "")
+	noLeftovers(t, r, "")
 	writeFile(t, dir, "bomb.py", "import os\nwhile True:\n    try: os.fork()\n    except OSError: pass\n")
 	res = run(t, r, dir, lim, "", "/usr/bin/python3", "bomb.py")
 	if !res.TimedOut && res.ExitCode == 0 {
 		t.Fatalf("Python fork bomb: %+v", res.Outcome)
 	}
-	noLeftovers(t, "")
+	noLeftovers(t, r, "")
 	normalJob(t, r)
 }
 
@@ -243,7 +244,7 @@ int main(void){
 	if res.ExitCode != 0 || res.TimedOut {
 		t.Fatalf("C: %+v", res.Outcome)
 	}
-	noLeftovers(t, "777")
+	noLeftovers(t, r, "777")
 	writeFile(t, dir, "left.py", `import os, subprocess, time
 subprocess.Popen(['sleep', '7773'], start_new_session=True)
 if os.fork() == 0:
@@ -258,7 +259,7 @@ print('bye')
 	if res.ExitCode != 0 || res.stdout != "bye\n" {
 		t.Fatalf("Python: %+v %s", res.Outcome, res.stderr)
 	}
-	noLeftovers(t, "777")
+	noLeftovers(t, r, "777")
 	normalJob(t, r)
 }
 
@@ -351,7 +352,8 @@ print('passwd', open('/etc/passwd').read().count('\n'))
 func TestHostileKillAll(t *testing.T) {
 	r := newStrictT(t)
 	victim := exec.Command("/usr/bin/sleep", "30")
-	victim.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: DefaultHostIDBase + 1, Gid: DefaultHostIDBase + 1}}
+	first, _ := r.HostIDs()
+	victim.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(first + 1), Gid: uint32(first + 1)}}
 	if err := victim.Start(); err != nil {
 		t.Fatal(err)
 	}

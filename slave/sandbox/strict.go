@@ -24,6 +24,8 @@ const (
 	DefaultWorkDirBytes = 256 << 20 // size cap of the per-job /w tmpfs
 	DefaultTmpBytes     = 64 << 20  // size cap of the per-job /tmp tmpfs
 	DefaultHostIDBase   = 1_600_000_000
+	DefaultHostIDRange  = 1 << 16 // host ids per runner: 32 768 sandboxes at once
+	DefaultLockDir      = "/run/kiln"
 	DefaultStackBytes   = 256 << 20
 	DefaultOpenFiles    = 1024
 	DefaultProcs        = 256
@@ -53,10 +55,15 @@ type StrictConfig struct {
 	// TmpBytes caps the job's /tmp, a fresh tmpfs per run. Default
 	// DefaultTmpBytes.
 	TmpBytes int64
-	// HostIDBase is the first host uid/gid used: sandbox slot n maps its
-	// init to HostIDBase+2n and its job to HostIDBase+2n+1. These ids must
-	// own nothing on the host. Default DefaultHostIDBase.
+	// HostIDBase is where the search for a free range of host uids/gids
+	// starts: the runner locks the first free range of DefaultHostIDRange
+	// ids at HostIDBase + k*DefaultHostIDRange (a lock file in LockDir),
+	// and its sandbox slot n maps its init to first+2n and its job to
+	// first+2n+1. These ids must own nothing on the host. Default
+	// DefaultHostIDBase.
 	HostIDBase int
+	// LockDir holds the uid range lock files. Default DefaultLockDir.
+	LockDir string
 	// MaxIdle is how many prepared sandboxes are kept for reuse (the
 	// warm pool). Zero means 4; negative disables reuse, so that every run
 	// creates and destroys its own namespaces.
@@ -108,6 +115,9 @@ func (c *StrictConfig) setDefaults() {
 	}
 	if c.HostIDBase <= 0 {
 		c.HostIDBase = DefaultHostIDBase
+	}
+	if c.LockDir == "" {
+		c.LockDir = DefaultLockDir
 	}
 	if c.MaxIdle == 0 {
 		c.MaxIdle = 4

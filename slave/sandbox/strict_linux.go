@@ -29,6 +29,7 @@ type Strict struct {
 	cfg   StrictConfig
 	cg    *cgroups
 	setup setupMsg
+	ids   idRange // host uids of this runner, locked until Close
 
 	mu     sync.Mutex
 	idle   []*container
@@ -47,8 +48,9 @@ func (s *Strict) background(f func()) {
 	}()
 }
 
-// NewStrict checks cfg and returns a runner. It starts nothing: sandboxes
-// are made by the first runs (or by Check).
+// NewStrict checks cfg, locks a range of host uids (see [ErrNoIDRange])
+// and returns a runner; Close releases the range. It starts no process:
+// sandboxes are made by the first runs (or by Check).
 func NewStrict(cfg StrictConfig) (*Strict, error) {
 	cfg.setDefaults()
 	s := &Strict{cfg: cfg, slots: map[int]bool{}}
@@ -57,6 +59,10 @@ func NewStrict(cfg StrictConfig) (*Strict, error) {
 		return nil, err
 	}
 	s.setup = setup
+	if s.ids, err = lockIDRange(cfg.LockDir, cfg.HostIDBase); err != nil {
+		return nil, err
+	}
+	s.cfg.HostIDBase = s.ids.first
 	s.cg = detectCgroups()
 	s.cg.sweep()
 	return s, nil
@@ -146,6 +152,10 @@ func (s *Strict) get() (*container, error) {
 	for s.slots[slot] {
 		slot++
 	}
+	if slot >= s.ids.maxSlots() {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("sandbox: more than %d sandboxes at once", s.ids.maxSlots())
+	}
 	s.slots[slot] = true
 	s.live.Add(1)
 	s.mu.Unlock()
@@ -210,5 +220,12 @@ func (s *Strict) Close() error {
 	s.live.Wait()
 	s.bg.Wait()
 	s.cg.removeParents()
+	s.mu.Lock()
+	s.ids.release()
+	s.mu.Unlock()
 	return nil
 }
+
+// HostIDs returns the first host uid of the runner's range and its size:
+// slot n's init runs as first+2n and its job as first+2n+1.
+func (s *Strict) HostIDs() (first, n int) { return s.ids.first, DefaultHostIDRange }

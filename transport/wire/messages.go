@@ -213,6 +213,9 @@ type Assign struct {
 	Sealed     bool      `msgpack:"sealed,omitempty"`
 	WrappedKey []byte    `msgpack:"wrapped_key,omitempty"`
 	ClientKey  []byte    `msgpack:"client_key,omitempty"`
+	// Owner is the fingerprint of the submitting client's key; the slave
+	// keeps its compile cache apart per owner.
+	Owner string `msgpack:"owner,omitempty"`
 }
 
 // Output stream identifiers.
