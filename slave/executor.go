@@ -33,18 +33,18 @@ var (
 
 // ExecConfig configures an [Executor].
 type ExecConfig struct {
-	Name          string           // slave name written into results
-	WorkRoot      string           // a fresh directory per job is made, and removed, under it
-	Runner        sandbox.Runner   // runs the compile and run steps
-	Toolchains    []wire.Toolchain // what this slave can run (see [Detect])
-	Cache         *Cache           // compile cache; nil disables it
+	Name       string           // slave name written into results
+	WorkRoot   string           // a fresh directory per job is made, and removed, under it
+	Runner     sandbox.Runner   // runs the compile and run steps
+	Toolchains []wire.Toolchain // what this slave can run (see [Detect])
+	Cache      *Cache           // compile cache; nil disables it
 	// SharedCache lets a job of one client use the compile cache entries of
 	// another's. By default entries are kept per owner (Job.Owner): with a
 	// shared cache, "cached: true" tells a client that someone compiled the
 	// same file before (an oracle on other clients' sources).
-	SharedCache bool
-	DefaultLimits wire.JobLimits   // for zero fields of a job's limits (5 s, 256 MiB, 1 MiB)
-	MaxLimits     wire.JobLimits   // job limits are clamped to these (60 s, 2 GiB, 64 MiB)
+	SharedCache   bool
+	DefaultLimits wire.JobLimits // for zero fields of a job's limits (5 s, 256 MiB, 1 MiB)
+	MaxLimits     wire.JobLimits // job limits are clamped to these (60 s, 2 GiB, 64 MiB)
 	Logger        *slog.Logger
 }
 
