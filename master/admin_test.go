@@ -198,7 +198,7 @@ func TestAdminDrain(t *testing.T) {
 		}
 	}
 	// The job already running on the drained slave finishes normally.
-	go s1.finish(held)
+	s1.spawn(func() { s1.finish(held) })
 	if v := collect(t, cs, first)[first]; v.result.Status != wire.StatusOK || v.result.Slave != "s1" {
 		t.Fatalf("held job: %+v", v.result)
 	}

@@ -28,6 +28,7 @@ type fakeSlave struct {
 	slots int
 	hold  bool
 
+	wg      sync.WaitGroup // every goroutine of this fake; waited by the test's cleanup
 	mu      sync.Mutex
 	files   map[string][]byte
 	jobs    chan wire.Assign
@@ -50,10 +51,29 @@ func (c *cluster) fakeSlave(name string, slots int, hold bool, langs ...string) 
 		c.t.Fatal(err)
 	}
 	s.Send(wire.MsgLoad, 0, wire.Load{Slots: slots})
-	go fs.loop()
-	go fs.acceptFiles()
+	c.t.Cleanup(func() { s.Close(); fs.wg.Wait() })
+	fs.spawn(fs.loop)
+	fs.spawn(fs.acceptFiles)
 	c.waitLog("slave registered", "peer="+name)
 	return fs
+}
+
+// spawn runs f in a goroutine that the test's cleanup waits for.
+func (fs *fakeSlave) spawn(f func()) {
+	fs.wg.Add(1)
+	go func() {
+		defer fs.wg.Done()
+		f()
+	}()
+}
+
+// decode decodes env into v and fails the test if it does not decode.
+func (fs *fakeSlave) decode(env wire.Envelope, v any) bool {
+	if err := wire.Decode(env, v); err != nil {
+		fs.t.Errorf("fake slave %s: decoding %v: %v", fs.name, env.Type, err)
+		return false
+	}
+	return true
 }
 
 func (fs *fakeSlave) acceptFiles() {
@@ -72,7 +92,7 @@ func (fs *fakeSlave) acceptFiles() {
 }
 
 func (fs *fakeSlave) loop() {
-	go func() {
+	fs.spawn(func() {
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -83,7 +103,7 @@ func (fs *fakeSlave) loop() {
 				fs.sess.Send(wire.MsgLoad, 0, wire.Load{Slots: fs.slots})
 			}
 		}
-	}()
+	})
 	for {
 		env, err := fs.sess.Recv()
 		if err != nil {
@@ -91,7 +111,9 @@ func (fs *fakeSlave) loop() {
 		}
 		if env.Type == wire.MsgCancel {
 			var cn wire.Cancel
-			wire.Decode(env, &cn)
+			if !fs.decode(env, &cn) {
+				return
+			}
 			fs.cancels <- cn.JobID
 			continue
 		}
@@ -99,7 +121,9 @@ func (fs *fakeSlave) loop() {
 			continue
 		}
 		var a wire.Assign
-		wire.Decode(env, &a)
+		if !fs.decode(env, &a) {
+			return
+		}
 		fs.mu.Lock()
 		fs.ran = append(fs.ran, a.JobID)
 		fs.mu.Unlock()
@@ -107,21 +131,32 @@ func (fs *fakeSlave) loop() {
 			fs.jobs <- a
 			continue
 		}
-		go fs.finish(a)
+		fs.spawn(func() { fs.finish(a) })
 	}
 }
 
 // finish answers a job: its source echoed on stdout, then an ok Result.
+// It waits up to 2 s for the source to arrive and gives up when the
+// session ends, so it never outlives its test.
 func (fs *fakeSlave) finish(a wire.Assign) {
 	var src []byte
-	for i := 0; i < 200; i++ {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(2 * time.Second)
+	for src == nil {
 		fs.mu.Lock()
 		src = fs.files[a.JobID+"/source"]
 		fs.mu.Unlock()
 		if src != nil {
 			break
 		}
-		time.Sleep(10 * time.Millisecond)
+		select {
+		case <-fs.sess.Done():
+			return
+		case <-deadline:
+			src = []byte{}
+		case <-tick.C:
+		}
 	}
 	fs.sess.Send(wire.MsgOutput, 0, wire.Output{JobID: a.JobID, Attempt: a.Attempt, Stream: wire.StreamStdout, Data: src})
 	fs.sess.Send(wire.MsgResult, 0, wire.Result{JobID: a.JobID, Attempt: a.Attempt, Status: wire.StatusOK, Language: a.Language})
@@ -423,7 +458,7 @@ func TestHeldBytesBudget(t *testing.T) {
 	if e == nil || e.Code != wire.CodeBusy || !strings.Contains(e.Message, "limit") {
 		t.Fatalf("third job: got %+v, want busy for the memory budget", e)
 	}
-	go fs.finish(a)
+	fs.spawn(func() { fs.finish(a) })
 	collect(t, cs, first)
 	if _, e := submit(t, cs, 4, "d.py", src); e != nil {
 		t.Fatalf("after a job ended the budget should allow another: %+v", e)
@@ -685,10 +720,10 @@ func TestAcceptedBeforeJobMessages(t *testing.T) {
 	c := newCluster(t)
 	fs := c.fakeSlave("s1", 1000, false, "c")
 	for range 4 { // every Load wakes the dispatcher
-		go func() {
+		fs.spawn(func() {
 			for fs.sess.Send(wire.MsgLoad, 0, wire.Load{Slots: 1000}) == nil {
 			}
-		}()
+		})
 	}
 	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
 	if err != nil {
