@@ -146,6 +146,7 @@ func (a *Assign) checkFields(f *fields) {
 	f.str("file", a.FileName, MaxText)
 	f.bin("wrapped_key", a.WrappedKey, MaxKey)
 	f.bin("client_key", a.ClientKey, MaxKey)
+	f.str("owner", a.Owner, MaxShort)
 }
 
 func (o *Output) checkFields(f *fields) {

@@ -41,6 +41,7 @@ func TestFieldLimits(t *testing.T) {
 		{"Error.msg", MsgError, func() any { return &Error{Message: str(MaxText)} }, func() any { return &Error{Message: str(MaxText + 1)} }},
 		{"JobState.detail", MsgJobState, func() any { return &JobState{Detail: str(MaxText)} }, func() any { return &JobState{Detail: str(MaxText + 1)} }},
 		{"Assign.wrapped_key", MsgAssign, func() any { return &Assign{WrappedKey: bin(MaxKey)} }, func() any { return &Assign{WrappedKey: bin(MaxKey + 1)} }},
+		{"Assign.owner", MsgAssign, func() any { return &Assign{Owner: str(MaxShort)} }, func() any { return &Assign{Owner: str(MaxShort + 1)} }},
 		{"Output.job", MsgOutput, func() any { return &Output{JobID: str(MaxShort)} }, func() any { return &Output{JobID: str(MaxShort + 1)} }},
 		{"Output.key", MsgOutput, func() any { return &Output{Key: bin(MaxKey)} }, func() any { return &Output{Key: bin(MaxKey + 1)} }},
 		{"Result.detail", MsgResult, func() any { return &Result{Detail: str(MaxText)} }, func() any { return &Result{Detail: str(MaxText + 1)} }},
