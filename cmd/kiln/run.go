@@ -228,12 +228,13 @@ func progressLine(w io.Writer, name string) func(sent, total int64) {
 // runOptions are the parsed flags of `kiln run`.
 type runOptions struct {
 	clientFlags
-	stdin   string
-	json    bool
-	verbose bool
-	noSeal  bool
-	timeout time.Duration
-	limits  struct {
+	stdin     string
+	pipeStdin bool // read our stdin when it is not a terminal (kiln run, not bench)
+	json      bool
+	verbose   bool
+	noSeal    bool
+	timeout   time.Duration
+	limits    struct {
 		time           time.Duration
 		memory, output sizeFlag
 	}
@@ -243,7 +244,7 @@ func runFlags(e env, o *runOptions) *flag.FlagSet {
 	fs := flag.NewFlagSet("kiln run", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	o.register(fs)
-	fs.StringVar(&o.stdin, "stdin", "", "feed `FILE` to the program's standard input")
+	fs.StringVar(&o.stdin, "stdin", "", "feed `FILE` to the program's standard input; - for this command's own\n(default: this command's standard input when it is a pipe or a file, nothing on a terminal)")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object with the result instead of streaming the output")
 	fs.BoolVar(&o.verbose, "v", false, "print a summary line (and compiler output) even when the job succeeds")
 	fs.BoolVar(&o.noSeal, "no-seal", false, "send the source, stdin and output unsealed (the master can read them)")
@@ -261,8 +262,6 @@ func runFlags(e env, o *runOptions) *flag.FlagSet {
 	return fs
 }
 
-// readRequest reads FILE and --stdin and checks them before anything is
-// dialled.
 // withTimeout bounds ctx by --timeout when it is set.
 func (o *runOptions) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if o.timeout > 0 {
@@ -279,7 +278,7 @@ func (o *runOptions) connect(ctx context.Context, e env, cmd, file string) (clie
 		fmt.Fprintf(e.stderr, "kiln %s: %v\n", cmd, err)
 		return client.Request{}, nil, exitUsage
 	}
-	req, err := o.readRequest(file)
+	req, err := o.readRequest(e, file)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "kiln %s: %v\n", cmd, err)
 		return client.Request{}, nil, exitUsage
@@ -288,9 +287,14 @@ func (o *runOptions) connect(ctx context.Context, e env, cmd, file string) (clie
 	return req, c, code
 }
 
-func (o *runOptions) readRequest(file string) (client.Request, error) {
+// readRequest reads FILE and the program's stdin and checks them before
+// anything is dialled.
+func (o *runOptions) readRequest(e env, file string) (client.Request, error) {
 	req := client.Request{FileName: file, Seal: !o.noSeal, Limits: wire.JobLimits{
 		TimeMs: o.limits.time.Milliseconds(), MemoryBytes: int64(o.limits.memory), OutputBytes: int64(o.limits.output)}}
+	if fi, err := os.Stat(file); err == nil && fi.IsDir() {
+		return req, fmt.Errorf("%s is a directory; give one source file (.c, .cpp, .cc, .java or .py)", file)
+	}
 	if wire.LanguageOf(file) == "" {
 		return req, req.Check(wire.Limits{})
 	}
@@ -298,12 +302,50 @@ func (o *runOptions) readRequest(file string) (client.Request, error) {
 	if req.Source, err = os.ReadFile(file); err != nil {
 		return req, err
 	}
-	if o.stdin != "" {
-		if req.Stdin, err = os.ReadFile(o.stdin); err != nil {
-			return req, err
-		}
+	if req.Stdin, err = o.readStdin(e); err != nil {
+		return req, err
 	}
 	return req, req.Check(wire.Limits{})
+}
+
+// maxLocalStdin bounds what `kiln run` reads as the program's standard
+// input before it knows the master's own (smaller) limit.
+const maxLocalStdin = 64 << 20
+
+// readStdin returns the program's standard input: the file --stdin names,
+// this command's own standard input for "--stdin -", or, without --stdin,
+// this command's standard input when it is a pipe or a file rather than a
+// terminal (`echo bob | kiln run readin.py`). It reads at most
+// maxLocalStdin bytes.
+func (o *runOptions) readStdin(e env) ([]byte, error) {
+	var r io.Reader
+	switch {
+	case o.stdin == "-" || (o.stdin == "" && o.pipeStdin && e.stdin != nil && !isTerminalReader(e.stdin)):
+		r = e.stdin
+	case o.stdin != "":
+		f, err := os.Open(o.stdin)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	default:
+		return nil, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxLocalStdin+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading stdin: %w", err)
+	}
+	if len(b) > maxLocalStdin {
+		return nil, fmt.Errorf("stdin is over %s, more than kiln run sends", formatSize(maxLocalStdin))
+	}
+	return b, nil
+}
+
+// isTerminalReader reports whether r is a terminal.
+func isTerminalReader(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 func cmdRun(ctx context.Context, e env, args []string) int {
@@ -321,6 +363,7 @@ func cmdRun(ctx context.Context, e env, args []string) int {
 		fs.Usage()
 		return exitUsage
 	}
+	o.pipeStdin = true
 	ctx, cancel := o.withTimeout(ctx)
 	defer cancel()
 	req, c, code := o.connect(ctx, e, "run", files[0])

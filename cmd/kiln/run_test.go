@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -53,6 +55,7 @@ func TestRunUsage(t *testing.T) {
 		{"unknown extension", envOK, []string{writeFile(t, src, "notes.txt", "hi")}, exitUsage, "unknown language"},
 		{"empty file", envOK, []string{writeFile(t, src, "empty.c", "")}, exitUsage, "empty source"},
 		{"missing file", envOK, []string{filepath.Join(src, "nope.c")}, exitUsage, "nope.c"},
+		{"directory as FILE", envOK, []string{src}, exitUsage, src + " is a directory; give one source file"},
 		{"missing stdin", envOK, []string{"--stdin", filepath.Join(src, "nope.txt"), ok}, exitUsage, "nope.txt"},
 		{"no bundle", map[string]string{"KILN_MASTER": "127.0.0.1:1"}, []string{ok}, exitUsage, "no bundle"},
 		{"no master", map[string]string{"KILN_BUNDLE": bundle}, []string{ok}, exitUsage, "no master"},
@@ -172,6 +175,53 @@ func TestRunInterrupted(t *testing.T) {
 	if code != exitInternal || !strings.Contains(errs, "timed out") || time.Since(start) > 10*time.Second {
 		t.Fatalf("--timeout: exit %d after %v, stderr %q", code, time.Since(start), errs)
 	}
+}
+
+// TestRunStdin: the program's standard input comes from a pipe into
+// `kiln run` (`echo bob | kiln run readin.py`), from "--stdin -", or from
+// --stdin FILE; on a terminal nothing is read and the program sees EOF.
+func TestRunStdin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a master process")
+	}
+	c := startLocalCluster(t, "1")
+	src := t.TempDir()
+	prog := writeFile(t, src, "readin.py", "try:\n    print('hello ' + input())\nexcept EOFError:\n    print('no input')\n")
+	in := writeFile(t, src, "in.txt", "carol\n")
+	var envv []string
+	for k, v := range c.env {
+		envv = append(envv, k+"="+v)
+	}
+	for _, tc := range []struct {
+		name  string
+		stdin string
+		args  []string
+		want  string
+	}{
+		{"pipe", "bob\n", []string{prog}, "hello bob\n"},
+		{"dash", "dave\n", []string{"--stdin", "-", prog}, "hello dave\n"},
+		{"file wins over pipe", "bob\n", []string{"--stdin", in, prog}, "hello carol\n"},
+		{"nothing piped", "", []string{prog}, "no input\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.CommandContext(t.Context(), kilnBinary(t), append([]string{"run"}, tc.args...)...)
+			cmd.Env = append(os.Environ(), envv...)
+			cmd.Stdin = strings.NewReader(tc.stdin)
+			var out, errb bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errb
+			if err := cmd.Run(); err != nil || out.String() != tc.want {
+				t.Fatalf("%v: stdout %q (want %q), stderr %q", err, out.String(), tc.want, errb.String())
+			}
+		})
+	}
+	t.Run("terminal", func(t *testing.T) {
+		_, pts := openPTY(t)
+		var out, errb syncBuf
+		e := env{stdin: pts, stdout: &out, stderr: &errb, getenv: func(k string) string { return c.env[k] }}
+		if code := run(t.Context(), e, []string{"run", prog}); code != 0 || out.String() != "no input\n" {
+			t.Fatalf("exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+		}
+	})
 }
 
 // TestRunNoSlave: a master without slaves answers no_slave: exit 112.
