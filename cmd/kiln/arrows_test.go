@@ -23,6 +23,7 @@ func TestDependencyArrows(t *testing.T) {
 		{"kiln/transport/wire", []string{"kiln/", "github.com/hashicorp/yamux"}},
 		{"kiln/transport/seal", []string{"kiln/", "github.com/vmihailenco/msgpack"}},
 		{"kiln/master", []string{"kiln/slave", "kiln/client", "github.com/rivo/tview", "github.com/gdamore/tcell"}},
+		{"kiln/master/state", []string{"kiln/auth", "kiln/certs", "kiln/slave", "kiln/client", "kiln/transport/seal", "github.com/hashicorp/yamux"}},
 		{"kiln/slave", []string{"kiln/master", "kiln/client", "github.com/rivo/tview", "github.com/gdamore/tcell"}},
 		{"kiln/slave/sandbox", []string{"kiln/"}},
 		{"kiln/client", []string{"kiln/master", "kiln/slave", "github.com/rivo/tview", "github.com/gdamore/tcell"}},

@@ -1,0 +1,113 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"kiln/transport/wire"
+)
+
+// Kind names a [Command]. Values are stored in the log: stable and
+// append-only, never renumber.
+type Kind uint8
+
+// Command kinds. Each comment names the fields the command reads.
+const (
+	// KindSubmit admits a job: New (owner, submit, payload, wraps),
+	// MaxJobs (cap on unfinished jobs), MaxBytes (cap on the state's bytes).
+	KindSubmit Kind = 1
+	// KindAssign gives the queued Job at Attempt to Slave.
+	KindAssign Kind = 2
+	// KindResult ends Job's Attempt with Result and Output.
+	KindResult Kind = 3
+	// KindRequeue puts Job's assigned Attempt back in the queue as
+	// Attempt+1 (its slave was lost); Reason is for the log.
+	KindRequeue Kind = 4
+	// KindCancel ends a queued Job at once (status cancelled, Reason as
+	// detail) or marks an assigned one CancelRequested.
+	KindCancel Kind = 5
+	// KindDeliver records that Job's result reached its client.
+	KindDeliver Kind = 6
+	// KindDrain and KindUndrain set or clear Slave's admin drain.
+	KindDrain   Kind = 7
+	KindUndrain Kind = 8
+	// KindQuarantine keeps Slave out of dispatch until Until and counts
+	// a strike; a zero Until lifts the quarantine (strikes are kept).
+	KindQuarantine Kind = 9
+	// KindExpire drops ended jobs that finished before Now-Retention,
+	// then the oldest ended jobs while the state holds more than MaxBytes.
+	KindExpire Kind = 10
+)
+
+var kindNames = map[Kind]string{
+	KindSubmit: "submit", KindAssign: "assign", KindResult: "result", KindRequeue: "requeue",
+	KindCancel: "cancel", KindDeliver: "deliver", KindDrain: "drain", KindUndrain: "undrain",
+	KindQuarantine: "quarantine", KindExpire: "expire",
+}
+
+func (k Kind) String() string {
+	if s, ok := kindNames[k]; ok {
+		return s
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Command is one change to the state, as stored in one raft log entry.
+// Everything Apply needs is in it, stamped by the proposer: Apply reads
+// no clock and no counter outside the state.
+type Command struct {
+	Kind    Kind      `msgpack:"kind"`
+	Now     time.Time `msgpack:"now"`
+	Job     string    `msgpack:"job,omitempty"`
+	Attempt int       `msgpack:"attempt,omitempty"`
+	Slave   string    `msgpack:"slave,omitempty"`
+	Reason  string    `msgpack:"reason,omitempty"`
+
+	New      *Job  `msgpack:"new,omitempty"`
+	MaxJobs  int   `msgpack:"max_jobs,omitempty"`
+	MaxBytes int64 `msgpack:"max_bytes,omitempty"`
+
+	Result *wire.Result `msgpack:"result,omitempty"`
+	Output []Chunk      `msgpack:"output,omitempty"`
+
+	Until     time.Time     `msgpack:"until,omitempty"`
+	Retention time.Duration `msgpack:"retention,omitempty"`
+}
+
+// Errors Apply returns. They are part of the state's determinism: the
+// same command on the same state fails the same way on every replica.
+var (
+	// ErrNotFound: no job with that id (never submitted, or expired).
+	ErrNotFound = errors.New("no such job")
+	// ErrStale: the command names an attempt or state the job has left
+	// (a late message about an earlier attempt).
+	ErrStale = errors.New("stale attempt")
+	// ErrEnded: the job has already ended.
+	ErrEnded = errors.New("job already ended")
+	// ErrQueueFull: Submit past Command.MaxJobs unfinished jobs.
+	ErrQueueFull = errors.New("too many unfinished jobs")
+	// ErrFull: Submit past Command.MaxBytes even with every ended job
+	// dropped.
+	ErrFull = errors.New("durable state full")
+	// ErrBadCommand: a log entry that does not decode or names no known
+	// kind. At start, any such entry makes Open refuse the data dir.
+	ErrBadCommand = errors.New("bad command")
+)
+
+// Encode returns the command's log entry bytes.
+func (c *Command) Encode() ([]byte, error) { return msgpack.Marshal(c) }
+
+// DecodeCommand parses a log entry written by [Command.Encode].
+func DecodeCommand(b []byte) (*Command, error) {
+	var c Command
+	if err := msgpack.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
+	}
+	if _, ok := kindNames[c.Kind]; !ok {
+		return nil, fmt.Errorf("%w: unknown kind %d", ErrBadCommand, c.Kind)
+	}
+	return &c, nil
+}

@@ -1,0 +1,396 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+)
+
+// Config configures a [Store]. Zero fields take the documented defaults.
+type Config struct {
+	// Dir is the data directory. Required unless InMemory.
+	Dir string
+	// Cluster identifies the cluster the directory belongs to (the CA
+	// fingerprint); recorded at first start, compared at every other.
+	Cluster string
+	// NodeID is this master's raft server id; default "master".
+	NodeID string
+	// MinFree is the space the data directory's file system must have
+	// available at start (and for [Store.CheckSpace]); default 64 MiB.
+	MinFree uint64
+	// InMemory keeps the log, stable store and snapshots in memory: no
+	// data directory, nothing survives Close (tests and benchmarks).
+	InMemory bool
+	// SnapshotThreshold is the number of log entries after which raft
+	// takes a snapshot; default 4096. TrailingLogs is how many entries
+	// it keeps after one; default 1024.
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	// SnapshotInterval is how often raft checks the threshold; default 30 s.
+	SnapshotInterval time.Duration
+	// ElectionTimeout bounds how long a start waits before the node
+	// elects itself; default 200 ms (one node: nobody else to hear from).
+	ElectionTimeout time.Duration
+	// StartTimeout bounds Open's wait for leadership and for the log to
+	// be applied; default 30 s.
+	StartTimeout time.Duration
+	// NoSync skips fsync on the log (benchmarks only: a crash loses
+	// acknowledged commands).
+	NoSync bool
+	Logger *slog.Logger
+}
+
+// Defaults.
+const (
+	DefaultMinFree           = 64 << 20
+	DefaultSnapshotThreshold = 4096
+	DefaultTrailingLogs      = 1024
+	DefaultSnapshotInterval  = 30 * time.Second
+	DefaultElectionTimeout   = 200 * time.Millisecond
+	DefaultStartTimeout      = 30 * time.Second
+)
+
+func (c *Config) setDefaults() {
+	if c.NodeID == "" {
+		c.NodeID = "master"
+	}
+	if c.MinFree == 0 {
+		c.MinFree = DefaultMinFree
+	}
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = DefaultSnapshotThreshold
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = DefaultTrailingLogs
+	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = DefaultSnapshotInterval
+	}
+	if c.ElectionTimeout == 0 {
+		c.ElectionTimeout = DefaultElectionTimeout
+	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = DefaultStartTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// ErrNotLeader: this node cannot apply commands (not the leader, or
+// shutting down).
+var ErrNotLeader = errors.New("not the raft leader")
+
+// Store is the durable state of one master: a [Machine] replicated by a
+// raft node whose log lives in the data directory. Open starts it, Close
+// stops it; safe for concurrent use.
+type Store struct {
+	cfg   Config
+	m     *Machine
+	raft  *raft.Raft
+	trans *raft.InmemTransport
+	bolt  *raftboltdb.BoltStore
+	dir   *dataDir
+	once  sync.Once
+	err   error
+}
+
+// Open checks and locks the data directory, restores the state from the
+// latest snapshot and the log after it, and returns once this node leads
+// its (one-node) raft group and has applied every entry of the log. A
+// directory it refuses is left exactly as it was.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	cfg.setDefaults()
+	s := &Store{cfg: cfg, m: NewMachine()}
+	logs, stable, snaps, err := s.openStorage()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.start(ctx, logs, stable, snaps); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// openStorage opens (and checks) the log, stable and snapshot stores.
+func (s *Store) openStorage() (raft.LogStore, raft.StableStore, raft.SnapshotStore, error) {
+	if s.cfg.InMemory {
+		st := raft.NewInmemStore()
+		return st, st, raft.NewInmemSnapshotStore(), nil
+	}
+	if s.cfg.Dir == "" || s.cfg.Cluster == "" {
+		return nil, nil, nil, errors.New("state: Config.Dir and Config.Cluster are required")
+	}
+	d, err := openDir(s.cfg.Dir, s.cfg.Cluster, s.cfg.MinFree)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	s.dir = d
+	fail := func(err error) (raft.LogStore, raft.StableStore, raft.SnapshotStore, error) {
+		s.closeStorage()
+		return nil, nil, nil, err
+	}
+	if _, err := os.Stat(d.file(raftDBFile)); errors.Is(err, os.ErrNotExist) && d.hasState() {
+		return fail(fmt.Errorf("%w: %s has snapshots but no %s: the log after the last snapshot is lost", ErrCorrupt, d.path, raftDBFile))
+	}
+	if err := checkBolt(d.file(raftDBFile)); err != nil {
+		return fail(err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(d.path, 2, s.hclog()) // in d.path/snapshots
+	if err != nil {
+		return fail(fmt.Errorf("%w: %s: %v", ErrCorrupt, d.file(snapDir), err))
+	}
+	if err := checkSnapshot(snaps, d.file(snapDir)); err != nil {
+		return fail(err)
+	}
+	// Read the log from a read-only handle first: opening for writing
+	// commits a transaction, and a refused directory must stay as it was.
+	if _, err := os.Stat(d.file(raftDBFile)); err == nil {
+		ro, err := s.openBolt(true)
+		if err != nil {
+			return fail(err)
+		}
+		err = verifyLog(ro, snaps, d.file(raftDBFile))
+		ro.Close()
+		if err != nil {
+			return fail(err)
+		}
+	}
+	if s.bolt, err = s.openBolt(false); err != nil {
+		return fail(err)
+	}
+	return s.bolt, s.bolt, snaps, nil
+}
+
+func (s *Store) openBolt(readOnly bool) (b *raftboltdb.BoltStore, err error) {
+	path := s.dir.file(raftDBFile)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, path, p)
+		}
+	}()
+	b, err = raftboltdb.New(raftboltdb.Options{Path: path, NoSync: s.cfg.NoSync,
+		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true, ReadOnly: readOnly}})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+	}
+	return b, nil
+}
+
+// checkSnapshot opens the newest snapshot (raft's file store checks its
+// CRC as it opens it) and decodes it into a scratch machine. Raft itself
+// would fall back to an older snapshot when the newest does not load,
+// and with the log trimmed past it, start from a state with a hole.
+func checkSnapshot(snaps raft.SnapshotStore, path string) error {
+	metas, err := snaps.List()
+	if err != nil || len(metas) == 0 {
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+		}
+		return nil
+	}
+	_, rc, err := snaps.Open(metas[0].ID)
+	if err != nil {
+		return fmt.Errorf("%w: %s: snapshot %s: %v", ErrCorrupt, path, metas[0].ID, err)
+	}
+	defer rc.Close()
+	if err := NewMachine().Restore(rc); err != nil {
+		return fmt.Errorf("%w: %s: snapshot %s: %v", ErrCorrupt, path, metas[0].ID, err)
+	}
+	return nil
+}
+
+// verifyLog reads every log entry and decodes every command, so that a
+// damaged entry is refused here with its index rather than found (and
+// panicked on) by raft while it replays the log. It also refuses a log
+// that starts after index 1 with no snapshot covering the entries before.
+func verifyLog(logs raft.LogStore, snaps raft.SnapshotStore, path string) error {
+	first, err := logs.FirstIndex()
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+	}
+	last, err := logs.LastIndex()
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+	}
+	metas, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("%w: snapshots: %v", ErrCorrupt, err)
+	}
+	if first > 1 && (len(metas) == 0 || metas[0].Index+1 < first) {
+		return fmt.Errorf("%w: %s: the log starts at entry %d but no snapshot covers the entries before it (snapshots deleted?)", ErrCorrupt, path, first)
+	}
+	if len(metas) > 0 && last > 0 && metas[0].Index > last && first > 0 {
+		// A snapshot newer than the log is fine: raft starts from it.
+		return nil
+	}
+	var l raft.Log
+	for i := first; i <= last && last > 0; i++ {
+		if err := logs.GetLog(i, &l); err != nil {
+			return fmt.Errorf("%w: %s: log entry %d of %d..%d: %v", ErrCorrupt, path, i, first, last, err)
+		}
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		if _, err := DecodeCommand(l.Data); err != nil {
+			return fmt.Errorf("%w: %s: log entry %d: %v", ErrCorrupt, path, i, err)
+		}
+	}
+	return nil
+}
+
+// start creates the raft node, bootstraps a new group of one, and waits
+// until this node leads and has applied the whole log.
+func (s *Store) start(ctx context.Context, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore) error {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(s.cfg.NodeID)
+	rc.HeartbeatTimeout = s.cfg.ElectionTimeout
+	rc.ElectionTimeout = s.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = s.cfg.ElectionTimeout / 2
+	rc.SnapshotThreshold = s.cfg.SnapshotThreshold
+	rc.SnapshotInterval = s.cfg.SnapshotInterval
+	rc.TrailingLogs = s.cfg.TrailingLogs
+	rc.Logger = s.hclog()
+	addr, trans := raft.NewInmemTransport(raft.ServerAddress(s.cfg.NodeID))
+	s.trans = trans
+	has, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrCorrupt, s.cfg.Dir, err)
+	}
+	if !has {
+		cfg := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: addr}}}
+		if err := raft.BootstrapCluster(rc, logs, stable, snaps, trans, cfg); err != nil {
+			return fmt.Errorf("state: bootstrap: %w", err)
+		}
+	}
+	r, err := raft.NewRaft(rc, &fsm{m: s.m}, logs, stable, snaps, trans)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrCorrupt, s.cfg.Dir, err)
+	}
+	s.raft = r
+	return s.waitLeader(ctx)
+}
+
+// waitLeader waits until this node leads and has applied the log.
+func (s *Store) waitLeader(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for s.raft.State() != raft.Leader {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("state: %s: no raft leadership after %v (state %v): %w", s.cfg.Dir, s.cfg.StartTimeout, s.raft.State(), ctx.Err())
+		case <-tick.C:
+		}
+	}
+	left := time.Until(deadline(ctx))
+	if err := s.raft.Barrier(left).Error(); err != nil {
+		return fmt.Errorf("state: applying the log: %w", err)
+	}
+	return nil
+}
+
+func deadline(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
+}
+
+// Machine returns the state machine, for reads.
+func (s *Store) Machine() *Machine { return s.m }
+
+// Apply proposes c, waits until it is committed and applied, and returns
+// Apply's answer. ctx bounds the wait for the command to be taken; once
+// raft has it, it is applied or the node lost leadership.
+func (s *Store) Apply(ctx context.Context, c *Command) (*Job, error) {
+	b, err := c.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("state: encode %s: %w", c.Kind, err)
+	}
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	f := s.raft.Apply(b, timeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
+			return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return nil, fmt.Errorf("state: %s: %w", c.Kind, err)
+	}
+	r := f.Response().(Response)
+	return r.Job, r.Err
+}
+
+// Snapshot asks raft for a snapshot now (and to trim the log behind it).
+func (s *Store) Snapshot() error { return s.raft.Snapshot().Error() }
+
+// CheckSpace returns ErrDiskFull when the data directory's file system
+// has less than Config.MinFree available: the master refuses new jobs
+// then, and keeps finishing the accepted ones.
+func (s *Store) CheckSpace() error {
+	if s.cfg.InMemory {
+		return nil
+	}
+	return checkFree(s.cfg.Dir, s.cfg.MinFree)
+}
+
+// Close stops the raft node and releases the data directory. Idempotent.
+func (s *Store) Close() error {
+	s.once.Do(func() {
+		if s.raft != nil {
+			s.err = s.raft.Shutdown().Error()
+		}
+		if s.trans != nil {
+			s.trans.Close()
+		}
+		s.closeStorage()
+	})
+	return s.err
+}
+
+func (s *Store) closeStorage() {
+	if s.bolt != nil {
+		if err := s.bolt.Close(); err != nil && s.err == nil {
+			s.err = err
+		}
+		s.bolt = nil
+	}
+	if s.dir != nil {
+		s.dir.close()
+		s.dir = nil
+	}
+}
+
+// hclog adapts the configured slog logger for raft: warnings and errors
+// only.
+func (s *Store) hclog() hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{s.cfg.Logger}})
+}
+
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn(string(trimNL(p)))
+	return len(p), nil
+}
+
+func trimNL(p []byte) []byte {
+	for len(p) > 0 && p[len(p)-1] == '\n' {
+		p = p[:len(p)-1]
+	}
+	return p
+}
