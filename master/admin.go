@@ -223,10 +223,10 @@ func (s *Server) adminServers(string, []string) (wire.AdminReply, error) {
 			fmt.Sprintf("%.0f%%", sl.Load.CPUPercent),
 			fmt.Sprintf("%.2f %.2f %.2f", sl.Load.Load1, sl.Load.Load5, sl.Load.Load15),
 			memory(sl.Load.MemUsed, sl.Load.MemTotal), strconv.Itoa(sl.Slots), strconv.Itoa(sl.Running),
-			yesNo(sl.Drained), age(sl.ReportAge),
+			yesNo(sl.Drained), sl.Health, age(sl.ReportAge),
 		}
 	}
-	head := []string{"NAME", "ADDRESS", "VERSION", "OS", "LANGUAGES", "CPU", "LOAD", "MEMORY", "SLOTS", "RUNNING", "DRAINED", "REPORTED"}
+	head := []string{"NAME", "ADDRESS", "VERSION", "OS", "LANGUAGES", "CPU", "LOAD", "MEMORY", "SLOTS", "RUNNING", "DRAINED", "HEALTH", "REPORTED"}
 	return reply(table(head, rows)+fmt.Sprintf("%d slave(s)\n", len(list)), list)
 }
 
@@ -427,19 +427,16 @@ func (s *Server) adminKick(by string, args []string) (wire.AdminReply, error) {
 func (s *Server) Drain(name, by string, on bool) bool {
 	var found *slaveConn
 	s.mu.Lock()
-	if on {
-		s.drainedNames[name] = true // kept if the slave reconnects
-	} else {
-		delete(s.drainedNames, name)
-	}
 	for sc := range s.slaves {
 		if sc.id.Name == name {
-			sc.drained = on
 			found = sc
 		}
 	}
-	if found == nil {
-		delete(s.drainedNames, name)
+	switch r := s.slaveRecs[name]; {
+	case on && found != nil:
+		s.recordLocked(name).drained = true // kept if the slave reconnects
+	case !on && r != nil:
+		r.drained = false
 	}
 	s.mu.Unlock()
 	if found == nil {

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
+	"kiln/transport"
 	"kiln/transport/wire"
 )
 
@@ -15,35 +18,73 @@ import (
 // by Server.mu.
 type clientConn struct {
 	*peer
-	pending   map[string]*upload // by request id, until the job is queued
+	pending   map[string]*upload // by request id, from its Submit until the job is queued
 	jobs      map[string]*job    // queued or running jobs of this client
 	submitted int
+	// closed remembers the last requests refused or whose upload failed,
+	// with the answer: a file stream for one is closed at once, and a
+	// Submit after its dropped file gets the answer.
+	closed []closedReq
+	// subSignal is closed and replaced at every Submit: it wakes the file
+	// streams waiting for theirs.
+	subSignal chan struct{}
+	files     chan struct{} // a token per file stream being read
 }
 
-// upload gathers a Submit and its files, which travel on separate streams
-// and may arrive in any order.
+// closedReq is a request whose files are not wanted, and the answer it got.
+type closedReq struct {
+	key string
+	err wire.Error
+}
+
+// maxClosed is how many closed requests a session remembers.
+const maxClosed = 64
+
+func newClientConn(p *peer, b JobBudget) *clientConn {
+	return &clientConn{peer: p, pending: map[string]*upload{}, jobs: map[string]*job{},
+		subSignal: make(chan struct{}), files: make(chan struct{}, b.FilesPerSession)}
+}
+
+// closeReqLocked remembers that request key is over. s.mu is held.
+func (cc *clientConn) closeReqLocked(key string, e wire.Error) {
+	if len(cc.closed) >= maxClosed {
+		cc.closed = slices.Delete(cc.closed, 0, 1)
+	}
+	cc.closed = append(cc.closed, closedReq{key, e})
+}
+
+// closedLocked returns the answer of closed request key. s.mu is held.
+func (cc *clientConn) closedLocked(key string) (wire.Error, bool) {
+	for _, c := range cc.closed {
+		if c.key == key {
+			return c.err, true
+		}
+	}
+	return wire.Error{}, false
+}
+
+// upload is a Submit waiting for its files, which travel on their own
+// streams. It exists only from its Submit: a file stream without one waits
+// for it (JobBudget.SubmitWait), unread, then is closed.
 type upload struct {
 	reqID    uint64
 	submit   wire.Submit
-	haveSub  bool
-	source   []byte
+	source   payload
 	haveSrc  bool
 	srcSum   []byte
-	stdin    []byte
+	stdin    payload
 	haveIn   bool
 	stdinSum []byte
 	started  time.Time
-	failed   bool   // refused; files still arriving are discarded
-	held     int64  // bytes of its files counted in Server.held
-	busyMsg  string // set when a file was refused for the memory budget before the Submit came
-	badMsg   string // set when a file was refused as corrupt before the Submit came
+	failed   bool  // answered with an Error; its files are discarded
+	held     int64 // bytes of its files counted in Server.held
 }
 
 func (u *upload) complete() bool {
-	return u.haveSub && u.haveSrc && (u.haveIn || u.submit.StdinSize == 0)
+	return u.haveSrc && (u.haveIn || u.submit.StdinSize == 0)
 }
 
-// maxPending bounds the uploads one client may have in flight.
+// maxPending bounds the uploads one client session may have in flight.
 const maxPending = 64
 
 // runClient serves one client session until it ends.
@@ -91,9 +132,12 @@ func (s *Server) dropClient(cc *clientConn) {
 	var cancels []func()
 	for _, j := range cc.jobs {
 		j.client = nil
+		if j.slave != nil {
+			j.slave.clientLeft(j.id)
+		}
 		switch j.state {
 		case wire.StateQueued:
-			s.unqueueLocked(j)
+			s.queue.remove(j)
 			s.finishLocked(j, wire.StatusCancelled)
 		default:
 			if sc := j.slave; sc != nil && !j.assignSent {
@@ -105,7 +149,7 @@ func (s *Server) dropClient(cc *clientConn) {
 		}
 	}
 	for _, u := range cc.pending {
-		s.releaseLocked(&u.held)
+		s.releaseLocked(cc.id.Fingerprint, &u.held)
 	}
 	clear(cc.pending)
 	for _, h := range s.history {
@@ -170,81 +214,73 @@ func (s *Server) clientMessage(ctx context.Context, cc *clientConn, env wire.Env
 	return nil
 }
 
-// submit validates a Submit and waits for its files.
+// submit validates a Submit and opens its upload, or answers it with an
+// Error at once; the files of a refused Submit are closed unread.
 func (s *Server) submit(cc *clientConn, reqID uint64, sub wire.Submit) {
-	fail := func(code, msg string) {
-		cc.log.Info("submit refused", "code", code, "reason", msg)
-		cc.send(wire.MsgError, reqID, wire.Error{Code: code, Message: msg})
+	key := strconv.FormatUint(reqID, 10)
+	e := s.checkSubmit(sub)
+	s.mu.Lock()
+	if e == nil {
+		e = s.admitSubmitLocked(cc, key)
+	}
+	if e == nil {
+		cc.pending[key] = &upload{reqID: reqID, submit: sub, started: s.cfg.Now()}
+	} else if _, dup := cc.pending[key]; !dup {
+		if prev, ok := cc.closedLocked(key); ok {
+			e = &prev // its file came first and was refused
+		}
+		cc.closeReqLocked(key, *e)
+	}
+	close(cc.subSignal)
+	cc.subSignal = make(chan struct{})
+	s.mu.Unlock()
+	if e != nil {
+		cc.log.Info("submit refused", "code", e.Code, "reason", truncate(e.Message, 200))
+		cc.send(wire.MsgError, reqID, *e)
+	}
+}
+
+// checkSubmit checks a Submit against the master's limits.
+func (s *Server) checkSubmit(sub wire.Submit) *wire.Error {
+	bad := func(code, format string, args ...any) *wire.Error {
+		return &wire.Error{Code: code, Message: fmt.Sprintf(format, args...)}
 	}
 	switch {
 	case wire.LanguageOf(sub.FileName) == "" || wire.LanguageOf(sub.FileName) != sub.Language:
-		fail(wire.CodeBadRequest, fmt.Sprintf("file %q is not a %s source (.c, .cpp, .java or .py)", sub.FileName, sub.Language))
+		return bad(wire.CodeBadRequest, "file %q is not a %s source (.c, .cpp, .java or .py)", truncate(sub.FileName, 100), truncate(sub.Language, 20))
 	case sub.SourceSize <= 0:
-		fail(wire.CodeBadRequest, "empty source file")
+		return bad(wire.CodeBadRequest, "empty source file")
 	case sub.SourceSize > s.cfg.Limits.MaxSource:
-		fail(wire.CodeTooLarge, fmt.Sprintf("source is %d bytes; the limit is %d", sub.SourceSize, s.cfg.Limits.MaxSource))
+		return bad(wire.CodeTooLarge, "source is %d bytes; the limit is %d", sub.SourceSize, s.cfg.Limits.MaxSource)
 	case sub.StdinSize < 0 || sub.StdinSize > s.cfg.Limits.MaxStdin:
-		fail(wire.CodeTooLarge, fmt.Sprintf("stdin is %d bytes; the limit is %d", sub.StdinSize, s.cfg.Limits.MaxStdin))
+		return bad(wire.CodeTooLarge, "stdin is %d bytes; the limit is %d", sub.StdinSize, s.cfg.Limits.MaxStdin)
 	case sub.Limits.OutputBytes > s.cfg.Limits.MaxOutput:
-		fail(wire.CodeTooLarge, fmt.Sprintf("output limit %d exceeds the master's cap %d", sub.Limits.OutputBytes, s.cfg.Limits.MaxOutput))
-	default:
-		s.mu.Lock()
-		key := strconv.FormatUint(reqID, 10)
-		u := cc.pending[key]
-		if u == nil {
-			if len(cc.pending) >= maxPending {
-				s.mu.Unlock()
-				fail(wire.CodeBusy, "too many uploads in flight")
-				return
-			}
-			u = &upload{reqID: reqID, started: s.cfg.Now()}
-			cc.pending[key] = u
-		}
-		u.submit, u.haveSub, u.reqID = sub, true, reqID
-		if u.failed && u.busyMsg != "" {
-			msg := u.busyMsg
-			s.mu.Unlock()
-			cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeBusy, Message: msg, RetryAfterMs: 2000})
-			return
-		}
-		if u.failed && u.badMsg != "" {
-			msg := u.badMsg
-			s.mu.Unlock()
-			cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeBadRequest, Message: msg})
-			return
-		}
-		done := s.checkUploadLocked(cc, key, u)
-		s.mu.Unlock()
-		done()
-		return
+		return bad(wire.CodeTooLarge, "output limit %d exceeds the master's cap %d", sub.Limits.OutputBytes, s.cfg.Limits.MaxOutput)
 	}
-	s.mu.Lock()
-	if u := cc.pending[strconv.FormatUint(reqID, 10)]; u != nil {
-		u.failed = true
-	} else {
-		cc.pending[strconv.FormatUint(reqID, 10)] = &upload{reqID: reqID, failed: true, started: s.cfg.Now()}
-	}
-	s.mu.Unlock()
+	return nil
 }
 
-// checkUploadLocked moves a complete upload to the queue; it returns what to
-// do once s.mu is released.
-func (s *Server) checkUploadLocked(cc *clientConn, key string, u *upload) func() {
-	if u.failed || !u.complete() {
-		return func() {}
+// admitSubmitLocked refuses a Submit the master has no room for now,
+// before any of its bytes are read. s.mu is held.
+func (s *Server) admitSubmitLocked(cc *clientConn, key string) *wire.Error {
+	busy := func(format string, args ...any) *wire.Error {
+		return &wire.Error{Code: wire.CodeBusy, Message: fmt.Sprintf(format, args...), RetryAfterMs: s.retryAfterMs()}
 	}
-	delete(cc.pending, key)
-	if int64(len(u.source)) != u.submit.SourceSize || int64(len(u.stdin)) != u.submit.StdinSize {
-		s.releaseLocked(&u.held)
-		return func() {
-			cc.send(wire.MsgError, u.reqID, wire.Error{Code: wire.CodeBadRequest,
-				Message: "uploaded files do not match the sizes announced in Submit"})
-		}
+	switch {
+	case cc.pending[key] != nil:
+		return &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("request %s is already in flight", key)}
+	case len(cc.pending) >= maxPending:
+		return busy("too many uploads in flight on this session (%d)", maxPending)
+	case s.active[cc.id.Fingerprint] >= s.cfg.JobBudget.JobsPerClient:
+		return busy("this key has %d jobs queued or running, its limit", s.active[cc.id.Fingerprint])
+	case s.queue.len() >= s.cfg.Limits.MaxQueue:
+		return busy("queue full (%d jobs waiting)", s.cfg.Limits.MaxQueue)
 	}
-	return func() { s.enqueue(cc, u.reqID, u) }
+	return nil
 }
 
-// acceptFiles receives the client's file streams.
+// acceptFiles receives the client's file streams, reading up to
+// JobBudget.FilesPerSession of them at once.
 func (s *Server) acceptFiles(ctx context.Context, cc *clientConn) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -256,174 +292,243 @@ func (s *Server) acceptFiles(ctx context.Context, cc *clientConn) {
 		}
 	}()
 	for {
-		hdr, body, err := cc.sess.AcceptFile(ctx)
-		if err != nil {
+		select {
+		case cc.files <- struct{}{}:
+		case <-ctx.Done():
 			return
 		}
-		if err := s.receiveFile(cc, hdr, body); err != nil {
-			cc.log.Warn("upload refused", "job", hdr.JobID, "kind", hdr.Kind, "err", err)
-			if _, perr := strconv.ParseUint(hdr.JobID, 10, 64); perr == nil {
-				// Answer the request now rather than at the upload timeout
-				// (a no-op when it was already answered, e.g. busy).
-				s.failUpload(cc, hdr.JobID, fmt.Sprintf("upload of the %s refused: %v", hdr.Kind, err))
+		hdr, body, err := cc.sess.AcceptFile(ctx)
+		if err != nil {
+			<-cc.files
+			if ctx.Err() != nil || errors.Is(err, transport.ErrClosed) {
+				return
 			}
+			continue
 		}
-		body.Close()
+		s.goRun(func() {
+			defer func() { <-cc.files }()
+			defer body.Close()
+			s.receiveFile(cc, hdr, body)
+		})
 	}
 }
 
-// receiveFile reads one uploaded file into its pending upload.
-func (s *Server) receiveFile(cc *clientConn, hdr wire.FileHeader, body io.Reader) error {
-	limit := s.cfg.Limits.MaxSource
-	if hdr.Kind == wire.FileStdin {
-		limit = s.cfg.Limits.MaxStdin
-	} else if hdr.Kind != wire.FileSource {
-		return fmt.Errorf("unknown file kind %q", hdr.Kind)
+// answer is an error that carries the Error to send the client.
+type answer struct{ e wire.Error }
+
+func (a *answer) Error() string { return a.e.Message }
+
+// errNoSubmit reports a file stream whose Submit never came.
+var errNoSubmit = errors.New("no Submit for this file")
+
+// receiveFile reads one uploaded file into its upload, charging the
+// master's budgets as its bytes arrive, or refuses it and the upload.
+func (s *Server) receiveFile(cc *clientConn, hdr wire.FileHeader, body io.ReadCloser) {
+	key := hdr.JobID
+	if _, err := strconv.ParseUint(key, 10, 64); err != nil {
+		cc.log.Warn("upload refused", "job", truncate(key, 40), "err", "file for no request")
+		return
 	}
-	if hdr.Size < 0 || hdr.Size > limit {
-		return fmt.Errorf("%s of %d bytes is over the %d-byte limit", hdr.Kind, hdr.Size, limit)
-	}
-	if _, err := strconv.ParseUint(hdr.JobID, 10, 64); err != nil {
-		return fmt.Errorf("file for unknown request %q", hdr.JobID)
-	}
-	if err := s.reserve(cc, hdr); err != nil {
-		return err
-	}
-	size := hdr.Size
-	data := make([]byte, hdr.Size)
-	if _, err := io.ReadFull(body, data); err != nil {
-		s.release(size)
-		return err
-	}
-	n, err := body.Read(make([]byte, 1))
-	if n != 0 {
-		s.release(size)
-		return errors.New("file longer than its header says")
-	}
-	if !errors.Is(err, io.EOF) { // io.ReadFull drops an error that came with the last bytes, such as a checksum mismatch
-		s.release(size)
-		s.failUpload(cc, hdr.JobID, fmt.Sprintf("uploaded %s refused: %v", hdr.Kind, err))
-		return err
-	}
-	s.cfg.Metrics.bytes("upload", len(data))
-	s.mu.Lock()
-	u := cc.pending[hdr.JobID]
+	u := s.awaitSubmit(cc, key)
 	if u == nil {
-		if len(cc.pending) >= maxPending {
-			s.releaseLocked(&size)
-			s.mu.Unlock()
-			return errors.New("too many uploads in flight")
+		s.mu.Lock()
+		_, answered := cc.closedLocked(key)
+		if !answered {
+			cc.closeReqLocked(key, wire.Error{Code: wire.CodeBadRequest,
+				Message: fmt.Sprintf("its file came more than %s before the Submit", s.cfg.JobBudget.SubmitWait)})
 		}
-		u = &upload{started: s.cfg.Now()}
-		cc.pending[hdr.JobID] = u
+		s.mu.Unlock()
+		if !answered {
+			cc.log.Warn("upload refused", "job", key, "kind", truncate(hdr.Kind, 20), "err", errNoSubmit)
+		}
+		return
 	}
-	u.held += size
+	if err := s.checkFile(u, hdr); err != nil {
+		s.failUpload(cc, key, u, wire.Error{Code: wire.CodeBadRequest, Message: err.Error()})
+		return
+	}
+	data, err := s.readFile(cc, u, hdr, body)
+	if err != nil {
+		e := wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("upload of the %s refused: %v", hdr.Kind, err)}
+		var a *answer
+		if errors.As(err, &a) {
+			e = a.e
+		}
+		cc.log.Warn("upload refused", "job", key, "kind", hdr.Kind, "err", e.Message)
+		s.failUpload(cc, key, u, e)
+		return
+	}
+	s.cfg.Metrics.bytes("upload", int(hdr.Size))
+	s.mu.Lock()
+	if u.failed {
+		s.mu.Unlock()
+		return
+	}
 	if hdr.Kind == wire.FileSource {
 		u.source, u.srcSum, u.haveSrc = data, hdr.SHA256, true
 	} else {
 		u.stdin, u.stdinSum, u.haveIn = data, hdr.SHA256, true
 	}
-	done := s.checkUploadLocked(cc, hdr.JobID, u)
+	done := u.complete()
+	if done {
+		delete(cc.pending, key)
+	}
 	s.mu.Unlock()
-	done()
+	if done {
+		s.enqueue(cc, u.reqID, u)
+	}
+}
+
+// awaitSubmit returns the upload a file stream of request key belongs to,
+// waiting up to JobBudget.SubmitWait for its Submit; nil when the request
+// was refused or its Submit did not come.
+func (s *Server) awaitSubmit(cc *clientConn, key string) *upload {
+	t := time.NewTimer(s.cfg.JobBudget.SubmitWait)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		u := cc.pending[key]
+		_, closed := cc.closedLocked(key)
+		sig := cc.subSignal
+		s.mu.Unlock()
+		switch {
+		case u != nil && !u.failed:
+			return u
+		case u != nil || closed:
+			return nil
+		}
+		select {
+		case <-sig:
+		case <-t.C:
+			return nil
+		case <-cc.done:
+			return nil
+		}
+	}
+}
+
+// checkFile checks a file header against its Submit.
+func (s *Server) checkFile(u *upload, hdr wire.FileHeader) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var want int64
+	var have bool
+	switch hdr.Kind {
+	case wire.FileSource:
+		want, have = u.submit.SourceSize, u.haveSrc
+	case wire.FileStdin:
+		want, have = u.submit.StdinSize, u.haveIn
+	default:
+		return fmt.Errorf("unknown file kind %q", truncate(hdr.Kind, 20))
+	}
+	switch {
+	case want == 0:
+		return fmt.Errorf("a %s the Submit did not announce", hdr.Kind)
+	case hdr.Size != want:
+		return fmt.Errorf("uploaded files do not match the sizes announced in Submit: %s of %d bytes, %d announced", hdr.Kind, hdr.Size, want)
+	case have:
+		return fmt.Errorf("a second %s for one Submit", hdr.Kind)
+	}
 	return nil
 }
 
-// failUpload refuses the upload of request key as bad: its client gets
-// the Error now if the Submit came, else when it comes.
-func (s *Server) failUpload(cc *clientConn, key, msg string) {
-	s.mu.Lock()
-	u := cc.pending[key]
-	if u == nil && len(cc.pending) < maxPending {
-		u = &upload{started: s.cfg.Now()}
-		cc.pending[key] = u
+// readFile reads a file of upload u, charging each chunk to the budgets
+// before it is allocated. The stream is closed when it delivers no chunk
+// for JobBudget.UploadIdle, or at the upload's deadline (UploadTimeout
+// after its Submit). A charge refused for the budgets returns a busy
+// *wire.Error.
+func (s *Server) readFile(cc *clientConn, u *upload, hdr wire.FileHeader, body io.ReadCloser) (payload, error) {
+	idle := s.cfg.JobBudget.UploadIdle
+	var stalled, late atomic.Bool
+	watch := time.AfterFunc(idle, func() { stalled.Store(true); body.Close() })
+	defer watch.Stop()
+	end := time.AfterFunc(time.Until(u.started.Add(s.cfg.UploadTimeout)), func() { late.Store(true); body.Close() })
+	defer end.Stop()
+	charge := func(n int64) error { return s.charge(cc, u, n) }
+	data, err := readPayload(body, hdr.Size, charge, func() { watch.Reset(idle) })
+	switch {
+	case err == nil:
+		return data, nil
+	case late.Load():
+		return nil, fmt.Errorf("upload not finished within %s", s.cfg.UploadTimeout)
+	case stalled.Load():
+		return nil, fmt.Errorf("no bytes for %s", idle)
 	}
-	answer := u != nil && !u.failed && u.haveSub
-	var reqID uint64
-	if answer {
-		reqID = u.reqID
-	} else if u != nil {
-		u.badMsg = msg
-	}
-	if u != nil {
-		u.failed = true
-	}
-	s.mu.Unlock()
-	if answer {
-		cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeBadRequest, Message: msg})
-	}
+	return nil, err
 }
 
-// reserve counts a file about to be read into memory against the master's
-// budget for held files (Config.MaxHeldBytes). Past the budget the request
-// is answered busy at once and its files are discarded.
-func (s *Server) reserve(cc *clientConn, hdr wire.FileHeader) error {
+// charge counts n more bytes of upload u against the master's budget and
+// its client key's share of it (Config.MaxHeldBytes,
+// JobBudget.HeldBytesPerClient). Past either the upload is refused busy.
+func (s *Server) charge(cc *clientConn, u *upload, n int64) error {
+	owner := cc.id.Fingerprint
 	s.mu.Lock()
-	if s.held+hdr.Size <= s.cfg.MaxHeldBytes {
-		s.held += hdr.Size
+	defer s.mu.Unlock()
+	switch {
+	case u.failed:
+		return errors.New("upload already refused")
+	case s.held+n > s.cfg.MaxHeldBytes:
+		return &answer{wire.Error{Code: wire.CodeBusy, RetryAfterMs: s.retryAfterMs(),
+			Message: fmt.Sprintf("the master holds %d bytes of uploaded files, its limit; retry later", s.held)}}
+	case s.heldBy[owner]+n > s.cfg.JobBudget.HeldBytesPerClient:
+		return &answer{wire.Error{Code: wire.CodeBusy, RetryAfterMs: s.retryAfterMs(),
+			Message: fmt.Sprintf("this key holds %d bytes of uploaded files on the master, its limit; retry later", s.heldBy[owner])}}
+	}
+	s.held += n
+	s.heldBy[owner] += n
+	u.held += n
+	return nil
+}
+
+// failUpload ends upload u of request key with the answer e (sent at most
+// once) and gives back the bytes it held.
+func (s *Server) failUpload(cc *clientConn, key string, u *upload, e wire.Error) {
+	s.mu.Lock()
+	if u.failed {
 		s.mu.Unlock()
-		return nil
+		return
 	}
-	held := s.held
-	u := cc.pending[hdr.JobID]
-	if u == nil && len(cc.pending) < maxPending {
-		u = &upload{started: s.cfg.Now()}
-		cc.pending[hdr.JobID] = u
+	u.failed = true
+	s.releaseLocked(cc.id.Fingerprint, &u.held)
+	if cc.pending[key] == u {
+		delete(cc.pending, key)
 	}
-	msg := fmt.Sprintf("the master holds %d bytes of queued files, its limit; retry later", held)
-	answer := u != nil && !u.failed && u.haveSub
-	var reqID uint64
-	if answer {
-		reqID = u.reqID
-	} else if u != nil {
-		u.busyMsg = msg
-	}
-	if u != nil {
-		u.failed = true
-	}
+	cc.closeReqLocked(key, e)
 	s.mu.Unlock()
-	if answer {
-		cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeBusy, Message: msg, RetryAfterMs: 2000})
-	}
-	return errors.New(msg)
+	cc.send(wire.MsgError, u.reqID, e)
 }
 
-// release gives back n reserved bytes.
-func (s *Server) release(n int64) {
-	s.mu.Lock()
-	s.releaseLocked(&n)
-	s.mu.Unlock()
-}
-
-// releaseLocked gives back *n held bytes and zeroes *n. s.mu is held.
-func (s *Server) releaseLocked(n *int64) {
+// releaseLocked gives back *n bytes held for client key owner and zeroes
+// *n. s.mu is held.
+func (s *Server) releaseLocked(owner string, n *int64) {
 	s.held -= *n
+	if s.heldBy[owner] -= *n; s.heldBy[owner] <= 0 {
+		delete(s.heldBy, owner)
+	}
 	*n = 0
 }
 
-// checkUploads fails uploads that stalled, and forgets refused ones.
+// checkUploads fails uploads not finished within UploadTimeout of their
+// Submit (their streams close themselves at that deadline too).
 func (s *Server) checkUploads() {
 	now := s.cfg.Now()
 	type stale struct {
-		cc *clientConn
-		u  *upload
+		cc  *clientConn
+		key string
+		u   *upload
 	}
 	var st []stale
 	s.mu.Lock()
 	for cc := range s.clients {
 		for key, u := range cc.pending {
 			if now.Sub(u.started) > s.cfg.UploadTimeout {
-				s.releaseLocked(&u.held)
-				delete(cc.pending, key)
-				if !u.failed && u.haveSub {
-					st = append(st, stale{cc, u})
-				}
+				st = append(st, stale{cc, key, u})
 			}
 		}
 	}
 	s.mu.Unlock()
 	for _, x := range st {
-		x.cc.send(wire.MsgError, x.u.reqID, wire.Error{Code: wire.CodeBadRequest,
+		s.failUpload(x.cc, x.key, x.u, wire.Error{Code: wire.CodeBadRequest,
 			Message: fmt.Sprintf("upload not finished within %s", s.cfg.UploadTimeout)})
 	}
 }
@@ -438,7 +543,7 @@ func (s *Server) cancel(cc *clientConn, jobID string) {
 		return
 	}
 	if j.state == wire.StateQueued {
-		s.unqueueLocked(j)
+		s.queue.remove(j)
 		s.finishLocked(j, wire.StatusCancelled)
 		s.mu.Unlock()
 		cc.log.Info("job cancelled while queued", "job", jobID)
@@ -462,16 +567,6 @@ func (s *Server) cancel(cc *clientConn, jobID string) {
 	if sc != nil {
 		cc.log.Info("job cancel forwarded", "job", jobID, "slave", sc.id.Name)
 		sc.send(wire.MsgCancel, 0, wire.Cancel{JobID: jobID})
-	}
-}
-
-// unqueueLocked removes j from the queue. s.mu is held.
-func (s *Server) unqueueLocked(j *job) {
-	for i, q := range s.queue {
-		if q == j {
-			s.queue = append(s.queue[:i], s.queue[i+1:]...)
-			return
-		}
 	}
 }
 

@@ -10,7 +10,8 @@ import (
 // TestHistoryDropsClient: a finished job kept for listings must not keep a
 // departed client's session (and whatever its send queue still holds) alive.
 func TestHistoryDropsClient(t *testing.T) {
-	s := &Server{cfg: Config{History: 10, Now: time.Now}, jobs: map[string]*job{}, clients: map[*clientConn]struct{}{}}
+	s := &Server{cfg: Config{History: 10, Now: time.Now}, jobs: map[string]*job{}, clients: map[*clientConn]struct{}{},
+		queue: newFairQueue(), active: map[string]int{}, heldBy: map[string]int64{}, slaveRecs: map[string]*slaveRecord{}}
 	cc := &clientConn{peer: &peer{out: make(chan outMsg, sendQueue), done: make(chan struct{})},
 		pending: map[string]*upload{}, jobs: map[string]*job{}}
 	cc.once.Do(func() {}) // no session to close here

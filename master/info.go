@@ -24,9 +24,13 @@ type SlaveInfo struct {
 	Running    int              `json:"running"`
 	Finished   int              `json:"finished"`
 	Drained    bool             `json:"drained"`
-	Since      time.Time        `json:"since"`
-	ReportAge  time.Duration    `json:"report_age_ns"`
-	Registered bool             `json:"registered"`
+	// Health is "ok", "unhealthy: REASON" (the slave's own report),
+	// "quarantined 25s (REASON)" or "N strike(s) (REASON)".
+	Health      string        `json:"health"`
+	Quarantined bool          `json:"quarantined"`
+	Since       time.Time     `json:"since"`
+	ReportAge   time.Duration `json:"report_age_ns"`
+	Registered  bool          `json:"registered"`
 }
 
 // ClientInfo is a connected client or admin as listings show it.
@@ -46,11 +50,20 @@ func (s *Server) Slaves() []SlaveInfo {
 	s.mu.Lock()
 	out := make([]SlaveInfo, 0, len(s.slaves))
 	for sc := range s.slaves {
+		rec := s.slaveRecs[sc.id.Name]
+		if rec == nil {
+			rec = &slaveRecord{}
+		}
+		health := rec.status(now)
+		if sc.load.Health != "" {
+			health = "unhealthy: " + sc.load.Health
+		}
 		out = append(out, SlaveInfo{
 			Name: sc.id.Name, Address: sc.addr, Version: sc.hello.Version,
 			OS: sc.reg.OS, Kernel: sc.reg.Kernel, Arch: sc.reg.Arch, CPUs: sc.reg.CPUs,
 			Toolchains: sc.reg.Toolchains, Sandbox: sc.reg.Sandbox, Load: sc.load,
-			Slots: sc.reg.Slots, Running: len(sc.running), Finished: sc.finished, Drained: sc.drained,
+			Slots: sc.reg.Slots, Running: len(sc.running), Finished: sc.finished, Drained: rec.drained,
+			Health: health, Quarantined: rec.quarantined(now),
 			Since: sc.since, ReportAge: now.Sub(sc.loadAt), Registered: sc.registered,
 		})
 	}
@@ -103,14 +116,32 @@ func (s *Server) Jobs() []JobInfo {
 func (s *Server) QueueLen() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.queue)
+	return s.queue.len()
+}
+
+// SlavesOut counts the connected slaves that take no job now because they
+// are quarantined or report themselves unhealthy.
+func (s *Server) SlavesOut() (quarantined, unhealthy int) {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sc := range s.slaves {
+		switch {
+		case sc.load.Health != "":
+			unhealthy++
+		case s.slaveRecs[sc.id.Name] != nil && s.slaveRecs[sc.id.Name].quarantined(now):
+			quarantined++
+		}
+	}
+	return quarantined, unhealthy
 }
 
 // Info is what a client sees of the cluster: languages, compilers, slots.
 func (s *Server) Info() wire.Info {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	info := wire.Info{Master: s.cfg.Name, Version: s.cfg.Version, Queue: len(s.queue)}
+	now := s.cfg.Now()
+	info := wire.Info{Master: s.cfg.Name, Version: s.cfg.Version, Queue: s.queue.len()}
 	byLang := map[string]*wire.LanguageInfo{}
 	for sc := range s.slaves {
 		if !sc.registered {
@@ -118,7 +149,7 @@ func (s *Server) Info() wire.Info {
 		}
 		info.Slaves++
 		free := 0
-		if !sc.drained {
+		if sc.candidate(s.slaveRecs[sc.id.Name], now).available() {
 			free = max(sc.reg.Slots-len(sc.running), 0)
 		}
 		info.FreeSlots += free

@@ -12,10 +12,10 @@ type job struct {
 	id       string
 	client   *clientConn // nil once the client has gone
 	clientID string      // the client's name, kept for listings
-	owner    string      // the client key's fingerprint, sent in Assign
+	owner    string      // the client key's fingerprint: sent in Assign; its fair-queue and budget account
 	submit   wire.Submit
-	source   []byte
-	stdin    []byte
+	source   payload
+	stdin    payload
 	srcSum   []byte
 	stdinSum []byte
 
@@ -25,11 +25,17 @@ type job struct {
 	created  time.Time
 	assigned time.Time
 	finished time.Time
-	status   string // the result status once done
-	held     int64  // bytes of source and stdin counted in Server.held
+	status   string    // the result status once done
+	held     int64     // bytes of source and stdin counted in Server.held
+	deadline time.Time // when the current attempt's Result is due (see JobBudget.jobDeadline)
 
 	strandedSince time.Time // when it was first seen queued with no slave for its language
 	slaveWas      string    // name of the slave that ran it
+	// retried is set once the job was queued again after a slave-side
+	// failure; avoid is the slave that failed it, which it does not go
+	// back to. A second slave-side failure ends the job.
+	retried bool
+	avoid   string
 
 	// A sealed job's pending WrapRequest: the attempt it is for and where
 	// the client's Wrapped goes (capacity 1, one sender: whoever clears it).
@@ -77,44 +83,43 @@ func (j *job) info() JobInfo {
 // Accepted or Error for request reqID.
 func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 	s.mu.Lock()
-	lang := u.submit.Language
-	if cands := s.candidatesLocked(); !supports(candidatesFor(cands, u.submit.Sealed), lang) {
-		s.releaseLocked(&u.held)
-		drained := false
-		for _, c := range candidatesFor(cands, u.submit.Sealed) {
-			drained = drained || (c.drained && c.languages[lang])
-		}
+	lang, owner := u.submit.Language, cc.id.Fingerprint
+	refuse := func(code, msg string, retry bool) {
+		s.releaseLocked(owner, &u.held)
 		s.mu.Unlock()
-		msg := fmt.Sprintf("no connected slave runs %s", lang)
-		switch {
-		case drained:
-			msg = fmt.Sprintf("every connected slave that runs %s is drained by an admin; retry later", lang)
-		case u.submit.Sealed && supports(cands, lang):
-			msg = fmt.Sprintf("no connected slave with a sealing key runs %s (submit unsealed, or re-issue the slaves' bundles)", lang)
+		e := wire.Error{Code: code, Message: msg}
+		if retry {
+			e.RetryAfterMs = s.retryAfterMs()
 		}
-		cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeNoSlave, Message: msg})
+		cc.send(wire.MsgError, reqID, e)
+	}
+	if msg := s.noSlaveLocked(u.submit); msg != "" {
+		refuse(wire.CodeNoSlave, msg, false)
 		return
 	}
-	if len(s.queue) >= s.cfg.Limits.MaxQueue {
-		s.releaseLocked(&u.held)
-		s.mu.Unlock()
-		cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeBusy,
-			Message: fmt.Sprintf("queue full (%d jobs waiting)", s.cfg.Limits.MaxQueue), RetryAfterMs: 1000})
+	if s.queue.len() >= s.cfg.Limits.MaxQueue {
+		refuse(wire.CodeBusy, fmt.Sprintf("queue full (%d jobs waiting)", s.cfg.Limits.MaxQueue), true)
+		return
+	}
+	if n := s.active[owner]; n >= s.cfg.JobBudget.JobsPerClient {
+		refuse(wire.CodeBusy, fmt.Sprintf("this key has %d jobs queued or running, its limit", n), true)
 		return
 	}
 	s.nextJob++
 	j := &job{
-		id: fmt.Sprintf("J%d", s.nextJob), client: cc, clientID: cc.id.Name, owner: cc.id.Fingerprint, submit: u.submit,
+		id: fmt.Sprintf("J%d", s.nextJob), client: cc, clientID: cc.id.Name, owner: owner, submit: u.submit,
 		source: u.source, stdin: u.stdin, srcSum: u.srcSum, stdinSum: u.stdinSum,
 		state: wire.StateQueued, attempt: 1, created: s.cfg.Now(), held: u.held,
 	}
+	u.held = 0
 	s.jobs[j.id] = j
 	cc.jobs[j.id] = j
 	cc.submitted++
-	s.queue = append(s.queue, j)
-	pos := len(s.queue)
+	s.active[owner]++
+	s.queue.push(j)
+	pos := s.queue.position(j)
 	s.mu.Unlock()
-	cc.log.Info("job queued", "job", j.id, "lang", lang, "file", u.submit.FileName, "bytes", len(u.source))
+	cc.log.Info("job queued", "job", j.id, "lang", lang, "file", truncate(u.submit.FileName, 100), "bytes", j.source.size())
 	cc.send(wire.MsgAccepted, reqID, wire.Accepted{JobID: j.id, Position: pos})
 	cc.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: wire.StateQueued, Attempt: 1})
 	s.mu.Lock()
@@ -122,6 +127,36 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 	s.mu.Unlock()
 	s.wake()
 }
+
+// noSlaveLocked says why no connected slave could ever run sub, or "".
+// s.mu is held.
+func (s *Server) noSlaveLocked(sub wire.Submit) string {
+	lang := sub.Language
+	cands := s.candidatesLocked(s.cfg.Now())
+	mine := candidatesFor(cands, sub.Sealed)
+	if supports(mine, lang, "") {
+		return ""
+	}
+	var drained, out bool
+	for _, c := range mine {
+		if c.languages[lang] {
+			drained = drained || c.drained
+			out = out || c.out != ""
+		}
+	}
+	switch {
+	case drained:
+		return fmt.Sprintf("every connected slave that runs %s is drained by an admin; retry later", lang)
+	case out:
+		return fmt.Sprintf("every connected slave that runs %s is quarantined or unhealthy; retry later", lang)
+	case sub.Sealed && supports(cands, lang, ""):
+		return fmt.Sprintf("no connected slave with a sealing key runs %s (submit unsealed, or re-issue the slaves' bundles)", lang)
+	}
+	return fmt.Sprintf("no connected slave runs %s", lang)
+}
+
+// retryAfterMs is the retry hint sent with every busy answer.
+func (s *Server) retryAfterMs() int64 { return 1000 }
 
 // wake asks the dispatcher to look at the queue.
 func (s *Server) wake() {
@@ -131,12 +166,13 @@ func (s *Server) wake() {
 	}
 }
 
-// candidatesLocked builds the scheduler's view of the slaves. s.mu is held.
-func (s *Server) candidatesLocked() []*candidate {
+// candidatesLocked builds the scheduler's view of the slaves at now.
+// s.mu is held.
+func (s *Server) candidatesLocked(now time.Time) []*candidate {
 	cands := make([]*candidate, 0, len(s.slaves))
 	for sc := range s.slaves {
 		if sc.registered {
-			cands = append(cands, sc.candidate())
+			cands = append(cands, sc.candidate(s.slaveRecs[sc.id.Name], now))
 		}
 	}
 	return cands
@@ -165,42 +201,41 @@ type assignment struct {
 	attempt int
 	// The job's files, read under s.mu: finishLocked clears them on the
 	// job while sendJob may still be streaming.
-	source, stdin []byte
+	source, stdin payload
 }
 
-// dispatch places every queued job that some slave has room for. Jobs whose
-// language has no free slot stay queued without blocking others behind them.
+// dispatch places every queued job that some slave has room for, serving
+// the clients' queues round robin (see fairQueue). Jobs whose language has
+// no free slot stay queued without blocking others behind them.
 func (s *Server) dispatch() {
 	s.mu.Lock()
-	cands := s.candidatesLocked()
-	var placed []assignment
-	rest := s.queue[:0]
+	now := s.cfg.Now()
+	cands := s.candidatesLocked(now)
 	sealing := candidatesFor(cands, true)
-	for _, j := range s.queue {
-		if !j.accepted {
-			rest = append(rest, j)
-			continue
+	var placed []assignment
+	take := func(js []*job) int {
+		for i, j := range js {
+			if !j.accepted {
+				continue
+			}
+			cs := cands
+			if j.submit.Sealed {
+				cs = sealing
+			}
+			k := pickFor(cs, j.submit.Language, j.avoid)
+			if k < 0 {
+				continue
+			}
+			cs[k].inFlight++
+			cs[k].lastAssigned = now
+			s.assignLocked(j, cs[k].slave, now)
+			placed = append(placed, assignment{j, j.slave, j.attempt, j.source, j.stdin})
+			return i
 		}
-		cs := cands
-		if j.submit.Sealed {
-			cs = sealing
-		}
-		i := pick(cs, j.submit.Language)
-		if i < 0 {
-			rest = append(rest, j)
-			continue
-		}
-		sc := cs[i].slave
-		cs[i].inFlight++
-		cs[i].lastAssigned = s.cfg.Now()
-		sc.lastAssigned = cs[i].lastAssigned
-		sc.running[j.id] = j
-		j.slave, j.state, j.assigned = sc, wire.StateAssigned, s.cfg.Now()
-		j.assignSent = false
-		placed = append(placed, assignment{j, sc, j.attempt, j.source, j.stdin})
+		return -1
 	}
-	clear(s.queue[len(rest):])
-	s.queue = rest
+	for anyFree(cands) && s.queue.round(take) {
+	}
 	s.mu.Unlock()
 	for _, a := range placed {
 		a.sc.log.Info("job assigned", "job", a.j.id, "client", a.j.clientID, "lang", a.j.submit.Language, "attempt", a.attempt)
@@ -209,9 +244,26 @@ func (s *Server) dispatch() {
 	}
 }
 
+// assignLocked places j on sc at now and sets the attempt's deadline and
+// output route. s.mu is held.
+func (s *Server) assignLocked(j *job, sc *slaveConn, now time.Time) {
+	sc.lastAssigned = now
+	sc.running[j.id] = j
+	j.slave, j.state, j.assigned = sc, wire.StateAssigned, now
+	j.assignSent = false
+	j.deadline = now.Add(s.cfg.JobBudget.jobDeadline(j.submit.Limits.TimeMs))
+	limit := j.submit.Limits.OutputBytes
+	if limit <= 0 {
+		limit = s.cfg.Limits.MaxOutput
+	}
+	sc.addRoute(j.id, &route{attempt: j.attempt, client: j.client, limit: limit,
+		maxMsgs: s.cfg.JobBudget.OutputMessages, sealed: j.submit.Sealed})
+}
+
 // sendJob delivers an assignment: the Assign message and the job's files.
 // A sealed job first needs its content key wrapped for the slave by the
-// client (see wrapFor).
+// client (see wrapFor). A file that cannot be delivered fails this
+// attempt only (see failAttempt), never the slave's session.
 func (s *Server) sendJob(a assignment) {
 	j, sc := a.j, a.sc
 	s.notify(j, wire.JobState{JobID: j.id, State: wire.StateAssigned, Slave: sc.id.Name, Attempt: a.attempt})
@@ -224,7 +276,7 @@ func (s *Server) sendJob(a assignment) {
 	}
 	sc.send(wire.MsgAssign, 0, wire.Assign{
 		JobID: j.id, Attempt: a.attempt, Language: j.submit.Language, FileName: j.submit.FileName,
-		SourceSize: int64(len(a.source)), StdinSize: int64(len(a.stdin)), Limits: j.submit.Limits,
+		SourceSize: a.source.size(), StdinSize: a.stdin.size(), Limits: j.submit.Limits,
 		Sealed: j.submit.Sealed, WrappedKey: wrapped, ClientKey: j.submit.ClientKey, Owner: j.owner,
 	})
 	s.mu.Lock()
@@ -238,20 +290,21 @@ func (s *Server) sendJob(a assignment) {
 		sc.log.Info("job cancel forwarded", "job", j.id)
 		sc.send(wire.MsgCancel, 0, wire.Cancel{JobID: j.id})
 	}
-	if err := sc.sendFile(j.id, wire.FileSource, j.submit.FileName, a.source, j.srcSum, j.submit.Sealed); err != nil {
+	idle := s.cfg.JobBudget.SendFileIdle
+	if err := sc.sendFile(idle, j.id, wire.FileSource, j.submit.FileName, a.source, j.srcSum, j.submit.Sealed); err != nil {
 		sc.log.Warn("source not delivered", "job", j.id, "err", err)
-		sc.close()
+		s.failAttempt(sc, j, a.attempt, wire.StatusInternalError, fmt.Sprintf("source not delivered to slave %s: %v", sc.id.Name, err), true)
 		return
 	}
-	if len(a.stdin) > 0 {
-		if err := sc.sendFile(j.id, wire.FileStdin, "stdin", a.stdin, j.stdinSum, j.submit.Sealed); err != nil {
+	if a.stdin.size() > 0 {
+		if err := sc.sendFile(idle, j.id, wire.FileStdin, "stdin", a.stdin, j.stdinSum, j.submit.Sealed); err != nil {
 			sc.log.Warn("stdin not delivered", "job", j.id, "err", err)
-			sc.close()
+			s.failAttempt(sc, j, a.attempt, wire.StatusInternalError, fmt.Sprintf("stdin not delivered to slave %s: %v", sc.id.Name, err), true)
 			return
 		}
 	}
 	s.mu.Lock()
-	current := j.slave == sc && j.attempt == a.attempt && j.state == wire.StateAssigned
+	current := a.currentLocked()
 	if current {
 		j.state = wire.StateRunning
 	}
@@ -294,7 +347,7 @@ func (s *Server) wrapFor(a assignment) ([]byte, bool) {
 	case w := <-ch:
 		switch {
 		case w.Refused != "":
-			sc.log.Warn("client refused to wrap a job key for this slave", "job", j.id, "client", cc.id.Name, "reason", w.Refused)
+			sc.log.Warn("client refused to wrap a job key for this slave", "job", j.id, "client", cc.id.Name, "reason", truncate(w.Refused, 200))
 			s.endAssignment(a, wire.StatusInternalError, "client refused to wrap the key: "+w.Refused)
 		case len(w.WrappedKey) == 0:
 			s.endAssignment(a, wire.StatusCancelled, "cancelled before it ran")
@@ -327,20 +380,95 @@ func (s *Server) endAssignment(a assignment, status, detail string) {
 	}
 	client := j.client
 	s.finishLocked(j, status)
-	lang, e2e := j.submit.Language, j.finished.Sub(j.created)
 	s.mu.Unlock()
-	a.sc.log.Info("job ended before it was sent", "job", j.id, "status", status, "detail", detail)
-	s.cfg.Metrics.finished(lang, status, e2e)
+	a.sc.log.Info("job ended before it was sent", "job", j.id, "status", status, "detail", truncate(detail, 200))
+	s.ended(client, j, a.attempt, status, detail)
+}
+
+// ended reports a job the master ended itself: metrics, then a Result and
+// its final JobState to the client, if still there.
+func (s *Server) ended(client *clientConn, j *job, attempt int, status, detail string) {
+	lang := j.submit.Language
+	s.cfg.Metrics.finished(lang, status, j.finished.Sub(j.created))
 	if client != nil {
-		client.send(wire.MsgResult, 0, wire.Result{JobID: j.id, Attempt: a.attempt, Status: status,
+		client.send(wire.MsgResult, 0, wire.Result{JobID: j.id, Attempt: attempt, Status: status,
 			Language: lang, Detail: detail})
-		state := wire.StateDone
-		if status == wire.StatusInternalError {
-			state = wire.StateFailed
-		}
-		client.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: state, Attempt: a.attempt, Detail: detail})
+		client.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: endState(status), Attempt: attempt, Detail: detail})
 	}
 	s.wake()
+}
+
+// endState is the final JobState of a job that ended with status.
+func endState(status string) string {
+	if status == wire.StatusInternalError {
+		return wire.StateFailed
+	}
+	return wire.StateDone
+}
+
+// failAttempt ends attempt of j on sc for a reason on the slave's side (a
+// file it could not take, a missed deadline, output over the cap, an
+// internal error of its own): the slave is struck (see slaveRecord) and
+// told to cancel the job; the job runs again on another slave once when
+// retry is set, else it ends with status and detail. It does nothing if
+// that attempt is no longer on sc.
+func (s *Server) failAttempt(sc *slaveConn, j *job, attempt int, status, detail string, retry bool) {
+	s.mu.Lock()
+	if j.slave != sc || j.attempt != attempt || (j.state != wire.StateAssigned && j.state != wire.StateRunning) {
+		s.mu.Unlock()
+		return
+	}
+	s.strikeLocked(sc, detail)
+	cancel := j.assignSent
+	client := j.client
+	requeue := retry && !j.retried && client != nil
+	if requeue {
+		delete(sc.running, j.id)
+		sc.dropRoute(j.id)
+		j.slaveWas, j.slave, j.state = sc.id.Name, nil, wire.StateQueued
+		j.attempt++
+		j.retried, j.avoid, j.deadline = true, sc.id.Name, time.Time{}
+		s.queue.pushFront(j)
+	} else {
+		s.finishLocked(j, status)
+	}
+	s.mu.Unlock()
+	if cancel {
+		sc.send(wire.MsgCancel, 0, wire.Cancel{JobID: j.id})
+	}
+	if !requeue {
+		sc.log.Warn("job ended by the master", "job", j.id, "status", status, "detail", truncate(detail, 200))
+		s.ended(client, j, attempt, status, detail)
+		return
+	}
+	sc.log.Warn("job failed on this slave; running it again elsewhere", "job", j.id, "detail", truncate(detail, 200))
+	client.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: wire.StateRequeued, Attempt: attempt + 1,
+		Detail: fmt.Sprintf("%s; running the job again on another slave", detail)})
+	s.wake()
+}
+
+// checkDeadlines fails every attempt whose slave has not answered by its
+// deadline (see JobBudget.jobDeadline).
+func (s *Server) checkDeadlines() {
+	now := s.cfg.Now()
+	type late struct {
+		sc      *slaveConn
+		j       *job
+		attempt int
+		after   time.Duration
+	}
+	var out []late
+	s.mu.Lock()
+	for _, j := range s.jobs {
+		if j.slave != nil && !j.deadline.IsZero() && now.After(j.deadline) {
+			out = append(out, late{j.slave, j, j.attempt, j.deadline.Sub(j.assigned)})
+		}
+	}
+	s.mu.Unlock()
+	for _, l := range out {
+		s.failAttempt(l.sc, l.j, l.attempt, wire.StatusInternalError,
+			fmt.Sprintf("slave %s did not finish the job within %s", l.sc.id.Name, l.after.Round(time.Millisecond)), true)
+	}
 }
 
 // checkStranded ends queued jobs that no connected slave could run for
@@ -356,38 +484,28 @@ func (s *Server) checkStranded() {
 	}
 	var out []ended
 	s.mu.Lock()
-	cands := s.candidatesLocked()
-	rest := s.queue[:0]
-	for _, j := range s.queue {
+	cands := s.candidatesLocked(now)
+	for _, j := range s.queue.all() {
 		lang := j.submit.Language
-		if supports(candidatesFor(cands, j.submit.Sealed), lang) {
+		if supports(candidatesFor(cands, j.submit.Sealed), lang, j.avoid) {
 			j.strandedSince = time.Time{}
-			rest = append(rest, j)
 			continue
 		}
 		if j.strandedSince.IsZero() {
 			j.strandedSince = now
 		}
 		if now.Sub(j.strandedSince) < s.cfg.StrandedAfter {
-			rest = append(rest, j)
 			continue
 		}
 		detail := fmt.Sprintf("no connected slave has run %s for %s", lang, s.cfg.StrandedAfter)
 		out = append(out, ended{j, j.client, j.attempt, detail})
+		s.queue.remove(j)
 		s.finishLocked(j, wire.StatusInternalError)
 	}
-	clear(s.queue[len(rest):])
-	s.queue = rest
 	s.mu.Unlock()
 	for _, e := range out {
 		s.log.Warn("queued job ended: no slave for its language", "job", e.j.id, "lang", e.j.submit.Language)
-		s.cfg.Metrics.finished(e.j.submit.Language, wire.StatusInternalError, e.j.finished.Sub(e.j.created))
-		if e.client != nil {
-			e.client.send(wire.MsgResult, 0, wire.Result{JobID: e.j.id, Attempt: e.attempt,
-				Status: wire.StatusInternalError, Language: e.j.submit.Language, Detail: e.detail})
-			e.client.send(wire.MsgJobState, 0, wire.JobState{JobID: e.j.id, State: wire.StateFailed,
-				Attempt: e.attempt, Detail: e.detail})
-		}
+		s.ended(e.client, e.j, e.attempt, wire.StatusInternalError, e.detail)
 	}
 }
 
@@ -402,23 +520,24 @@ func (s *Server) notify(j *job, st wire.JobState) {
 }
 
 // finishLocked records the end of a job and moves it to the history.
-// s.mu is held.
+// s.mu is held; the job is not queued.
 func (s *Server) finishLocked(j *job, status string) {
-	j.state, j.status, j.finished = wire.StateDone, status, s.cfg.Now()
-	if status == wire.StatusInternalError {
-		j.state = wire.StateFailed
-	}
+	j.state, j.status, j.finished = endState(status), status, s.cfg.Now()
 	if j.slave != nil {
 		j.slaveWas = j.slave.id.Name
 		delete(j.slave.running, j.id)
+		j.slave.dropRoute(j.id)
 		j.slave = nil
 	}
 	delete(s.jobs, j.id)
 	if j.client != nil {
 		delete(j.client.jobs, j.id)
 	}
+	if s.active[j.owner]--; s.active[j.owner] <= 0 {
+		delete(s.active, j.owner)
+	}
 	j.source, j.stdin = nil, nil
-	s.releaseLocked(&j.held)
+	s.releaseLocked(j.owner, &j.held)
 	s.history = append(s.history, j)
 	if len(s.history) > s.cfg.History {
 		clear(s.history[:len(s.history)-s.cfg.History])
@@ -426,9 +545,9 @@ func (s *Server) finishLocked(j *job, status string) {
 	}
 }
 
-// requeueLocked puts the jobs of a lost slave back at the head of the queue
-// with a new attempt number. s.mu is held. It returns the notifications to
-// send once the lock is released.
+// requeueLocked puts the jobs of a lost slave back at the head of their
+// clients' queues with a new attempt number. s.mu is held. It returns the
+// notifications to send once the lock is released.
 func (s *Server) requeueLocked(sc *slaveConn) []func() {
 	var lost []*job
 	for _, j := range sc.running {
@@ -436,8 +555,8 @@ func (s *Server) requeueLocked(sc *slaveConn) []func() {
 	}
 	sortJobs(lost)
 	var notes []func()
-	requeued := lost[:0]
-	for _, j := range lost {
+	for i := len(lost) - 1; i >= 0; i-- { // pushFront in reverse keeps the order
+		j := lost[i]
 		if j.client == nil {
 			// Its client left and dropClient asked the slave to cancel it:
 			// nobody waits for it to run again.
@@ -445,23 +564,22 @@ func (s *Server) requeueLocked(sc *slaveConn) []func() {
 			s.cfg.Metrics.finished(j.submit.Language, wire.StatusCancelled, j.finished.Sub(j.created))
 			continue
 		}
-		requeued = append(requeued, j)
 		j.attempt++
 		j.slaveWas = sc.id.Name
-		j.slave, j.state = nil, wire.StateQueued
+		j.slave, j.state, j.deadline = nil, wire.StateQueued, time.Time{}
+		s.queue.pushFront(j)
 		st := wire.JobState{JobID: j.id, State: wire.StateRequeued, Attempt: j.attempt,
 			Detail: fmt.Sprintf("slave %s was lost; running the job again", sc.id.Name)}
-		if c := j.client; c != nil {
-			notes = append(notes, func() { c.send(wire.MsgJobState, 0, st) })
-		}
+		c := j.client
+		notes = append(notes, func() { c.send(wire.MsgJobState, 0, st) })
 	}
 	clear(sc.running)
-	s.queue = append(requeued, s.queue...)
+	sc.clearRoutes()
 	return notes
 }
 
 // dispatchLoop places jobs whenever something changed, and checks slave
-// heartbeats and stalled uploads on a tick.
+// heartbeats, job deadlines and stalled uploads on a tick.
 func (s *Server) dispatchLoop(ctx interface{ Done() <-chan struct{} }) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
@@ -473,6 +591,7 @@ func (s *Server) dispatchLoop(ctx interface{ Done() <-chan struct{} }) {
 			s.dispatch()
 		case <-tick.C:
 			s.checkHeartbeats()
+			s.checkDeadlines()
 			s.checkUploads()
 			s.checkStranded()
 			s.dispatch()

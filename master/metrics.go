@@ -19,6 +19,8 @@ import (
 //	kiln_job_seconds                    submit to result (histogram)
 //	kiln_refusals_total{code}           peers refused or disconnected, by wire code (counter)
 //	kiln_bytes_total{kind}              bytes routed: upload (client to master), output (slave to client) (counter)
+//	kiln_quarantines_total              slaves quarantined for slave-side failures (counter)
+//	kiln_slaves_out{reason}             connected slaves taking no job: quarantined, unhealthy (gauge)
 //
 // A nil *Metrics records nothing. Its methods are safe for concurrent use.
 type Metrics struct {
@@ -28,7 +30,9 @@ type Metrics struct {
 	e2e       prometheus.Histogram
 	refusals  *prometheus.CounterVec
 	transfer  *prometheus.CounterVec
+	quarant   prometheus.Counter
 	queueLen  atomic.Pointer[func() int]
+	slavesOut atomic.Pointer[func() (int, int)]
 }
 
 // NewMetrics creates the master's series and registers them on reg (use a
@@ -58,7 +62,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.peerCount, m.jobs, m.dispatch, m.e2e, m.refusals, m.transfer, queue)
+	m.quarant = prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_quarantines_total",
+		Help: "Slaves quarantined for slave-side failures (internal errors, missed deadlines, output over the cap)."})
+	out := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kiln_slaves_out",
+		Help: "Connected slaves that take no job now, by reason (quarantined, unhealthy)."}, []string{"reason"})
+	reg.MustRegister(m.peerCount, m.jobs, m.dispatch, m.e2e, m.refusals, m.transfer, queue, m.quarant,
+		slavesOutCollector{m, out})
 	for _, r := range []string{wire.RoleSlave, wire.RoleClient, wire.RoleAdmin} {
 		m.peerCount.WithLabelValues(r)
 	}
@@ -73,6 +82,38 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) WatchQueue(queueLen func() int) {
 	if m != nil {
 		m.queueLen.Store(&queueLen)
+	}
+}
+
+// WatchSlaves makes kiln_slaves_out report out (usually Server.SlavesOut),
+// read at every scrape.
+func (m *Metrics) WatchSlaves(out func() (quarantined, unhealthy int)) {
+	if m != nil {
+		m.slavesOut.Store(&out)
+	}
+}
+
+// slavesOutCollector fills kiln_slaves_out at each scrape.
+type slavesOutCollector struct {
+	m   *Metrics
+	vec *prometheus.GaugeVec
+}
+
+func (c slavesOutCollector) Describe(ch chan<- *prometheus.Desc) { c.vec.Describe(ch) }
+
+func (c slavesOutCollector) Collect(ch chan<- prometheus.Metric) {
+	q, u := 0, 0
+	if f := c.m.slavesOut.Load(); f != nil {
+		q, u = (*f)()
+	}
+	c.vec.WithLabelValues("quarantined").Set(float64(q))
+	c.vec.WithLabelValues("unhealthy").Set(float64(u))
+	c.vec.Collect(ch)
+}
+
+func (m *Metrics) quarantined() {
+	if m != nil {
+		m.quarant.Inc()
 	}
 }
 

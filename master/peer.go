@@ -174,7 +174,7 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn, p port) {
 	if p == portSlave {
 		s.runSlave(ctx, &slaveConn{peer: pr})
 	} else {
-		s.runClient(ctx, &clientConn{peer: pr, pending: map[string]*upload{}, jobs: map[string]*job{}})
+		s.runClient(ctx, newClientConn(pr, s.cfg.JobBudget))
 	}
 	pr.close()
 }

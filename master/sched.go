@@ -10,6 +10,7 @@ type candidate struct {
 	inFlight     int     // jobs assigned by the master and not finished
 	slots        int
 	drained      bool
+	out          string    // why the slave takes no job now (quarantined, unhealthy), or ""
 	lastAssigned time.Time // when this slave last got a job (fair tie-breaking)
 	slave        *slaveConn
 }
@@ -27,8 +28,11 @@ func (c *candidate) score() float64 {
 
 // free reports whether c can take one more job of lang now.
 func (c *candidate) free(lang string) bool {
-	return !c.drained && c.languages[lang] && c.inFlight < c.slots
+	return c.available() && c.languages[lang] && c.inFlight < c.slots
 }
+
+// available reports whether c takes jobs at all now.
+func (c *candidate) available() bool { return !c.drained && c.out == "" }
 
 // scoreEpsilon is how close two scores must be to count as a tie. CPU
 // reports jitter by a few percent; treating them as equal lets the fair
@@ -38,10 +42,14 @@ const scoreEpsilon = 0.05
 // pick returns the index of the slave that should run a job of lang, or -1
 // when none has a free slot for it. Among the free slaves the lowest score
 // wins; ties go to the slave that waited longest since its last job.
-func pick(cands []*candidate, lang string) int {
+func pick(cands []*candidate, lang string) int { return pickFor(cands, lang, "") }
+
+// pickFor is pick for a job that must not go back to the slave called
+// avoid (one that failed it on the slave's side; "" avoids none).
+func pickFor(cands []*candidate, lang, avoid string) int {
 	best := -1
 	for i, c := range cands {
-		if !c.free(lang) {
+		if !c.free(lang) || (avoid != "" && c.name == avoid) {
 			continue
 		}
 		if best < 0 || better(c, cands[best]) {
@@ -66,10 +74,21 @@ func better(a, b *candidate) bool {
 	return a.name < b.name
 }
 
-// supports reports whether any slave, free or not, runs lang.
-func supports(cands []*candidate, lang string) bool {
+// supports reports whether any slave that takes jobs, free or not, runs
+// lang, other than the one called avoid.
+func supports(cands []*candidate, lang, avoid string) bool {
 	for _, c := range cands {
-		if c.languages[lang] && !c.drained {
+		if c.languages[lang] && c.available() && (avoid == "" || c.name != avoid) {
+			return true
+		}
+	}
+	return false
+}
+
+// anyFree reports whether some slave has a free slot.
+func anyFree(cands []*candidate) bool {
+	for _, c := range cands {
+		if c.available() && c.inFlight < c.slots {
 			return true
 		}
 	}

@@ -36,7 +36,7 @@ func TestPickCapability(t *testing.T) {
 	if got := pick(cands, "python"); got != -1 {
 		t.Fatalf("picked %d for a language nobody runs", got)
 	}
-	if supports(cands, "python") || !supports(cands, "c") {
+	if supports(cands, "python", "") || !supports(cands, "c", "") {
 		t.Fatal("supports is wrong")
 	}
 }

@@ -52,6 +52,7 @@ type Config struct {
 	WrapTimeout       time.Duration // WrapRequest to Wrapped for a sealed job; default 10 s
 	History           int           // finished jobs kept for listing; default 1000
 	MaxHeldBytes      int64         // budget for uploaded files held in memory (pending and queued jobs); default 1 GiB
+	JobBudget         JobBudget     // bounds on uploads, jobs per client, job deadlines, output, quarantine; zero fields take defaults
 	StrandedAfter     time.Duration // a queued job no connected slave can run ends after this; default 30 s
 
 	Logger  *slog.Logger
@@ -123,6 +124,7 @@ func (c *Config) setDefaults() {
 	if c.MaxHeldBytes == 0 {
 		c.MaxHeldBytes = DefaultMaxHeldBytes
 	}
+	c.JobBudget = c.JobBudget.withDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -146,15 +148,20 @@ type Server struct {
 	slaves  map[*slaveConn]struct{}
 	clients map[*clientConn]struct{}
 	jobs    map[string]*job // queued, assigned and running jobs
-	queue   []*job
+	queue   *fairQueue
 	history []*job // finished jobs, oldest first, at most cfg.History
 	nextJob uint64
 	closing bool // set at shutdown: sessions that finish their handshake now are refused
-	// drainedNames are the slaves an admin drained; a slave that reconnects
-	// stays drained until undrained.
-	drainedNames map[string]bool
-	// held is the bytes of uploaded files in memory (see MaxHeldBytes).
-	held int64
+	// slaveRecs are what the master remembers of slaves by name across
+	// sessions: drained by an admin, strikes, quarantine.
+	slaveRecs map[string]*slaveRecord
+	// active counts the queued, assigned and running jobs of each client
+	// key (by fingerprint), against JobBudget.JobsPerClient.
+	active map[string]int
+	// held is the bytes of uploaded files in memory (see MaxHeldBytes);
+	// heldBy the same by client key (see JobBudget.HeldBytesPerClient).
+	held   int64
+	heldBy map[string]int64
 }
 
 // New checks cfg and returns a Server. It starts nothing.
@@ -166,7 +173,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("master: no key registry")
 	}
 	cfg.setDefaults()
-	return &Server{
+	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
 		tlsCfg:  auth.ServerConfig(cfg.Bundle),
@@ -174,9 +181,14 @@ func New(cfg Config) (*Server, error) {
 		slaves:  map[*slaveConn]struct{}{},
 		clients: map[*clientConn]struct{}{},
 		jobs:    map[string]*job{},
+		queue:   newFairQueue(),
 
-		drainedNames: map[string]bool{},
-	}, nil
+		slaveRecs: map[string]*slaveRecord{},
+		active:    map[string]int{},
+		heldBy:    map[string]int64{},
+	}
+	cfg.Metrics.WatchSlaves(s.SlavesOut)
+	return s, nil
 }
 
 // Listen opens both listeners. Run calls it when it has not been called;

@@ -5,45 +5,133 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
+	"sync"
 	"time"
 
 	"kiln/certs"
+	"kiln/transport/seal"
 	"kiln/transport/wire"
 )
 
-// slaveConn is a connected slave. Fields below peer are guarded by Server.mu.
+// slaveConn is a connected slave. Fields below peer, but for rmu and
+// routes, are guarded by Server.mu.
 type slaveConn struct {
 	*peer
 	registered   bool
 	reg          wire.Register
+	langs        map[string]bool // the languages of reg, built once at Register
 	load         wire.Load
 	loadAt       time.Time
 	running      map[string]*job
-	drained      bool
 	lastAssigned time.Time
 	finished     int // jobs finished on this slave
 	// sealKey is the slave's X25519 sealing key, announced in Register and
 	// equal to the one its certificate carries; nil when it has none, and
 	// then no sealed job is placed on it.
 	sealKey []byte
+
+	// routes maps each job running here to what its Output needs, so
+	// that output is counted and forwarded without Server.mu. Lock order:
+	// Server.mu, then rmu.
+	rmu    sync.Mutex
+	routes map[string]*route
 }
 
-func (sc *slaveConn) candidate() *candidate {
-	langs := make(map[string]bool, len(sc.reg.Toolchains))
-	for _, t := range sc.reg.Toolchains {
-		langs[t.Language] = true
+// route is one attempt's output path: where its Output goes and how much
+// of it the master has forwarded against the job's cap.
+type route struct {
+	attempt int
+	client  *clientConn // nil once the client left
+	limit   int64       // output bytes the job may produce
+	maxMsgs int
+	sealed  bool
+	bytes   int64
+	msgs    int
+	keyed   [2]bool // a sealed stream's first message (header and wrapped key) was seen
+	over    bool
+}
+
+func (sc *slaveConn) addRoute(jobID string, r *route) {
+	sc.rmu.Lock()
+	sc.routes[jobID] = r
+	sc.rmu.Unlock()
+}
+
+func (sc *slaveConn) dropRoute(jobID string) {
+	sc.rmu.Lock()
+	delete(sc.routes, jobID)
+	sc.rmu.Unlock()
+}
+
+func (sc *slaveConn) clearRoutes() {
+	sc.rmu.Lock()
+	clear(sc.routes)
+	sc.rmu.Unlock()
+}
+
+// clientLeft stops forwarding the job's output: its client is gone.
+func (sc *slaveConn) clientLeft(jobID string) {
+	sc.rmu.Lock()
+	if r := sc.routes[jobID]; r != nil {
+		r.client = nil
 	}
-	return &candidate{
-		name: sc.id.Name, languages: langs, cpuPercent: sc.load.CPUPercent,
-		inFlight: len(sc.running), slots: sc.reg.Slots, drained: sc.drained,
+	sc.rmu.Unlock()
+}
+
+// routeOutput counts o against its attempt's output cap. It returns the
+// client to forward o to (nil to drop it: a stale attempt, or a client
+// that left), and over when this message took the attempt past its cap in
+// bytes or messages. A sealed job's bytes are counted as the plaintext
+// they carry: each message less its tag, and each stream's first message
+// less its header and wrapped key.
+func (sc *slaveConn) routeOutput(o *wire.Output) (c *clientConn, over bool) {
+	sc.rmu.Lock()
+	defer sc.rmu.Unlock()
+	r := sc.routes[o.JobID]
+	if r == nil || r.attempt != o.Attempt || r.over {
+		return nil, false
+	}
+	n := int64(len(o.Data) + len(o.Key))
+	if r.sealed {
+		allow := int64(seal.Overhead)
+		if i := int(o.Stream) - wire.StreamStdout; len(o.Key) > 0 && i >= 0 && i < len(r.keyed) && !r.keyed[i] {
+			r.keyed[i] = true
+			allow += seal.HeaderSize + seal.WrappedSize
+		}
+		n = max(n-allow, 0)
+	}
+	r.bytes += n
+	r.msgs++
+	if r.bytes > r.limit || r.msgs > r.maxMsgs {
+		r.over = true
+		return nil, true
+	}
+	return r.client, false
+}
+
+func (sc *slaveConn) candidate(rec *slaveRecord, now time.Time) *candidate {
+	c := &candidate{
+		name: sc.id.Name, languages: sc.langs, cpuPercent: sc.load.CPUPercent,
+		inFlight: len(sc.running), slots: sc.reg.Slots,
 		lastAssigned: sc.lastAssigned, slave: sc,
 	}
+	switch {
+	case sc.load.Health != "":
+		c.out = "unhealthy: " + sc.load.Health
+	case rec == nil:
+	case rec.quarantined(now):
+		c.out = "quarantined"
+	}
+	c.drained = rec != nil && rec.drained
+	return c
 }
 
-// sendFile streams one in-memory file to the slave on its own stream.
-func (sc *slaveConn) sendFile(jobID, kind, name string, data, sum []byte, sealed bool) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+// sendFile streams one in-memory file to the slave on its own stream. The
+// stream fails when a write makes no progress for idle.
+func (sc *slaveConn) sendFile(idle time.Duration, jobID, kind, name string, data payload, sum []byte, sealed bool) error {
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
 		select {
@@ -52,13 +140,29 @@ func (sc *slaveConn) sendFile(jobID, kind, name string, data, sum []byte, sealed
 		case <-ctx.Done():
 		}
 	}()
-	hdr := wire.FileHeader{JobID: jobID, Kind: kind, Name: name, Size: int64(len(data)), SHA256: sum, Sealed: sealed}
-	return sc.sess.SendFile(ctx, hdr, bytes.NewReader(data))
+	watch := time.AfterFunc(idle, cancel)
+	defer watch.Stop()
+	r := &progressReader{r: data.reader(), progress: func() { watch.Reset(idle) }}
+	hdr := wire.FileHeader{JobID: jobID, Kind: kind, Name: name, Size: data.size(), SHA256: sum, Sealed: sealed}
+	return sc.sess.SendFile(ctx, hdr, r)
+}
+
+// progressReader calls progress before each Read: the previous chunk was
+// written.
+type progressReader struct {
+	r        io.Reader
+	progress func()
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	p.progress()
+	return p.r.Read(b)
 }
 
 // runSlave serves one slave session until it ends, then re-queues its jobs.
 func (s *Server) runSlave(ctx context.Context, sc *slaveConn) {
 	sc.running = map[string]*job{}
+	sc.routes = map[string]*route{}
 	sc.loadAt = s.cfg.Now()
 	s.mu.Lock()
 	if s.closing {
@@ -74,7 +178,6 @@ func (s *Server) runSlave(ctx context.Context, sc *slaveConn) {
 		}
 	}
 	s.slaves[sc] = struct{}{}
-	sc.drained = s.drainedNames[sc.id.Name]
 	s.mu.Unlock()
 	for _, other := range replaced {
 		// Not inline: a dead old session would hold up the new one for
@@ -112,6 +215,9 @@ func (s *Server) dropSlave(sc *slaveConn) {
 	s.mu.Lock()
 	delete(s.slaves, sc)
 	notes := s.requeueLocked(sc)
+	if r := s.slaveRecs[sc.id.Name]; r != nil && r.empty(s.cfg.Now()) {
+		delete(s.slaveRecs, sc.id.Name)
+	}
 	s.mu.Unlock()
 	s.cfg.Metrics.peers(wire.RoleSlave, -1)
 	if len(notes) > 0 {
@@ -142,6 +248,10 @@ func (s *Server) slaveMessage(sc *slaveConn, env wire.Envelope) error {
 		if !again {
 			sc.reg, sc.registered, sc.sealKey = r, true, key
 			sc.load.Slots = r.Slots
+			sc.langs = make(map[string]bool, len(r.Toolchains))
+			for _, t := range r.Toolchains {
+				sc.langs[t.Language] = true
+			}
 		}
 		s.mu.Unlock()
 		if again {
@@ -157,16 +267,17 @@ func (s *Server) slaveMessage(sc *slaveConn, env wire.Envelope) error {
 		if err := wire.Decode(env, &l); err != nil {
 			return err
 		}
-		s.mu.Lock()
-		sc.load, sc.loadAt = l, s.cfg.Now()
-		s.mu.Unlock()
-		s.wake()
+		s.load(sc, l)
 	case wire.MsgOutput:
 		var o wire.Output
 		if err := wire.Decode(env, &o); err != nil {
 			return err
 		}
-		if c := s.clientFor(sc, o.JobID, o.Attempt); c != nil {
+		c, over := sc.routeOutput(&o)
+		if over {
+			s.outputOver(sc, o.JobID, o.Attempt)
+		}
+		if c != nil {
 			s.cfg.Metrics.bytes("output", len(o.Data))
 			c.send(wire.MsgOutput, 0, o)
 		}
@@ -204,17 +315,45 @@ func (sc *slaveConn) checkSealKey(announced []byte) ([]byte, error) {
 	return inCert, nil
 }
 
-// clientFor returns the client of a job if sc is running this attempt of
-// it and the client is still there, else nil (stale output of a job that
-// moved elsewhere is dropped).
-func (s *Server) clientFor(sc *slaveConn, jobID string, attempt int) *clientConn {
+// load records a load report. Only a change that can free a slot (more
+// slots, health back) wakes the dispatcher: the regular tick places jobs
+// by the new figures, so that a slave reporting every millisecond does not
+// run a dispatch each time.
+func (s *Server) load(sc *slaveConn, l wire.Load) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	j := sc.running[jobID]
-	if j == nil || j.attempt != attempt {
-		return nil
+	wake := l.Slots > sc.load.Slots || (sc.load.Health != "" && l.Health == "")
+	if l.Health != sc.load.Health {
+		if l.Health != "" {
+			sc.log.Warn("slave reports itself unhealthy; no jobs for it", "health", truncate(l.Health, 200))
+		} else {
+			sc.log.Info("slave reports itself healthy again")
+		}
 	}
-	return j.client
+	sc.load, sc.loadAt = l, s.cfg.Now()
+	s.mu.Unlock()
+	if wake {
+		s.wake()
+	}
+}
+
+// outputOver ends a job whose slave sent more output than its cap: the
+// slave is struck and told to cancel, the client gets output_limit.
+func (s *Server) outputOver(sc *slaveConn, jobID string, attempt int) {
+	s.mu.Lock()
+	j := sc.running[jobID]
+	limit := int64(0)
+	if j != nil {
+		limit = j.submit.Limits.OutputBytes
+		if limit <= 0 {
+			limit = s.cfg.Limits.MaxOutput
+		}
+	}
+	s.mu.Unlock()
+	if j == nil {
+		return
+	}
+	s.failAttempt(sc, j, attempt, wire.StatusOutputLimit,
+		fmt.Sprintf("slave %s sent more than the job's output cap (%d bytes or %d messages)", sc.id.Name, limit, s.cfg.JobBudget.OutputMessages), false)
 }
 
 // result ends a job: exactly one Result reaches the client.
@@ -226,6 +365,16 @@ func (s *Server) result(sc *slaveConn, r wire.Result) {
 		sc.log.Debug("stale result dropped", "job", r.JobID, "attempt", r.Attempt)
 		return
 	}
+	if r.Status == wire.StatusInternalError && r.SlaveFault {
+		s.mu.Unlock()
+		// The slave's own fault (its disk, its toolchain): the job runs
+		// again elsewhere once; the second time the Result stands.
+		s.failAttempt(sc, j, r.Attempt, r.Status, fmt.Sprintf("slave %s: %s", sc.id.Name, r.Detail), true)
+		return
+	}
+	if rec := s.slaveRecs[sc.id.Name]; rec != nil && r.Status != wire.StatusCancelled {
+		rec.good()
+	}
 	client := j.client
 	s.finishLocked(j, r.Status)
 	sc.finished++
@@ -236,11 +385,7 @@ func (s *Server) result(sc *slaveConn, r wire.Result) {
 	s.cfg.Metrics.finished(lang, r.Status, e2e)
 	if client != nil {
 		client.send(wire.MsgResult, 0, r)
-		state := wire.StateDone
-		if r.Status == wire.StatusInternalError {
-			state = wire.StateFailed
-		}
-		client.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: state, Slave: sc.id.Name, Attempt: r.Attempt})
+		client.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: endState(r.Status), Slave: sc.id.Name, Attempt: r.Attempt})
 	}
 	s.wake()
 }

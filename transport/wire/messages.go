@@ -147,6 +147,10 @@ type Load struct {
 	MemTotal   uint64  `msgpack:"mem_total"`
 	Running    int     `msgpack:"running"`
 	Slots      int     `msgpack:"slots"`
+	// Health is empty while the slave can run jobs, else why it cannot
+	// (for example its work directory is not writable or its disk is
+	// full); the master then places no job on it.
+	Health string `msgpack:"health,omitempty"`
 }
 
 // JobLimits are the per-job limits a client asks for (zero means default).
@@ -268,6 +272,11 @@ type Result struct {
 	Detail        string `msgpack:"detail,omitempty"`
 	StdoutBytes   int64  `msgpack:"stdout_bytes"`
 	StderrBytes   int64  `msgpack:"stderr_bytes"`
+	// SlaveFault, with StatusInternalError, says the failure is the
+	// slave's own (its disk, its toolchain, its sandbox), not the job's:
+	// the master runs the job again on another slave once and counts the
+	// failure against this slave.
+	SlaveFault bool `msgpack:"slave_fault,omitempty"`
 	// Key, in a sealed job, is the attempt's output key wrapped for
 	// Assign.ClientKey; CompileOutput is then sealed under it (label
 	// seal.LabelCompile). Absent only when the slave could not open the

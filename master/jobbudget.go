@@ -1,0 +1,103 @@
+package master
+
+import "time"
+
+// JobBudget bounds what a client can make the master hold for its uploads
+// and jobs, and how long a slave may hold a job: the job side of the
+// master's resource model (docs/security.md, "Bounds"). A zero field takes
+// its default (see [DefaultJobBudget]).
+type JobBudget struct {
+	// HeldBytesPerClient bounds the upload bytes one client key holds in
+	// memory (pending uploads and its queued and running jobs), under
+	// Config.MaxHeldBytes for all; past it the upload is refused busy.
+	HeldBytesPerClient int64
+	// UploadIdle is how long a file stream may go without delivering a
+	// chunk (64 KiB) before it is closed and its upload refused.
+	UploadIdle time.Duration
+	// SubmitWait is how long a file stream whose Submit has not arrived
+	// waits for it, unread; then it is closed. A file for a refused Submit
+	// is closed at once.
+	SubmitWait time.Duration
+	// FilesPerSession is how many file streams of one client session are
+	// read at once; the next waits in the transport's accept backlog.
+	FilesPerSession int
+	// JobsPerClient bounds the jobs of one client key queued, assigned or
+	// running at once; past it Submit is refused busy with a retry hint.
+	JobsPerClient int
+	// JobRunTime is the run time the master allows a job that asked for
+	// no time limit (the longest a slave applies by default); JobCompileTime
+	// is allowed for its compile step and JobGrace for file transfers and
+	// the slave's own overhead. A job still unanswered past assignment +
+	// its time limit + JobCompileTime + JobGrace is cancelled on its slave,
+	// which is struck, and queued again once.
+	JobRunTime     time.Duration
+	JobCompileTime time.Duration
+	JobGrace       time.Duration
+	// SendFileIdle is how long a file stream to a slave may go without
+	// progress before it fails its job (not the slave's session).
+	SendFileIdle time.Duration
+	// OutputMessages bounds the Output messages of one attempt; with the
+	// job's output cap in bytes it ends the job with output_limit.
+	OutputMessages int
+	// QuarantineStrikes slave-side failures in a row (internal_error,
+	// missed deadline, output over the cap, undeliverable files)
+	// quarantine a slave for QuarantineBase, doubling with each quarantine
+	// up to QuarantineMax; a job that ends well clears the strikes.
+	QuarantineStrikes int
+	QuarantineBase    time.Duration
+	QuarantineMax     time.Duration
+}
+
+// DefaultJobBudget returns the defaults documented in docs/security.md.
+func DefaultJobBudget() JobBudget {
+	return JobBudget{
+		HeldBytesPerClient: 256 << 20,
+		UploadIdle:         10 * time.Second,
+		SubmitWait:         2 * time.Second,
+		FilesPerSession:    16,
+		JobsPerClient:      128,
+		JobRunTime:         60 * time.Second,
+		JobCompileTime:     60 * time.Second,
+		JobGrace:           30 * time.Second,
+		SendFileIdle:       10 * time.Second,
+		OutputMessages:     1 << 16,
+		QuarantineStrikes:  3,
+		QuarantineBase:     30 * time.Second,
+		QuarantineMax:      10 * time.Minute,
+	}
+}
+
+func (b JobBudget) withDefaults() JobBudget {
+	d := DefaultJobBudget()
+	def(&b.HeldBytesPerClient, d.HeldBytesPerClient)
+	def(&b.UploadIdle, d.UploadIdle)
+	def(&b.SubmitWait, d.SubmitWait)
+	def(&b.FilesPerSession, d.FilesPerSession)
+	def(&b.JobsPerClient, d.JobsPerClient)
+	def(&b.JobRunTime, d.JobRunTime)
+	def(&b.JobCompileTime, d.JobCompileTime)
+	def(&b.JobGrace, d.JobGrace)
+	def(&b.SendFileIdle, d.SendFileIdle)
+	def(&b.OutputMessages, d.OutputMessages)
+	def(&b.QuarantineStrikes, d.QuarantineStrikes)
+	def(&b.QuarantineBase, d.QuarantineBase)
+	def(&b.QuarantineMax, d.QuarantineMax)
+	return b
+}
+
+// def sets *v to d when it is zero or negative.
+func def[T int | int64 | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
+}
+
+// jobDeadline is how long after its assignment a job with limits l must
+// have its Result.
+func (b JobBudget) jobDeadline(timeMs int64) time.Duration {
+	run := b.JobRunTime
+	if timeMs > 0 {
+		run = time.Duration(timeMs) * time.Millisecond
+	}
+	return run + b.JobCompileTime + b.JobGrace
+}

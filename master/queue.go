@@ -1,0 +1,135 @@
+package master
+
+import "slices"
+
+// fairQueue holds the jobs waiting for a slot, one FIFO per owner (a
+// client key: every session of one key shares it), served round robin: a
+// client that queued a thousand jobs gets one slot in turn with a client
+// that queued one, instead of every slot before it. It is guarded by
+// Server.mu.
+type fairQueue struct {
+	byOwner map[string][]*job
+	ring    []string // owners with queued jobs, in serving order
+	next    int      // index in ring of the owner served first next time
+	n       int
+}
+
+func newFairQueue() *fairQueue { return &fairQueue{byOwner: map[string][]*job{}} }
+
+// len is the number of queued jobs.
+func (q *fairQueue) len() int { return q.n }
+
+// push queues j at the tail of its owner's queue.
+func (q *fairQueue) push(j *job) {
+	q.add(j.owner)
+	q.byOwner[j.owner] = append(q.byOwner[j.owner], j)
+	q.n++
+}
+
+// pushFront queues j at the head of its owner's queue (a job that lost its
+// slave runs before its owner's later jobs).
+func (q *fairQueue) pushFront(j *job) {
+	q.add(j.owner)
+	q.byOwner[j.owner] = slices.Insert(q.byOwner[j.owner], 0, j)
+	q.n++
+}
+
+func (q *fairQueue) add(owner string) {
+	if _, ok := q.byOwner[owner]; !ok {
+		q.byOwner[owner] = nil
+		q.ring = append(q.ring, owner)
+	}
+}
+
+// remove takes j out of the queue; it reports whether j was queued.
+func (q *fairQueue) remove(j *job) bool {
+	js := q.byOwner[j.owner]
+	i := slices.Index(js, j)
+	if i < 0 {
+		return false
+	}
+	q.byOwner[j.owner] = slices.Delete(js, i, i+1)
+	q.n--
+	if len(q.byOwner[j.owner]) == 0 {
+		q.drop(j.owner)
+	}
+	return true
+}
+
+// drop forgets an owner whose queue is empty.
+func (q *fairQueue) drop(owner string) {
+	delete(q.byOwner, owner)
+	i := slices.Index(q.ring, owner)
+	q.ring = slices.Delete(q.ring, i, i+1)
+	if i < q.next {
+		q.next--
+	}
+	if q.next >= len(q.ring) {
+		q.next = 0
+	}
+}
+
+// all returns every queued job, owners in serving order.
+func (q *fairQueue) all() []*job {
+	out := make([]*job, 0, q.n)
+	for _, o := range q.order() {
+		out = append(out, q.byOwner[o]...)
+	}
+	return out
+}
+
+// order returns the owners in serving order, starting at next.
+func (q *fairQueue) order() []string {
+	return append(slices.Clone(q.ring[q.next:]), q.ring[:q.next]...)
+}
+
+// position is j's place in the order jobs would be served if every slot
+// were free: 1 for the next one. Each owner ahead of j's in the round
+// serves one job more than each owner after it.
+func (q *fairQueue) position(j *job) int {
+	mine := slices.Index(q.byOwner[j.owner], j)
+	if mine < 0 {
+		return 0
+	}
+	pos, after := 0, false
+	for _, o := range q.order() {
+		n := len(q.byOwner[o])
+		switch {
+		case o == j.owner:
+			pos += mine + 1
+			after = true
+		case after:
+			pos += min(n, mine)
+		default:
+			pos += min(n, mine+1)
+		}
+	}
+	return pos
+}
+
+// round serves the owners once each in turn, starting at next: take is
+// called with each owner's queued jobs, oldest first, and returns the index
+// of the job it placed, or -1 when none of them can be placed now. round
+// reports whether any job was placed; the owner after the last one served
+// is served first in the next round.
+func (q *fairQueue) round(take func(js []*job) int) bool {
+	placed := false
+	for _, o := range q.order() {
+		js := q.byOwner[o]
+		i := take(js)
+		if i < 0 {
+			continue
+		}
+		placed = true
+		q.byOwner[o] = slices.Delete(js, i, i+1)
+		q.n--
+		k := slices.Index(q.ring, o)
+		q.next = k + 1
+		if len(q.byOwner[o]) == 0 {
+			q.drop(o)
+		} else if q.next >= len(q.ring) {
+			q.next = 0
+		}
+	}
+	return placed
+}
