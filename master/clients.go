@@ -271,7 +271,7 @@ func (s *Server) admitSubmitLocked(cc *clientConn, key string) *wire.Error {
 		return &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("request %s is already in flight", key)}
 	case len(cc.pending) >= maxPending:
 		return busy("too many uploads in flight on this session (%d)", maxPending)
-	case s.active[cc.id.Fingerprint] >= s.cfg.JobBudget.JobsPerClient:
+	case s.active[cc.id.Fingerprint] >= s.cfg.Budget.Jobs.JobsPerClient:
 		return busy("this key has %d jobs queued or running, its limit", s.active[cc.id.Fingerprint])
 	case s.queue.len() >= s.cfg.Limits.MaxQueue:
 		return busy("queue full (%d jobs waiting)", s.cfg.Limits.MaxQueue)
@@ -335,7 +335,7 @@ func (s *Server) receiveFile(cc *clientConn, hdr wire.FileHeader, body io.ReadCl
 		_, answered := cc.closedLocked(key)
 		if !answered {
 			cc.closeReqLocked(key, wire.Error{Code: wire.CodeBadRequest,
-				Message: fmt.Sprintf("its file came more than %s before the Submit", s.cfg.JobBudget.SubmitWait)})
+				Message: fmt.Sprintf("its file came more than %s before the Submit", s.cfg.Budget.Jobs.SubmitWait)})
 		}
 		s.mu.Unlock()
 		if !answered {
@@ -383,7 +383,7 @@ func (s *Server) receiveFile(cc *clientConn, hdr wire.FileHeader, body io.ReadCl
 // waiting up to JobBudget.SubmitWait for its Submit; nil when the request
 // was refused or its Submit did not come.
 func (s *Server) awaitSubmit(cc *clientConn, key string) *upload {
-	t := time.NewTimer(s.cfg.JobBudget.SubmitWait)
+	t := time.NewTimer(s.cfg.Budget.Jobs.SubmitWait)
 	defer t.Stop()
 	for {
 		s.mu.Lock()
@@ -438,7 +438,7 @@ func (s *Server) checkFile(u *upload, hdr wire.FileHeader) error {
 // after its Submit). A charge refused for the budgets returns a busy
 // *wire.Error.
 func (s *Server) readFile(cc *clientConn, u *upload, hdr wire.FileHeader, body io.ReadCloser) (payload, error) {
-	idle := s.cfg.JobBudget.UploadIdle
+	idle := s.cfg.Budget.Jobs.UploadIdle
 	var stalled, late atomic.Bool
 	watch := time.AfterFunc(idle, func() { stalled.Store(true); body.Close() })
 	defer watch.Stop()
@@ -470,7 +470,7 @@ func (s *Server) charge(cc *clientConn, u *upload, n int64) error {
 	case s.held+n > s.cfg.MaxHeldBytes:
 		return &answer{wire.Error{Code: wire.CodeBusy, RetryAfterMs: s.retryAfterMs(),
 			Message: fmt.Sprintf("the master holds %d bytes of uploaded files, its limit; retry later", s.held)}}
-	case s.heldBy[owner]+n > s.cfg.JobBudget.HeldBytesPerClient:
+	case s.heldBy[owner]+n > s.cfg.Budget.Jobs.HeldBytesPerClient:
 		return &answer{wire.Error{Code: wire.CodeBusy, RetryAfterMs: s.retryAfterMs(),
 			Message: fmt.Sprintf("this key holds %d bytes of uploaded files on the master, its limit; retry later", s.heldBy[owner])}}
 	}

@@ -3,9 +3,9 @@ package master
 import "time"
 
 // JobBudget bounds what a client can make the master hold for its uploads
-// and jobs, and how long a slave may hold a job: the job side of the
-// master's resource model (docs/security.md, "Bounds"). A zero field takes
-// its default (see [DefaultJobBudget]).
+// and jobs, and how long a slave may hold a job: the job side of [Budget]
+// (docs/security.md has the table). A zero field takes its default (see
+// [DefaultJobBudget]).
 type JobBudget struct {
 	// HeldBytesPerClient bounds the upload bytes one client key holds in
 	// memory (pending uploads and its queued and running jobs), under
@@ -69,27 +69,20 @@ func DefaultJobBudget() JobBudget {
 
 func (b JobBudget) withDefaults() JobBudget {
 	d := DefaultJobBudget()
-	def(&b.HeldBytesPerClient, d.HeldBytesPerClient)
-	def(&b.UploadIdle, d.UploadIdle)
-	def(&b.SubmitWait, d.SubmitWait)
-	def(&b.FilesPerSession, d.FilesPerSession)
-	def(&b.JobsPerClient, d.JobsPerClient)
-	def(&b.JobRunTime, d.JobRunTime)
-	def(&b.JobCompileTime, d.JobCompileTime)
-	def(&b.JobGrace, d.JobGrace)
-	def(&b.SendFileIdle, d.SendFileIdle)
-	def(&b.OutputMessages, d.OutputMessages)
-	def(&b.QuarantineStrikes, d.QuarantineStrikes)
-	def(&b.QuarantineBase, d.QuarantineBase)
-	def(&b.QuarantineMax, d.QuarantineMax)
+	setInt64(&b.HeldBytesPerClient, d.HeldBytesPerClient)
+	setDur(&b.UploadIdle, d.UploadIdle)
+	setDur(&b.SubmitWait, d.SubmitWait)
+	setInt(&b.FilesPerSession, d.FilesPerSession)
+	setInt(&b.JobsPerClient, d.JobsPerClient)
+	setDur(&b.JobRunTime, d.JobRunTime)
+	setDur(&b.JobCompileTime, d.JobCompileTime)
+	setDur(&b.JobGrace, d.JobGrace)
+	setDur(&b.SendFileIdle, d.SendFileIdle)
+	setInt(&b.OutputMessages, d.OutputMessages)
+	setInt(&b.QuarantineStrikes, d.QuarantineStrikes)
+	setDur(&b.QuarantineBase, d.QuarantineBase)
+	setDur(&b.QuarantineMax, d.QuarantineMax)
 	return b
-}
-
-// def sets *v to d when it is zero or negative.
-func def[T int | int64 | time.Duration](v *T, d T) {
-	if *v <= 0 {
-		*v = d
-	}
 }
 
 // jobDeadline is how long after its assignment a job with limits l must

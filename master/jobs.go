@@ -101,7 +101,7 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 		refuse(wire.CodeBusy, fmt.Sprintf("queue full (%d jobs waiting)", s.cfg.Limits.MaxQueue), true)
 		return
 	}
-	if n := s.active[owner]; n >= s.cfg.JobBudget.JobsPerClient {
+	if n := s.active[owner]; n >= s.cfg.Budget.Jobs.JobsPerClient {
 		refuse(wire.CodeBusy, fmt.Sprintf("this key has %d jobs queued or running, its limit", n), true)
 		return
 	}
@@ -156,7 +156,7 @@ func (s *Server) noSlaveLocked(sub wire.Submit) string {
 }
 
 // retryAfterMs is the retry hint sent with every busy answer.
-func (s *Server) retryAfterMs() int64 { return 1000 }
+func (s *Server) retryAfterMs() int64 { return s.cfg.Budget.BusyRetryAfter.Milliseconds() }
 
 // wake asks the dispatcher to look at the queue.
 func (s *Server) wake() {
@@ -251,13 +251,13 @@ func (s *Server) assignLocked(j *job, sc *slaveConn, now time.Time) {
 	sc.running[j.id] = j
 	j.slave, j.state, j.assigned = sc, wire.StateAssigned, now
 	j.assignSent = false
-	j.deadline = now.Add(s.cfg.JobBudget.jobDeadline(j.submit.Limits.TimeMs))
+	j.deadline = now.Add(s.cfg.Budget.Jobs.jobDeadline(j.submit.Limits.TimeMs))
 	limit := j.submit.Limits.OutputBytes
 	if limit <= 0 {
 		limit = s.cfg.Limits.MaxOutput
 	}
 	sc.addRoute(j.id, &route{attempt: j.attempt, client: j.client, limit: limit,
-		maxMsgs: s.cfg.JobBudget.OutputMessages, sealed: j.submit.Sealed})
+		maxMsgs: s.cfg.Budget.Jobs.OutputMessages, sealed: j.submit.Sealed})
 }
 
 // sendJob delivers an assignment: the Assign message and the job's files.
@@ -290,7 +290,7 @@ func (s *Server) sendJob(a assignment) {
 		sc.log.Info("job cancel forwarded", "job", j.id)
 		sc.send(wire.MsgCancel, 0, wire.Cancel{JobID: j.id})
 	}
-	idle := s.cfg.JobBudget.SendFileIdle
+	idle := s.cfg.Budget.Jobs.SendFileIdle
 	if err := sc.sendFile(idle, j.id, wire.FileSource, j.submit.FileName, a.source, j.srcSum, j.submit.Sealed); err != nil {
 		sc.log.Warn("source not delivered", "job", j.id, "err", err)
 		s.failAttempt(sc, j, a.attempt, wire.StatusInternalError, fmt.Sprintf("source not delivered to slave %s: %v", sc.id.Name, err), true)

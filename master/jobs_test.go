@@ -717,7 +717,7 @@ func TestSubmitAllDrained(t *testing.T) {
 // TestAcceptedBeforeJobMessages: the client hears Accepted for a job before
 // any other message about it, even when the dispatcher runs at once.
 func TestAcceptedBeforeJobMessages(t *testing.T) {
-	c := newCluster(t, func(cfg *master.Config) { cfg.JobBudget.JobsPerClient = 1000 })
+	c := newCluster(t, func(cfg *master.Config) { cfg.Budget.Jobs.JobsPerClient = 1000 })
 	fs := c.fakeSlave("s1", 1000, false, "c")
 	for range 4 { // every Load wakes the dispatcher
 		fs.spawn(func() {

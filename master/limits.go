@@ -46,6 +46,9 @@ type Budget struct {
 	// line logged.
 	LogPerPeer float64
 	LogBurst   int
+	// Jobs are the bounds of the job side: uploads, jobs per client key,
+	// job deadlines, output, slave quarantine.
+	Jobs JobBudget
 }
 
 // DefaultBudget returns the defaults documented in docs/security.md.
@@ -79,6 +82,7 @@ func (b Budget) withDefaults() Budget {
 		b.LogPerPeer = d.LogPerPeer
 	}
 	setInt(&b.LogBurst, d.LogBurst)
+	b.Jobs = b.Jobs.withDefaults()
 	return b
 }
 

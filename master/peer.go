@@ -174,7 +174,7 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn, p port) {
 	if p == portSlave {
 		s.runSlave(ctx, &slaveConn{peer: pr})
 	} else {
-		s.runClient(ctx, newClientConn(pr, s.cfg.JobBudget))
+		s.runClient(ctx, newClientConn(pr, s.cfg.Budget.Jobs))
 	}
 	pr.close()
 }

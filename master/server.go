@@ -52,7 +52,6 @@ type Config struct {
 	WrapTimeout       time.Duration // WrapRequest to Wrapped for a sealed job; default 10 s
 	History           int           // finished jobs kept for listing; default 1000
 	MaxHeldBytes      int64         // budget for uploaded files held in memory (pending and queued jobs); default 1 GiB
-	JobBudget         JobBudget     // bounds on uploads, jobs per client, job deadlines, output, quarantine; zero fields take defaults
 	StrandedAfter     time.Duration // a queued job no connected slave can run ends after this; default 30 s
 
 	Logger  *slog.Logger
@@ -124,7 +123,6 @@ func (c *Config) setDefaults() {
 	if c.MaxHeldBytes == 0 {
 		c.MaxHeldBytes = DefaultMaxHeldBytes
 	}
-	c.JobBudget = c.JobBudget.withDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -156,7 +154,7 @@ type Server struct {
 	// sessions: drained by an admin, strikes, quarantine.
 	slaveRecs map[string]*slaveRecord
 	// active counts the queued, assigned and running jobs of each client
-	// key (by fingerprint), against JobBudget.JobsPerClient.
+	// key (by fingerprint), against Budget.Jobs.JobsPerClient.
 	active map[string]int
 	// held is the bytes of uploaded files in memory (see MaxHeldBytes);
 	// heldBy the same by client key (see JobBudget.HeldBytesPerClient).

@@ -72,7 +72,7 @@ func (s *Server) recordLocked(name string) *slaveRecord {
 func (s *Server) strikeLocked(sc *slaveConn, reason string) {
 	now := s.cfg.Now()
 	r := s.recordLocked(sc.id.Name)
-	if d := r.strike(now, s.cfg.JobBudget, reason); d > 0 {
+	if d := r.strike(now, s.cfg.Budget.Jobs, reason); d > 0 {
 		sc.log.Warn("slave quarantined", "for", d, "reason", truncate(reason, 200))
 		s.cfg.Metrics.quarantined()
 	} else {

@@ -353,7 +353,7 @@ func (s *Server) outputOver(sc *slaveConn, jobID string, attempt int) {
 		return
 	}
 	s.failAttempt(sc, j, attempt, wire.StatusOutputLimit,
-		fmt.Sprintf("slave %s sent more than the job's output cap (%d bytes or %d messages)", sc.id.Name, limit, s.cfg.JobBudget.OutputMessages), false)
+		fmt.Sprintf("slave %s sent more than the job's output cap (%d bytes or %d messages)", sc.id.Name, limit, s.cfg.Budget.Jobs.OutputMessages), false)
 }
 
 // result ends a job: exactly one Result reaches the client.
