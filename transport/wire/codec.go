@@ -81,6 +81,14 @@ func NewBody(t MsgType) (any, error) {
 		return new(Wrapped), nil
 	case MsgFileHeader:
 		return new(FileHeader), nil
+	case MsgAttach:
+		return new(Attach), nil
+	case MsgAttached:
+		return new(Attached), nil
+	case MsgListJobs:
+		return new(ListJobs), nil
+	case MsgJobList:
+		return new(JobList), nil
 	}
 	return nil, fmt.Errorf("%w %d", ErrUnknownType, t)
 }

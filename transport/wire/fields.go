@@ -118,12 +118,21 @@ func (r *Register) checkFields(f *fields) {
 	f.str("arch", r.Arch, MaxShort)
 	f.str("sandbox", r.Sandbox, MaxText)
 	f.bin("seal_key", r.SealKey, MaxKey)
+	f.count("held", len(r.Held), MaxHeld)
+	for i := range r.Held {
+		r.Held[i].checkFields(f)
+	}
 }
 
 func (s *Submit) checkFields(f *fields) {
 	f.str("lang", s.Language, MaxShort)
 	f.str("file", s.FileName, MaxText)
 	f.bin("client_key", s.ClientKey, MaxKey)
+	f.bin("key_nonce", s.KeyNonce, MaxKey)
+	f.count("wraps", len(s.Wraps), MaxWraps)
+	for i := range s.Wraps {
+		s.Wraps[i].checkFields(f)
+	}
 }
 
 func (a *Accepted) checkFields(f *fields) { f.str("job", a.JobID, MaxShort) }
@@ -177,6 +186,11 @@ func (i *Info) checkFields(f *fields) {
 		for _, c := range l.Compilers {
 			f.str("compiler", c, MaxShort)
 		}
+	}
+	f.count("seal_slaves", len(i.SealSlaves), MaxWraps)
+	for _, s := range i.SealSlaves {
+		f.str("seal slave", s.Name, MaxName)
+		f.bin("seal slave cert", s.Cert, MaxCert)
 	}
 }
 

@@ -52,6 +52,18 @@ func TestFieldLimits(t *testing.T) {
 		{"AdminRequest.arg", MsgAdminRequest, func() any { return &AdminRequest{Args: strs(1, MaxText)} }, func() any { return &AdminRequest{Args: strs(1, MaxText+1)} }},
 		{"WrapRequest.slave_cert", MsgWrapRequest, func() any { return &WrapRequest{SlaveCert: bin(MaxCert)} }, func() any { return &WrapRequest{SlaveCert: bin(MaxCert + 1)} }},
 		{"Wrapped.refused", MsgWrapped, func() any { return &Wrapped{Refused: str(MaxText)} }, func() any { return &Wrapped{Refused: str(MaxText + 1)} }},
+		{"Register.held", MsgRegister, func() any { return &Register{Held: make([]HeldJob, MaxHeld)} }, func() any { return &Register{Held: make([]HeldJob, MaxHeld+1)} }},
+		{"Register.held job", MsgRegister, func() any { return &Register{Held: []HeldJob{{JobID: str(MaxShort)}}} }, func() any { return &Register{Held: []HeldJob{{JobID: str(MaxShort + 1)}}} }},
+		{"Submit.wraps", MsgSubmit, func() any { return &Submit{Wraps: make([]KeyWrap, MaxWraps)} }, func() any { return &Submit{Wraps: make([]KeyWrap, MaxWraps+1)} }},
+		{"Submit.wrap key", MsgSubmit, func() any { return &Submit{Wraps: []KeyWrap{{Key: bin(MaxKey)}}} }, func() any { return &Submit{Wraps: []KeyWrap{{Key: bin(MaxKey + 1)}}} }},
+		{"Submit.key_nonce", MsgSubmit, func() any { return &Submit{KeyNonce: bin(MaxKey)} }, func() any { return &Submit{KeyNonce: bin(MaxKey + 1)} }},
+		{"InfoRequest.seal_for", MsgInfoRequest, func() any { return &InfoRequest{SealFor: str(MaxShort)} }, func() any { return &InfoRequest{SealFor: str(MaxShort + 1)} }},
+		{"Info.seal_slaves", MsgInfo, func() any { return &Info{SealSlaves: make([]SealSlave, MaxWraps)} }, func() any { return &Info{SealSlaves: make([]SealSlave, MaxWraps+1)} }},
+		{"Info.seal slave cert", MsgInfo, func() any { return &Info{SealSlaves: []SealSlave{{Cert: bin(MaxCert)}}} }, func() any { return &Info{SealSlaves: []SealSlave{{Cert: bin(MaxCert + 1)}}} }},
+		{"Attach.job", MsgAttach, func() any { return &Attach{JobID: str(MaxShort)} }, func() any { return &Attach{JobID: str(MaxShort + 1)} }},
+		{"Attached.key_nonce", MsgAttached, func() any { return &Attached{KeyNonce: bin(MaxKey)} }, func() any { return &Attached{KeyNonce: bin(MaxKey + 1)} }},
+		{"JobList.jobs", MsgJobList, func() any { return &JobList{Jobs: make([]JobSummary, MaxJobList)} }, func() any { return &JobList{Jobs: make([]JobSummary, MaxJobList+1)} }},
+		{"JobList.file", MsgJobList, func() any { return &JobList{Jobs: []JobSummary{{FileName: str(MaxText)}}} }, func() any { return &JobList{Jobs: []JobSummary{{FileName: str(MaxText + 1)}}} }},
 		{"FileHeader.name", MsgFileHeader, func() any { return &FileHeader{Name: str(MaxText)} }, func() any { return &FileHeader{Name: str(MaxText + 1)} }},
 		{"FileHeader.sha256", MsgFileHeader, func() any { return &FileHeader{SHA256: bin(64)} }, func() any { return &FileHeader{SHA256: bin(65)} }},
 	}
@@ -79,7 +91,7 @@ func TestFieldLimits(t *testing.T) {
 // the field limits by accident: every type with a string, byte or list
 // field implements checker.
 func TestEveryBodyIsChecked(t *testing.T) {
-	unchecked := map[MsgType]bool{MsgLoad: true, MsgInfoRequest: true, MsgAdminReply: true}
+	unchecked := map[MsgType]bool{MsgLoad: true, MsgAdminReply: true, MsgListJobs: true}
 	for _, mt := range MsgTypes() {
 		v, _ := NewBody(mt)
 		if _, ok := v.(checker); !ok && !unchecked[mt] {

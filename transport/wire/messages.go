@@ -58,6 +58,15 @@ const (
 	// MsgFileHeader carries [FileHeader], sender → receiver, the first frame of
 	// every file stream (never on the control stream).
 	MsgFileHeader MsgType = 20
+	// MsgAttach carries [Attach], client → master; envelope ID correlates the reply.
+	MsgAttach MsgType = 21
+	// MsgAttached carries [Attached], master → client, same envelope ID as
+	// the Attach; the job's messages follow as for a job the session submitted.
+	MsgAttached MsgType = 22
+	// MsgListJobs carries [ListJobs], client → master; envelope ID correlates the reply.
+	MsgListJobs MsgType = 23
+	// MsgJobList carries [JobList], master → client, same envelope ID as the ListJobs.
+	MsgJobList MsgType = 24
 )
 
 // Refusal codes sent in [Refused] and [Error]. Stable, append-only strings.
@@ -135,6 +144,9 @@ type Register struct {
 	Slots      int         `msgpack:"slots"`
 	Sandbox    string      `msgpack:"sandbox"`
 	SealKey    []byte      `msgpack:"seal_key,omitempty"` // X25519 public key, 32 bytes
+	// Held are the jobs this slave kept through the loss of its previous
+	// session (see [HeldJob]); their Output and Result follow Register.
+	Held []HeldJob `msgpack:"held,omitempty"`
 }
 
 // Load is a slave's periodic load report.
@@ -171,6 +183,14 @@ type Submit struct {
 	Limits     JobLimits `msgpack:"limits"`
 	Sealed     bool      `msgpack:"sealed,omitempty"`
 	ClientKey  []byte    `msgpack:"client_key,omitempty"` // ephemeral X25519 public key for sealed output
+	// KeyNonce, in a sealed job, is the nonce the client derived the
+	// job's content key and ClientKey from (see docs/security.md); the
+	// master keeps it and hands it back in [Attached].
+	KeyNonce []byte `msgpack:"key_nonce,omitempty"`
+	// Wraps, in a sealed job, are the content key wrapped by the client
+	// for slaves that run the language, so that the master can dispatch
+	// the job while the client is away.
+	Wraps []KeyWrap `msgpack:"wraps,omitempty"`
 }
 
 // Accepted tells the client its job is queued.
@@ -326,7 +346,11 @@ type Cancel struct {
 }
 
 // InfoRequest asks what the cluster can run.
-type InfoRequest struct{}
+type InfoRequest struct {
+	// SealFor, when set, asks for the certificates of the connected
+	// slaves with a sealing key that run this language ([Info.SealSlaves]).
+	SealFor string `msgpack:"seal_for,omitempty"`
+}
 
 // LanguageInfo summarises one language across the cluster.
 type LanguageInfo struct {
@@ -344,6 +368,8 @@ type Info struct {
 	FreeSlots int            `msgpack:"free_slots"`
 	Queue     int            `msgpack:"queue"`
 	Languages []LanguageInfo `msgpack:"languages"`
+	// SealSlaves answers InfoRequest.SealFor.
+	SealSlaves []SealSlave `msgpack:"seal_slaves,omitempty"`
 }
 
 // AdminRequest runs one admin command, e.g. Args = ["server", "list"].
