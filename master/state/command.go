@@ -16,7 +16,7 @@ type Kind uint8
 
 // Command kinds. Each comment names the fields the command reads.
 const (
-	// KindSubmit admits a job: New (owner, submit, payload, wraps),
+	// KindSubmit admits a job: New (owner, submit, payload),
 	// MaxJobs (cap on unfinished jobs), MaxBytes (cap on the state's bytes).
 	KindSubmit Kind = 1
 	// KindAssign gives the queued Job at Attempt to Slave.
@@ -40,12 +40,15 @@ const (
 	// KindExpire drops ended jobs that finished before Now-Retention,
 	// then the oldest ended jobs while the state holds more than MaxBytes.
 	KindExpire Kind = 10
+	// KindWraps stores Wraps, the content key of the sealed Job wrapped
+	// ahead by its client for slaves, replacing earlier ones.
+	KindWraps Kind = 11
 )
 
 var kindNames = map[Kind]string{
 	KindSubmit: "submit", KindAssign: "assign", KindResult: "result", KindRequeue: "requeue",
 	KindCancel: "cancel", KindDeliver: "deliver", KindDrain: "drain", KindUndrain: "undrain",
-	KindQuarantine: "quarantine", KindExpire: "expire",
+	KindQuarantine: "quarantine", KindExpire: "expire", KindWraps: "wraps",
 }
 
 func (k Kind) String() string {
@@ -72,6 +75,8 @@ type Command struct {
 
 	Result *wire.Result `msgpack:"result,omitempty"`
 	Output []Chunk      `msgpack:"output,omitempty"`
+
+	Wraps []Wrap `msgpack:"wraps,omitempty"`
 
 	Until     time.Time     `msgpack:"until,omitempty"`
 	Retention time.Duration `msgpack:"retention,omitempty"`

@@ -76,6 +76,14 @@ func (m *Machine) applyLocked(c *Command) Response {
 			j.Delivered = true
 			return nil
 		})
+	case KindWraps:
+		return m.change(c.Job, func(j *Job) error {
+			if j.Ended() || !j.Submit.Sealed {
+				return fmt.Errorf("%w: wraps for %s, which is %s (sealed %v)", ErrStale, j.ID, j.State, j.Submit.Sealed)
+			}
+			j.Wraps = c.Wraps
+			return nil
+		})
 	case KindDrain, KindUndrain, KindQuarantine:
 		m.slaveLocked(c)
 		return Response{}

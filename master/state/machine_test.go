@@ -169,6 +169,23 @@ func TestExpire(t *testing.T) {
 	}
 }
 
+func TestWraps(t *testing.T) {
+	m := state.NewMachine()
+	mustApply(t, m, submit("a", "plain"))
+	c := submit("a", "sealed")
+	c.New.Submit.Sealed = true
+	mustApply(t, m, c)
+	w := &state.Command{Kind: state.KindWraps, Job: "J2", Wraps: []state.Wrap{{Slave: "s1", Key: []byte("k1")}}}
+	if j := mustApply(t, m, w); len(j.Wraps) != 1 || j.Wraps[0].Slave != "s1" {
+		t.Fatalf("wraps %+v", j.Wraps)
+	}
+	w.Job = "J1"
+	wantErr(t, m, w, state.ErrStale) // not a sealed job
+	if st := m.Stats(); st.Bytes != int64(len("plain")+len("sealed")+2) {
+		t.Fatalf("bytes %d", st.Bytes)
+	}
+}
+
 func TestDrainQuarantine(t *testing.T) {
 	m := state.NewMachine()
 	mustApply(t, m, &state.Command{Kind: state.KindDrain, Slave: "s1"})

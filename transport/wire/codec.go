@@ -89,6 +89,8 @@ func NewBody(t MsgType) (any, error) {
 		return new(ListJobs), nil
 	case MsgJobList:
 		return new(JobList), nil
+	case MsgWraps:
+		return new(Wraps), nil
 	}
 	return nil, fmt.Errorf("%w %d", ErrUnknownType, t)
 }

@@ -22,6 +22,15 @@ type KeyWrap struct {
 	Key   []byte `msgpack:"key"`
 }
 
+// Wraps gives the master a sealed job's content key wrapped by its client
+// for slaves that run the language, so that it can dispatch the job while
+// the client is away. The client sends it right after Accepted, when the
+// job id the wraps are bound to is known.
+type Wraps struct {
+	JobID string    `msgpack:"job"`
+	Wraps []KeyWrap `msgpack:"wraps"`
+}
+
 // SealSlave is a connected slave that can run sealed jobs: its name and
 // TLS certificate (DER), whose CA-signed extension holds its sealing key.
 type SealSlave struct {
@@ -79,7 +88,7 @@ const (
 	// MaxHeld bounds Register.Held: the jobs a slave keeps through a
 	// lost session (its slots plus finished results not yet delivered).
 	MaxHeld = 256
-	// MaxWraps bounds Submit.Wraps and Info.SealSlaves.
+	// MaxWraps bounds Wraps.Wraps and Info.SealSlaves.
 	MaxWraps = 64
 	// MaxJobList bounds JobList.Jobs.
 	MaxJobList = 500
@@ -90,6 +99,14 @@ func (h *HeldJob) checkFields(f *fields) { f.str("held job", h.JobID, MaxShort) 
 func (w *KeyWrap) checkFields(f *fields) {
 	f.str("wrap slave", w.Slave, MaxName)
 	f.bin("wrap key", w.Key, MaxKey)
+}
+
+func (w *Wraps) checkFields(f *fields) {
+	f.str("job", w.JobID, MaxShort)
+	f.count("wraps", len(w.Wraps), MaxWraps)
+	for i := range w.Wraps {
+		w.Wraps[i].checkFields(f)
+	}
 }
 
 func (r *InfoRequest) checkFields(f *fields) { f.str("seal_for", r.SealFor, MaxShort) }

@@ -129,10 +129,6 @@ func (s *Submit) checkFields(f *fields) {
 	f.str("file", s.FileName, MaxText)
 	f.bin("client_key", s.ClientKey, MaxKey)
 	f.bin("key_nonce", s.KeyNonce, MaxKey)
-	f.count("wraps", len(s.Wraps), MaxWraps)
-	for i := range s.Wraps {
-		s.Wraps[i].checkFields(f)
-	}
 }
 
 func (a *Accepted) checkFields(f *fields) { f.str("job", a.JobID, MaxShort) }

@@ -67,6 +67,10 @@ const (
 	MsgListJobs MsgType = 23
 	// MsgJobList carries [JobList], master → client, same envelope ID as the ListJobs.
 	MsgJobList MsgType = 24
+	// MsgWraps carries [Wraps], client → master: a sealed job's content
+	// key wrapped ahead for slaves; answered by Accepted or Error (same
+	// envelope ID).
+	MsgWraps MsgType = 25
 )
 
 // Refusal codes sent in [Refused] and [Error]. Stable, append-only strings.
@@ -187,10 +191,6 @@ type Submit struct {
 	// job's content key and ClientKey from (see docs/security.md); the
 	// master keeps it and hands it back in [Attached].
 	KeyNonce []byte `msgpack:"key_nonce,omitempty"`
-	// Wraps, in a sealed job, are the content key wrapped by the client
-	// for slaves that run the language, so that the master can dispatch
-	// the job while the client is away.
-	Wraps []KeyWrap `msgpack:"wraps,omitempty"`
 }
 
 // Accepted tells the client its job is queued.
