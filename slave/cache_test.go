@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"kiln/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -143,7 +145,7 @@ func TestReadRegularRefuses(t *testing.T) {
 func TestDetect(t *testing.T) {
 	tcs := toolchains(t)
 	if len(tcs) == 0 {
-		t.Skip("no toolchains")
+		testenv.Need(t, "a toolchain", errors.New("slave.Detect found none on this machine"))
 	}
 	for _, tc := range tcs {
 		if !filepath.IsAbs(tc.Path) || tc.Compiler == "" || isScript(tc.Path) {
@@ -161,9 +163,7 @@ func TestDetectPythonShim(t *testing.T) {
 	dir := t.TempDir()
 	shim := filepath.Join(dir, "python3")
 	real := "/usr/bin/python3"
-	if !isExecutable(real) {
-		t.Skip("no /usr/bin/python3")
-	}
+	testenv.File(t, real)
 	if err := os.WriteFile(shim, []byte("#!/bin/sh\nexec "+real+" \"$@\"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}

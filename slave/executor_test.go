@@ -3,6 +3,7 @@ package slave
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"kiln/internal/testenv"
 	"kiln/slave/sandbox"
 	"kiln/transport/wire"
 )
@@ -34,7 +36,7 @@ func needLang(t *testing.T, lang string) {
 			return
 		}
 	}
-	t.Skipf("no %s toolchain on this machine", lang)
+	testenv.Need(t, "a "+lang+" toolchain", errors.New("slave.Detect found none on this machine"))
 }
 
 func newExecutor(t *testing.T, runner sandbox.Runner) (*Executor, *Cache) {

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"kiln/auth/authtest"
 	"kiln/certs"
 	"kiln/client"
+	"kiln/internal/testenv"
 	"kiln/master"
 	"kiln/slave"
 	"kiln/slave/sandbox"
@@ -199,7 +201,7 @@ func hasLang(lang string) bool {
 func needLang(t *testing.T, lang string) {
 	t.Helper()
 	if !hasLang(lang) {
-		t.Skipf("no %s toolchain on this machine", lang)
+		testenv.Need(t, "a "+lang+" toolchain", errors.New("slave.Detect found none on this machine"))
 	}
 }
 

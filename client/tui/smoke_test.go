@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"kiln/internal/testenv"
 	"kiln/transport/wire"
 )
 
@@ -23,9 +24,7 @@ type tmux struct {
 
 func newTmux(t *testing.T) *tmux {
 	t.Helper()
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Skip("tmux is not installed: skipping the smoke test of the real binary")
-	}
+	testenv.Command(t, "tmux")
 	tm := &tmux{t: t, socket: fmt.Sprintf("kiln-tui-test-%d-%d", os.Getpid(), time.Now().UnixNano())}
 	t.Cleanup(func() { exec.Command("tmux", "-L", tm.socket, "kill-server").Run() })
 	return tm

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"kiln/internal/testenv"
 )
 
 // openPTY returns the two ends of a new pseudo-terminal.
@@ -21,18 +23,18 @@ func openPTY(t *testing.T) (ptm, pts *os.File) {
 	t.Helper()
 	ptm, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
 	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
+		testenv.Need(t, "pseudo-terminals (/dev/ptmx)", err)
 	}
 	if err := unix.IoctlSetPointerInt(int(ptm.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Skipf("unlockpt: %v", err)
+		testenv.Need(t, "pseudo-terminals (unlockpt)", err)
 	}
 	n, err := unix.IoctlGetInt(int(ptm.Fd()), unix.TIOCGPTN)
 	if err != nil {
-		t.Skipf("ptsname: %v", err)
+		testenv.Need(t, "pseudo-terminals (ptsname)", err)
 	}
 	pts, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
 	if err != nil {
-		t.Skipf("open pts: %v", err)
+		testenv.Need(t, "pseudo-terminals (open pts)", err)
 	}
 	t.Cleanup(func() { pts.Close(); ptm.Close() })
 	return ptm, pts

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kiln/internal/testenv"
 )
 
 // TestMultiHost runs the master and two slaves on their own "hosts": three
@@ -16,12 +18,8 @@ import (
 // makes the namespaces and removes them; where it cannot (no root, no ip),
 // it says so and skips.
 func TestMultiHost(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("multi-host test: needs root to create network namespaces; skipped")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("multi-host test: the ip command (iproute2) is missing; skipped")
-	}
+	testenv.Root(t, "network namespaces (multi-host test)")
+	testenv.Command(t, "ip")
 	tag := fmt.Sprintf("k%d", os.Getpid()%100000)
 	nsM, nsA, nsB := tag+"m", tag+"a", tag+"b"
 	ip := func(args ...string) error {
@@ -33,7 +31,7 @@ func TestMultiHost(t *testing.T) {
 	}
 	for _, ns := range []string{nsM, nsA, nsB} {
 		if err := ip("netns", "add", ns); err != nil {
-			t.Skipf("multi-host test: cannot create network namespaces here (%v); skipped", err)
+			testenv.Need(t, "network namespaces (multi-host test)", err)
 		}
 		t.Cleanup(func() { ip("netns", "del", ns) })
 	}

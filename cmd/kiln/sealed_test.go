@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 	"kiln/auth/authtest"
 	"kiln/certs"
 	"kiln/client"
+	"kiln/internal/testenv"
 	"kiln/master"
 	"kiln/slave"
 	"kiln/slave/sandbox"
@@ -109,9 +109,7 @@ type sealedCluster struct {
 
 func newSealedCluster(t *testing.T) *sealedCluster {
 	t.Helper()
-	if _, err := exec.LookPath("python3"); err != nil {
-		t.Skip("python3 not installed")
-	}
+	testenv.Command(t, "python3")
 	pki := authtest.New(t)
 	mb, reg := pki.Master, pki.Registry
 	c := &sealedCluster{t: t, pki: pki, ca: pki.CA, reg: reg, rec: &recorder{}}
@@ -199,6 +197,7 @@ print("ERR" + "-MARKER-" + "3b7e", file=sys.stderr)
 const secretStdin = "stdin-marker-90ac\ntrailer\n"
 
 func TestSealedPayloadsNeverCrossTheMasterInTheClear(t *testing.T) {
+	testenv.Command(t, "gcc") // for a compile error's output
 	c := newSealedCluster(t)
 	c.startSlave("s1", nil)
 	secrets := []string{"SOURCE-MARKER-6d1f0c", "stdin-marker-90ac", "OUT-MARKER-STDIN-MARKER-90AC", "ERR-MARKER-3b7e",
@@ -213,18 +212,11 @@ func TestSealedPayloadsNeverCrossTheMasterInTheClear(t *testing.T) {
 			t.Fatalf("sealed=%v: stdout %q stderr %q (%+v)", sealed, got, out.Stderr, out.Result)
 		}
 		// A compile error: the compiler's output names the identifier.
-		if _, err := exec.LookPath("gcc"); err == nil {
-			out, err := c.run(client.Request{FileName: "bad.c", Source: []byte("int main(void) { return undeclared_marker_5c2e; }\n"), Seal: sealed})
-			if err != nil || out.Result.Status != wire.StatusCompileError || !strings.Contains(string(out.CompileOutput), "undeclared_marker_5c2e") {
-				t.Fatalf("sealed=%v: compile error: %v %+v %q", sealed, err, out.Result, out.CompileOutput)
-			}
+		out, err = c.run(client.Request{FileName: "bad.c", Source: []byte("int main(void) { return undeclared_marker_5c2e; }\n"), Seal: sealed})
+		if err != nil || out.Result.Status != wire.StatusCompileError || !strings.Contains(string(out.CompileOutput), "undeclared_marker_5c2e") {
+			t.Fatalf("sealed=%v: compile error: %v %+v %q", sealed, err, out.Result, out.CompileOutput)
 		}
 		for _, s := range secrets {
-			if s == "undeclared_marker_5c2e" {
-				if _, err := exec.LookPath("gcc"); err != nil {
-					continue
-				}
-			}
 			if seen := c.rec.contains(s); seen == sealed {
 				t.Errorf("sealed=%v: %q seen by the master: %v", sealed, s, seen)
 			}
@@ -263,9 +255,7 @@ func TestSealedJobMovesWithoutReupload(t *testing.T) {
 }
 
 func TestSealedJobsUseTheCompileCache(t *testing.T) {
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Skip("gcc not installed")
-	}
+	testenv.Command(t, "gcc")
 	c := newSealedCluster(t)
 	cache, err := slave.NewCache(t.TempDir(), 64<<20)
 	if err != nil {

@@ -3,12 +3,14 @@ package sandbox
 import (
 	"bytes"
 	"context"
-	"os"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"testing"
 	"time"
+
+	"kiln/internal/testenv"
 )
 
 // The overhead benchmarks run the same program bare (os/exec, fork+exec+
@@ -84,7 +86,7 @@ func trivialBinary(b *testing.B) string {
 	writeFile(b, dir, "true.c", "int main(void){return 0;}\n")
 	out, err := exec.Command("gcc", "-O2", "-static", "-o", filepath.Join(dir, "true"), filepath.Join(dir, "true.c")).CombinedOutput()
 	if err != nil {
-		b.Skipf("gcc -static unavailable: %v %s", err, out)
+		testenv.Need(b, "gcc -static", fmt.Errorf("%v: %s", err, out))
 	}
 	return dir
 }
@@ -130,9 +132,7 @@ func benchRunner(b *testing.B, cfg StrictConfig, dir string, argv ...string) {
 }
 
 func warmRunner(b *testing.B, cfg StrictConfig) *Strict {
-	if os.Geteuid() != 0 {
-		b.Skip("strict sandbox benchmarks need root; skipping")
-	}
+	testenv.Root(b, "the strict sandbox benchmarks")
 	r, err := NewStrict(cfg)
 	if err != nil {
 		b.Fatal(err)

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"kiln/internal/testenv"
 )
 
 // Hostile programs: each must end with the verdict it earned, leave nothing
@@ -180,9 +182,7 @@ int main(int argc, char **argv){ FILE *f = argc > 1 ? stderr : stdout; char b[40
 }
 
 func TestHostileDiskFlood(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testenv.Root(t, "the strict sandbox (a disk quota)")
 	r, err := NewStrict(StrictConfig{WorkDirBytes: 8 << 20, TmpBytes: 4 << 20})
 	if err != nil {
 		t.Fatal(err)

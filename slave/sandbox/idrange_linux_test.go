@@ -12,14 +12,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"kiln/internal/testenv"
 )
 
 // Two runners on one host (two slaves) must not share host uids: each
 // locks a range of its own, skipping ranges another process holds.
 func TestStrictRunnersGetDistinctUIDRanges(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("strict sandbox tests need root; skipping")
-	}
+	testenv.Root(t, "the strict sandbox (uid ranges)")
 	locks := t.TempDir()
 	base := DefaultHostIDBase
 	// Another slave holds the first range.

@@ -1,10 +1,11 @@
 package sandbox
 
 import (
-	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"kiln/internal/testenv"
 )
 
 func javaLimits() Limits {
@@ -12,9 +13,7 @@ func javaLimits() Limits {
 }
 
 func TestStrictJava(t *testing.T) {
-	if _, err := os.Stat("/usr/bin/javac"); err != nil {
-		t.Skip("no JDK at /usr/bin/javac")
-	}
+	testenv.File(t, "/usr/bin/javac")
 	r := newStrictT(t)
 	dir := t.TempDir()
 	writeFile(t, dir, "Main.java", `public class Main {

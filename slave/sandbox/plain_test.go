@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"kiln/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -198,9 +199,7 @@ func TestPlainUsage(t *testing.T) {
 		Argv: []string{"/usr/bin/python3", "-c", "b = bytearray(64 << 20); import time; t = time.process_time()\nwhile time.process_time() - t < 0.2: pass"},
 		Env:  testEnv, Dir: t.TempDir(), Stderr: &out,
 	}
-	if _, err := os.Stat(spec.Argv[0]); err != nil {
-		t.Skip("no /usr/bin/python3")
-	}
+	testenv.File(t, spec.Argv[0])
 	o, err := (&Plain{}).Run(context.Background(), spec)
 	if err != nil || o.ExitCode != 0 {
 		t.Fatalf("%v %+v %s", err, o, out.String())

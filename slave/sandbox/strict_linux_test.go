@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"kiln/internal/testenv"
 )
 
 var (
@@ -23,9 +25,7 @@ var (
 // or skips with the reason when this machine cannot run one.
 func newStrictT(t testing.TB) *Strict {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("strict sandbox tests need root (cgroups, uid mappings); skipping")
-	}
+	testenv.Root(t, "the strict sandbox (cgroups, uid mappings)")
 	r, err := NewStrict(StrictConfig{})
 	if err != nil {
 		t.Fatal(err)
