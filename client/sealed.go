@@ -140,11 +140,12 @@ var errUnsealedResult = errors.New("the result of a sealed job carries no output
 // openResult checks a Result of the current attempt: both output streams
 // ended with their last message, and the compiler output opens. It
 // replaces res.CompileOutput with its plaintext. A Result without a key is
-// accepted only for a job that failed or was cancelled before any output.
+// accepted only for a job that failed, was cancelled or found no slave
+// before any output.
 func (s *jobSeal) openResult(jobID string, res *wire.Result) error {
 	s.startAttempt(res.Attempt)
 	if len(res.Key) == 0 {
-		failed := res.Status == wire.StatusInternalError || res.Status == wire.StatusCancelled
+		failed := res.Status == wire.StatusInternalError || res.Status == wire.StatusCancelled || res.Status == wire.StatusNoSlave
 		if !failed || s.outKey != nil {
 			return fmt.Errorf("%w: %w (status %s)", seal.ErrTampered, errUnsealedResult, res.Status)
 		}

@@ -400,7 +400,7 @@ func (s *Server) ended(client *clientConn, j *job, attempt int, status, detail s
 
 // endState is the final JobState of a job that ended with status.
 func endState(status string) string {
-	if status == wire.StatusInternalError {
+	if status == wire.StatusInternalError || status == wire.StatusNoSlave {
 		return wire.StateFailed
 	}
 	return wire.StateDone
@@ -481,6 +481,7 @@ func (s *Server) checkStranded() {
 		client  *clientConn
 		attempt int
 		detail  string
+		status  string
 	}
 	var out []ended
 	s.mu.Lock()
@@ -494,18 +495,27 @@ func (s *Server) checkStranded() {
 		if j.strandedSince.IsZero() {
 			j.strandedSince = now
 		}
+		// Drained slaves stay drained until an admin says otherwise:
+		// waiting for them helps nobody.
+		if drainedRun(candidatesFor(cands, j.submit.Sealed), lang) {
+			detail := fmt.Sprintf("every connected slave that runs %s was drained by an admin", lang)
+			out = append(out, ended{j, j.client, j.attempt, detail, wire.StatusNoSlave})
+			s.queue.remove(j)
+			s.finishLocked(j, wire.StatusNoSlave)
+			continue
+		}
 		if now.Sub(j.strandedSince) < s.cfg.StrandedAfter {
 			continue
 		}
 		detail := fmt.Sprintf("no connected slave has run %s for %s", lang, s.cfg.StrandedAfter)
-		out = append(out, ended{j, j.client, j.attempt, detail})
+		out = append(out, ended{j, j.client, j.attempt, detail, wire.StatusInternalError})
 		s.queue.remove(j)
 		s.finishLocked(j, wire.StatusInternalError)
 	}
 	s.mu.Unlock()
 	for _, e := range out {
-		s.log.Warn("queued job ended: no slave for its language", "job", e.j.id, "lang", e.j.submit.Language)
-		s.ended(e.client, e.j, e.attempt, wire.StatusInternalError, e.detail)
+		s.log.Warn("queued job ended: no slave for its language", "job", e.j.id, "lang", e.j.submit.Language, "status", e.status)
+		s.ended(e.client, e.j, e.attempt, e.status, e.detail)
 	}
 }
 

@@ -118,7 +118,7 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn, p port) {
 	defer cancel()
 	conn := tls.Server(raw, s.tlsCfg)
 	if err := conn.HandshakeContext(hctx); err != nil {
-		s.log.Warn("TLS handshake refused", "port", p, "addr", addr, "err", err)
+		s.log.Warn("TLS handshake refused", append([]any{"port", p, "addr", addr}, unverifiedPeer(err, s.cfg.Now())...)...)
 		s.cfg.Metrics.refused("tls")
 		raw.Close()
 		return
@@ -236,4 +236,27 @@ func (s *Server) recheckPeers() {
 		s.cfg.Metrics.refused(code)
 		return code, err.Error(), true
 	})
+}
+
+// unverifiedPeer returns log attributes for a handshake that failed: the
+// error, and when the peer's certificate was readable but failed
+// verification (expired, say), who it claims to be and, for an expired
+// one, since when, so that an operator can tell whose key to renew. The
+// name is unverified, and logged as such.
+func unverifiedPeer(err error, now time.Time) []any {
+	attrs := []any{"err", err}
+	var ve *tls.CertificateVerificationError
+	if !errors.As(err, &ve) || len(ve.UnverifiedCertificates) == 0 {
+		return attrs
+	}
+	cert := ve.UnverifiedCertificates[0]
+	id, ierr := auth.IdentityOf(cert)
+	if ierr != nil {
+		return attrs
+	}
+	attrs = append(attrs, "claimed_peer", id.Name, "role", id.Role, "fingerprint", short(id.Fingerprint))
+	if now.After(cert.NotAfter) {
+		attrs = append(attrs, "expired", cert.NotAfter.UTC().Format(time.DateOnly))
+	}
+	return attrs
 }

@@ -94,3 +94,18 @@ func anyFree(cands []*candidate) bool {
 	}
 	return false
 }
+
+// drainedRun reports whether lang is run only by drained slaves: some
+// connected slave runs it, and every one that does is drained.
+func drainedRun(cands []*candidate, lang string) bool {
+	found := false
+	for _, c := range cands {
+		if c.languages[lang] {
+			if !c.drained {
+				return false
+			}
+			found = true
+		}
+	}
+	return found
+}

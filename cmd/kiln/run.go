@@ -44,9 +44,12 @@ const exitCodesHelp = `Exit codes:
   104    output limit exceeded
   105    internal error, or the job was cancelled (also: --timeout expired);
          also sealed output that failed authentication, or a refused key wrap
-  110    the master refused this key (unknown, revoked, retired, wrong role)
+  110    the master refused this key (unknown, revoked, retired, wrong role or
+         wrong port), or the bundle is not a client or admin bundle, or its
+         key expired (the message says when and what to do)
   111    master unreachable, or the connection was lost
-  112    no connected slave runs this language, or the cluster is busy
+  112    no connected slave runs this language (or every one that does is
+         drained), or the cluster is busy
   130    interrupted with Ctrl-C (the job is cancelled on the cluster)
 `
 
@@ -95,6 +98,10 @@ func (f *clientFlags) dial(ctx context.Context, e env, cmd string) (*client.Clie
 		fmt.Fprintf(e.stderr, "kiln %s: %v\n", cmd, err)
 		return nil, exitUsage
 	}
+	if err := checkBundle(f.bundle, b, time.Now(), certs.RoleClient, certs.RoleAdmin); err != nil {
+		fmt.Fprintf(e.stderr, "kiln %s: %v\n", cmd, err)
+		return nil, exitRefused
+	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	c, err := client.Dial(dctx, client.Config{Bundle: b, Master: f.master, Version: ""})
@@ -102,7 +109,7 @@ func (f *clientFlags) dial(ctx context.Context, e env, cmd string) (*client.Clie
 		if ctx.Err() != nil {
 			return nil, interruptedCode(ctx, e, cmd)
 		}
-		return nil, reportErr(e, cmd, err)
+		return nil, reportErr(e, cmd, portHint(err, f.master, false))
 	}
 	return c, 0
 }
@@ -179,6 +186,8 @@ func exitCodeOfResult(r wire.Result) int {
 		return exitMemoryLimit
 	case wire.StatusOutputLimit:
 		return exitOutputLimit
+	case wire.StatusNoSlave:
+		return exitNoCapacity
 	}
 	return exitInternal
 }
@@ -475,7 +484,7 @@ func summary(out client.Outcome) string {
 	case r.Status == wire.StatusOK || r.Status == wire.StatusRuntimeError:
 		fmt.Fprintf(&b, ", exit code %d", r.ExitCode)
 	}
-	if r.Detail != "" {
+	if r.Detail != "" && r.Detail != fmt.Sprintf("exit code %d", r.ExitCode) {
 		fmt.Fprintf(&b, " (%s)", r.Detail)
 	}
 	fmt.Fprintf(&b, "; wall %d ms, cpu %d ms, memory %s", r.WallMs, r.CPUMs, formatSize(r.MemoryKiB<<10))

@@ -90,11 +90,15 @@ func cmdSlave(ctx context.Context, e env, args []string) int {
 		fmt.Fprintf(e.stderr, "kiln slave: %v\n", err)
 		return 1
 	}
+	if err := checkBundle(f.bundle, bundle, time.Now(), certs.RoleSlave); err != nil {
+		fmt.Fprintf(e.stderr, "kiln slave: %v\n", err)
+		return 1
+	}
 	err = runSlave(ctx, f, bundle, log)
 	var ref *transport.RefusedError
 	switch {
 	case errors.As(err, &ref):
-		fmt.Fprintf(e.stderr, "kiln slave: %v\n", ref)
+		fmt.Fprintf(e.stderr, "kiln slave: %v\n", portHint(err, f.master, true))
 		return 1
 	case err != nil:
 		fmt.Fprintf(e.stderr, "kiln slave: %v\n", err)

@@ -272,6 +272,9 @@ const (
 	StatusOutputLimit   = "output_limit"
 	StatusInternalError = "internal_error"
 	StatusCancelled     = "cancelled"
+	// StatusNoSlave ends a queued job when every connected slave that runs
+	// its language has been drained by an admin.
+	StatusNoSlave = "no_slave"
 )
 
 // Result ends a job. Stdout and stderr travelled in Output messages.
