@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -200,6 +201,7 @@ func (j *jobRun) build() bool {
 		FileBytes: 512 << 20, OpenFiles: 256, NoAddressSpaceLimit: j.lang.jvm,
 	})
 	spec.Stdout, spec.Stderr = out, out
+	spec.Keep = j.keepArtifact
 	o, err := j.e.cfg.Runner.Run(j.ctx, spec)
 	j.res.CompileOutput = out.Bytes()
 	switch {
@@ -215,9 +217,40 @@ func (j *jobRun) build() bool {
 	case o.ExitCode != 0 || o.Signal != 0:
 		j.res = fail(j.res, wire.StatusCompileError, describeExit(o))
 		return true
+	case len(o.NotKept) > 0 || len(j.artifacts()) == 0:
+		// The compiler's output is bounded like any job's; what it made
+		// past the bounds is the source's doing.
+		why := "the compiler produced no program"
+		if len(o.NotKept) > 0 {
+			why = "compiler output not kept: " + strings.Join(o.NotKept[:min(len(o.NotKept), 3)], "; ")
+		}
+		j.res.CompileOutput = append(j.res.CompileOutput, why+"\n"...)
+		j.res = fail(j.res, wire.StatusCompileError, why)
+		return true
 	}
 	j.store(key)
 	return false
+}
+
+// keepArtifact selects the compile outputs copied back from the sandbox:
+// the language's artifacts at the top of the job directory, nothing else.
+func (j *jobRun) keepArtifact(name string) bool {
+	return !strings.Contains(name, "/") && slices.Contains(j.lang.artifacts([]string{name}), name)
+}
+
+// artifacts lists the compile outputs in the job directory.
+func (j *jobRun) artifacts() []string {
+	ents, err := os.ReadDir(j.dir)
+	if err != nil {
+		return nil
+	}
+	names := make([]string, 0, len(ents))
+	for _, e := range ents {
+		if e.Type().IsRegular() {
+			names = append(names, e.Name())
+		}
+	}
+	return slices.DeleteFunc(j.lang.artifacts(names), func(n string) bool { return !slices.Contains(names, n) })
 }
 
 // store copies the compile outputs into the cache, refusing anything that
@@ -227,16 +260,8 @@ func (j *jobRun) store(key string) {
 	if c == nil {
 		return
 	}
-	ents, err := os.ReadDir(j.dir)
-	if err != nil {
-		return
-	}
-	names := make([]string, 0, len(ents))
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
 	var arts []Artifact
-	for _, name := range j.lang.artifacts(names) {
+	for _, name := range j.artifacts() {
 		data, mode, err := readRegular(filepath.Join(j.dir, name), maxArtifactBytes)
 		if err != nil {
 			j.e.log.Warn("compile output not cached", "job", j.job.ID, "err", err)

@@ -221,12 +221,8 @@ func (c *container) run(ctx context.Context, spec *Spec, cfg *StrictConfig, bg f
 	} else if lim.MemoryBytes > 0 && d.MaxRSSKiB*1024 >= lim.MemoryBytes*9/10 && (out.Signal != 0 || out.ExitCode != 0) {
 		out.MemoryExceeded = true // RLIMIT_AS heuristic: failed near the limit
 	}
-	if spec.Dir != "" {
-		skipped, err := copyOut(w, spec.Dir, seen)
-		for _, s := range skipped {
-			cfg.Logger.Info("sandbox: not copied back (not a regular file)", "file", s)
-		}
-		if err != nil {
+	if spec.Dir != "" && spec.Keep != nil {
+		if out.NotKept, err = copyOut(w, spec.Dir, seen, spec.Keep, cfg.WorkDirBytes); err != nil {
 			return out, false, fmt.Errorf("sandbox: %w", err)
 		}
 	}

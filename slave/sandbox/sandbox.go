@@ -44,6 +44,16 @@ type Spec struct {
 	Stdout io.Writer // receives output as it is produced; may be nil
 	Stderr io.Writer // may be nil
 	Limits Limits
+	// Keep selects what a runner with a private work directory (Strict)
+	// copies back into Dir once every process of the job is dead. It is
+	// asked for each entry by its name relative to the work directory
+	// ("main", "pkg/A.class"; a directory's name ends in "/" and the
+	// directory is entered only when kept). Nil copies nothing back. What
+	// is copied back is bounded: regular files only, each inode once, holes
+	// kept, at most the work directory's size in allocated bytes, 10 000
+	// entries and 16 levels; what Keep selected but was not copied is listed
+	// in Outcome.NotKept, never an error. Plain runs in Dir itself.
+	Keep func(name string) bool
 }
 
 // Outcome is what happened to a process.
@@ -58,6 +68,11 @@ type Outcome struct {
 	OutputExceeded bool          // OutputBytes hit
 	StdoutBytes    int64
 	StderrBytes    int64
+	// NotKept lists what Spec.Keep selected but was not copied back, each
+	// as "name: reason" (not a regular file, another name of a file already
+	// copied, over the work directory's size, past the entry or depth
+	// bound).
+	NotKept []string
 }
 
 // Runner runs processes. Implementations are safe for concurrent use.

@@ -43,7 +43,7 @@ type result struct {
 func run(t testing.TB, r Runner, dir string, lim Limits, stdin string, argv ...string) result {
 	t.Helper()
 	var so, se bytes.Buffer
-	spec := Spec{Argv: argv, Env: []string{"PATH=/usr/bin:/bin", "HOME=/w", "LANG=C.UTF-8"}, Dir: dir, Stdout: &so, Stderr: &se, Limits: lim}
+	spec := Spec{Argv: argv, Env: []string{"PATH=/usr/bin:/bin", "HOME=/w", "LANG=C.UTF-8"}, Dir: dir, Stdout: &so, Stderr: &se, Limits: lim, Keep: keepAll}
 	if stdin != "" {
 		spec.Stdin = strings.NewReader(stdin)
 	}
@@ -55,6 +55,9 @@ func run(t testing.TB, r Runner, dir string, lim Limits, stdin string, argv ...s
 	}
 	return result{out, so.String(), se.String()}
 }
+
+// keepAll copies back everything (within the bounds).
+func keepAll(string) bool { return true }
 
 func defaultLimits() Limits {
 	return Limits{Wall: 10 * time.Second, CPU: 5 * time.Second, MemoryBytes: 256 << 20, OutputBytes: 1 << 20, FileBytes: 16 << 20, Procs: 64, OpenFiles: 256}

@@ -1,9 +1,11 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -12,14 +14,22 @@ import (
 // The job's work directory is a fresh, size-capped tmpfs per run, created
 // detached by the host (new mount API) and attached at /w by the init. The
 // host copies Spec.Dir's regular files in through the mount's descriptor
-// and, once every job process is dead, copies new or changed regular files
-// back. The program therefore never sees Spec.Dir itself: it cannot plant a
-// symbolic link or FIFO there, fill the host's disk, or race the host.
+// and, once every job process is dead, copies back the new or changed
+// regular files that Spec.Keep selects. The program therefore never sees
+// Spec.Dir itself: it cannot plant a symbolic link or FIFO there, or race
+// the host. What it can make the host write is bounded by what it could
+// write into /w: allocated bytes (holes stay holes, each inode is copied
+// once) up to the tmpfs's size, and at most maxTreeFiles entries and
+// maxTreeDepth levels; past a bound the copy stops and says so in
+// Outcome.NotKept, so the program keeps the verdict it earned.
 
 const (
 	maxTreeFiles = 10000 // most entries copied either way
 	maxTreeDepth = 16
 )
+
+// errOverBudget stops a copy whose allocated bytes passed the budget.
+var errOverBudget = errors.New("over the work directory's size")
 
 // newTmpfs makes a detached tmpfs of at most size bytes whose root belongs
 // to uid:gid with the given mode, and returns its mount descriptor.
@@ -59,12 +69,19 @@ type stamp struct {
 }
 
 // treeCopy walks a directory tree below src and copies it below dst.
+// Copying in (filled) fills seen and fails on any error; copying out skips
+// unchanged files, asks keep, counts allocated bytes against budget, and
+// reports what the job's tree made it leave in notKept rather than failing.
 type treeCopy struct {
 	uid, gid int              // owner of created entries (-1: leave)
 	seen     map[string]stamp // copy-in: filled; copy-out: unchanged files skipped
 	filled   bool
+	keep     func(string) bool // copy-out: what to copy back
+	budget   int64             // allocated bytes still allowed
 	files    int
-	skipped  []string // non-regular entries not copied
+	inodes   map[uint64]string // copy-out: inode → the name it was copied under
+	notKept  []string
+	stopped  bool // a bound was reached: nothing more is copied
 }
 
 // copyIn copies the regular files and directories of dir into the tmpfs
@@ -80,17 +97,18 @@ func copyIn(dir string, w *os.File, uid, gid int) (map[string]stamp, error) {
 		return nil, err
 	}
 	defer unix.Close(dst)
-	t := &treeCopy{uid: uid, gid: gid, seen: map[string]stamp{}, filled: true}
+	t := &treeCopy{uid: uid, gid: gid, seen: map[string]stamp{}, filled: true, budget: 1<<63 - 1}
 	if err := t.copyDir(src, dst, "", 0); err != nil {
 		return nil, fmt.Errorf("copy %s into the sandbox: %w", dir, err)
 	}
 	return t.seen, nil
 }
 
-// copyOut copies regular files of w that are new or changed since copyIn
-// back into dir; symbolic links, FIFOs, devices and sockets are skipped
-// and returned.
-func copyOut(w *os.File, dir string, seen map[string]stamp) ([]string, error) {
+// copyOut copies the regular files of w that keep selects and that are
+// new or changed since copyIn back into dir, at most budget allocated
+// bytes. It returns what keep selected but was not copied, each as
+// "name: reason"; an error means the host side failed.
+func copyOut(w *os.File, dir string, seen map[string]stamp, keep func(string) bool, budget int64) ([]string, error) {
 	src, err := unix.Openat(int(w.Fd()), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
@@ -101,24 +119,37 @@ func copyOut(w *os.File, dir string, seen map[string]stamp) ([]string, error) {
 		return nil, err
 	}
 	defer unix.Close(dst)
-	t := &treeCopy{uid: -1, gid: -1, seen: seen}
+	t := &treeCopy{uid: -1, gid: -1, seen: seen, keep: keep, budget: budget, inodes: map[uint64]string{}}
 	if err := t.copyDir(src, dst, "", 0); err != nil {
-		return t.skipped, fmt.Errorf("copy results out of the sandbox: %w", err)
+		return t.notKept, fmt.Errorf("copy results out of the sandbox: %w", err)
 	}
-	return t.skipped, nil
+	return t.notKept, nil
+}
+
+// leave records that rel was not copied; in copy-in it is an error.
+func (t *treeCopy) leave(rel string, why error) error {
+	if t.filled {
+		return fmt.Errorf("%s: %w", rel, why)
+	}
+	t.notKept = append(t.notKept, rel+": "+why.Error())
+	return nil
+}
+
+// bound records that a bound stopped the copy at rel.
+func (t *treeCopy) bound(rel string, why error) error {
+	t.stopped = true
+	return t.leave(rel, why)
 }
 
 func (t *treeCopy) copyDir(src, dst int, rel string, depth int) error {
-	if depth > maxTreeDepth {
-		return fmt.Errorf("%s: deeper than %d levels", rel, maxTreeDepth)
-	}
 	names, err := readDirNames(src)
 	if err != nil {
-		return err
+		return t.leave(rel, err)
 	}
+	slices.Sort(names)
 	for _, name := range names {
-		if t.files++; t.files > maxTreeFiles {
-			return fmt.Errorf("more than %d files", maxTreeFiles)
+		if t.stopped {
+			return nil
 		}
 		if err := t.copyEntry(src, dst, name, rel+name, depth); err != nil {
 			return err
@@ -130,26 +161,59 @@ func (t *treeCopy) copyDir(src, dst int, rel string, depth int) error {
 func (t *treeCopy) copyEntry(src, dst int, name, rel string, depth int) error {
 	var st unix.Stat_t
 	if err := unix.Fstatat(src, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return err
+		return t.leave(rel, err)
+	}
+	if t.keep != nil && !t.keep(keepName(rel, st.Mode)) {
+		return nil
+	}
+	if t.files++; t.files > maxTreeFiles {
+		return t.bound(rel, fmt.Errorf("more than %d entries", maxTreeFiles))
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		return t.copySubdir(src, dst, name, rel, depth)
 	case unix.S_IFREG:
-		s := stamp{size: st.Size, mtime: st.Mtim, ino: st.Ino}
-		if !t.filled {
-			if old, ok := t.seen[rel]; ok && old == s {
-				return nil
-			}
-		}
-		return t.copyFile(src, dst, name, rel, st.Mode&0o777)
+		return t.copyRegular(src, dst, name, rel, &st)
 	}
-	t.skipped = append(t.skipped, rel)
-	return nil
+	return t.leave(rel, errors.New("not a regular file"))
+}
+
+// keepName is the name Spec.Keep is asked about: a directory's ends in "/".
+func keepName(rel string, mode uint32) string {
+	if mode&unix.S_IFMT == unix.S_IFDIR {
+		return rel + "/"
+	}
+	return rel
+}
+
+// copyRegular copies one regular file unless it is unchanged, another
+// name of a file already copied, or over the budget.
+func (t *treeCopy) copyRegular(src, dst int, name, rel string, st *unix.Stat_t) error {
+	s := stamp{size: st.Size, mtime: st.Mtim, ino: st.Ino}
+	if !t.filled {
+		if old, ok := t.seen[rel]; ok && old == s {
+			return nil
+		}
+		if first, ok := t.inodes[st.Ino]; ok {
+			return t.leave(rel, fmt.Errorf("another name of %s (hard link), copied once", first))
+		}
+		t.inodes[st.Ino] = rel
+	}
+	if st.Blocks*512 > t.budget {
+		return t.bound(rel, errOverBudget)
+	}
+	return t.copyFile(src, dst, name, rel, st.Mode&0o777)
 }
 
 func (t *treeCopy) copySubdir(src, dst int, name, rel string, depth int) error {
-	err := unix.Mkdirat(dst, name, 0o755)
+	if depth >= maxTreeDepth {
+		return t.leave(rel+"/", fmt.Errorf("deeper than %d levels", maxTreeDepth))
+	}
+	mode := uint32(0o755)
+	if !t.filled {
+		mode = 0o700 // the host's copy: for the slave only
+	}
+	err := unix.Mkdirat(dst, name, mode)
 	if err != nil && err != unix.EEXIST {
 		return err
 	}
@@ -161,14 +225,13 @@ func (t *treeCopy) copySubdir(src, dst int, name, rel string, depth int) error {
 	flags := unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	s, err := unix.Openat(src, name, flags, 0)
 	if err != nil {
-		return err
+		return t.leave(rel, err)
 	}
 	defer unix.Close(s)
 	d, err := unix.Openat(dst, name, flags, 0)
 	if err != nil {
 		if err == unix.ELOOP || err == unix.ENOTDIR {
-			t.skipped = append(t.skipped, rel)
-			return nil
+			return t.leave(rel, errors.New("not a directory on the host"))
 		}
 		return err
 	}
@@ -179,22 +242,31 @@ func (t *treeCopy) copySubdir(src, dst int, name, rel string, depth int) error {
 func (t *treeCopy) copyFile(src, dst int, name, rel string, mode uint32) error {
 	in, err := openRegularAt(src, name)
 	if err != nil {
-		if err == ErrUnsafeFile {
-			t.skipped = append(t.skipped, rel)
-			return nil
-		}
-		return err
+		return t.leave(rel, err)
 	}
 	inf := os.NewFile(uintptr(in), name)
 	defer inf.Close()
-	err = writeAt(dst, name, os.FileMode(mode&0o755|0o600), func(f *os.File) error {
+	perm := mode&0o755 | 0o600 // in /w: as on the host, readable by the job
+	if !t.filled {
+		perm = mode&0o700 | 0o600 // on the host: for the slave only
+	}
+	var size int64
+	err = writeAt(dst, name, os.FileMode(perm), func(f *os.File) error {
 		if t.uid >= 0 {
 			if err := f.Chown(t.uid, t.gid); err != nil {
 				return err
 			}
 		}
-		return copyData(f, inf)
+		fi, err := inf.Stat()
+		if err != nil {
+			return err
+		}
+		size = fi.Size()
+		return copySparse(f, inf, size, &t.budget)
 	})
+	if err == errOverBudget {
+		return t.bound(rel, err)
+	}
 	if err != nil || !t.filled {
 		return err
 	}
@@ -206,21 +278,69 @@ func (t *treeCopy) copyFile(src, dst int, name, rel string, mode uint32) error {
 	return nil
 }
 
-// copyData copies in to out inside the kernel (sendfile) when it can.
-func copyData(out, in *os.File) error {
-	for {
-		n, err := unix.Sendfile(int(out.Fd()), int(in.Fd()), nil, 1<<30)
-		if err == unix.EINTR || err == unix.EAGAIN {
-			continue
+// copySparse copies the first size bytes of in to out inside the kernel
+// (sendfile), data extents only (SEEK_DATA/SEEK_HOLE), so that holes stay
+// holes, and takes the bytes copied from *budget.
+func copySparse(out, in *os.File, size int64, budget *int64) error {
+	ifd, ofd := int(in.Fd()), int(out.Fd())
+	for off := int64(0); off < size; {
+		data, hole, err := nextData(ifd, off, size)
+		if err != nil || data >= size {
+			return truncateTo(out, size, err)
 		}
-		if err == unix.EINVAL || err == unix.ENOSYS {
-			_, err = io.Copy(out, in)
+		if hole-data > *budget {
+			return errOverBudget
+		}
+		*budget -= hole - data
+		if _, err := unix.Seek(ofd, data, io.SeekStart); err != nil {
 			return err
 		}
-		if err != nil || n == 0 {
+		if err := sendRange(ofd, ifd, data, hole); err != nil {
 			return err
+		}
+		off = hole
+	}
+	return truncateTo(out, size, nil)
+}
+
+// nextData returns the next data extent [data, hole) at or after off, or
+// data = size when only a hole is left.
+func nextData(fd int, off, size int64) (data, hole int64, err error) {
+	data, err = unix.Seek(fd, off, unix.SEEK_DATA)
+	switch {
+	case err == unix.ENXIO:
+		return size, size, nil
+	case err == unix.EINVAL || err == unix.EOPNOTSUPP:
+		return off, size, nil // no hole support: all data
+	case err != nil:
+		return 0, 0, err
+	}
+	if hole, err = unix.Seek(fd, data, unix.SEEK_HOLE); err != nil {
+		return 0, 0, err
+	}
+	return data, min(hole, size), nil
+}
+
+// sendRange copies bytes [from, to) of in to out's current offset.
+func sendRange(out, in int, from, to int64) error {
+	for off := from; off < to; {
+		n, err := unix.Sendfile(out, in, &off, int(min(to-off, 1<<30)))
+		switch {
+		case err == unix.EINTR || err == unix.EAGAIN:
+		case err != nil:
+			return err
+		case n == 0:
+			return io.ErrUnexpectedEOF
 		}
 	}
+	return nil
+}
+
+func truncateTo(f *os.File, size int64, err error) error {
+	if err != nil {
+		return err
+	}
+	return f.Truncate(size)
 }
 
 // readDirNames lists a directory given by descriptor.
