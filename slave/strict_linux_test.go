@@ -9,20 +9,16 @@ import (
 	"testing"
 	"time"
 
+	"kiln/internal/testenv"
 	"kiln/slave/sandbox"
 	"kiln/transport/wire"
 )
 
 // newStrictRunner returns a strict sandbox closed with the test. Without
-// root it skips loudly, and fails under CI=true.
+// root it skips loudly (fails under CI=true).
 func newStrictRunner(t *testing.T) *sandbox.Strict {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("strict sandbox tests need root, and CI=true")
-		}
-		t.Skip("SKIP: strict sandbox tests need root (uid mappings, cgroups)")
-	}
+	testenv.Root(t, "the strict sandbox (uid mappings, cgroups)")
 	r, err := sandbox.NewStrict(sandbox.StrictConfig{})
 	if err != nil {
 		t.Fatal(err)
