@@ -220,15 +220,16 @@ func (s *Server) submit(cc *clientConn, reqID uint64, sub wire.Submit) {
 	key := strconv.FormatUint(reqID, 10)
 	e := s.checkSubmit(sub)
 	s.mu.Lock()
-	if e == nil {
+	prev, closed := cc.closedLocked(key)
+	switch {
+	case closed && cc.pending[key] == nil:
+		e = &prev // its file came first and was refused
+	case e == nil:
 		e = s.admitSubmitLocked(cc, key)
 	}
 	if e == nil {
 		cc.pending[key] = &upload{reqID: reqID, submit: sub, started: s.cfg.Now()}
-	} else if _, dup := cc.pending[key]; !dup {
-		if prev, ok := cc.closedLocked(key); ok {
-			e = &prev // its file came first and was refused
-		}
+	} else if _, dup := cc.pending[key]; !dup && !closed {
 		cc.closeReqLocked(key, *e)
 	}
 	close(cc.subSignal)

@@ -119,6 +119,14 @@ func (s *Server) QueueLen() int {
 	return s.queue.len()
 }
 
+// HeldBytes is the bytes of uploaded files the master holds in memory
+// (pending uploads, queued and running jobs), counted as they arrived.
+func (s *Server) HeldBytes() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held
+}
+
 // SlavesOut counts the connected slaves that take no job now because they
 // are quarantined or report themselves unhealthy.
 func (s *Server) SlavesOut() (quarantined, unhealthy int) {

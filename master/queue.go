@@ -5,16 +5,21 @@ import "slices"
 // fairQueue holds the jobs waiting for a slot, one FIFO per owner (a
 // client key: every session of one key shares it), served round robin: a
 // client that queued a thousand jobs gets one slot in turn with a client
-// that queued one, instead of every slot before it. It is guarded by
-// Server.mu.
+// that queued one, instead of every slot before it. Owners are served
+// least recently served first, so a client that just got a slot goes
+// after every other waiting client, and one that arrives goes first. It
+// is guarded by Server.mu.
 type fairQueue struct {
 	byOwner map[string][]*job
-	ring    []string // owners with queued jobs, in serving order
-	next    int      // index in ring of the owner served first next time
+	ring    []string          // owners with queued jobs, in arrival order
+	served  map[string]uint64 // when each owner last got a slot (a count of slots given)
+	clock   uint64
 	n       int
 }
 
-func newFairQueue() *fairQueue { return &fairQueue{byOwner: map[string][]*job{}} }
+func newFairQueue() *fairQueue {
+	return &fairQueue{byOwner: map[string][]*job{}, served: map[string]uint64{}}
+}
 
 // len is the number of queued jobs.
 func (q *fairQueue) len() int { return q.n }
@@ -56,17 +61,13 @@ func (q *fairQueue) remove(j *job) bool {
 	return true
 }
 
-// drop forgets an owner whose queue is empty.
+// drop forgets an owner whose queue is empty. Its last service time is
+// kept (one number per client key), so that emptying its queue does not
+// put it first again.
 func (q *fairQueue) drop(owner string) {
 	delete(q.byOwner, owner)
 	i := slices.Index(q.ring, owner)
 	q.ring = slices.Delete(q.ring, i, i+1)
-	if i < q.next {
-		q.next--
-	}
-	if q.next >= len(q.ring) {
-		q.next = 0
-	}
 }
 
 // all returns every queued job, owners in serving order.
@@ -78,9 +79,21 @@ func (q *fairQueue) all() []*job {
 	return out
 }
 
-// order returns the owners in serving order, starting at next.
+// order returns the owners with queued jobs, least recently served first
+// (ties in arrival order).
 func (q *fairQueue) order() []string {
-	return append(slices.Clone(q.ring[q.next:]), q.ring[:q.next]...)
+	out := slices.Clone(q.ring)
+	slices.SortStableFunc(out, func(a, b string) int {
+		sa, sb := q.served[a], q.served[b]
+		switch {
+		case sa < sb:
+			return -1
+		case sa > sb:
+			return 1
+		}
+		return 0
+	})
+	return out
 }
 
 // position is j's place in the order jobs would be served if every slot
@@ -107,11 +120,10 @@ func (q *fairQueue) position(j *job) int {
 	return pos
 }
 
-// round serves the owners once each in turn, starting at next: take is
-// called with each owner's queued jobs, oldest first, and returns the index
-// of the job it placed, or -1 when none of them can be placed now. round
-// reports whether any job was placed; the owner after the last one served
-// is served first in the next round.
+// round serves the owners once each, least recently served first: take
+// is called with each owner's queued jobs, oldest first, and returns the
+// index of the job it placed, or -1 when none of them can be placed now.
+// round reports whether any job was placed.
 func (q *fairQueue) round(take func(js []*job) int) bool {
 	placed := false
 	for _, o := range q.order() {
@@ -121,14 +133,12 @@ func (q *fairQueue) round(take func(js []*job) int) bool {
 			continue
 		}
 		placed = true
+		q.clock++
+		q.served[o] = q.clock
 		q.byOwner[o] = slices.Delete(js, i, i+1)
 		q.n--
-		k := slices.Index(q.ring, o)
-		q.next = k + 1
 		if len(q.byOwner[o]) == 0 {
 			q.drop(o)
-		} else if q.next >= len(q.ring) {
-			q.next = 0
 		}
 	}
 	return placed

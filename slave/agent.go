@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime"
+	"sync"
 	"time"
 
 	"kiln/auth"
@@ -42,6 +43,10 @@ type Config struct {
 	// Jitter returns a random float in [0, 1) for backoff jitter; default
 	// math/rand/v2.Float64.
 	Jitter func() float64
+	// MinFree is the free space the work and cache directories' file
+	// systems need for the slave to report itself healthy (see
+	// Executor.Health); default DefaultMinFree.
+	MinFree uint64
 }
 
 // Slave is the agent that serves one master. Create it with [New], run it
@@ -55,6 +60,10 @@ type Slave struct {
 	// only when the certificate carries the same public key; without them
 	// the slave announces no key and the master sends it no sealed job.
 	sealPriv, sealPub []byte
+
+	healthMu  sync.Mutex
+	healthAt  time.Time // when the directories were last checked
+	healthMsg string    // what that check found
 }
 
 // New checks cfg and fills its defaults. It starts nothing.
@@ -89,6 +98,9 @@ func New(cfg Config) (*Slave, error) {
 	}
 	if cfg.Jitter == nil {
 		cfg.Jitter = rand.Float64
+	}
+	if cfg.MinFree == 0 {
+		cfg.MinFree = DefaultMinFree
 	}
 	if (cfg.Transport == transport.Config{}) {
 		cfg.Transport = transport.DefaultConfig()
@@ -134,6 +146,9 @@ func (s *Slave) loadSealKey() error {
 // Run returns only after every goroutine it started has ended.
 func (s *Slave) Run(ctx context.Context) error {
 	host := DetectHost(ctx)
+	if msg := s.health(); msg != "" {
+		s.log.Error("this slave cannot run jobs; it reports itself unhealthy and the master sends it none until fixed", "health", msg)
+	}
 	delay := s.cfg.BackoffMin
 	for attempt := 1; ; attempt++ {
 		welcomed, err := s.session(ctx, host)
@@ -159,6 +174,31 @@ func (s *Slave) Run(ctx context.Context) error {
 		}
 		delay = min(delay*2, s.cfg.BackoffMax)
 	}
+}
+
+// healthEvery is how often the directories are checked; Load reports in
+// between repeat the last verdict.
+const healthEvery = 10 * time.Second
+
+// health checks the executor's directories at most every healthEvery and
+// logs a change (see Executor.Health); "" means healthy.
+func (s *Slave) health() string {
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	if !s.healthAt.IsZero() && time.Since(s.healthAt) < healthEvery {
+		return s.healthMsg
+	}
+	msg := s.cfg.Executor.Health(s.cfg.MinFree)
+	old, first := s.healthMsg, s.healthAt.IsZero()
+	s.healthMsg, s.healthAt = msg, time.Now()
+	if !first && old != msg {
+		if msg != "" {
+			s.log.Error("slave unhealthy; the master sends it no job", "health", msg)
+		} else {
+			s.log.Info("slave healthy again")
+		}
+	}
+	return msg
 }
 
 // fatalRefusal reports whether a refusal code means that reconnecting

@@ -161,6 +161,7 @@ func (c *conn) loadLoop(ctx context.Context) {
 
 func (c *conn) sendLoad(ctx context.Context) {
 	l := c.s.sampler.Sample(ctx, int(c.running.Load()), c.s.cfg.Slots)
+	l.Health = c.s.health()
 	if err := c.sess.Send(wire.MsgLoad, 0, &l); err != nil {
 		c.log.Debug("load report not sent", "err", err)
 	}

@@ -127,7 +127,9 @@ func (e *Executor) Execute(ctx context.Context, job Job, emit func(stream uint8,
 	res := wire.Result{JobID: job.ID, Attempt: job.Attempt, Slave: e.cfg.Name, Language: job.Language}
 	lang, tc := languages[job.Language], e.tools[job.Language]
 	if lang == nil || tc.Path == "" {
-		return fail(res, wire.StatusInternalError, fmt.Sprintf("no toolchain for language %q on this slave", job.Language))
+		res = fail(res, wire.StatusInternalError, fmt.Sprintf("no toolchain for language %q on this slave", job.Language))
+		res.SlaveFault = true
+		return res
 	}
 	res.Compiler = tc.Compiler
 	src, err := lang.sourceName(job.FileName)
@@ -372,7 +374,9 @@ func fail(res wire.Result, status, detail string) wire.Result {
 
 func (e *Executor) internal(res wire.Result, op string, err error) wire.Result {
 	e.log.Error("job failed inside the slave", "job", res.JobID, "op", op, "err", err)
-	return fail(res, wire.StatusInternalError, op+": "+err.Error())
+	res = fail(res, wire.StatusInternalError, op+": "+err.Error())
+	res.SlaveFault = true // the master runs the job elsewhere and counts it against this slave
+	return res
 }
 
 // emitWriter adapts emit to an io.Writer, copying each chunk; tail, when
