@@ -162,6 +162,10 @@ func TestHandshakeRefusals(t *testing.T) {
 
 	tls12 := ClientConfig(slave, "127.0.0.1")
 	tls12.MinVersion, tls12.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
+	// A fake master with the right certificate that speaks only TLS 1.2:
+	// the node must not offer 1.2, so the master finds no common version.
+	master12 := ServerConfig(p.master)
+	master12.MinVersion, master12.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
 	// A client whose own certificate is from another CA, but that trusts
 	// this cluster's master.
 	foreign := ClientConfig(other.issue(t, certs.IssueRequest{Role: certs.RoleSlave, Name: "x"}), "127.0.0.1")
@@ -192,6 +196,7 @@ func TestHandshakeRefusals(t *testing.T) {
 		{"master from another CA", ServerConfig(other.master), ClientConfig(slave, "127.0.0.1"), "client", isUnknownAuthority},
 		{"no client certificate", ServerConfig(p.master), noCert, "server", contains("didn't provide a certificate")},
 		{"client limited to TLS 1.2", ServerConfig(p.master), tls12, "server", contains("unsupported versions")},
+		{"master limited to TLS 1.2", master12, ClientConfig(slave, "127.0.0.1"), "server", contains("client offered only unsupported versions: [304]")},
 		{"expired client", ServerConfig(p.master), ClientConfig(expiredSlave, "127.0.0.1"), "server", isReason(x509.Expired)},
 		{"expired master", ServerConfig(expiredMaster), ClientConfig(slave, "127.0.0.1"), "client", isReason(x509.Expired)},
 		{"wrong server hostname", ServerConfig(p.master), ClientConfig(slave, "kiln.example:7400"), "client", isHostname},

@@ -210,6 +210,25 @@ func TestAdminDrain(t *testing.T) {
 	}
 	wantAll(t, "undrain", ad.must("undrain", "s1"), "undrained s1")
 	c.waitLog("slave undrained", "peer=s1", "by=ops")
+	// Jobs reach s1 again: with s2 drained, the next job can only run there.
+	wantAll(t, "drain s2", ad.must("drain", "s2"), "drained s2")
+	c.waitLog("slave drained", "peer=s2", "by=ops")
+	id, e := submit(t, cs, 20, "c.py", []byte("3\n"))
+	if e != nil {
+		t.Fatalf("submit after undrain: %+v", e)
+	}
+	select {
+	case a := <-s1.jobs:
+		if a.JobID != id {
+			t.Fatalf("s1 got job %s, want %s", a.JobID, id)
+		}
+		s1.spawn(func() { s1.finish(a) })
+	case <-time.After(10 * time.Second):
+		t.Fatal("no job reached s1 after undrain")
+	}
+	if v := collect(t, cs, id)[id]; v.result.Status != wire.StatusOK || v.result.Slave != "s1" {
+		t.Fatalf("job after undrain: %+v", v.result)
+	}
 	_ = s2
 }
 

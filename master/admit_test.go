@@ -115,18 +115,27 @@ func TestTLSRefusals(t *testing.T) {
 		_, err = transport.Hello(ctx, s, wire.Hello{Role: "client", Name: "x", Version: "1.0"})
 		return err
 	}
+	// Go's client sends no certificate the master's CA list does not name:
+	// present the foreign one anyway, as an attacker would.
+	foreignCfg := auth.ClientConfig(foreign, "127.0.0.1")
+	foreignCert := foreign.TLSCertificate()
+	foreignCfg.Certificates = nil
+	foreignCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &foreignCert, nil }
 	noCert := auth.ClientConfig(good, "127.0.0.1")
 	noCert.Certificates = nil
 	tls12 := auth.ClientConfig(good, "127.0.0.1")
 	tls12.MinVersion, tls12.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
+	// Each refusal for its own reason: the TLS alert the client reads, and
+	// the cause in the master's log.
 	cases := []struct {
-		name string
-		cfg  *tls.Config
+		name        string
+		cfg         *tls.Config
+		alert, logs string
 	}{
-		{"certificate from another CA", auth.ClientConfig(foreign, "127.0.0.1")},
-		{"no client certificate", noCert},
-		{"TLS 1.2", tls12},
-		{"expired certificate", auth.ClientConfig(expired, "127.0.0.1")},
+		{"certificate from another CA", foreignCfg, "unknown certificate authority", "certificate signed by unknown authority"},
+		{"no client certificate", noCert, "certificate required", "client didn't provide a certificate"},
+		{"TLS 1.2", tls12, "protocol version not supported", "client offered only unsupported versions: [303]"},
+		{"expired certificate", auth.ClientConfig(expired, "127.0.0.1"), "expired certificate", "certificate has expired"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,12 +144,12 @@ func TestTLSRefusals(t *testing.T) {
 			if !errors.As(err, &he) {
 				t.Fatalf("got %T %v, want a TLS handshake error", err, err)
 			}
-			if strings.Contains(err.Error(), "\n") {
-				t.Fatalf("multi-line error %q", err)
+			if msg := err.Error(); strings.Contains(msg, "\n") || !strings.Contains(msg, tc.alert) {
+				t.Fatalf("error %q: want one line naming %q", msg, tc.alert)
 			}
+			c.waitLog("TLS handshake refused", tc.logs)
 		})
 	}
-	c.waitLog("TLS handshake refused")
 	if _, err := c.dial(good, false, ""); err != nil {
 		t.Fatalf("good client after TLS refusals: %v", err)
 	}
@@ -167,8 +176,29 @@ func TestGarbage(t *testing.T) {
 	}
 	c.waitLog("TLS handshake refused")
 
-	// A valid TLS peer whose first frame announces 4 GiB.
-	conn, err := tls.Dial("tcp", c.srv.ClientAddr(), auth.ClientConfig(good, "127.0.0.1"))
+	// A valid TLS peer whose first frame announces 4 GiB, then one whose
+	// Hello frame holds bytes that are not a message: each gets a Refused
+	// and nothing else, above all no Welcome.
+	huge := binary.BigEndian.AppendUint32(nil, 0xFFFFFFFF)
+	junk := append(binary.BigEndian.AppendUint32(nil, 12), "\xc1\xc1not-msgpack"...)
+	for _, frame := range [][]byte{huge, junk} {
+		got := garbageFrame(t, c, good, frame)
+		if len(got) != 1 || got[0] != wire.MsgRefused {
+			t.Fatalf("after a garbage frame the master sent %v, want one Refused and no Welcome", got)
+		}
+	}
+	c.waitLog("bad hello", "peer=good")
+	if _, err := c.dial(good, false, ""); err != nil {
+		t.Fatalf("good client after garbage: %v", err)
+	}
+}
+
+// garbageFrame connects with b, writes frame raw on the control stream
+// and returns the types of every frame the master sends until it closes;
+// the first must decode as a bad_hello Refused.
+func garbageFrame(t *testing.T, c *cluster, b *certs.Bundle, frame []byte) []wire.MsgType {
+	t.Helper()
+	conn, err := tls.Dial("tcp", c.srv.ClientAddr(), auth.ClientConfig(b, "127.0.0.1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,22 +212,27 @@ func TestGarbage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var hdr [4]byte
-	binary.BigEndian.PutUint32(hdr[:], 0xFFFFFFFF)
-	st.Write(hdr[:])
-	st.SetReadDeadline(time.Now().Add(5 * time.Second))
-	env, err := wire.ReadFrame(st, wire.MaxFrame)
-	if err != nil {
-		t.Fatalf("no Refused after a 4 GiB frame: %v", err)
+	st.Write(frame)
+	st.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var types []wire.MsgType
+	for {
+		env, err := wire.ReadFrame(st, wire.MaxFrame)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("master kept the stream open after a garbage frame (sent %v)", types)
+			}
+			break
+		}
+		if len(types) == 0 {
+			var r wire.Refused
+			if err := wire.Decode(env, &r); err != nil || env.Type != wire.MsgRefused || r.Code != wire.CodeBadHello {
+				t.Fatalf("got %v %v %+v, want a bad_hello Refused", env.Type, err, r)
+			}
+		}
+		types = append(types, env.Type)
 	}
-	var r wire.Refused
-	if err := wire.Decode(env, &r); err != nil || r.Code != wire.CodeBadHello {
-		t.Fatalf("got %v %+v, want bad_hello", err, r)
-	}
-	c.waitLog("bad hello", "peer=good")
-	if _, err := c.dial(good, false, ""); err != nil {
-		t.Fatalf("good client after garbage: %v", err)
-	}
+	return types
 }
 
 // TestLiveRevocation: revoking a key or retiring a version in the registry

@@ -304,10 +304,27 @@ func TestLimitsClamp(t *testing.T) {
 		{wire.JobLimits{}, wire.JobLimits{TimeMs: 5000, MemoryBytes: 256 << 20, OutputBytes: 1 << 20}},
 		{wire.JobLimits{TimeMs: 99999, MemoryBytes: 8 << 30, OutputBytes: -1}, wire.JobLimits{TimeMs: 10000, MemoryBytes: 1 << 30, OutputBytes: 1 << 20}},
 		{wire.JobLimits{TimeMs: 100, MemoryBytes: 1 << 20, OutputBytes: 10}, wire.JobLimits{TimeMs: 100, MemoryBytes: 1 << 20, OutputBytes: 10}},
+		{wire.JobLimits{TimeMs: 100, MemoryBytes: 1 << 20, OutputBytes: 1 << 40}, wire.JobLimits{TimeMs: 100, MemoryBytes: 1 << 20, OutputBytes: 4 << 20}},
 	} {
 		if got := e.Limits(tc.in); got != tc.want {
 			t.Errorf("Limits(%+v) = %+v, want %+v", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestOutputLimitClampedToMax: a job asking for more output than the
+// slave's maximum is cut at the maximum.
+func TestOutputLimitClampedToMax(t *testing.T) {
+	needLang(t, wire.LangPython)
+	e, err := NewExecutor(ExecConfig{WorkRoot: t.TempDir(), Runner: &sandbox.Plain{}, Toolchains: toolchains(t),
+		MaxLimits: wire.JobLimits{OutputBytes: 10000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, c := execute(t, e, Job{Language: wire.LangPython, FileName: "flood.py", Source: []byte("while True: print('x' * 1000)"),
+		Limits: wire.JobLimits{OutputBytes: 1 << 30, TimeMs: 2000}})
+	if res.Status != wire.StatusOutputLimit || len(c.stream(wire.StreamStdout)) != 10000 || res.StdoutBytes != 10000 {
+		t.Fatalf("got %+v with %d bytes of stdout, want output_limit at 10000", res, len(c.stream(wire.StreamStdout)))
 	}
 }
 
