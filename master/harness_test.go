@@ -59,7 +59,7 @@ func newCluster(t *testing.T, tweak ...func(*master.Config)) *cluster {
 		Logger:            slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		HeartbeatInterval: 500 * time.Millisecond,
 		RegistryPoll:      50 * time.Millisecond,
-		Budget:            master.Budget{HandshakeTimeout: 2 * time.Second},
+		Budget:            master.Budget{HandshakeTimeout: 2 * time.Second, LogBurst: 1000},
 	}
 	for _, f := range tweak {
 		f(&cfg)

@@ -465,28 +465,6 @@ func TestHeldBytesBudget(t *testing.T) {
 	}
 }
 
-// TestReconnectedSlaveReplacesOld: a slave that reconnects while its old
-// session still looks alive replaces it at once; the old session is told
-// it was kicked and no job goes to it.
-func TestReconnectedSlaveReplacesOld(t *testing.T) {
-	c := newCluster(t)
-	b := c.issue(certs.RoleSlave, "s1", "1.0")
-	old, err := c.dial(b, true, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	old.Send(wire.MsgRegister, 0, wire.Register{Slots: 1, Toolchains: []wire.Toolchain{{Language: "c"}}})
-	c.waitLog("slave registered", "peer=s1")
-	fresh, err := c.dial(b, true, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fresh.Send(wire.MsgRegister, 0, wire.Register{Slots: 1, Toolchains: []wire.Toolchain{{Language: "c"}}})
-	if r := refusal(t, old); r.Code != wire.CodeKicked {
-		t.Fatalf("old session got %+v, want refused %s", r, wire.CodeKicked)
-	}
-}
-
 // TestHeldBytesBudgetFileFirst: a file refused for the memory budget before
 // its Submit arrives still gets the client a busy answer.
 func TestHeldBytesBudgetFileFirst(t *testing.T) {

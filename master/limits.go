@@ -62,8 +62,8 @@ func DefaultBudget() Budget {
 		MaxQueuedBytes:    1 << 30,
 		RefuseTimeout:     500 * time.Millisecond,
 		BusyRetryAfter:    500 * time.Millisecond,
-		LogPerPeer:        1,
-		LogBurst:          10,
+		LogPerPeer:        5,
+		LogBurst:          20,
 	}
 }
 

@@ -9,17 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"kiln/auth"
 	"kiln/transport"
 	"kiln/transport/wire"
 )
-
-// sendQueue is how many control messages may wait for a slow peer before
-// the master gives up on it. A client that stops reading must not stall the
-// slave whose output is being forwarded to it.
-const sendQueue = 4096
 
 // peer is one admitted session, slave or client.
 type peer struct {
@@ -30,55 +26,138 @@ type peer struct {
 	addr    string
 	since   time.Time
 	log     *slog.Logger
-	out     chan outMsg
+	q       sendQueue
 	done    chan struct{} // closed when the session is being closed
 	once    sync.Once
 	metrics *Metrics
+	// bg runs a function on a goroutine the server waits for at shutdown.
+	bg func(func())
+	// refuseTimeout bounds a refusal's wait for the peer.
+	refuseTimeout time.Duration
 }
 
-type outMsg struct {
-	t    wire.MsgType
-	id   uint64
-	body any
+// sendQueue holds the encoded messages waiting for a peer, counted in
+// bytes against the peer's bound and the server's global one.
+type sendQueue struct {
+	mu     sync.Mutex
+	msgs   []wire.Envelope
+	bytes  int64
+	limit  int64       // Budget.SendQueueBytes
+	global *queueBytes // shared by every peer
+	wake   chan struct{}
 }
 
-func newPeer(id auth.Identity, hello wire.Hello, sess *transport.Session, addr string, now time.Time, log *slog.Logger, m *Metrics) *peer {
+// queueBytes counts the bytes queued for all peers (Budget.MaxQueuedBytes).
+type queueBytes struct {
+	n     atomic.Int64
+	limit int64
+}
+
+// envelopeCost is what a queued message is charged: its body and a
+// generous allowance for the envelope and slice header.
+func envelopeCost(e wire.Envelope) int64 { return int64(len(e.Body)) + 64 }
+
+// push queues e, or reports false when it would take the peer's or the
+// global queue past its bound.
+func (q *sendQueue) push(e wire.Envelope) (ok bool, queued int64) {
+	c := envelopeCost(e)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.bytes+c > q.limit || q.global.n.Add(c) > q.global.limit {
+		if q.bytes+c <= q.limit {
+			q.global.n.Add(-c)
+		}
+		return false, q.bytes
+	}
+	q.msgs = append(q.msgs, e)
+	q.bytes += c
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	return true, q.bytes
+}
+
+// pop takes the oldest message, if any.
+func (q *sendQueue) pop() (wire.Envelope, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.msgs) == 0 {
+		return wire.Envelope{}, false
+	}
+	e := q.msgs[0]
+	q.msgs[0] = wire.Envelope{}
+	q.msgs = q.msgs[1:]
+	c := envelopeCost(e)
+	q.bytes -= c
+	q.global.n.Add(-c)
+	return e, true
+}
+
+// drop releases everything queued (the peer is gone).
+func (q *sendQueue) drop() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.global.n.Add(-q.bytes)
+	q.msgs, q.bytes = nil, 0
+}
+
+// Queued returns the bytes queued for this peer.
+func (q *sendQueue) queued() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.bytes
+}
+
+func (s *Server) newPeer(id auth.Identity, hello wire.Hello, sess *transport.Session, addr string) *peer {
 	return &peer{
-		id: id, hello: hello, sess: sess, addr: addr, since: now,
-		log:     log.With("peer", id.Name, "role", id.Role, "fingerprint", short(id.Fingerprint), "addr", addr),
-		out:     make(chan outMsg, sendQueue),
-		done:    make(chan struct{}),
-		metrics: m,
+		id: id, hello: hello, sess: sess, addr: addr, since: s.cfg.Now(),
+		log: s.peerLog(id.Fingerprint).With("peer", logString(id.Name), "role", id.Role, "fingerprint", short(id.Fingerprint), "addr", addr),
+		q: sendQueue{limit: s.cfg.Budget.SendQueueBytes, global: s.queued,
+			wake: make(chan struct{}, 1)},
+		done:          make(chan struct{}),
+		metrics:       s.cfg.Metrics,
+		bg:            s.goRun,
+		refuseTimeout: s.cfg.Budget.RefuseTimeout,
 	}
 }
 
-// send queues a message for the peer without blocking. When the queue is
-// full the peer is too slow and is disconnected.
+// send queues a message for the peer without blocking; it is safe to call
+// under Server.mu. When the peer's queue (or every peer's together) would
+// grow past its bound in bytes, the peer is too slow and is disconnected.
 func (p *peer) send(t wire.MsgType, id uint64, body any) {
 	select {
 	case <-p.done:
 		return
 	default:
 	}
-	select {
-	case p.out <- outMsg{t, id, body}:
-	default:
-		p.log.Warn("peer too slow, disconnecting", "queued", len(p.out))
+	e, err := wire.Encode(t, id, body)
+	if err != nil {
+		p.log.Error("message not encoded", "type", t, "err", err)
+		return
+	}
+	if ok, queued := p.q.push(e); !ok {
+		p.log.Warn("peer too slow, disconnecting", "queued_bytes", queued)
 		p.close()
 	}
 }
 
 // sendLoop writes queued messages until the peer closes.
 func (p *peer) sendLoop() {
+	defer p.q.drop()
 	for {
-		select {
-		case <-p.done:
-			return
-		case m := <-p.out:
-			if err := p.sess.Send(m.t, m.id, m.body); err != nil {
-				p.close()
+		e, ok := p.q.pop()
+		if !ok {
+			select {
+			case <-p.done:
 				return
+			case <-p.q.wake:
 			}
+			continue
+		}
+		if err := p.sess.SendEnvelope(e); err != nil {
+			p.close()
+			return
 		}
 	}
 }
@@ -91,14 +170,36 @@ func (p *peer) close() {
 	})
 }
 
-// refuse tells the peer why it is being disconnected, then closes it.
+// live reports whether the session is open and the peer sent something
+// (a message or a keepalive answer) within silent.
+func (p *peer) live(now time.Time, silent time.Duration) bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+	}
+	return now.Sub(p.sess.LastRead()) < silent
+}
+
+// refuse tells the peer why it is being disconnected, then closes it. It
+// never waits on the peer: the Refused is written in the background, and
+// the session is closed after the refusal timeout whether or not the peer
+// read it, so one peer that stopped reading delays no one.
 func (p *peer) refuse(code, reason string) {
+	p.refuseWith(wire.Refused{Code: code, Reason: reason})
+}
+
+func (p *peer) refuseWith(r wire.Refused) {
 	p.once.Do(func() {
 		close(p.done)
-		if err := transport.Refuse(p.sess, code, reason); err != nil {
-			p.log.Debug("refusal not delivered", "err", err)
-		}
-		p.sess.Close()
+		stop := time.AfterFunc(p.refuseTimeout, func() { p.sess.Close() })
+		p.bg(func() {
+			defer stop.Stop()
+			if err := transport.RefuseWith(p.sess, r); err != nil {
+				p.log.Debug("refusal not delivered", "err", err)
+			}
+			p.sess.Close()
+		})
 	})
 }
 
@@ -111,65 +212,22 @@ func short(fp string) string {
 }
 
 // handleConn runs the TLS handshake and the Hello check, then hands the
-// session to the slave or client loop. It owns the connection.
+// session to the slave or client loop. It owns the connection and the
+// handshake slot taken by acceptLoop, which it gives back once the peer is
+// admitted or refused.
 func (s *Server) handleConn(ctx context.Context, raw net.Conn, p port) {
-	addr := raw.RemoteAddr().String()
-	hctx, cancel := context.WithTimeout(ctx, s.cfg.Budget.HandshakeTimeout)
-	defer cancel()
-	conn := tls.Server(raw, s.tlsCfg)
-	if err := conn.HandshakeContext(hctx); err != nil {
-		s.log.Warn("TLS handshake refused", append([]any{"port", p, "addr", addr}, unverifiedPeer(err, s.cfg.Now())...)...)
-		s.cfg.Metrics.refused("tls")
-		raw.Close()
+	pr := s.handshake(ctx, raw, p)
+	<-s.handshakes
+	if pr == nil {
 		return
 	}
-	id, err := auth.PeerIdentity(conn.ConnectionState())
-	if err != nil {
-		s.log.Warn("peer certificate refused", "port", p, "addr", addr, "err", err)
-		s.cfg.Metrics.refused("tls")
-		conn.Close()
-		return
-	}
-	var sconn net.Conn = conn
-	if s.cfg.WrapConn != nil {
-		sconn = s.cfg.WrapConn(conn)
-	}
-	sess, err := transport.Server(hctx, sconn, s.cfg.Transport)
-	if err != nil {
-		s.log.Warn("session refused", "port", p, "addr", addr, "peer", id.Name, "err", err)
-		conn.Close()
-		return
-	}
-	hello, err := transport.ReadHello(hctx, sess)
-	if err != nil {
-		s.log.Warn("bad hello", "port", p, "addr", addr, "peer", id.Name, "err", err)
-		s.cfg.Metrics.refused(wire.CodeBadHello)
-		transport.Refuse(sess, wire.CodeBadHello, err.Error())
-		sess.Close()
-		return
-	}
-	if code, reason := s.admit(p, id, hello); code != "" {
-		s.log.Warn("peer refused", "port", p, "addr", addr, "peer", id.Name, "role", id.Role,
-			"fingerprint", short(id.Fingerprint), "code", code, "reason", reason)
-		s.cfg.Metrics.refused(code)
-		transport.Refuse(sess, code, reason)
-		sess.Close()
-		return
-	}
-	pr := newPeer(id, hello, sess, addr, s.cfg.Now(), s.log, s.cfg.Metrics)
-	pr.cert = conn.ConnectionState().PeerCertificates[0]
-	welcome := wire.Welcome{
-		SessionID:   fmt.Sprintf("%s-%d", id.Name, pr.since.UnixNano()),
-		HeartbeatMs: s.cfg.HeartbeatInterval.Milliseconds(),
-		Master:      s.cfg.Name,
-		Limits:      s.cfg.Limits,
-	}
-	if err := sess.Send(wire.MsgWelcome, 0, welcome); err != nil {
-		pr.log.Warn("welcome not delivered", "err", err)
-		sess.Close()
-		return
-	}
-	pr.log.Info("peer connected", "version", hello.Version)
+	defer s.unclaim(pr, p)
+	expire := time.AfterFunc(max(pr.cert.NotAfter.Sub(s.cfg.Now()), 0), func() {
+		pr.log.Warn("certificate expired: disconnecting peer", "not_after", pr.cert.NotAfter)
+		s.cfg.Metrics.refused(wire.CodeCertExpired)
+		pr.refuse(wire.CodeCertExpired, "certificate expired at "+pr.cert.NotAfter.UTC().Format(time.RFC3339))
+	})
+	defer expire.Stop()
 	s.goRun(pr.sendLoop)
 	if p == portSlave {
 		s.runSlave(ctx, &slaveConn{peer: pr})
@@ -179,9 +237,136 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn, p port) {
 	pr.close()
 }
 
+// handshake runs TLS, the session setup, the Hello and the admission
+// checks within the handshake timeout. It returns the admitted peer,
+// welcomed and counted against its key, or nil when the connection was
+// refused (and closed).
+func (s *Server) handshake(ctx context.Context, raw net.Conn, p port) *peer {
+	addr := raw.RemoteAddr().String()
+	hctx, cancel := context.WithTimeout(ctx, s.cfg.Budget.HandshakeTimeout)
+	defer cancel()
+	conn := tls.Server(raw, s.tlsCfg)
+	if err := conn.HandshakeContext(hctx); err != nil {
+		s.peerLog(addr).Warn("TLS handshake refused", append([]any{"port", p, "addr", addr}, unverifiedPeer(err, s.cfg.Now())...)...)
+		s.cfg.Metrics.refused("tls")
+		raw.Close()
+		return nil
+	}
+	id, err := auth.PeerIdentity(conn.ConnectionState())
+	if err != nil {
+		s.peerLog(addr).Warn("peer certificate refused", "port", p, "addr", addr, "err", err)
+		s.cfg.Metrics.refused("tls")
+		conn.Close()
+		return nil
+	}
+	log := s.peerLog(id.Fingerprint)
+	var sconn net.Conn = conn
+	if s.cfg.WrapConn != nil {
+		sconn = s.cfg.WrapConn(conn)
+	}
+	sess, err := transport.Server(hctx, sconn, s.cfg.Transport)
+	if err != nil {
+		log.Warn("session refused", "port", p, "addr", addr, "peer", logString(id.Name), "err", err)
+		conn.Close()
+		return nil
+	}
+	hello, err := transport.ReadHello(hctx, sess)
+	if err != nil {
+		log.Warn("bad hello", "port", p, "addr", addr, "peer", logString(id.Name), "err", logString(err.Error()))
+		s.cfg.Metrics.refused(wire.CodeBadHello)
+		s.refuseNow(sess, wire.Refused{Code: wire.CodeBadHello, Reason: err.Error()})
+		return nil
+	}
+	refusal := s.admit(p, id, hello)
+	pr := s.newPeer(id, hello, sess, addr)
+	pr.cert = conn.ConnectionState().PeerCertificates[0]
+	if refusal.Code == "" {
+		refusal = s.claim(pr, p)
+	}
+	if refusal.Code != "" {
+		log.Warn("peer refused", "port", p, "addr", addr, "peer", logString(id.Name), "role", id.Role,
+			"fingerprint", short(id.Fingerprint), "code", refusal.Code, "reason", logString(refusal.Reason))
+		s.cfg.Metrics.refused(refusal.Code)
+		s.refuseNow(sess, refusal)
+		return nil
+	}
+	welcome := wire.Welcome{
+		SessionID:   fmt.Sprintf("%s-%d", id.Name, pr.since.UnixNano()),
+		HeartbeatMs: s.cfg.HeartbeatInterval.Milliseconds(),
+		Master:      s.cfg.Name,
+		Limits:      s.cfg.Limits,
+	}
+	if err := sess.Send(wire.MsgWelcome, 0, welcome); err != nil {
+		pr.log.Warn("welcome not delivered", "err", err)
+		s.unclaim(pr, p)
+		sess.Close()
+		return nil
+	}
+	pr.log.Info("peer connected", "version", logString(hello.Version))
+	return pr
+}
+
+// refuseNow refuses a session that was never admitted, bounded by the
+// refusal timeout.
+func (s *Server) refuseNow(sess *transport.Session, r wire.Refused) {
+	stop := time.AfterFunc(s.cfg.Budget.RefuseTimeout, func() { sess.Close() })
+	defer stop.Stop()
+	transport.RefuseWith(sess, r)
+	sess.Close()
+}
+
+// claim counts an admitted peer against its key: a slave key holds one
+// session, and a new one is refused with already_connected while the old
+// one is live (it replaces a silent one); a client or admin key holds at
+// most Budget.MaxSessionsPerKey. It returns a refusal, or a zero Refused.
+func (s *Server) claim(pr *peer, p port) wire.Refused {
+	b := s.cfg.Budget
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p == portSlave {
+		if old := s.slaveKeys[pr.id.Name]; old != nil {
+			silentFor := s.cfg.Now().Sub(old.sess.LastRead())
+			if old.live(s.cfg.Now(), b.SilentAfter) {
+				return wire.Refused{Code: wire.CodeAlreadyConnected,
+					Reason:       fmt.Sprintf("slave %s already has a live session (from %s)", pr.id.Name, old.addr),
+					RetryAfterMs: max(b.SilentAfter-silentFor, time.Second).Milliseconds()}
+			}
+		}
+		s.slaveKeys[pr.id.Name] = pr
+		return wire.Refused{}
+	}
+	if n := s.keySessions[pr.id.Fingerprint]; n >= b.MaxSessionsPerKey {
+		return wire.Refused{Code: wire.CodeBusy,
+			Reason:       fmt.Sprintf("this key already has %d sessions (at most %d)", n, b.MaxSessionsPerKey),
+			RetryAfterMs: b.BusyRetryAfter.Milliseconds()}
+	}
+	s.keySessions[pr.id.Fingerprint]++
+	return wire.Refused{}
+}
+
+// unclaim undoes claim when the session ends.
+func (s *Server) unclaim(pr *peer, p port) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p == portSlave {
+		if s.slaveKeys[pr.id.Name] == pr {
+			delete(s.slaveKeys, pr.id.Name)
+		}
+		return
+	}
+	if s.keySessions[pr.id.Fingerprint]--; s.keySessions[pr.id.Fingerprint] <= 0 {
+		delete(s.keySessions, pr.id.Fingerprint)
+	}
+}
+
 // admit decides whether a peer with a verified certificate may stay. It
-// returns a refusal code and reason, or "" to admit.
-func (s *Server) admit(p port, id auth.Identity, h wire.Hello) (code, reason string) {
+// returns the refusal, or a zero Refused to admit.
+func (s *Server) admit(p port, id auth.Identity, h wire.Hello) wire.Refused {
+	code, reason := s.admitCode(p, id, h)
+	return wire.Refused{Code: code, Reason: reason}
+}
+
+func (s *Server) admitCode(p port, id auth.Identity, h wire.Hello) (code, reason string) {
 	if h.Proto != wire.ProtocolVersion {
 		return wire.CodeBadHello, fmt.Sprintf("protocol %d not supported (master speaks %d)", h.Proto, wire.ProtocolVersion)
 	}

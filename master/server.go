@@ -31,6 +31,8 @@ import (
 	"kiln/certs"
 	"kiln/transport"
 	"kiln/transport/wire"
+
+	"golang.org/x/time/rate"
 )
 
 // Config configures a Server. Bundle and Registry are required.
@@ -160,6 +162,14 @@ type Server struct {
 	// heldBy the same by client key (see JobBudget.HeldBytesPerClient).
 	held   int64
 	heldBy map[string]int64
+	// slaveKeys is the session of each connected slave name, keySessions
+	// the session count of each client and admin key (see claim).
+	slaveKeys   map[string]*peer
+	keySessions map[string]int
+
+	handshakes chan struct{} // a token per handshake in progress (Budget.MaxHandshakes)
+	queued     *queueBytes   // bytes queued for all peers (Budget.MaxQueuedBytes)
+	logLimits  logLimits
 }
 
 // New checks cfg and returns a Server. It starts nothing.
@@ -181,9 +191,14 @@ func New(cfg Config) (*Server, error) {
 		jobs:    map[string]*job{},
 		queue:   newFairQueue(),
 
-		slaveRecs: map[string]*slaveRecord{},
-		active:    map[string]int{},
-		heldBy:    map[string]int64{},
+		slaveRecs:   map[string]*slaveRecord{},
+		active:      map[string]int{},
+		heldBy:      map[string]int64{},
+		slaveKeys:   map[string]*peer{},
+		keySessions: map[string]int{},
+		handshakes:  make(chan struct{}, cfg.Budget.MaxHandshakes),
+		queued:      &queueBytes{limit: cfg.Budget.MaxQueuedBytes},
+		logLimits:   logLimits{per: rate.Limit(cfg.Budget.LogPerPeer), burst: cfg.Budget.LogBurst},
 	}
 	cfg.Metrics.WatchSlaves(s.SlavesOut)
 	return s, nil
@@ -255,19 +270,15 @@ func (s *Server) shutdown() {
 	s.log.Info("master stopped")
 }
 
-// refuseAll refuses, all at once, each peer for which decide says so: a
-// Refused waits up to half a second for its peer, so one at a time would
-// make a hung peer delay all the others. It returns when all are closed.
+// refuseAll refuses each peer for which decide says so. It does not wait:
+// each refusal is written in the background and bounded by
+// Budget.RefuseTimeout, so a peer that stopped reading delays no other.
 func refuseAll(peers []*peer, decide func(*peer) (code, reason string, ok bool)) {
-	var wg sync.WaitGroup
 	for _, p := range peers {
-		code, reason, ok := decide(p)
-		if !ok {
-			continue
+		if code, reason, ok := decide(p); ok {
+			p.refuse(code, reason)
 		}
-		wg.Go(func() { p.refuse(code, reason) })
 	}
-	wg.Wait()
 }
 
 // peers lists every connected slave and client.
@@ -302,6 +313,18 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, p port) {
 				continue
 			}
 			return
+		}
+		select {
+		case s.handshakes <- struct{}{}:
+		default:
+			// Too many handshakes in progress: close before TLS, so that
+			// unauthenticated connections cost a file descriptor briefly
+			// and nothing more.
+			s.peerLog(conn.RemoteAddr().String()).Warn("too many handshakes in progress; connection closed",
+				"port", p, "addr", conn.RemoteAddr().String(), "max", cap(s.handshakes))
+			s.cfg.Metrics.refused("handshakes")
+			conn.Close()
+			continue
 		}
 		s.goRun(func() { s.handleConn(ctx, conn, p) })
 	}

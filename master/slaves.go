@@ -173,16 +173,17 @@ func (s *Server) runSlave(ctx context.Context, sc *slaveConn) {
 	var replaced []*slaveConn
 	for other := range s.slaves {
 		if other.id.Name == sc.id.Name {
-			// The same slave reconnected before its old session was noticed dead.
+			// The same slave reconnected after its old session went silent.
 			replaced = append(replaced, other)
 		}
 	}
 	s.slaves[sc] = struct{}{}
 	s.mu.Unlock()
 	for _, other := range replaced {
-		// Not inline: a dead old session would hold up the new one for
-		// the refusal's grace period.
-		s.goRun(func() { other.refuse(wire.CodeKicked, "replaced by a new session of the same slave") })
+		// claim admitted this session only because the old one went
+		// silent (Budget.SilentAfter).
+		other.log.Warn("slave session silent; replaced by a new one")
+		other.refuse(wire.CodeReplaced, "replaced by a new session of the same slave")
 	}
 	s.cfg.Metrics.peers(wire.RoleSlave, 1)
 	defer s.dropSlave(sc)

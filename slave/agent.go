@@ -139,9 +139,9 @@ func (s *Slave) loadSealKey() error {
 
 // Run serves the master until ctx ends (it then returns nil) or the master
 // refuses this slave for good: an unknown or revoked key, a retired
-// version, a role mismatch, a bad hello or a kick (it then returns the
-// *transport.RefusedError). Lost connections, shutdowns and busy refusals
-// are retried with capped exponential backoff and jitter, one log line per
+// version, a role mismatch, a bad hello, an expired certificate or a kick
+// (it then returns the *transport.RefusedError). Lost connections,
+// shutdowns, busy, already_connected and replaced refusals are retried with capped exponential backoff and jitter, one log line per
 // attempt. Jobs of a lost session are cancelled; the master re-queues them.
 // Run returns only after every goroutine it started has ended.
 func (s *Slave) Run(ctx context.Context) error {
@@ -202,11 +202,14 @@ func (s *Slave) health() string {
 }
 
 // fatalRefusal reports whether a refusal code means that reconnecting
-// cannot help.
+// cannot help. Every other refusal is temporary, among them
+// already_connected (another session of this key is live: a slave
+// restarted before the master noticed its old session, or a copy of its
+// bundle), replaced, busy and shutdown.
 func fatalRefusal(code string) bool {
 	switch code {
 	case wire.CodeRevokedKey, wire.CodeUnknownKey, wire.CodeVersionRetired,
-		wire.CodeRoleMismatch, wire.CodeKicked, wire.CodeBadHello:
+		wire.CodeRoleMismatch, wire.CodeKicked, wire.CodeBadHello, wire.CodeCertExpired:
 		return true
 	}
 	return false

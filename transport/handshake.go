@@ -238,6 +238,12 @@ func refusalWords(code string) (string, bool) {
 		return "master disconnected this peer: kicked by an admin", true
 	case wire.CodeShutdown:
 		return "master disconnected this peer: shutting down", true
+	case wire.CodeAlreadyConnected:
+		return "master refused: this key already has a live session", true
+	case wire.CodeReplaced:
+		return "master disconnected this peer: replaced by a new session of the same key", true
+	case wire.CodeCertExpired:
+		return "master disconnected this peer: certificate expired", true
 	}
 	return "master refused: " + oneLine(code), false
 }

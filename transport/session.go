@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -236,6 +237,13 @@ func (s *Session) Send(t wire.MsgType, id uint64, body any) error {
 	if err != nil {
 		return fmt.Errorf("transport: send %v: %w", t, err)
 	}
+	return s.SendEnvelope(e)
+}
+
+// SendEnvelope is [Session.Send] for a message already encoded (for
+// example one queued as bytes, so that the queue can count them).
+func (s *Session) SendEnvelope(e wire.Envelope) error {
+	t := e.Type
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	b, err := wire.AppendFrame(s.wbuf[:0], e, s.cfg.MaxFrame)
@@ -388,6 +396,10 @@ func (s *Session) Done() <-chan struct{} { return s.mux.CloseChan() }
 // RemoteAddr returns the peer's network address.
 func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
 
+// LastRead returns when bytes last arrived from the peer (messages, file
+// data or keepalive answers), or the session's start if none have.
+func (s *Session) LastRead() time.Time { return time.Unix(0, s.wc.lastRead.Load()) }
+
 // Conn returns the connection under the session, e.g. a *tls.Conn whose
 // ConnectionState names the peer. Do not read or write it.
 func (s *Session) Conn() net.Conn { return s.conn }
@@ -402,14 +414,21 @@ type watchedConn struct {
 	once    sync.Once
 	readErr error         // set once, before failed is closed
 	failed  chan struct{} // closed after the first read error
+	// lastRead is when the last bytes arrived, in Unix nanoseconds.
+	lastRead atomic.Int64
 }
 
 func newWatchedConn(c net.Conn) *watchedConn {
-	return &watchedConn{Conn: c, failed: make(chan struct{})}
+	w := &watchedConn{Conn: c, failed: make(chan struct{})}
+	w.lastRead.Store(time.Now().UnixNano())
+	return w
 }
 
 func (w *watchedConn) Read(p []byte) (int, error) {
 	n, err := w.Conn.Read(p)
+	if n > 0 {
+		w.lastRead.Store(time.Now().UnixNano())
+	}
 	if err != nil {
 		w.once.Do(func() {
 			w.readErr = err

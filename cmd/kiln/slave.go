@@ -22,9 +22,13 @@ const slaveHelp = `Usage: kiln slave --bundle FILE --master HOST:7401 [flags]
 
 Runs a slave: detects gcc, g++, javac/java and python3, registers with the
 master, reports its load, and compiles and runs the jobs it is given inside
-a sandbox. Lost connections are retried with backoff; a refused key (revoked,
-unknown, retired version, wrong role) or a kick ends the slave with exit code
-1 and one line saying why. SIGINT or SIGTERM stops it cleanly.
+a sandbox. Lost connections and temporary refusals (busy, shutdown, another
+live session of this key) are retried with backoff, honouring the master's
+retry hint; a refusal for good (revoked, unknown key, retired version, wrong
+role, expired certificate, kicked) ends the slave with exit code 110 and one
+line saying why, so that a supervisor can stop restarting it (systemd:
+RestartPreventExitStatus=110). Other errors exit with 1. SIGINT or SIGTERM
+stops it cleanly.
 
 Sandbox modes:
   strict  (default) fresh user, PID, mount, network, IPC and UTS namespaces,
@@ -99,7 +103,7 @@ func cmdSlave(ctx context.Context, e env, args []string) int {
 	switch {
 	case errors.As(err, &ref):
 		fmt.Fprintf(e.stderr, "kiln slave: %v\n", portHint(err, f.master, true))
-		return 1
+		return exitRefused
 	case err != nil:
 		fmt.Fprintf(e.stderr, "kiln slave: %v\n", err)
 		return 1

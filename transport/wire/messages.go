@@ -88,6 +88,14 @@ const (
 	CodeTooLarge       = "too_large"
 	CodeForbidden      = "forbidden"
 	CodeNotFound       = "not_found"
+	// CodeAlreadyConnected refuses a second session of a slave key whose
+	// session is live; RetryAfterMs says when to try again.
+	CodeAlreadyConnected = "already_connected"
+	// CodeReplaced ends a session that went silent and was replaced by a
+	// new session of the same key.
+	CodeReplaced = "replaced"
+	// CodeCertExpired ends a session whose certificate expired.
+	CodeCertExpired = "certificate_expired"
 )
 
 // Role names carried in Hello and certificates.
