@@ -55,6 +55,7 @@ type slaveFlags struct {
 	sandbox               string
 	logFormat, logLevel   string
 	backoffMin, backoffMx time.Duration
+	grace                 time.Duration
 }
 
 func (f *slaveFlags) register(fs *flag.FlagSet) {
@@ -71,6 +72,7 @@ func (f *slaveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&f.backoffMin, "backoff-min", slave.DefaultBackoffMin, "first reconnect delay")
 	fs.DurationVar(&f.backoffMx, "backoff-max", slave.DefaultBackoffMax, "longest reconnect delay")
+	fs.DurationVar(&f.grace, "grace", slave.DefaultGrace, "how long jobs keep running while the master is away, to be reported when it is back (negative: cancel them at once)")
 }
 
 func cmdSlave(ctx context.Context, e env, args []string) int {
@@ -176,7 +178,7 @@ func runSlave(ctx context.Context, f slaveFlags, bundle *certs.Bundle, log *slog
 	}
 	s, err := slave.New(slave.Config{Bundle: bundle, Master: f.master, Version: version, Slots: f.slots,
 		LoadInterval: f.loadInterval, Executor: exec, Logger: log,
-		BackoffMin: f.backoffMin, BackoffMax: f.backoffMx})
+		BackoffMin: f.backoffMin, BackoffMax: f.backoffMx, Grace: f.grace})
 	if err != nil {
 		return err
 	}
