@@ -70,12 +70,13 @@ type Slave struct {
 	sealPriv, sealPub []byte
 
 	healthMu  sync.Mutex
-	healthAt  time.Time     // when the directories were last checked
-	healthMsg string        // what that check found
-	keep      *keeper       // the jobs, across sessions
-	slots     chan struct{} // a token per executing job
-	running   atomic.Int64
-	jobs      sync.WaitGroup // job goroutines; Run waits for them
+	healthAt  time.Time // when the directories were last checked
+	healthMsg string    // what that check found
+
+	keep    *keeper       // the jobs, across sessions
+	slots   chan struct{} // a token per executing job
+	running atomic.Int64
+	jobs    sync.WaitGroup // job goroutines; Run waits for them
 }
 
 // New checks cfg and fills its defaults. It starts nothing.
