@@ -186,7 +186,7 @@ func (s *Server) clientMessage(ctx context.Context, cc *clientConn, env wire.Env
 			return err
 		}
 		if cc.id.Role != wire.RoleAdmin {
-			cc.log.Warn("admin command refused: not an admin key", "args", req.Args)
+			cc.log.Warn("admin command refused: not an admin key", "args", logArgs(req.Args))
 			cc.send(wire.MsgError, env.ID, wire.Error{Code: wire.CodeForbidden,
 				Message: fmt.Sprintf("admin commands need an admin key; %s is a %s key", cc.id.Name, cc.id.Role)})
 			return nil

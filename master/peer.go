@@ -445,3 +445,7 @@ func unverifiedPeer(err error, now time.Time) []any {
 	}
 	return attrs
 }
+
+// QueuedBytes returns the bytes of messages queued for all peers, counted
+// against Budget.MaxQueuedBytes.
+func (s *Server) QueuedBytes() int64 { return s.queued.n.Load() }
