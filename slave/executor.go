@@ -2,6 +2,7 @@ package slave
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,8 +35,17 @@ var (
 
 // ExecConfig configures an [Executor].
 type ExecConfig struct {
-	Name       string           // slave name written into results
-	WorkRoot   string           // a fresh directory per job is made, and removed, under it
+	Name string // slave name written into results
+	// WorkRoot is where job directories go when no private tmpfs can be
+	// made (see WorkBytes): a fresh directory per job is made, and removed,
+	// under it; leftovers of a killed slave ("job-*") are removed at start,
+	// so a work root belongs to one slave.
+	WorkRoot string
+	// WorkBytes caps the private tmpfs (sandbox.PrivateDir) that holds the
+	// job directories, so that no job's files are ever at rest on a disk
+	// and none survive the slave, even a SIGKILLed one. Zero means
+	// DefaultWorkBytes; negative keeps job directories under WorkRoot.
+	WorkBytes  int64
 	Runner     sandbox.Runner   // runs the compile and run steps
 	Toolchains []wire.Toolchain // what this slave can run (see [Detect])
 	Cache      *Cache           // compile cache; nil disables it
@@ -61,15 +71,25 @@ type Job struct {
 	Owner    string // the submitting client's key fingerprint (wire.Assign.Owner)
 }
 
+// DefaultWorkBytes is the default size cap of the private tmpfs holding
+// the job directories: a job directory holds the source and the compiled
+// program (at most the sandbox's /w size).
+const DefaultWorkBytes = 2 << 30
+
 // Executor compiles and runs jobs in per-job directories through a
 // sandbox runner. It is safe for concurrent use; it holds no goroutines.
+// Close releases its private tmpfs once no job runs.
 type Executor struct {
-	cfg   ExecConfig
-	tools map[string]wire.Toolchain
-	log   *slog.Logger
+	cfg     ExecConfig
+	tools   map[string]wire.Toolchain
+	log     *slog.Logger
+	private *sandbox.PrivateDir // nil: job directories under cfg.WorkRoot
+	root    string              // where job directories are made
 }
 
-// NewExecutor checks cfg and creates its work root.
+// NewExecutor checks cfg, sweeps the work root and makes the private tmpfs
+// for job directories (falling back to the work root, with a warning, where
+// it cannot).
 func NewExecutor(cfg ExecConfig) (*Executor, error) {
 	if cfg.Runner == nil || cfg.WorkRoot == "" {
 		return nil, errors.New("slave: executor needs a Runner and a WorkRoot")
@@ -79,9 +99,20 @@ func NewExecutor(cfg ExecConfig) (*Executor, error) {
 	}
 	cfg.DefaultLimits = fillLimits(cfg.DefaultLimits, defaultLimits)
 	cfg.MaxLimits = fillLimits(cfg.MaxLimits, maxLimits)
-	e := &Executor{cfg: cfg, tools: map[string]wire.Toolchain{}, log: cfg.Logger}
+	e := &Executor{cfg: cfg, tools: map[string]wire.Toolchain{}, log: cfg.Logger, root: cfg.WorkRoot}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
+	}
+	e.sweep()
+	// Plain runs programs in the job directory itself, where a directory
+	// reachable only through /proc/self/fd is no working directory.
+	if cfg.WorkBytes >= 0 && cfg.Runner.Name() != "none" {
+		pd, err := sandbox.NewPrivateDir(cmp.Or(cfg.WorkBytes, DefaultWorkBytes))
+		if err != nil {
+			e.log.Warn("job directories on disk: no private tmpfs for them (needs root)", "work_root", cfg.WorkRoot, "err", err)
+		} else {
+			e.private, e.root = pd, pd.Path()
+		}
 	}
 	for _, tc := range cfg.Toolchains {
 		if languages[tc.Language] != nil {
@@ -90,6 +121,23 @@ func NewExecutor(cfg ExecConfig) (*Executor, error) {
 	}
 	return e, nil
 }
+
+// sweep removes job directories a killed slave left in the work root.
+func (e *Executor) sweep() {
+	left, _ := filepath.Glob(filepath.Join(e.cfg.WorkRoot, "job-*"))
+	for _, d := range left {
+		if err := removeTree(d); err != nil {
+			e.log.Warn("job dir of an earlier run left behind", "dir", d, "err", err)
+		}
+	}
+}
+
+// Private reports whether job directories are on the private tmpfs.
+func (e *Executor) Private() bool { return e.private != nil }
+
+// Close releases the private tmpfs and everything in it. Call it after
+// the last Execute has returned; it is idempotent.
+func (e *Executor) Close() error { return e.private.Close() }
 
 // Toolchains returns the toolchains the executor runs.
 func (e *Executor) Toolchains() []wire.Toolchain { return slices.Clone(e.cfg.Toolchains) }
@@ -137,7 +185,7 @@ func (e *Executor) Execute(ctx context.Context, job Job, emit func(stream uint8,
 		res.CompileOutput = []byte(err.Error() + "\n")
 		return fail(res, wire.StatusCompileError, err.Error())
 	}
-	dir, err := os.MkdirTemp(e.cfg.WorkRoot, "job-")
+	dir, err := os.MkdirTemp(e.root, "job-")
 	if err != nil {
 		return e.internal(res, "make job dir", err)
 	}
@@ -146,7 +194,7 @@ func (e *Executor) Execute(ctx context.Context, job Job, emit func(stream uint8,
 			e.log.Warn("job dir left behind", "dir", dir, "err", err)
 		}
 	}()
-	if err := writeNew(dir, src, job.Source, 0o644); err != nil {
+	if err := writeNew(dir, src, job.Source, 0o600); err != nil {
 		return e.internal(res, "write source", err)
 	}
 	j := &jobRun{e: e, ctx: ctx, job: job, lang: lang, tc: tc, dir: dir, src: src, res: res}
@@ -282,7 +330,7 @@ func (j *jobRun) place(arts []Artifact) error {
 		if !safeBaseName(a.Name) {
 			return fmt.Errorf("cached artifact %q: %w", a.Name, ErrBadFileName)
 		}
-		if err := writeNew(j.dir, a.Name, a.Data, a.Mode.Perm()); err != nil {
+		if err := writeNew(j.dir, a.Name, a.Data, a.Mode.Perm()&0o700|0o600); err != nil {
 			return err
 		}
 	}

@@ -55,6 +55,7 @@ func newExecutor(t *testing.T, runner sandbox.Runner) (*Executor, *Cache) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { e.Close() })
 	return e, cache
 }
 
@@ -229,7 +230,7 @@ func TestExecuteCancel(t *testing.T) {
 func TestExecuteCleansWorkRoot(t *testing.T) {
 	needLang(t, wire.LangPython)
 	root := t.TempDir()
-	e, err := NewExecutor(ExecConfig{WorkRoot: root, Runner: &sandbox.Plain{}, Toolchains: toolchains(t)})
+	e, err := NewExecutor(ExecConfig{WorkRoot: root, WorkBytes: -1, Runner: &sandbox.Plain{}, Toolchains: toolchains(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

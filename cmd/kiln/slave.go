@@ -63,8 +63,8 @@ func (f *slaveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.master, "master", "", "master slave address `HOST:PORT`, e.g. 127.0.0.1:7401 (default $KILN_MASTER)")
 	fs.IntVar(&f.slots, "slots", runtime.NumCPU(), "jobs run at once (`N`)")
 	fs.DurationVar(&f.loadInterval, "load-interval", 2*time.Second, "load report `INTERVAL`")
-	fs.StringVar(&f.workDir, "work-dir", "", "`DIR` under which each job gets a fresh directory (default: a new temporary directory, removed at exit)")
-	fs.StringVar(&f.cacheDir, "cache-dir", "", "compile cache `DIR` (default: <user cache dir>/kiln/<slave name>)")
+	fs.StringVar(&f.workDir, "work-dir", "", "`DIR` for job directories when no private tmpfs can hold them (--sandbox=none, or not root); emptied at start (default: a new temporary directory, removed at exit)")
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "compile cache `DIR`, sealed under a per-process key and emptied at start (default: <user cache dir>/kiln/<slave name>)")
 	fs.StringVar(&f.cacheSize, "cache-size", "256MiB", "compile cache bound (`SIZE`, e.g. 256MiB, 1GiB; 0 disables the cache)")
 	fs.BoolVar(&f.sharedCache, "shared-compile-cache", false, "share compile cache entries between clients (faster, but 'cached: true' then tells a client that another compiled the same file; see docs/security.md)")
 	fs.StringVar(&f.sandbox, "sandbox", "strict", "sandbox `MODE`: strict, auto or none (see above)")
@@ -176,6 +176,7 @@ func runSlave(ctx context.Context, f slaveFlags, bundle *certs.Bundle, log *slog
 	if err != nil {
 		return err
 	}
+	defer exec.Close()
 	s, err := slave.New(slave.Config{Bundle: bundle, Master: f.master, Version: version, Slots: f.slots,
 		LoadInterval: f.loadInterval, Executor: exec, Logger: log,
 		BackoffMin: f.backoffMin, BackoffMax: f.backoffMx, Grace: f.grace})
@@ -183,7 +184,7 @@ func runSlave(ctx context.Context, f slaveFlags, bundle *certs.Bundle, log *slog
 		return err
 	}
 	log.Info("slave starting", "name", id.Name, "master", f.master, "slots", f.slots,
-		"sandbox", runner.Name(), "work_dir", workDir)
+		"sandbox", runner.Name(), "work_dir", workDir, "private_job_dirs", exec.Private())
 	return s.Run(ctx)
 }
 
