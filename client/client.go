@@ -83,9 +83,10 @@ type Client struct {
 
 // call is one request waiting for its answer.
 type call struct {
-	submit bool     // an Accepted answer creates and registers a Job
-	seal   *jobSeal // the sealing state of that Job, for a sealed Submit
-	reply  chan reply
+	submit    bool     // an Accepted answer creates and registers a Job
+	seal      *jobSeal // the sealing state of that Job, for a sealed Submit
+	maxOutput int64    // the output bound of that Job
+	reply     chan reply
 }
 
 type reply struct {
@@ -266,7 +267,7 @@ func (c *Client) dispatchReply(env wire.Envelope) error {
 	p := c.pending[env.ID]
 	delete(c.pending, env.ID)
 	if p != nil && p.submit && env.Type == wire.MsgAccepted {
-		job = newJob(c, acc.JobID)
+		job = newJob(c, acc.JobID, p.maxOutput)
 		job.seal = p.seal
 		c.jobs[acc.JobID] = job
 	}
@@ -384,7 +385,7 @@ func (c *Client) wrapRequest(env wire.Envelope) error {
 
 // request sends a request and waits for its answer.
 func (c *Client) request(ctx context.Context, t wire.MsgType, body any) (wire.Envelope, error) {
-	id, p, err := c.register(false, nil)
+	id, p, err := c.register(&call{})
 	if err != nil {
 		return wire.Envelope{}, err
 	}
@@ -397,9 +398,9 @@ func (c *Client) request(ctx context.Context, t wire.MsgType, body any) (wire.En
 }
 
 // register reserves a request id and its answer slot.
-func (c *Client) register(submit bool, js *jobSeal) (uint64, *call, error) {
+func (c *Client) register(p *call) (uint64, *call, error) {
 	id := c.nextID.Add(1)
-	p := &call{submit: submit, seal: js, reply: make(chan reply, 1)}
+	p.reply = make(chan reply, 1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {

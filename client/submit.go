@@ -3,10 +3,13 @@ package client
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"path/filepath"
 	"sync/atomic"
+	"time"
 
 	"kiln/transport/wire"
 )
@@ -65,7 +68,7 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
 			return nil, err
 		}
 	}
-	id, p, err := c.register(true, js)
+	id, p, err := c.register(&call{submit: true, seal: js, maxOutput: outputBound(req.Limits, c.welcome.Limits)})
 	if err != nil {
 		return nil, err
 	}
@@ -198,4 +201,43 @@ func (p *progressReader) Read(b []byte) (int, error) {
 		p.fn(p.sent.Add(int64(n)), p.total)
 	}
 	return n, err
+}
+
+// outputBound is what a job may make this client buffer of its output:
+// the job's output limit, else the master's, else DefaultMaxOutput. A
+// sealed job's output is bounded after it is opened.
+func outputBound(job wire.JobLimits, master wire.Limits) int64 {
+	switch {
+	case job.OutputBytes > 0:
+		return job.OutputBytes
+	case master.MaxOutput > 0:
+		return master.MaxOutput
+	}
+	return DefaultMaxOutput
+}
+
+// SubmitRetry is [Client.Submit], retrying a busy answer after the
+// master's retry_after (or half a second without one, plus up to a
+// quarter more so that clients refused together do not return together)
+// until ctx ends. It returns the job and how many busy answers it got.
+func (c *Client) SubmitRetry(ctx context.Context, req Request) (*Job, int, error) {
+	for retries := 0; ; retries++ {
+		job, err := c.Submit(ctx, req)
+		var re *RequestError
+		if !errors.As(err, &re) || re.Code != wire.CodeBusy {
+			return job, retries, err
+		}
+		wait := re.RetryAfter
+		if wait <= 0 {
+			wait = 500 * time.Millisecond
+		}
+		wait += time.Duration(rand.Int64N(int64(wait/4) + 1))
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, retries, ctx.Err()
+		}
+	}
 }
