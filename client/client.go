@@ -66,6 +66,9 @@ type Client struct {
 	welcome wire.Welcome
 	log     *slog.Logger
 	nextID  atomic.Uint64
+	// jobSecret is what sealed jobs' keys are derived from (see
+	// durable.go); nil: random keys.
+	jobSecret []byte
 
 	mu      sync.Mutex
 	pending map[uint64]*call
@@ -83,9 +86,10 @@ type Client struct {
 
 // call is one request waiting for its answer.
 type call struct {
-	submit    bool     // an Accepted answer creates and registers a Job
-	seal      *jobSeal // the sealing state of that Job, for a sealed Submit
-	maxOutput int64    // the output bound of that Job
+	submit    bool        // an Accepted answer creates and registers a Job
+	seal      *jobSeal    // the sealing state of that Job, for a sealed Submit
+	maxOutput int64       // the output bound of that Job
+	attach    *attachCall // an Attached answer creates and registers a Job
 	reply     chan reply
 }
 
@@ -128,6 +132,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c := newClient(s, w, cfg.Logger)
 	c.ca = cfg.Bundle.CA
+	c.jobSecret = jobSecret(cfg.Bundle.Key)
 	c.start()
 	return c, nil
 }
@@ -243,7 +248,7 @@ func (c *Client) dispatch(env wire.Envelope) error {
 		return transport.NewRefusedError(r)
 	case wire.MsgJobState, wire.MsgOutput, wire.MsgResult:
 		return c.dispatchJob(env)
-	case wire.MsgAccepted, wire.MsgError, wire.MsgInfo, wire.MsgAdminReply:
+	case wire.MsgAccepted, wire.MsgError, wire.MsgInfo, wire.MsgAdminReply, wire.MsgAttached, wire.MsgJobList:
 		return c.dispatchReply(env)
 	case wire.MsgWrapRequest:
 		return c.wrapRequest(env)
@@ -263,6 +268,12 @@ func (c *Client) dispatchReply(env wire.Envelope) error {
 			return err
 		}
 	}
+	var att wire.Attached
+	if env.Type == wire.MsgAttached {
+		if err := wire.Decode(env, &att); err != nil {
+			return err
+		}
+	}
 	c.mu.Lock()
 	p := c.pending[env.ID]
 	delete(c.pending, env.ID)
@@ -271,7 +282,17 @@ func (c *Client) dispatchReply(env wire.Envelope) error {
 		job.seal = p.seal
 		c.jobs[acc.JobID] = job
 	}
+	var attErr error
+	if p != nil && p.attach != nil && env.Type == wire.MsgAttached {
+		if job, attErr = c.attachedJob(p.attach, att); job != nil {
+			c.jobs[att.JobID] = job
+		}
+	}
 	c.mu.Unlock()
+	if attErr != nil {
+		p.reply <- reply{env: env, err: attErr}
+		return nil
+	}
 	if p == nil {
 		if env.Type == wire.MsgAccepted {
 			c.cancelOrphan(acc.JobID) // its Submit was abandoned

@@ -59,6 +59,12 @@ type Job struct {
 	compile bytes.Buffer
 	result  *wire.Result
 	err     error
+	// nextSeq is one past the highest Output.Seq received in the current
+	// attempt. A job carried over by Reattach (seen set) skips the chunks
+	// of that attempt below skipTo: the master sends them again.
+	nextSeq uint64
+	seen    bool
+	skipTo  uint64
 	queue   []Event       // events not yet handed to the Events channel
 	notify  chan struct{} // signalled (cap 1) when queue grows or the job ends
 	done    chan struct{} // closed when result or err is set
@@ -216,7 +222,9 @@ func (j *Job) state(st wire.JobState) bool {
 		j.stderr.Reset()
 		j.compile.Reset()
 		j.truncated = false
-		j.attempt = max(j.attempt, st.Attempt)
+		if st.Attempt > j.attempt {
+			j.attempt, j.nextSeq = st.Attempt, 0
+		}
 		j.mu.Unlock()
 	case wire.StateFailed:
 		res := &wire.Result{JobID: j.id, Attempt: st.Attempt, Status: wire.StatusInternalError,
@@ -226,10 +234,22 @@ func (j *Job) state(st wire.JobState) bool {
 		return true
 	default:
 		j.mu.Lock()
+		void := j.seen && st.Attempt > j.attempt
+		if void {
+			// Carried over by Reattach into a newer attempt than the one
+			// it had: as after a requeue, the output so far is void.
+			j.stdout.Reset()
+			j.stderr.Reset()
+			j.compile.Reset()
+			j.truncated, j.seen = false, false
+		}
 		if st.Attempt > j.attempt {
-			j.attempt = st.Attempt
+			j.attempt, j.nextSeq = st.Attempt, 0
 		}
 		j.mu.Unlock()
+		if void {
+			j.push(Event{State: &wire.JobState{JobID: j.id, State: wire.StateRequeued, Attempt: st.Attempt}})
+		}
 	}
 	j.push(Event{State: &st})
 	return false
@@ -244,6 +264,23 @@ func (j *Job) output(out wire.Output) bool {
 		j.mu.Unlock()
 		return false // a chunk of a voided attempt
 	}
+	if j.seen && (out.Attempt == 0 || out.Attempt == j.attempt) && out.Seq < j.skipTo {
+		j.mu.Unlock()
+		return false // sent again after a reattach: already here
+	}
+	if out.Attempt > j.attempt && j.seen {
+		// A newer attempt than the one before the session was lost: the
+		// output so far is void, as after a requeue.
+		j.stdout.Reset()
+		j.stderr.Reset()
+		j.compile.Reset()
+		j.truncated = false
+		j.attempt, j.seen = out.Attempt, false
+	}
+	if out.Attempt > j.attempt {
+		j.attempt, j.nextSeq = out.Attempt, 0
+	}
+	j.nextSeq = max(j.nextSeq, out.Seq+1)
 	if j.seal != nil {
 		p, err := j.seal.open(j.id, out)
 		if err != nil {

@@ -31,6 +31,10 @@ type Request struct {
 	// with a sealing key, and asks this client to wrap the job's key for
 	// it; output that fails authentication ends the job with a *[SealError].
 	Seal bool
+	// Away says the client may be gone when the job is dispatched (kiln
+	// submit): a sealed job's key is then wrapped ahead, after Accepted,
+	// for every slave that can run the language ([Client.WrapAhead]).
+	Away bool
 }
 
 // Check validates a request against limits (zero fields mean no limit).
@@ -80,7 +84,7 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
 		Limits:     req.Limits,
 	}
 	if js != nil {
-		sub.Sealed, sub.ClientKey = true, js.priv.PublicKey().Bytes()
+		sub.Sealed, sub.ClientKey, sub.KeyNonce = true, js.priv.PublicKey().Bytes(), js.nonce
 	}
 	if err := c.send(ctx, wire.MsgSubmit, id, sub); err != nil {
 		c.unregister(id)
@@ -96,16 +100,22 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
 	if r.env.Type != wire.MsgAccepted || r.job == nil {
 		return nil, fmt.Errorf("submit: unexpected answer type %d", r.env.Type)
 	}
+	if req.Away && js != nil {
+		if _, err := c.WrapAhead(ctx, r.job, sub.Language); err != nil {
+			return r.job, fmt.Errorf("job %s accepted, but its key could not be wrapped ahead for the slaves (it runs only while this client is connected): %w", r.job.id, err)
+		}
+	}
 	return r.job, nil
 }
 
 // sealRequest seals req's payloads under a fresh content key and checks
 // the sealed sizes against the master's limits (which count ciphertext).
 func (c *Client) sealRequest(req Request) (*jobSeal, Request, error) {
-	js, err := newJobSeal()
+	js, nonce, err := c.newSubmitSeal()
 	if err != nil {
 		return nil, req, err
 	}
+	js.nonce = nonce
 	if req, err = js.sealRequest(req); err != nil {
 		return nil, req, err
 	}
