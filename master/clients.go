@@ -218,7 +218,7 @@ func (s *Server) clientMessage(ctx context.Context, cc *clientConn, env wire.Env
 // Error at once; the files of a refused Submit are closed unread.
 func (s *Server) submit(cc *clientConn, reqID uint64, sub wire.Submit) {
 	key := strconv.FormatUint(reqID, 10)
-	e := s.checkSubmit(sub)
+	e := s.checkSubmit(&sub)
 	s.mu.Lock()
 	prev, closed := cc.closedLocked(key)
 	switch {
@@ -241,8 +241,9 @@ func (s *Server) submit(cc *clientConn, reqID uint64, sub wire.Submit) {
 	}
 }
 
-// checkSubmit checks a Submit against the master's limits.
-func (s *Server) checkSubmit(sub wire.Submit) *wire.Error {
+// checkSubmit checks a Submit against the master's limits and sets its
+// job limits to the ones it will run under (see limits.Policy.Apply).
+func (s *Server) checkSubmit(sub *wire.Submit) *wire.Error {
 	bad := func(code, format string, args ...any) *wire.Error {
 		return &wire.Error{Code: code, Message: fmt.Sprintf(format, args...)}
 	}
@@ -255,9 +256,12 @@ func (s *Server) checkSubmit(sub wire.Submit) *wire.Error {
 		return bad(wire.CodeTooLarge, "source is %d bytes; the limit is %d", sub.SourceSize, s.cfg.Limits.MaxSource)
 	case sub.StdinSize < 0 || sub.StdinSize > s.cfg.Limits.MaxStdin:
 		return bad(wire.CodeTooLarge, "stdin is %d bytes; the limit is %d", sub.StdinSize, s.cfg.Limits.MaxStdin)
-	case sub.Limits.OutputBytes > s.cfg.Limits.MaxOutput:
-		return bad(wire.CodeTooLarge, "output limit %d exceeds the master's cap %d", sub.Limits.OutputBytes, s.cfg.Limits.MaxOutput)
 	}
+	applied, err := s.cfg.JobLimits.Apply(sub.Language, sub.Limits)
+	if err != nil {
+		return bad(wire.CodeTooLarge, "%v", err)
+	}
+	sub.Limits = applied
 	return nil
 }
 

@@ -164,7 +164,8 @@ func (s *Server) Info() wire.Info {
 		for _, t := range sc.reg.Toolchains {
 			li := byLang[t.Language]
 			if li == nil {
-				li = &wire.LanguageInfo{Language: t.Language}
+				b := s.cfg.JobLimits.For(t.Language)
+				li = &wire.LanguageInfo{Language: t.Language, DefaultLimits: b.Default, MaxLimits: b.Max}
 				byLang[t.Language] = li
 			}
 			li.Slaves++

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"kiln/limits"
 	"kiln/slave/sandbox"
 	"kiln/transport/wire"
 )
@@ -25,12 +26,6 @@ const (
 	stderrTailBytes  = 8 << 10  // stderr tail kept to recognise memory failures
 	compileWall      = 60 * time.Second
 	compileMemory    = 2 << 30
-)
-
-// Default and maximal job limits, used where ExecConfig leaves them zero.
-var (
-	defaultLimits = wire.JobLimits{TimeMs: 5000, MemoryBytes: 256 << 20, OutputBytes: 1 << 20}
-	maxLimits     = wire.JobLimits{TimeMs: 60000, MemoryBytes: 2 << 30, OutputBytes: 64 << 20}
 )
 
 // ExecConfig configures an [Executor].
@@ -53,10 +48,13 @@ type ExecConfig struct {
 	// another's. By default entries are kept per owner (Job.Owner): with a
 	// shared cache, "cached: true" tells a client that someone compiled the
 	// same file before (an oracle on other clients' sources).
-	SharedCache   bool
-	DefaultLimits wire.JobLimits // for zero fields of a job's limits (5 s, 256 MiB, 1 MiB)
-	MaxLimits     wire.JobLimits // job limits are clamped to these (60 s, 2 GiB, 64 MiB)
-	Logger        *slog.Logger
+	SharedCache bool
+	// Limits is this slave's own bounds on a job's limits: its defaults
+	// fill what an assignment leaves zero, and a job asking for more than
+	// its maxima fails rather than run under other limits than assigned.
+	// The zero Policy is limits' built-in one.
+	Limits limits.Policy
+	Logger *slog.Logger
 }
 
 // Job is one program to compile and run.
@@ -97,8 +95,9 @@ func NewExecutor(cfg ExecConfig) (*Executor, error) {
 	if err := os.MkdirAll(cfg.WorkRoot, 0o700); err != nil {
 		return nil, fmt.Errorf("slave: work root: %w", err)
 	}
-	cfg.DefaultLimits = fillLimits(cfg.DefaultLimits, defaultLimits)
-	cfg.MaxLimits = fillLimits(cfg.MaxLimits, maxLimits)
+	if err := cfg.Limits.Check(); err != nil {
+		return nil, fmt.Errorf("slave: job limits: %w", err)
+	}
 	e := &Executor{cfg: cfg, tools: map[string]wire.Toolchain{}, log: cfg.Logger, root: cfg.WorkRoot}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -145,26 +144,14 @@ func (e *Executor) Toolchains() []wire.Toolchain { return slices.Clone(e.cfg.Too
 // Sandbox returns the runner's name, "none" or "strict".
 func (e *Executor) Sandbox() string { return e.cfg.Runner.Name() }
 
-// Limits returns the limits a job asking for l runs under.
-func (e *Executor) Limits(l wire.JobLimits) wire.JobLimits {
-	l = fillLimits(l, e.cfg.DefaultLimits)
-	l.TimeMs = min(l.TimeMs, e.cfg.MaxLimits.TimeMs)
-	l.MemoryBytes = min(l.MemoryBytes, e.cfg.MaxLimits.MemoryBytes)
-	l.OutputBytes = min(l.OutputBytes, e.cfg.MaxLimits.OutputBytes)
-	return l
-}
-
-func fillLimits(l, def wire.JobLimits) wire.JobLimits {
-	if l.TimeMs <= 0 {
-		l.TimeMs = def.TimeMs
+// Limits returns the limits a job of lang asking for l runs under, or an
+// error when l is over this slave's maxima (see ExecConfig.Limits).
+func (e *Executor) Limits(lang string, l wire.JobLimits) (wire.JobLimits, error) {
+	lim, err := e.cfg.Limits.Apply(lang, l)
+	if err != nil {
+		return lim, fmt.Errorf("over this slave's own bounds: %w", err)
 	}
-	if l.MemoryBytes <= 0 {
-		l.MemoryBytes = def.MemoryBytes
-	}
-	if l.OutputBytes <= 0 {
-		l.OutputBytes = def.OutputBytes
-	}
-	return l
+	return lim, nil
 }
 
 // Execute compiles and runs job. Program output goes to emit as it is
@@ -180,6 +167,11 @@ func (e *Executor) Execute(ctx context.Context, job Job, emit func(stream uint8,
 		return res
 	}
 	res.Compiler = tc.Compiler
+	lim, err := e.Limits(job.Language, job.Limits)
+	if err != nil {
+		return fail(res, wire.StatusInternalError, err.Error())
+	}
+	job.Limits = lim
 	src, err := lang.sourceName(job.FileName)
 	if err != nil {
 		res.CompileOutput = []byte(err.Error() + "\n")
@@ -338,7 +330,7 @@ func (j *jobRun) place(arts []Artifact) error {
 }
 
 func (j *jobRun) run(emit func(uint8, []byte)) wire.Result {
-	lim := j.e.Limits(j.job.Limits)
+	lim := j.job.Limits // applied in Execute
 	argv := j.lang.run(j.tc.Path, j.src, lim.MemoryBytes)
 	wall := time.Duration(lim.TimeMs) * time.Millisecond
 	spec := j.spec(argv, sandbox.Limits{

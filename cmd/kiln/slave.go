@@ -56,6 +56,7 @@ type slaveFlags struct {
 	logFormat, logLevel   string
 	backoffMin, backoffMx time.Duration
 	grace                 time.Duration
+	jobLimits             jobLimitFlags // the slave's own maxima
 }
 
 func (f *slaveFlags) register(fs *flag.FlagSet) {
@@ -73,6 +74,7 @@ func (f *slaveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.backoffMin, "backoff-min", slave.DefaultBackoffMin, "first reconnect delay")
 	fs.DurationVar(&f.backoffMx, "backoff-max", slave.DefaultBackoffMax, "longest reconnect delay")
 	fs.DurationVar(&f.grace, "grace", slave.DefaultGrace, "how long jobs keep running while the master is away, to be reported when it is back (negative: cancel them at once)")
+	f.jobLimits.registerMax(fs, "job assigned to this slave may have", "a job over it fails with internal_error\n(keep them at least the master's --max-* flags)")
 }
 
 func cmdSlave(ctx context.Context, e env, args []string) int {
@@ -172,7 +174,7 @@ func runSlave(ctx context.Context, f slaveFlags, bundle *certs.Bundle, log *slog
 		log.Warn("no toolchain found: this slave can run nothing (install gcc, g++, a JDK or python3)")
 	}
 	exec, err := slave.NewExecutor(slave.ExecConfig{Name: id.Name, WorkRoot: workDir, Runner: runner,
-		Toolchains: tcs, Cache: cache, SharedCache: f.sharedCache, Logger: log})
+		Toolchains: tcs, Cache: cache, SharedCache: f.sharedCache, Limits: f.jobLimits.policy, Logger: log})
 	if err != nil {
 		return err
 	}

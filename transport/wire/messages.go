@@ -369,6 +369,10 @@ type LanguageInfo struct {
 	Compilers []string `msgpack:"compilers"`
 	Slaves    int      `msgpack:"slaves"`
 	FreeSlots int      `msgpack:"free_slots"`
+	// DefaultLimits and MaxLimits are the master's job limits for the
+	// language: what a job asking for none gets, and the most it may ask.
+	DefaultLimits JobLimits `msgpack:"default_limits"`
+	MaxLimits     JobLimits `msgpack:"max_limits"`
 }
 
 // Info answers an InfoRequest.
