@@ -43,8 +43,7 @@ func (s *Slave) openInputs(a wire.Assign, f files) (key, src, stdin []byte, err 
 // client, and [output.finish] ends both sequences. It is not safe for
 // concurrent use; the executor never calls emit concurrently.
 type output struct {
-	k   *keeper
-	j   *kept
+	c   *conn
 	a   wire.Assign
 	seq uint64 // wire sequence number, across streams
 
@@ -80,8 +79,7 @@ func (o *output) emit(stream uint8, data []byte) {
 	}
 }
 
-// send sends one Output message through the keeper; it reports whether
-// the job is still wanted.
+// send sends one Output message; it reports whether it went out.
 func (o *output) send(stream uint8, data []byte, last bool) bool {
 	m := wire.Output{JobID: o.a.JobID, Attempt: o.a.Attempt, Stream: stream, Seq: o.seq, Data: data}
 	if o.key != nil {
@@ -95,7 +93,11 @@ func (o *output) send(stream uint8, data []byte, last bool) bool {
 		}
 	}
 	o.seq++
-	return o.k.output(o.j, m)
+	if err := o.c.sess.Send(wire.MsgOutput, 0, &m); err != nil {
+		o.c.log.Debug("output not sent", "job", o.a.JobID, "err", err)
+		return false
+	}
+	return true
 }
 
 // finish ends a sealed attempt's output before its Result: a last
