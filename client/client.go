@@ -66,6 +66,9 @@ type Client struct {
 	welcome wire.Welcome
 	log     *slog.Logger
 	nextID  atomic.Uint64
+	// jobSecret is what sealed jobs' keys are derived from (see
+	// durable.go); nil: random keys.
+	jobSecret []byte
 
 	mu      sync.Mutex
 	pending map[uint64]*call
@@ -83,9 +86,11 @@ type Client struct {
 
 // call is one request waiting for its answer.
 type call struct {
-	submit bool     // an Accepted answer creates and registers a Job
-	seal   *jobSeal // the sealing state of that Job, for a sealed Submit
-	reply  chan reply
+	submit    bool        // an Accepted answer creates and registers a Job
+	seal      *jobSeal    // the sealing state of that Job, for a sealed Submit
+	maxOutput int64       // the output bound of that Job
+	attach    *attachCall // an Attached answer creates and registers a Job
+	reply     chan reply
 }
 
 type reply struct {
@@ -120,14 +125,14 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if version == "" {
 		version = id.Version
 	}
-	w, err := transport.Hello(ctx, s, wire.Hello{Proto: wire.ProtocolVersion, Role: id.Role, Name: id.Name, Version: version,
-		Features: []string{wire.FeatureTests}})
+	w, err := transport.Hello(ctx, s, wire.Hello{Proto: wire.ProtocolVersion, Role: id.Role, Name: id.Name, Version: version})
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
 	c := newClient(s, w, cfg.Logger)
 	c.ca = cfg.Bundle.CA
+	c.jobSecret = jobSecret(cfg.Bundle.Key)
 	c.start()
 	return c, nil
 }
@@ -241,9 +246,9 @@ func (c *Client) dispatch(env wire.Envelope) error {
 			return err
 		}
 		return transport.NewRefusedError(r)
-	case wire.MsgJobState, wire.MsgOutput, wire.MsgResult, wire.MsgTestResult:
+	case wire.MsgJobState, wire.MsgOutput, wire.MsgResult:
 		return c.dispatchJob(env)
-	case wire.MsgAccepted, wire.MsgError, wire.MsgInfo, wire.MsgAdminReply:
+	case wire.MsgAccepted, wire.MsgError, wire.MsgInfo, wire.MsgAdminReply, wire.MsgAttached, wire.MsgJobList:
 		return c.dispatchReply(env)
 	case wire.MsgWrapRequest:
 		return c.wrapRequest(env)
@@ -263,15 +268,31 @@ func (c *Client) dispatchReply(env wire.Envelope) error {
 			return err
 		}
 	}
+	var att wire.Attached
+	if env.Type == wire.MsgAttached {
+		if err := wire.Decode(env, &att); err != nil {
+			return err
+		}
+	}
 	c.mu.Lock()
 	p := c.pending[env.ID]
 	delete(c.pending, env.ID)
 	if p != nil && p.submit && env.Type == wire.MsgAccepted {
-		job = newJob(c, acc.JobID)
+		job = newJob(c, acc.JobID, p.maxOutput)
 		job.seal = p.seal
 		c.jobs[acc.JobID] = job
 	}
+	var attErr error
+	if p != nil && p.attach != nil && env.Type == wire.MsgAttached {
+		if job, attErr = c.attachedJob(p.attach, att); job != nil {
+			c.jobs[att.JobID] = job
+		}
+	}
 	c.mu.Unlock()
+	if attErr != nil {
+		p.reply <- reply{env: env, err: attErr}
+		return nil
+	}
 	if p == nil {
 		if env.Type == wire.MsgAccepted {
 			c.cancelOrphan(acc.JobID) // its Submit was abandoned
@@ -331,12 +352,6 @@ func (c *Client) dispatchJob(env wire.Envelope) error {
 			return err
 		}
 		id, apply = res.JobID, func(j *Job) bool { return j.resultMsg(res) }
-	case wire.MsgTestResult:
-		var tr wire.TestResult
-		if err := wire.Decode(env, &tr); err != nil {
-			return err
-		}
-		id, apply = tr.JobID, func(j *Job) bool { return j.testResult(tr) }
 	}
 	c.mu.Lock()
 	j := c.jobs[id]
@@ -391,7 +406,7 @@ func (c *Client) wrapRequest(env wire.Envelope) error {
 
 // request sends a request and waits for its answer.
 func (c *Client) request(ctx context.Context, t wire.MsgType, body any) (wire.Envelope, error) {
-	id, p, err := c.register(false, nil)
+	id, p, err := c.register(&call{})
 	if err != nil {
 		return wire.Envelope{}, err
 	}
@@ -404,9 +419,9 @@ func (c *Client) request(ctx context.Context, t wire.MsgType, body any) (wire.En
 }
 
 // register reserves a request id and its answer slot.
-func (c *Client) register(submit bool, js *jobSeal) (uint64, *call, error) {
+func (c *Client) register(p *call) (uint64, *call, error) {
 	id := c.nextID.Add(1)
-	p := &call{submit: submit, seal: js, reply: make(chan reply, 1)}
+	p.reply = make(chan reply, 1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {

@@ -21,6 +21,7 @@ import (
 type jobSeal struct {
 	contentKey []byte
 	priv       *ecdh.PrivateKey
+	nonce      []byte // what contentKey and priv were derived from; nil: random
 
 	attempt int                     // attempt whose output is being opened
 	outKey  []byte                  // that attempt's output key, once unwrapped
@@ -56,7 +57,22 @@ func (s *jobSeal) sealRequest(req Request) (Request, error) {
 // slave, and carry the sealing key offered: so the master cannot have the
 // key wrapped for a key of its own without a certificate the CA issued.
 func (s *jobSeal) wrapFor(ca *x509.Certificate, jobID string, req wire.WrapRequest) ([]byte, error) {
-	cert, err := x509.ParseCertificate(req.SlaveCert)
+	key, err := sealKeyOfSlave(ca, req.Slave, req.SlaveCert)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(key, req.SealKey) {
+		return nil, fmt.Errorf("the sealing key offered for slave %s is not the one in its certificate", req.Slave)
+	}
+	return seal.Wrap(s.contentKey, key, seal.InputContext(jobID))
+}
+
+// sealKeyOfSlave checks a slave's certificate (DER) and returns the
+// sealing key it carries: it must chain to the cluster CA and name that
+// slave, so the master cannot have a key wrapped for a key of its own
+// without a certificate the CA issued.
+func sealKeyOfSlave(ca *x509.Certificate, name string, der []byte) ([]byte, error) {
+	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("slave certificate: %w", err)
 	}
@@ -70,17 +86,14 @@ func (s *jobSeal) wrapFor(ca *x509.Certificate, jobID string, req wire.WrapReque
 	if err != nil {
 		return nil, fmt.Errorf("slave certificate: %w", err)
 	}
-	if id.Role != wire.RoleSlave || id.Name != req.Slave {
-		return nil, fmt.Errorf("the certificate is for %s %q, not slave %q", id.Role, id.Name, req.Slave)
+	if id.Role != wire.RoleSlave || id.Name != name {
+		return nil, fmt.Errorf("the certificate is for %s %q, not slave %q", id.Role, id.Name, name)
 	}
 	key, err := certs.SealKeyOf(cert)
 	if err != nil {
-		return nil, fmt.Errorf("slave %s: %w", req.Slave, err)
+		return nil, fmt.Errorf("slave %s: %w", name, err)
 	}
-	if !bytes.Equal(key, req.SealKey) {
-		return nil, fmt.Errorf("the sealing key offered for slave %s is not the one in its certificate", req.Slave)
-	}
-	return seal.Wrap(s.contentKey, key, seal.InputContext(jobID))
+	return key, nil
 }
 
 // startAttempt forgets the output state of an earlier attempt.

@@ -3,10 +3,13 @@ package client
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"path/filepath"
 	"sync/atomic"
+	"time"
 
 	"kiln/transport/wire"
 )
@@ -22,28 +25,23 @@ type Request struct {
 	// Progress, when set, is called from Submit's goroutine as the source
 	// and stdin are uploaded, with the bytes sent so far and the total.
 	Progress func(sent, total int64)
-	// Language names the language; empty means the one of the file's
-	// extension: a built-in one (wire.LanguageOf) or, failing that, the
-	// one whose extensions the master's slaves announced (see Info).
-	Language string
-	// Options are compiler options among those the language allows
-	// (wire.LanguageInfo.Options), e.g. "-std=c++20".
-	Options []string
-	// Tests, when set, makes the job a test batch (see [Tests]).
-	Tests *Tests
 	// Seal seals the source, stdin and output end to end between this
 	// client and the slave that runs the job: the master routes only
 	// ciphertext (see docs/security.md). The master then needs a slave
 	// with a sealing key, and asks this client to wrap the job's key for
 	// it; output that fails authentication ends the job with a *[SealError].
 	Seal bool
+	// Away says the client may be gone when the job is dispatched (kiln
+	// submit): a sealed job's key is then wrapped ahead, after Accepted,
+	// for every slave that can run the language ([Client.WrapAhead]).
+	Away bool
 }
 
 // Check validates a request against limits (zero fields mean no limit).
 // Its errors wrap [ErrBadInput].
 func (r Request) Check(l wire.Limits) error {
 	name := filepath.Base(r.FileName)
-	if r.Language == "" && wire.LanguageOf(name) == "" {
+	if wire.LanguageOf(name) == "" {
 		return fmt.Errorf("%w: %s: unknown language (want .c, .cpp, .cc, .java or .py)", ErrBadInput, name)
 	}
 	if len(r.Source) == 0 {
@@ -63,13 +61,6 @@ func (r Request) Check(l wire.Limits) error {
 // when the request is invalid or over the master's limits, and with a
 // *[RequestError] when the master refuses the job (busy, no_slave, ...).
 func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
-	var err error
-	if req, err = c.resolveLanguage(ctx, req); err != nil {
-		return nil, err
-	}
-	if err := c.checkTests(req); err != nil {
-		return nil, err
-	}
 	if err := req.Check(c.welcome.Limits); err != nil {
 		return nil, err
 	}
@@ -81,28 +72,19 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
 			return nil, err
 		}
 	}
-	if req.Tests != nil {
-		if req.Stdin, err = c.packTests(req.Tests, js); err != nil {
-			return nil, err
-		}
-	}
-	id, p, err := c.register(true, js)
+	id, p, err := c.register(&call{submit: true, seal: js, maxOutput: outputBound(req.Limits, c.welcome.Limits)})
 	if err != nil {
 		return nil, err
 	}
 	sub := wire.Submit{
-		Language:   req.Language,
-		Options:    req.Options,
+		Language:   wire.LanguageOf(name),
 		FileName:   name,
 		SourceSize: int64(len(req.Source)),
 		StdinSize:  int64(len(req.Stdin)),
 		Limits:     req.Limits,
 	}
 	if js != nil {
-		sub.Sealed, sub.ClientKey = true, js.priv.PublicKey().Bytes()
-	}
-	if req.Tests != nil {
-		sub.Tests = len(req.Tests.Cases)
+		sub.Sealed, sub.ClientKey, sub.KeyNonce = true, js.priv.PublicKey().Bytes(), js.nonce
 	}
 	if err := c.send(ctx, wire.MsgSubmit, id, sub); err != nil {
 		c.unregister(id)
@@ -118,16 +100,22 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
 	if r.env.Type != wire.MsgAccepted || r.job == nil {
 		return nil, fmt.Errorf("submit: unexpected answer type %d", r.env.Type)
 	}
+	if req.Away && js != nil {
+		if _, err := c.WrapAhead(ctx, r.job, sub.Language); err != nil {
+			return r.job, fmt.Errorf("job %s accepted, but its key could not be wrapped ahead for the slaves (it runs only while this client is connected): %w", r.job.id, err)
+		}
+	}
 	return r.job, nil
 }
 
 // sealRequest seals req's payloads under a fresh content key and checks
 // the sealed sizes against the master's limits (which count ciphertext).
 func (c *Client) sealRequest(req Request) (*jobSeal, Request, error) {
-	js, err := newJobSeal()
+	js, nonce, err := c.newSubmitSeal()
 	if err != nil {
 		return nil, req, err
 	}
+	js.nonce = nonce
 	if req, err = js.sealRequest(req); err != nil {
 		return nil, req, err
 	}
@@ -223,4 +211,43 @@ func (p *progressReader) Read(b []byte) (int, error) {
 		p.fn(p.sent.Add(int64(n)), p.total)
 	}
 	return n, err
+}
+
+// outputBound is what a job may make this client buffer of its output:
+// the job's output limit, else the master's, else DefaultMaxOutput. A
+// sealed job's output is bounded after it is opened.
+func outputBound(job wire.JobLimits, master wire.Limits) int64 {
+	switch {
+	case job.OutputBytes > 0:
+		return job.OutputBytes
+	case master.MaxOutput > 0:
+		return master.MaxOutput
+	}
+	return DefaultMaxOutput
+}
+
+// SubmitRetry is [Client.Submit], retrying a busy answer after the
+// master's retry_after (or half a second without one, plus up to a
+// quarter more so that clients refused together do not return together)
+// until ctx ends. It returns the job and how many busy answers it got.
+func (c *Client) SubmitRetry(ctx context.Context, req Request) (*Job, int, error) {
+	for retries := 0; ; retries++ {
+		job, err := c.Submit(ctx, req)
+		var re *RequestError
+		if !errors.As(err, &re) || re.Code != wire.CodeBusy {
+			return job, retries, err
+		}
+		wait := re.RetryAfter
+		if wait <= 0 {
+			wait = 500 * time.Millisecond
+		}
+		wait += time.Duration(rand.Int64N(int64(wait/4) + 1))
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, retries, ctx.Err()
+		}
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"kiln/auth"
+	"kiln/limits"
 	"kiln/transport/wire"
 )
 
@@ -362,7 +363,7 @@ func (s *Server) findJob(id string) (jobDetail, bool) {
 	return jobDetail{
 		JobInfo: j.info(), Assigned: j.assigned, Sealed: j.submit.Sealed,
 		Source: j.submit.SourceSize, Stdin: j.submit.StdinSize, Connected: j.client != nil,
-		Limits: fmt.Sprintf("time %dms, memory %d B, output %d B (0: default)", l.TimeMs, l.MemoryBytes, l.OutputBytes),
+		Limits: limits.String(l),
 	}, true
 }
 

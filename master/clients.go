@@ -186,7 +186,7 @@ func (s *Server) clientMessage(ctx context.Context, cc *clientConn, env wire.Env
 			return err
 		}
 		if cc.id.Role != wire.RoleAdmin {
-			cc.log.Warn("admin command refused: not an admin key", "args", req.Args)
+			cc.log.Warn("admin command refused: not an admin key", "args", logArgs(req.Args))
 			cc.send(wire.MsgError, env.ID, wire.Error{Code: wire.CodeForbidden,
 				Message: fmt.Sprintf("admin commands need an admin key; %s is a %s key", cc.id.Name, cc.id.Role)})
 			return nil
@@ -218,10 +218,7 @@ func (s *Server) clientMessage(ctx context.Context, cc *clientConn, env wire.Env
 // Error at once; the files of a refused Submit are closed unread.
 func (s *Server) submit(cc *clientConn, reqID uint64, sub wire.Submit) {
 	key := strconv.FormatUint(reqID, 10)
-	e := s.checkSubmit(sub)
-	if e == nil {
-		e = checkTests(cc, sub)
-	}
+	e := s.checkSubmit(&sub)
 	s.mu.Lock()
 	prev, closed := cc.closedLocked(key)
 	switch {
@@ -244,24 +241,27 @@ func (s *Server) submit(cc *clientConn, reqID uint64, sub wire.Submit) {
 	}
 }
 
-// checkSubmit checks a Submit against the master's limits.
-func (s *Server) checkSubmit(sub wire.Submit) *wire.Error {
+// checkSubmit checks a Submit against the master's limits and sets its
+// job limits to the ones it will run under (see limits.Policy.Apply).
+func (s *Server) checkSubmit(sub *wire.Submit) *wire.Error {
 	bad := func(code, format string, args ...any) *wire.Error {
 		return &wire.Error{Code: code, Message: fmt.Sprintf(format, args...)}
 	}
-	if e := s.checkLanguage(sub); e != nil {
-		return e
-	}
 	switch {
+	case wire.LanguageOf(sub.FileName) == "" || wire.LanguageOf(sub.FileName) != sub.Language:
+		return bad(wire.CodeBadRequest, "file %q is not a %s source (.c, .cpp, .java or .py)", truncate(sub.FileName, 100), truncate(sub.Language, 20))
 	case sub.SourceSize <= 0:
 		return bad(wire.CodeBadRequest, "empty source file")
 	case sub.SourceSize > s.cfg.Limits.MaxSource:
 		return bad(wire.CodeTooLarge, "source is %d bytes; the limit is %d", sub.SourceSize, s.cfg.Limits.MaxSource)
 	case sub.StdinSize < 0 || sub.StdinSize > s.cfg.Limits.MaxStdin:
 		return bad(wire.CodeTooLarge, "stdin is %d bytes; the limit is %d", sub.StdinSize, s.cfg.Limits.MaxStdin)
-	case sub.Limits.OutputBytes > s.cfg.Limits.MaxOutput:
-		return bad(wire.CodeTooLarge, "output limit %d exceeds the master's cap %d", sub.Limits.OutputBytes, s.cfg.Limits.MaxOutput)
 	}
+	applied, err := s.cfg.JobLimits.Apply(sub.Language, sub.Limits)
+	if err != nil {
+		return bad(wire.CodeTooLarge, "%v", err)
+	}
+	sub.Limits = applied
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -294,4 +295,257 @@ func (p *proxy) close() {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
+}
+
+// TestHostileSessionsPerKey: one client key cannot open sessions without
+// bound (6,000 took ~700 MB); past the cap it gets busy with a retry hint,
+// and another key is served.
+func TestHostileSessionsPerKey(t *testing.T) {
+	c := newCluster(t, func(cfg *master.Config) { cfg.Budget.MaxSessionsPerKey = 4 })
+	h := c.honest()
+	b := c.issue(certs.RoleClient, "mallory", "1.0")
+	var open []*transport.Session
+	for range 4 {
+		s, err := c.dial(b, false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, s)
+	}
+	for range 3 {
+		_, err := c.dial(b, false, "")
+		var re *transport.RefusedError
+		if !asRefused(err, &re) || re.Code != wire.CodeBusy || re.RetryAfter <= 0 {
+			t.Fatalf("fifth session: %v, want refused busy with a retry hint", err)
+		}
+		h.served(time.Second)
+	}
+	open[0].Close()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		_, err := c.dial(b, false, "")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a session freed by closing one is still refused: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestHostileHandshakeFlood: connections that never finish their
+// handshake hold at most Budget.MaxHandshakes slots, each for at most the
+// handshake timeout; past the cap a connection is closed at once, and
+// admitted sessions are served meanwhile.
+func TestHostileHandshakeFlood(t *testing.T) {
+	c := newCluster(t, func(cfg *master.Config) {
+		cfg.Budget.MaxHandshakes = 8
+		cfg.Budget.HandshakeTimeout = time.Second
+	})
+	h := c.honest()
+	var silent []net.Conn
+	for range 8 {
+		conn, err := net.Dial("tcp", c.srv.ClientAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		silent = append(silent, conn)
+	}
+	// The ninth is closed before TLS: its read ends at once.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		conn, err := net.Dial("tcp", c.srv.ClientAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+		if err == io.EOF || isReset(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a connection past the handshake cap was not closed at once: %v", err)
+		}
+	}
+	h.served(time.Second)
+	// The silent ones time out; a new client then gets in.
+	start := time.Now()
+	late := c.issue(certs.RoleClient, "late", "1.0")
+	for {
+		if _, err := c.dial(late, false, ""); err == nil {
+			break
+		}
+		if time.Since(start) > 3*time.Second {
+			t.Fatal("no handshake slot freed within 3 s of a 1 s handshake timeout")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = silent
+}
+
+func isReset(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "reset") || strings.Contains(err.Error(), "closed"))
+}
+
+// TestHostileCertificateExpires: a session outlives its certificate no
+// longer: the master refuses it with certificate_expired at NotAfter.
+func TestHostileCertificateExpires(t *testing.T) {
+	c := newCluster(t)
+	h := c.honest()
+	b, err := c.ca.Issue(certs.IssueRequest{Role: certs.RoleClient, Name: "shortlived", Version: "1.0",
+		NotBefore: time.Now().Add(-time.Second), Validity: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.register(b)
+	s, err := c.dial(b, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := refusal(t, s)
+	if r.Code != wire.CodeCertExpired {
+		t.Fatalf("refusal %+v, want %s", r, wire.CodeCertExpired)
+	}
+	if late := time.Since(b.Cert.NotAfter); late < 0 || late > time.Second {
+		t.Fatalf("refused %v after NotAfter, want within 1 s after", late)
+	}
+	h.served(time.Second)
+}
+
+// stopReading floods the master with InfoRequests on s, whose control
+// stream is never read, until the master's queues hold more than n bytes
+// or the session ends.
+func stopReading(t *testing.T, srv *master.Server, s *transport.Session, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for id := uint64(1); srv.QueuedBytes() <= n; id++ {
+		if err := s.Send(wire.MsgInfoRequest, id, wire.InfoRequest{}); err != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queued bytes stayed at %d", srv.QueuedBytes())
+		}
+	}
+}
+
+// TestHostileSlowReaderRevocation: a revoked client that stopped reading
+// does not delay the revocation of another: each is gone within a second
+// (a slow reader used to hold revocations for the 10 s write timeout).
+func TestHostileSlowReaderRevocation(t *testing.T) {
+	c := newCluster(t)
+	h := c.honest()
+	slow, err := c.dial(c.issue(certs.RoleClient, "slowpoke", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopReading(t, c.srv, slow, 64<<10)
+	other, err := c.dial(c.issue(certs.RoleClient, "victim", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoke := func(name string) time.Time {
+		if _, err := c.reg.RevokeName(name, "test"); err != nil {
+			t.Fatal(err)
+		}
+		return time.Now()
+	}
+	slowAt := revoke("slowpoke")
+	time.Sleep(100 * time.Millisecond) // a second registry change, after the first was seen
+	otherAt := revoke("victim")
+	for _, x := range []struct {
+		s  *transport.Session
+		at time.Time
+	}{{other, otherAt}, {slow, slowAt}} {
+		select {
+		case <-x.s.Done():
+		case <-time.After(time.Until(x.at.Add(time.Second))):
+			t.Fatalf("a revoked peer still connected 1 s after its revocation")
+		}
+	}
+	h.served(time.Second)
+}
+
+// TestHostileSendQueueBytes: what the master queues for a client that
+// stopped reading is bounded in bytes; past the bound it is disconnected
+// as too slow, and others are served meanwhile.
+func TestHostileSendQueueBytes(t *testing.T) {
+	const limit = 256 << 10
+	c := newCluster(t, func(cfg *master.Config) { cfg.Budget.SendQueueBytes = limit })
+	h := c.honest()
+	slow, err := c.dial(c.issue(certs.RoleClient, "slowpoke", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			if q := c.srv.QueuedBytes(); q > peak.Load() {
+				peak.Store(q)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	})
+	stopReading(t, c.srv, slow, 2*limit)
+	select {
+	case <-slow.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a client that stopped reading is still connected")
+	}
+	close(stop)
+	wg.Wait()
+	if p := peak.Load(); p > limit {
+		t.Fatalf("%d bytes queued for one peer, bound %d", p, limit)
+	}
+	c.waitLog("peer too slow, disconnecting", "peer=slowpoke")
+	h.served(time.Second)
+}
+
+// TestHostileLogFlood: refusals logging peer-controlled strings are cut
+// and rate-limited per key: 50 Hellos with a 100 kB name grow the log by
+// a few kilobytes, not megabytes.
+func TestHostileLogFlood(t *testing.T) {
+	c := newCluster(t, func(cfg *master.Config) { cfg.Budget.LogBurst, cfg.Budget.LogPerPeer = 5, 1 })
+	h := c.honest()
+	b := c.issue(certs.RoleClient, "mallory", "1.0")
+	before := len(c.logs.String())
+	start := time.Now()
+	for i := range 50 {
+		name := strings.Repeat("\x1b[31m", 20_000) // 100 kB: refused at decode
+		if i%2 == 1 {
+			name = "\x1b[2J" // short: refused for not matching the certificate
+		}
+		if _, err := c.dialHello(b, false, wire.Hello{Name: name}); err == nil {
+			t.Fatal("a Hello with a false name was admitted")
+		}
+	}
+	ad, err := c.dial(c.issue(certs.RoleClient, "notadmin", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		ad.Send(wire.MsgAdminRequest, uint64(i+1), wire.AdminRequest{Args: []string{strings.Repeat("y", wire.MaxText)}})
+	}
+	recvUntil(t, ad, wire.MsgError)
+	h.served(time.Second)
+	logs := c.logs.String()[before:]
+	if len(logs) > 32<<10 {
+		t.Fatalf("log grew by %d bytes", len(logs))
+	}
+	if strings.Contains(logs, "\x1b") {
+		t.Fatal("an escape sequence reached the log")
+	}
+	// 5 at once, then 1 a second, for each of the two keys.
+	allowed := 2 * (5 + int(time.Since(start).Seconds()) + 1)
+	if n := strings.Count(logs, "peer=mallory") + strings.Count(logs, "peer=notadmin"); n > allowed || n == 0 {
+		t.Fatalf("%d lines logged about the two keys, rate allows %d:\n%s", n, allowed, logs)
+	}
 }

@@ -164,7 +164,8 @@ func (s *Server) Info() wire.Info {
 		for _, t := range sc.reg.Toolchains {
 			li := byLang[t.Language]
 			if li == nil {
-				li = &wire.LanguageInfo{Language: t.Language}
+				b := s.cfg.JobLimits.For(t.Language)
+				li = &wire.LanguageInfo{Language: t.Language, DefaultLimits: b.Default, MaxLimits: b.Max}
 				byLang[t.Language] = li
 			}
 			li.Slaves++
@@ -172,13 +173,13 @@ func (s *Server) Info() wire.Info {
 			if !slices.Contains(li.Compilers, t.Compiler) {
 				li.Compilers = append(li.Compilers, t.Compiler)
 			}
-			addLanguageOptions(li, t)
 		}
 	}
-	for _, lang := range languageOrder(byLang) {
-		li := byLang[lang]
-		slices.Sort(li.Compilers)
-		info.Languages = append(info.Languages, *li)
+	for _, lang := range wire.Languages() {
+		if li := byLang[lang]; li != nil {
+			slices.Sort(li.Compilers)
+			info.Languages = append(info.Languages, *li)
+		}
 	}
 	return info
 }

@@ -11,7 +11,8 @@ import "time"
 // [DefaultBudget]); Budget is comparable.
 //
 // The per-field limits of messages (lengths of names, counts of list
-// entries) are wire.FieldLimits, checked at decode.
+// entries: wire.MaxName, wire.MaxToolchains and the rest) are checked by
+// wire.Decode.
 type Budget struct {
 	// MaxHandshakes is how many connections may be between accept and an
 	// admitted Hello at once (TLS handshake, session setup, Hello, registry
@@ -40,10 +41,10 @@ type Budget struct {
 	RefuseTimeout time.Duration
 	// BusyRetryAfter is the retry_after sent with every busy answer.
 	BusyRetryAfter time.Duration
-	// LogPerPeer and LogBurst rate-limit the warnings logged about one
-	// peer (refusals, bad messages): at most LogBurst at once, then
-	// LogPerPeer a second; the rest are counted and reported with the next
-	// line logged.
+	// LogPerPeer and LogBurst rate-limit the lines logged about one peer
+	// (by key fingerprint, or by IP address before TLS): at most LogBurst
+	// at once, then LogPerPeer a second; the rest are counted and the
+	// count is reported with the next line logged.
 	LogPerPeer float64
 	LogBurst   int
 	// Jobs are the bounds of the job side: uploads, jobs per client key,

@@ -19,10 +19,26 @@ const maxLogString = 200
 // an argument) safe to log: non-printable runes and invalid UTF-8 are
 // escaped, and it is cut to maxLogString bytes with the original length
 // noted, so that a 1 MiB name costs the log a line, not a megabyte.
-func logString(s string) string {
+func logString(s string) string { return truncate(s, maxLogString) }
+
+// logArgs is logString over a list, at most 8 entries.
+func logArgs(args []string) []string {
+	out := make([]string, 0, min(len(args), 8))
+	for _, a := range args[:min(len(args), 8)] {
+		out = append(out, truncate(a, 64))
+	}
+	if len(args) > 8 {
+		out = append(out, "...("+strconv.Itoa(len(args))+" args)")
+	}
+	return out
+}
+
+// truncate is logString with a limit of max bytes: the one helper every
+// peer-controlled string goes through before it is logged or shown.
+func truncate(s string, max int) string {
 	n := len(s)
-	if n > maxLogString {
-		cut := maxLogString
+	if n > max {
+		cut := max
 		for cut > 0 && !utf8.RuneStart(s[cut]) {
 			cut--
 		}
@@ -32,7 +48,7 @@ func logString(s string) string {
 		q := strconv.QuoteToGraphic(s)
 		s = q[1 : len(q)-1]
 	}
-	if n > maxLogString {
+	if n > max {
 		s += "...(" + strconv.Itoa(n) + " bytes)"
 	}
 	return s

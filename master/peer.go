@@ -295,7 +295,6 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, p port) *peer {
 		HeartbeatMs: s.cfg.HeartbeatInterval.Milliseconds(),
 		Master:      s.cfg.Name,
 		Limits:      s.cfg.Limits,
-		Features:    negotiate(hello.Features),
 	}
 	if err := sess.Send(wire.MsgWelcome, 0, welcome); err != nil {
 		pr.log.Warn("welcome not delivered", "err", err)
@@ -446,3 +445,7 @@ func unverifiedPeer(err error, now time.Time) []any {
 	}
 	return attrs
 }
+
+// QueuedBytes returns the bytes of messages queued for all peers, counted
+// against Budget.MaxQueuedBytes.
+func (s *Server) QueuedBytes() int64 { return s.queued.n.Load() }

@@ -29,6 +29,7 @@ import (
 
 	"kiln/auth"
 	"kiln/certs"
+	"kiln/limits"
 	"kiln/transport"
 	"kiln/transport/wire"
 
@@ -48,6 +49,7 @@ type Config struct {
 
 	Limits            wire.Limits   // caps announced in Welcome; zero fields take defaults
 	Budget            Budget        // bounds on what peers can make the master hold; zero fields take defaults
+	JobLimits         limits.Policy // a job's default and maximal time, memory and output, per language
 	HeartbeatInterval time.Duration // slaves' load interval; a slave silent for 3 of them (+1 s) is dropped
 	RegistryPoll      time.Duration // how often the registry file is checked for changes; default 200 ms
 	UploadTimeout     time.Duration // Submit to last file byte; default 60 s
@@ -98,7 +100,11 @@ func (c *Config) setDefaults() {
 		c.Limits.MaxStdin = DefaultMaxStdin
 	}
 	if c.Limits.MaxOutput == 0 {
+		// The output relayed is what the job limits allow, at least the default.
 		c.Limits.MaxOutput = DefaultMaxOutput
+		for _, lang := range wire.Languages() {
+			c.Limits.MaxOutput = max(c.Limits.MaxOutput, c.JobLimits.For(lang).Max.OutputBytes)
+		}
 	}
 	if c.Limits.MaxQueue == 0 {
 		c.Limits.MaxQueue = DefaultMaxQueue
@@ -181,6 +187,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("master: no key registry")
 	}
 	cfg.setDefaults()
+	if err := cfg.checkJobLimits(); err != nil {
+		return nil, err
+	}
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
@@ -328,4 +337,19 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, p port) {
 		}
 		s.goRun(func() { s.handleConn(ctx, conn, p) })
 	}
+}
+
+// checkJobLimits refuses a job limits policy that cannot work, or whose
+// output maximum for some language is over the output the master relays.
+func (c *Config) checkJobLimits() error {
+	if err := c.JobLimits.Check(); err != nil {
+		return fmt.Errorf("master: job limits: %w", err)
+	}
+	for _, lang := range wire.Languages() {
+		if m := c.JobLimits.For(lang).Max.OutputBytes; m > c.Limits.MaxOutput {
+			return fmt.Errorf("master: job limits: the maximum output for %s (%s) is over the master's output cap (%s)",
+				lang, limits.FormatSize(m), limits.FormatSize(c.Limits.MaxOutput))
+		}
+	}
+	return nil
 }

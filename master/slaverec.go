@@ -79,11 +79,3 @@ func (s *Server) strikeLocked(sc *slaveConn, reason string) {
 		sc.log.Info("slave struck", "strikes", r.strikes, "reason", truncate(reason, 200))
 	}
 }
-
-// truncate cuts s to at most n bytes for a log line.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}

@@ -261,7 +261,16 @@ func (s *Server) slaveMessage(sc *slaveConn, env wire.Envelope) error {
 			return errors.New("register: already registered on this session")
 		}
 		sc.log.Info("slave registered", "slots", r.Slots, "languages", languages(r.Toolchains),
-			"os", r.OS, "kernel", r.Kernel, "sandbox", r.Sandbox, "sealing", key != nil)
+			"os", r.OS, "kernel", r.Kernel, "sandbox", r.Sandbox, "sealing", key != nil, "held", len(r.Held))
+		// Jobs the slave kept through a lost session: this master keeps
+		// no job beyond its sessions (it re-queued them when the slave
+		// was lost), so the running ones are cancelled; their results are
+		// dropped as stale.
+		for _, h := range r.Held {
+			if !h.Done {
+				sc.send(wire.MsgCancel, 0, wire.Cancel{JobID: h.JobID})
+			}
+		}
 		s.wake()
 	case wire.MsgLoad:
 		var l wire.Load
@@ -282,8 +291,6 @@ func (s *Server) slaveMessage(sc *slaveConn, env wire.Envelope) error {
 			s.cfg.Metrics.bytes("output", len(o.Data))
 			c.send(wire.MsgOutput, 0, o)
 		}
-	case wire.MsgTestResult:
-		return s.testResult(sc, env)
 	case wire.MsgResult:
 		var r wire.Result
 		if err := wire.Decode(env, &r); err != nil {

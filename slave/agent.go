@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"kiln/auth"
@@ -47,6 +48,13 @@ type Config struct {
 	// systems need for the slave to report itself healthy (see
 	// Executor.Health); default DefaultMinFree.
 	MinFree uint64
+	// Grace is how long jobs keep running while the master is away, and
+	// finished ones keep their output and result to report again; default
+	// DefaultGrace, negative: jobs are abandoned with their session.
+	Grace time.Duration
+	// MaxHeldBytes bounds the output kept for replay over all jobs;
+	// default DefaultMaxHeldBytes.
+	MaxHeldBytes int64
 }
 
 // Slave is the agent that serves one master. Create it with [New], run it
@@ -64,6 +72,11 @@ type Slave struct {
 	healthMu  sync.Mutex
 	healthAt  time.Time // when the directories were last checked
 	healthMsg string    // what that check found
+
+	keep    *keeper       // the jobs, across sessions
+	slots   chan struct{} // a token per executing job
+	running atomic.Int64
+	jobs    sync.WaitGroup // job goroutines; Run waits for them
 }
 
 // New checks cfg and fills its defaults. It starts nothing.
@@ -102,6 +115,12 @@ func New(cfg Config) (*Slave, error) {
 	if cfg.MinFree == 0 {
 		cfg.MinFree = DefaultMinFree
 	}
+	if cfg.Grace == 0 {
+		cfg.Grace = DefaultGrace
+	}
+	if cfg.MaxHeldBytes <= 0 {
+		cfg.MaxHeldBytes = DefaultMaxHeldBytes
+	}
 	if (cfg.Transport == transport.Config{}) {
 		cfg.Transport = transport.DefaultConfig()
 	}
@@ -110,6 +129,8 @@ func New(cfg Config) (*Slave, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.log = s.log.With("slave", id.Name)
+	s.keep = newKeeper(cfg.Grace, cfg.MaxHeldBytes, s.log)
+	s.slots = make(chan struct{}, cfg.Slots)
 	if err := s.loadSealKey(); err != nil {
 		return nil, err
 	}
@@ -141,10 +162,19 @@ func (s *Slave) loadSealKey() error {
 // refuses this slave for good: an unknown or revoked key, a retired
 // version, a role mismatch, a bad hello, an expired certificate or a kick
 // (it then returns the *transport.RefusedError). Lost connections,
-// shutdowns, busy, already_connected and replaced refusals are retried with capped exponential backoff and jitter, one log line per
-// attempt. Jobs of a lost session are cancelled; the master re-queues them.
-// Run returns only after every goroutine it started has ended.
+// shutdowns, busy, already_connected and replaced refusals are retried
+// with capped exponential backoff and jitter, one log line per attempt.
+// Jobs that started before a session was lost keep running for
+// Config.Grace and are reported on the next session (see
+// docs/protocol.md). Run returns only after every goroutine it started
+// has ended; its jobs are then cancelled, and report nothing.
 func (s *Slave) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var sweeper sync.WaitGroup
+	defer sweeper.Wait()
+	defer s.jobs.Wait()
+	defer cancel()
+	sweeper.Go(func() { s.keep.sweepLoop(ctx, time.Now) })
 	host := DetectHost(ctx)
 	if msg := s.health(); msg != "" {
 		s.log.Error("this slave cannot run jobs; it reports itself unhealthy and the master sends it none until fixed", "health", msg)

@@ -2,6 +2,8 @@ package slave
 
 import (
 	"container/list"
+	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -11,10 +13,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
-	"time"
+
+	"golang.org/x/crypto/chacha20poly1305"
 )
 
 // maxArtifactBytes caps one cached file (a binary or a .class file).
@@ -51,13 +53,19 @@ func CacheKey(owner, lang, compiler string, flags []string, fileName string, sou
 
 // Cache keeps compile artifacts on disk under one directory, one
 // subdirectory per key, and evicts the least recently used entries when
-// their total size passes the bound. Entries found in the directory at
-// start are kept (oldest modification first out). Cache is safe for
-// concurrent use: two identical compiles may both Put, the second is a
-// no-op.
+// their total size passes the bound. Nothing of a job is at rest there in
+// plaintext: each file is sealed with XChaCha20-Poly1305 under a key drawn
+// at NewCache and kept only in memory, and an entry's directory is named
+// by an HMAC of its key, so a copy of the disk (or what a killed slave
+// left) tells neither programs nor which sources were compiled. Entries
+// therefore live as long as the process: NewCache removes whatever the
+// directory holds. Cache is safe for concurrent use: two identical
+// compiles may both Put, the second is a no-op.
 type Cache struct {
-	dir string
-	max int64
+	dir  string
+	max  int64
+	aead cipher.AEAD
+	mac  []byte // HMAC key naming entry directories
 
 	mu    sync.Mutex
 	lru   *list.List               // of *cacheEntry, front is most recent
@@ -71,7 +79,8 @@ type cacheEntry struct {
 }
 
 // NewCache opens (creating it if needed) a cache in dir bounded to
-// maxBytes of artifacts.
+// maxBytes of artifacts, and empties it: entries of an earlier process are
+// sealed under a key that died with it.
 func NewCache(dir string, maxBytes int64) (*Cache, error) {
 	if maxBytes <= 0 {
 		return nil, errors.New("slave: cache size must be positive")
@@ -79,46 +88,61 @@ func NewCache(dir string, maxBytes int64) (*Cache, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("slave: cache: %w", err)
 	}
-	c := &Cache{dir: dir, max: maxBytes, lru: list.New(), byKey: map[string]*list.Element{}}
-	if err := c.load(); err != nil {
+	var secret [chacha20poly1305.KeySize + 32]byte
+	if _, err := rand.Read(secret[:]); err != nil {
+		return nil, fmt.Errorf("slave: cache: %w", err)
+	}
+	aead, err := chacha20poly1305.NewX(secret[:chacha20poly1305.KeySize])
+	if err != nil {
+		return nil, fmt.Errorf("slave: cache: %w", err)
+	}
+	c := &Cache{dir: dir, max: maxBytes, aead: aead, mac: secret[chacha20poly1305.KeySize:],
+		lru: list.New(), byKey: map[string]*list.Element{}}
+	if err := c.sweep(); err != nil {
 		return nil, fmt.Errorf("slave: cache: %w", err)
 	}
 	return c, nil
 }
 
-// load indexes the entries already on disk and drops unfinished ones.
-func (c *Cache) load() error {
+// sweep removes everything in the cache directory.
+func (c *Cache) sweep() error {
 	ents, err := os.ReadDir(c.dir)
 	if err != nil {
 		return err
 	}
-	type found struct {
-		key  string
-		size int64
-		mod  time.Time
-	}
-	var all []found
 	for _, e := range ents {
-		p := filepath.Join(c.dir, e.Name())
-		if !e.IsDir() || !validKey(e.Name()) {
-			_ = os.RemoveAll(p) // a leftover temp dir or a stranger
-			continue
+		if err := removeTree(filepath.Join(c.dir, e.Name())); err != nil {
+			return err
 		}
-		info, err := e.Info()
-		if err != nil {
-			continue
-		}
-		all = append(all, found{e.Name(), dirSize(p), info.ModTime()})
 	}
-	slices.SortFunc(all, func(a, b found) int { return a.mod.Compare(b.mod) })
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, f := range all {
-		c.byKey[f.key] = c.lru.PushFront(&cacheEntry{f.key, f.size})
-		c.size += f.size
-	}
-	c.evictLocked()
 	return nil
+}
+
+// path returns the directory of the entry of key.
+func (c *Cache) path(key string) string {
+	m := hmac.New(sha256.New, c.mac)
+	m.Write([]byte(key))
+	return filepath.Join(c.dir, hex.EncodeToString(m.Sum(nil)))
+}
+
+// seal encrypts one artifact, bound to its entry and name.
+func (c *Cache) seal(key string, a Artifact) []byte {
+	nonce := make([]byte, c.aead.NonceSize(), c.aead.NonceSize()+len(a.Data)+c.aead.Overhead())
+	_, _ = rand.Read(nonce)
+	return c.aead.Seal(nonce, nonce, a.Data, artifactAD(key, a.Name, a.Mode))
+}
+
+// open decrypts one artifact file.
+func (c *Cache) open(key, name string, mode fs.FileMode, sealed []byte) ([]byte, error) {
+	if len(sealed) < c.aead.NonceSize() {
+		return nil, errors.New("short cache file")
+	}
+	n := c.aead.NonceSize()
+	return c.aead.Open(nil, sealed[:n], sealed[n:], artifactAD(key, name, mode))
+}
+
+func artifactAD(key, name string, mode fs.FileMode) []byte {
+	return fmt.Appendf(nil, "kiln cache v1\x00%s\x00%s\x00%o", key, name, mode.Perm())
 }
 
 // Get returns the artifacts stored under key, marking it recently used.
@@ -129,14 +153,12 @@ func (c *Cache) Get(key string) ([]Artifact, bool) {
 	if !ok {
 		return nil, false
 	}
-	arts, err := readEntry(filepath.Join(c.dir, key))
+	arts, err := c.readEntry(key)
 	if err != nil || len(arts) == 0 {
 		c.removeLocked(el) // damaged on disk: forget it
 		return nil, false
 	}
 	c.lru.MoveToFront(el)
-	now := time.Now()
-	_ = os.Chtimes(filepath.Join(c.dir, key), now, now)
 	return arts, true
 }
 
@@ -153,7 +175,7 @@ func (c *Cache) Put(key string, arts []Artifact) error {
 	if size > c.max {
 		return nil
 	}
-	tmp, err := c.writeTemp(arts)
+	tmp, err := c.writeTemp(key, arts)
 	if err != nil {
 		return err
 	}
@@ -164,7 +186,7 @@ func (c *Cache) Put(key string, arts []Artifact) error {
 		c.lru.MoveToFront(el)
 		return nil
 	}
-	if err := os.Rename(tmp, filepath.Join(c.dir, key)); err != nil {
+	if err := os.Rename(tmp, c.path(key)); err != nil {
 		_ = os.RemoveAll(tmp)
 		return fmt.Errorf("slave: cache: %w", err)
 	}
@@ -188,7 +210,7 @@ func (c *Cache) Size() int64 {
 	return c.size
 }
 
-func (c *Cache) writeTemp(arts []Artifact) (string, error) {
+func (c *Cache) writeTemp(key string, arts []Artifact) (string, error) {
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	tmp := filepath.Join(c.dir, ".tmp-"+hex.EncodeToString(rnd[:]))
@@ -200,7 +222,8 @@ func (c *Cache) writeTemp(arts []Artifact) (string, error) {
 			_ = os.RemoveAll(tmp)
 			return "", fmt.Errorf("slave: cache: bad artifact name %q", a.Name)
 		}
-		if err := writeNew(tmp, a.Name, a.Data, a.Mode.Perm()|0o400); err != nil {
+		a.Mode = a.Mode.Perm()&0o700 | 0o600
+		if err := writeNew(tmp, a.Name, c.seal(key, a), a.Mode); err != nil {
 			_ = os.RemoveAll(tmp)
 			return "", fmt.Errorf("slave: cache: %w", err)
 		}
@@ -218,35 +241,29 @@ func (c *Cache) removeLocked(el *list.Element) {
 	e := c.lru.Remove(el).(*cacheEntry)
 	delete(c.byKey, e.key)
 	c.size -= e.size
-	_ = os.RemoveAll(filepath.Join(c.dir, e.key))
+	_ = os.RemoveAll(c.path(e.key))
 }
 
-// readEntry reads every artifact of one entry directory.
-func readEntry(dir string) ([]Artifact, error) {
+// readEntry reads and opens every artifact of the entry of key.
+func (c *Cache) readEntry(key string) ([]Artifact, error) {
+	dir := c.path(key)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
 	arts := make([]Artifact, 0, len(ents))
 	for _, e := range ents {
-		data, mode, err := readRegular(filepath.Join(dir, e.Name()), maxArtifactBytes)
+		sealed, mode, err := readRegular(filepath.Join(dir, e.Name()), maxArtifactBytes+1024)
 		if err != nil {
 			return nil, err
+		}
+		data, err := c.open(key, e.Name(), mode, sealed)
+		if err != nil {
+			return nil, fmt.Errorf("cache entry %s: %w", e.Name(), err)
 		}
 		arts = append(arts, Artifact{Name: e.Name(), Mode: mode, Data: data})
 	}
 	return arts, nil
-}
-
-func dirSize(dir string) int64 {
-	var n int64
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
-			n += info.Size()
-		}
-	}
-	return n
 }
 
 func validKey(k string) bool {

@@ -5,12 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
@@ -56,8 +57,7 @@ func TestCacheEvictsBySize(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i == 1 {
-			time.Sleep(10 * time.Millisecond) // distinct mtimes for the reload below
-			if _, ok := c.Get(key(0)); !ok {  // 0 becomes most recent
+			if _, ok := c.Get(key(0)); !ok { // 0 becomes most recent
 				t.Fatal("miss right after put")
 			}
 		}
@@ -67,7 +67,7 @@ func TestCacheEvictsBySize(t *testing.T) {
 	}
 	for _, i := range []int{0, 2} {
 		arts, ok := c.Get(key(i))
-		if !ok || len(arts) != 1 || len(arts[0].Data) != 400 || arts[0].Mode != 0o755 {
+		if !ok || len(arts) != 1 || len(arts[0].Data) != 400 || arts[0].Mode != 0o700 {
 			t.Errorf("entry %d: %v %+v", i, ok, arts)
 		}
 	}
@@ -77,12 +77,60 @@ func TestCacheEvictsBySize(t *testing.T) {
 	if err := c.Put(key(9), art(2000)); err != nil || c.Len() != 2 {
 		t.Errorf("oversized put: %v, len %d", err, c.Len())
 	}
-	if _, err := os.Stat(filepath.Join(dir, key(1))); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(c.path(key(1))); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("evicted entry still on disk: %v", err)
 	}
-	again, err := NewCache(dir, 1000)
-	if err != nil || again.Len() != 2 || again.Size() != 800 {
-		t.Fatalf("reopen: %v, len %d", err, again.Len())
+	if ents, _ := os.ReadDir(dir); len(ents) != 2 {
+		t.Errorf("%d entries on disk, want 2", len(ents))
+	}
+}
+
+// Nothing of a job is at rest in the cache in plaintext: artifacts are
+// sealed under a key only the process holds, entry names tell nothing of
+// the source, tampering is a miss, and a restart empties the directory.
+func TestCacheSealedAtRest(t *testing.T) {
+	dir := t.TempDir()
+	c, err := NewCache(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := []byte("KILN-SECRET-PROGRAM-TEXT")
+	k := CacheKey("alice", "c", "gcc 1", nil, "", secret)
+	if err := c.Put(k, []Artifact{{Name: "main", Mode: 0o755, Data: secret}}); err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			files = append(files, p)
+			if b, _ := os.ReadFile(p); bytes.Contains(b, secret) {
+				t.Errorf("%s holds the artifact in plaintext", p)
+			}
+		}
+		if strings.Contains(p, k) {
+			t.Errorf("%s names the cache key", p)
+		}
+		return nil
+	})
+	if len(files) != 1 {
+		t.Fatalf("files %v", files)
+	}
+	if arts, ok := c.Get(k); !ok || !bytes.Equal(arts[0].Data, secret) {
+		t.Fatalf("get: %v %+v", ok, arts)
+	}
+	b, _ := os.ReadFile(files[0])
+	b[len(b)-1] ^= 1
+	os.WriteFile(files[0], b, 0o600)
+	if _, ok := c.Get(k); ok || c.Len() != 0 {
+		t.Fatal("a tampered entry was served")
+	}
+	c.Put(k, []Artifact{{Name: "main", Mode: 0o755, Data: secret}})
+	again, err := NewCache(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 || again.Len() != 0 {
+		t.Fatalf("a new cache kept %d entries of the last process", len(ents))
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"kiln/transport"
@@ -29,8 +28,6 @@ type conn struct {
 	sess    *transport.Session
 	welcome wire.Welcome
 	log     *slog.Logger
-	slots   chan struct{} // a token per running job
-	running atomic.Int64
 
 	mu      sync.Mutex
 	jobs    map[string]*job   // assigned and not finished
@@ -67,10 +64,11 @@ func (f *files) set(hdr wire.FileHeader, data []byte) {
 	}
 }
 
-// job is one assignment: it waits for its files, then for a slot, then runs.
+// job is one assignment on this session: it waits for its files, then
+// for a slot, then runs. Its life beyond the session is its keeper entry's.
 type job struct {
 	assign wire.Assign
-	cancel context.CancelFunc
+	kept   *kept
 	files  files
 	ready  chan struct{} // closed once every announced file arrived
 	isSet  bool
@@ -79,20 +77,22 @@ type job struct {
 func newConn(s *Slave, sess *transport.Session, w wire.Welcome) *conn {
 	return &conn{
 		s: s, sess: sess, welcome: w, log: s.log.With("session", w.SessionID),
-		slots: make(chan struct{}, s.cfg.Slots),
-		jobs:  map[string]*job{}, orphans: map[string]*files{},
+		jobs: map[string]*job{}, orphans: map[string]*files{},
 	}
 }
 
 // serve registers, then runs the read loop, the file loop and the load
-// loop until the session ends or ctx does; it waits for all of them and
-// for the jobs, which are cancelled.
-func (c *conn) serve(ctx context.Context, host HostInfo) error {
-	ctx, cancel := context.WithCancel(ctx)
+// loop until the session ends or ctx does; it waits for all of them. The
+// jobs run under runCtx (the Slave's): those that started executing are
+// kept through the end of the session (see keeper), the others are
+// abandoned with it.
+func (c *conn) serve(runCtx context.Context, host HostInfo) error {
+	ctx, cancel := context.WithCancel(runCtx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { c.sess.Close() })
 	defer stop()
 	defer c.wg.Wait()
+	defer c.s.keep.detach(c.sess, time.Now())
 	defer c.sess.Close()
 	exec := c.s.cfg.Executor
 	reg := wire.Register{
@@ -100,20 +100,20 @@ func (c *conn) serve(ctx context.Context, host HostInfo) error {
 		CPUs: host.CPUs, MemBytes: host.MemBytes, Slots: c.s.cfg.Slots, Sandbox: exec.Sandbox(),
 		SealKey: c.s.sealPub,
 	}
-	if err := c.sess.Send(wire.MsgRegister, 0, &reg); err != nil {
+	if err := c.s.keep.attach(c.sess, reg); err != nil {
 		return err
 	}
 	c.sendLoad(ctx)
 	c.wg.Go(func() { c.loadLoop(ctx) })
 	c.wg.Go(func() { c.fileLoop(ctx) })
-	err := c.readLoop(ctx)
+	err := c.readLoop(ctx, runCtx)
 	cancel()
 	return err
 }
 
 // readLoop handles control messages until the session fails or the master
 // refuses this slave.
-func (c *conn) readLoop(ctx context.Context) error {
+func (c *conn) readLoop(ctx, runCtx context.Context) error {
 	for {
 		e, err := c.sess.Recv()
 		if err != nil {
@@ -126,7 +126,7 @@ func (c *conn) readLoop(ctx context.Context) error {
 				c.log.Warn("bad Assign", "err", err)
 				continue
 			}
-			c.assign(ctx, a)
+			c.assign(runCtx, a)
 		case wire.MsgCancel:
 			var m wire.Cancel
 			if err := wire.Decode(e, &m); err == nil {
@@ -160,7 +160,7 @@ func (c *conn) loadLoop(ctx context.Context) {
 }
 
 func (c *conn) sendLoad(ctx context.Context) {
-	l := c.s.sampler.Sample(ctx, int(c.running.Load()), c.s.cfg.Slots)
+	l := c.s.sampler.Sample(ctx, int(c.s.running.Load()), c.s.cfg.Slots)
 	l.Health = c.s.health()
 	if err := c.sess.Send(wire.MsgLoad, 0, &l); err != nil {
 		c.log.Debug("load report not sent", "err", err)
@@ -260,14 +260,13 @@ func (j *job) checkReady() {
 	}
 }
 
-// assign registers a job and starts its goroutine.
-func (c *conn) assign(ctx context.Context, a wire.Assign) {
-	jctx, cancel := context.WithCancel(ctx)
-	j := &job{assign: a, cancel: cancel, ready: make(chan struct{})}
+// assign registers a job with the keeper and starts its goroutine, owned
+// by the Slave: it may outlive this session.
+func (c *conn) assign(runCtx context.Context, a wire.Assign) {
+	jctx, cancel := context.WithCancel(runCtx)
+	j := &job{assign: a, ready: make(chan struct{})}
+	j.kept = c.s.keep.add(a, cancel)
 	c.mu.Lock()
-	if old := c.jobs[a.JobID]; old != nil {
-		old.cancel() // a newer attempt replaces it
-	}
 	c.jobs[a.JobID] = j
 	if o := c.orphans[a.JobID]; o != nil {
 		j.files = *o
@@ -276,37 +275,33 @@ func (c *conn) assign(ctx context.Context, a wire.Assign) {
 	j.checkReady()
 	c.mu.Unlock()
 	c.log.Info("job assigned", "job", a.JobID, "attempt", a.Attempt, "lang", a.Language)
-	c.wg.Go(func() {
+	c.s.jobs.Go(func() {
 		defer cancel()
+		defer c.s.keep.forget(j.kept)
 		defer c.forget(j)
-		out := &output{c: c, a: a}
+		out := &output{k: c.s.keep, j: j.kept, a: a}
 		res := c.runJob(jctx, j, out)
-		if ctx.Err() != nil {
-			// The slave is stopping or lost its session, not cancelled by
-			// the master: report nothing, so that the master runs the job
-			// again elsewhere instead of taking this as its result.
+		if runCtx.Err() != nil {
+			// The slave is stopping, not cancelled by the master: report
+			// nothing, so that the master runs the job again elsewhere
+			// instead of taking this as its result.
 			c.log.Info("job abandoned: slave stopping", "job", a.JobID)
 			return
 		}
 		out.finish(&res)
 		res.JobID, res.Attempt, res.Slave = a.JobID, a.Attempt, c.s.id.Name
-		if err := c.sess.Send(wire.MsgResult, 0, &res); err != nil {
-			c.log.Warn("result not sent", "job", a.JobID, "err", err)
-			return
-		}
-		c.log.Info("job done", "job", a.JobID, "status", res.Status, "wall_ms", res.WallMs, "cached", res.Cached)
+		c.s.keep.finish(j.kept, &res, time.Now())
 	})
 }
 
-// cancel stops a job; its goroutine answers with a cancelled Result.
+// cancel stops a job at the master's request; its goroutine answers with
+// a cancelled Result. The job may be one kept from an earlier session.
 func (c *conn) cancel(id string) {
 	c.mu.Lock()
-	j := c.jobs[id]
 	delete(c.orphans, id)
 	c.mu.Unlock()
-	if j != nil {
+	if c.s.keep.cancel(id) {
 		c.log.Info("job cancelled", "job", id)
-		j.cancel()
 	}
 }
 
@@ -354,13 +349,16 @@ func (c *conn) runJob(ctx context.Context, j *job, out *output) wire.Result {
 		return fail(res, wire.StatusInternalError, "sealed files for a job not assigned as sealed")
 	}
 	select {
-	case c.slots <- struct{}{}:
-		defer func() { <-c.slots }()
+	case c.s.slots <- struct{}{}:
+		defer func() { <-c.s.slots }()
 	case <-ctx.Done():
 		return fail(res, wire.StatusCancelled, "cancelled before it started")
 	}
-	c.running.Add(1)
-	defer c.running.Add(-1)
+	if !c.s.keep.start(j.kept) {
+		return fail(res, wire.StatusCancelled, "abandoned before it started")
+	}
+	c.s.running.Add(1)
+	defer c.s.running.Add(-1)
 	job := Job{ID: a.JobID, Attempt: a.Attempt, Language: a.Language, FileName: a.FileName,
 		Source: f.source, Stdin: f.stdin, Limits: a.Limits, Owner: a.Owner}
 	return c.s.cfg.Executor.Execute(ctx, job, out.emit)

@@ -2,6 +2,7 @@ package slave
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"kiln/limits"
 	"kiln/slave/sandbox"
 	"kiln/transport/wire"
 )
@@ -26,31 +28,33 @@ const (
 	compileMemory    = 2 << 30
 )
 
-// Default and maximal job limits, used where ExecConfig leaves them zero.
-var (
-	defaultLimits = wire.JobLimits{TimeMs: 5000, MemoryBytes: 256 << 20, OutputBytes: 1 << 20}
-	maxLimits     = wire.JobLimits{TimeMs: 60000, MemoryBytes: 2 << 30, OutputBytes: 64 << 20}
-)
-
 // ExecConfig configures an [Executor].
 type ExecConfig struct {
-	Name       string           // slave name written into results
-	WorkRoot   string           // a fresh directory per job is made, and removed, under it
+	Name string // slave name written into results
+	// WorkRoot is where job directories go when no private tmpfs can be
+	// made (see WorkBytes): a fresh directory per job is made, and removed,
+	// under it; leftovers of a killed slave ("job-*") are removed at start,
+	// so a work root belongs to one slave.
+	WorkRoot string
+	// WorkBytes caps the private tmpfs (sandbox.PrivateDir) that holds the
+	// job directories, so that no job's files are ever at rest on a disk
+	// and none survive the slave, even a SIGKILLed one. Zero means
+	// DefaultWorkBytes; negative keeps job directories under WorkRoot.
+	WorkBytes  int64
 	Runner     sandbox.Runner   // runs the compile and run steps
-	Toolchains []wire.Toolchain // what this slave can run (see [Detect], [DetectLanguages])
-	// Languages are the descriptors of the languages; nil means the
-	// built-in table ([BuiltinLanguages]). A toolchain of a language
-	// not among them is ignored.
-	Languages []LanguageSpec
-	Cache     *Cache // compile cache; nil disables it
+	Toolchains []wire.Toolchain // what this slave can run (see [Detect])
+	Cache      *Cache           // compile cache; nil disables it
 	// SharedCache lets a job of one client use the compile cache entries of
 	// another's. By default entries are kept per owner (Job.Owner): with a
 	// shared cache, "cached: true" tells a client that someone compiled the
 	// same file before (an oracle on other clients' sources).
-	SharedCache   bool
-	DefaultLimits wire.JobLimits // for zero fields of a job's limits (5 s, 256 MiB, 1 MiB)
-	MaxLimits     wire.JobLimits // job limits are clamped to these (60 s, 2 GiB, 64 MiB)
-	Logger        *slog.Logger
+	SharedCache bool
+	// Limits is this slave's own bounds on a job's limits: its defaults
+	// fill what an assignment leaves zero, and a job asking for more than
+	// its maxima fails rather than run under other limits than assigned.
+	// The zero Policy is limits' built-in one.
+	Limits limits.Policy
+	Logger *slog.Logger
 }
 
 // Job is one program to compile and run.
@@ -62,20 +66,28 @@ type Job struct {
 	Source   []byte
 	Stdin    []byte
 	Limits   wire.JobLimits
-	Owner    string   // the submitting client's key fingerprint (wire.Assign.Owner)
-	Options  []string // compiler options among those the language allows
+	Owner    string // the submitting client's key fingerprint (wire.Assign.Owner)
 }
+
+// DefaultWorkBytes is the default size cap of the private tmpfs holding
+// the job directories: a job directory holds the source and the compiled
+// program (at most the sandbox's /w size).
+const DefaultWorkBytes = 2 << 30
 
 // Executor compiles and runs jobs in per-job directories through a
 // sandbox runner. It is safe for concurrent use; it holds no goroutines.
+// Close releases its private tmpfs once no job runs.
 type Executor struct {
-	cfg   ExecConfig
-	tools map[string]wire.Toolchain
-	langs map[string]*language
-	log   *slog.Logger
+	cfg     ExecConfig
+	tools   map[string]wire.Toolchain
+	log     *slog.Logger
+	private *sandbox.PrivateDir // nil: job directories under cfg.WorkRoot
+	root    string              // where job directories are made
 }
 
-// NewExecutor checks cfg and creates its work root.
+// NewExecutor checks cfg, sweeps the work root and makes the private tmpfs
+// for job directories (falling back to the work root, with a warning, where
+// it cannot).
 func NewExecutor(cfg ExecConfig) (*Executor, error) {
 	if cfg.Runner == nil || cfg.WorkRoot == "" {
 		return nil, errors.New("slave: executor needs a Runner and a WorkRoot")
@@ -83,33 +95,48 @@ func NewExecutor(cfg ExecConfig) (*Executor, error) {
 	if err := os.MkdirAll(cfg.WorkRoot, 0o700); err != nil {
 		return nil, fmt.Errorf("slave: work root: %w", err)
 	}
-	cfg.DefaultLimits = fillLimits(cfg.DefaultLimits, defaultLimits)
-	cfg.MaxLimits = fillLimits(cfg.MaxLimits, maxLimits)
-	e := &Executor{cfg: cfg, tools: map[string]wire.Toolchain{}, langs: map[string]*language{}, log: cfg.Logger}
+	if err := cfg.Limits.Check(); err != nil {
+		return nil, fmt.Errorf("slave: job limits: %w", err)
+	}
+	e := &Executor{cfg: cfg, tools: map[string]wire.Toolchain{}, log: cfg.Logger, root: cfg.WorkRoot}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
-	specs := cfg.Languages
-	if specs == nil {
-		specs = BuiltinLanguages()
-	}
-	for _, s := range specs {
-		if err := s.check(); err != nil {
-			return nil, fmt.Errorf("slave: language %q: %w", s.Name, err)
+	e.sweep()
+	// Plain runs programs in the job directory itself, where a directory
+	// reachable only through /proc/self/fd is no working directory.
+	if cfg.WorkBytes >= 0 && cfg.Runner.Name() != "none" {
+		pd, err := sandbox.NewPrivateDir(cmp.Or(cfg.WorkBytes, DefaultWorkBytes))
+		if err != nil {
+			e.log.Warn("job directories on disk: no private tmpfs for them (needs root)", "work_root", cfg.WorkRoot, "err", err)
+		} else {
+			e.private, e.root = pd, pd.Path()
 		}
-		e.langs[s.Name] = newLanguage(s)
 	}
-	var tcs []wire.Toolchain
 	for _, tc := range cfg.Toolchains {
-		if l := e.langs[tc.Language]; l != nil {
-			tc.Extensions, tc.Options, tc.Hash = l.spec.Extensions, l.spec.allowedOptions(), l.hash
+		if languages[tc.Language] != nil {
 			e.tools[tc.Language] = tc
-			tcs = append(tcs, tc)
 		}
 	}
-	e.cfg.Toolchains = tcs
 	return e, nil
 }
+
+// sweep removes job directories a killed slave left in the work root.
+func (e *Executor) sweep() {
+	left, _ := filepath.Glob(filepath.Join(e.cfg.WorkRoot, "job-*"))
+	for _, d := range left {
+		if err := removeTree(d); err != nil {
+			e.log.Warn("job dir of an earlier run left behind", "dir", d, "err", err)
+		}
+	}
+}
+
+// Private reports whether job directories are on the private tmpfs.
+func (e *Executor) Private() bool { return e.private != nil }
+
+// Close releases the private tmpfs and everything in it. Call it after
+// the last Execute has returned; it is idempotent.
+func (e *Executor) Close() error { return e.private.Close() }
 
 // Toolchains returns the toolchains the executor runs.
 func (e *Executor) Toolchains() []wire.Toolchain { return slices.Clone(e.cfg.Toolchains) }
@@ -117,38 +144,14 @@ func (e *Executor) Toolchains() []wire.Toolchain { return slices.Clone(e.cfg.Too
 // Sandbox returns the runner's name, "none" or "strict".
 func (e *Executor) Sandbox() string { return e.cfg.Runner.Name() }
 
-// Limits returns the limits a job asking for l runs under.
-func (e *Executor) Limits(l wire.JobLimits) wire.JobLimits { return e.limitsFor(nil, l) }
-
-// limitsFor returns the limits a job of lang asking for l runs under: the
-// language's defaults and maximums where it sets them, else the
-// executor's; a language's maximum never exceeds the executor's.
-func (e *Executor) limitsFor(lang *language, l wire.JobLimits) wire.JobLimits {
-	def, mx := e.cfg.DefaultLimits, e.cfg.MaxLimits
-	if lang != nil {
-		def = fillLimits(lang.spec.Limits.Default.job(), def)
-		m := fillLimits(lang.spec.Limits.Max.job(), mx)
-		mx = wire.JobLimits{TimeMs: min(m.TimeMs, mx.TimeMs), MemoryBytes: min(m.MemoryBytes, mx.MemoryBytes),
-			OutputBytes: min(m.OutputBytes, mx.OutputBytes)}
+// Limits returns the limits a job of lang asking for l runs under, or an
+// error when l is over this slave's maxima (see ExecConfig.Limits).
+func (e *Executor) Limits(lang string, l wire.JobLimits) (wire.JobLimits, error) {
+	lim, err := e.cfg.Limits.Apply(lang, l)
+	if err != nil {
+		return lim, fmt.Errorf("over this slave's own bounds: %w", err)
 	}
-	l = fillLimits(l, def)
-	l.TimeMs = min(l.TimeMs, mx.TimeMs)
-	l.MemoryBytes = min(l.MemoryBytes, mx.MemoryBytes)
-	l.OutputBytes = min(l.OutputBytes, mx.OutputBytes)
-	return l
-}
-
-func fillLimits(l, def wire.JobLimits) wire.JobLimits {
-	if l.TimeMs <= 0 {
-		l.TimeMs = def.TimeMs
-	}
-	if l.MemoryBytes <= 0 {
-		l.MemoryBytes = def.MemoryBytes
-	}
-	if l.OutputBytes <= 0 {
-		l.OutputBytes = def.OutputBytes
-	}
-	return l
+	return lim, nil
 }
 
 // Execute compiles and runs job. Program output goes to emit as it is
@@ -157,19 +160,24 @@ func fillLimits(l, def wire.JobLimits) wire.JobLimits {
 // When ctx ends, the job is killed and the status is cancelled.
 func (e *Executor) Execute(ctx context.Context, job Job, emit func(stream uint8, data []byte)) wire.Result {
 	res := wire.Result{JobID: job.ID, Attempt: job.Attempt, Slave: e.cfg.Name, Language: job.Language}
-	lang, tc := e.langs[job.Language], e.tools[job.Language]
+	lang, tc := languages[job.Language], e.tools[job.Language]
 	if lang == nil || tc.Path == "" {
 		res = fail(res, wire.StatusInternalError, fmt.Sprintf("no toolchain for language %q on this slave", job.Language))
 		res.SlaveFault = true
 		return res
 	}
 	res.Compiler = tc.Compiler
+	lim, err := e.Limits(job.Language, job.Limits)
+	if err != nil {
+		return fail(res, wire.StatusInternalError, err.Error())
+	}
+	job.Limits = lim
 	src, err := lang.sourceName(job.FileName)
 	if err != nil {
 		res.CompileOutput = []byte(err.Error() + "\n")
 		return fail(res, wire.StatusCompileError, err.Error())
 	}
-	dir, err := os.MkdirTemp(e.cfg.WorkRoot, "job-")
+	dir, err := os.MkdirTemp(e.root, "job-")
 	if err != nil {
 		return e.internal(res, "make job dir", err)
 	}
@@ -178,7 +186,7 @@ func (e *Executor) Execute(ctx context.Context, job Job, emit func(stream uint8,
 			e.log.Warn("job dir left behind", "dir", dir, "err", err)
 		}
 	}()
-	if err := writeNew(dir, src, job.Source, 0o644); err != nil {
+	if err := writeNew(dir, src, job.Source, 0o600); err != nil {
 		return e.internal(res, "write source", err)
 	}
 	j := &jobRun{e: e, ctx: ctx, job: job, lang: lang, tc: tc, dir: dir, src: src, res: res}
@@ -198,7 +206,7 @@ type jobRun struct {
 }
 
 func (j *jobRun) execute(emit func(uint8, []byte)) wire.Result {
-	if j.lang.compiled() {
+	if j.lang.compile != nil {
 		if done := j.build(); done {
 			return j.res
 		}
@@ -209,24 +217,16 @@ func (j *jobRun) execute(emit func(uint8, []byte)) wire.Result {
 // build puts the compiled program into the job directory, from the cache
 // or by compiling. It reports true when the job ends here.
 func (j *jobRun) build() bool {
-	argv, err := j.lang.compile(j.tc.Path, j.src, j.job.Options)
-	if err != nil {
-		j.res.CompileOutput = []byte(err.Error() + "\n")
-		j.res = fail(j.res, wire.StatusCompileError, err.Error())
-		return true
-	}
-	flags := argv[1:]
+	flags := j.lang.compile(j.src)
 	javaName := ""
-	if j.lang.spec.Source.ClassName {
+	if j.lang.jvm {
 		javaName = j.src
 	}
 	owner := j.job.Owner
 	if j.e.cfg.SharedCache {
 		owner = ""
 	}
-	// The descriptor's hash is part of the key: a changed command line or
-	// option set never reuses a build made under the old one.
-	key := CacheKey(owner, j.lang.name+"\x00"+j.lang.hash, j.tc.Compiler, flags, javaName, j.job.Source)
+	key := CacheKey(owner, j.lang.name, j.tc.Compiler, flags, javaName, j.job.Source)
 	if c := j.e.cfg.Cache; c != nil {
 		if arts, ok := c.Get(key); ok {
 			if err := j.place(arts); err != nil {
@@ -238,16 +238,9 @@ func (j *jobRun) build() bool {
 		}
 	}
 	out := &cappedBuffer{max: maxCompileOutput}
-	wall, mem := compileWall, int64(compileMemory)
-	if ms := j.lang.spec.Sandbox.CompileTimeMs; ms > 0 {
-		wall = min(wall, time.Duration(ms)*time.Millisecond)
-	}
-	if b := j.lang.spec.Sandbox.CompileMemoryBytes; b > 0 {
-		mem = min(mem, b)
-	}
-	spec := j.spec(argv, sandbox.Limits{
-		Wall: wall, CPU: wall, MemoryBytes: mem, OutputBytes: 4 << 20,
-		FileBytes: 512 << 20, OpenFiles: 256, Procs: j.lang.spec.Sandbox.CompileProcs, NoAddressSpaceLimit: j.lang.jvm(),
+	spec := j.spec(append([]string{j.tc.Path}, flags...), sandbox.Limits{
+		Wall: compileWall, CPU: compileWall, MemoryBytes: compileMemory, OutputBytes: 4 << 20,
+		FileBytes: 512 << 20, OpenFiles: 256, NoAddressSpaceLimit: j.lang.jvm,
 	})
 	spec.Stdout, spec.Stderr = out, out
 	spec.Keep = j.keepArtifact
@@ -261,7 +254,7 @@ func (j *jobRun) build() bool {
 		j.res = j.e.internal(j.res, "compile", err)
 		return true
 	case o.TimedOut:
-		j.res = fail(j.res, wire.StatusCompileError, fmt.Sprintf("compilation took longer than %v", wall))
+		j.res = fail(j.res, wire.StatusCompileError, fmt.Sprintf("compilation took longer than %v", compileWall))
 		return true
 	case o.ExitCode != 0 || o.Signal != 0:
 		j.res = fail(j.res, wire.StatusCompileError, describeExit(o))
@@ -329,7 +322,7 @@ func (j *jobRun) place(arts []Artifact) error {
 		if !safeBaseName(a.Name) {
 			return fmt.Errorf("cached artifact %q: %w", a.Name, ErrBadFileName)
 		}
-		if err := writeNew(j.dir, a.Name, a.Data, a.Mode.Perm()); err != nil {
+		if err := writeNew(j.dir, a.Name, a.Data, a.Mode.Perm()&0o700|0o600); err != nil {
 			return err
 		}
 	}
@@ -337,9 +330,13 @@ func (j *jobRun) place(arts []Artifact) error {
 }
 
 func (j *jobRun) run(emit func(uint8, []byte)) wire.Result {
-	lim := j.e.limitsFor(j.lang, j.job.Limits)
-	spec := j.runSpec(lim)
-	wall := spec.Limits.Wall
+	lim := j.job.Limits // applied in Execute
+	argv := j.lang.run(j.tc.Path, j.src, lim.MemoryBytes)
+	wall := time.Duration(lim.TimeMs) * time.Millisecond
+	spec := j.spec(argv, sandbox.Limits{
+		Wall: wall, CPU: wall, MemoryBytes: lim.MemoryBytes, OutputBytes: lim.OutputBytes,
+		FileBytes: 64 << 20, OpenFiles: 64, Procs: 256, NoAddressSpaceLimit: j.lang.jvm,
+	})
 	var mu sync.Mutex // emit is never called concurrently
 	tail := &tailBuffer{max: stderrTailBytes}
 	spec.Stdin = bytes.NewReader(j.job.Stdin)
@@ -362,33 +359,19 @@ func (j *jobRun) run(emit func(uint8, []byte)) wire.Result {
 	case o.ExitCode == 0 && o.Signal == 0:
 		res.Status = wire.StatusOK
 		return res
-	case o.MemoryExceeded || memoryFailure(j.lang, tail.Bytes()):
+	case o.MemoryExceeded || memoryFailure(j.lang.name, tail.Bytes()):
 		return fail(res, wire.StatusMemoryLimit, fmt.Sprintf("memory limit of %d MiB exceeded (%s)", lim.MemoryBytes>>20, describeExit(o)))
 	}
 	return fail(res, wire.StatusRuntimeError, describeExit(o))
 }
 
-// runSpec is the sandbox spec of a run of the program under lim.
-func (j *jobRun) runSpec(lim wire.JobLimits) sandbox.Spec {
-	procs := 256
-	if p := j.lang.spec.Sandbox.Procs; p > 0 {
-		procs = p
-	}
-	wall := time.Duration(lim.TimeMs) * time.Millisecond
-	return j.spec(j.lang.run(j.tc.Path, j.src, lim.MemoryBytes), sandbox.Limits{
-		Wall: wall, CPU: wall, MemoryBytes: lim.MemoryBytes, OutputBytes: lim.OutputBytes,
-		FileBytes: 64 << 20, OpenFiles: 64, Procs: procs, NoAddressSpaceLimit: j.lang.jvm(),
-	})
-}
-
 // spec builds a sandbox spec in the job directory with a minimal
-// environment, plus the language's own variables.
+// environment.
 func (j *jobRun) spec(argv []string, lim sandbox.Limits) sandbox.Spec {
-	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "LC_ALL=C.UTF-8"}
 	return sandbox.Spec{
 		Argv: argv,
 		// No host paths: a strict runner shows Dir elsewhere inside.
-		Env:    append(env, j.lang.spec.Env...),
+		Env:    []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "LC_ALL=C.UTF-8"},
 		Dir:    j.dir,
 		Limits: lim,
 	}
@@ -398,8 +381,17 @@ func (j *jobRun) spec(argv []string, lim sandbox.Limits) sandbox.Spec {
 // This is a heuristic for runners that cannot see memory events (Plain):
 // a C program whose malloc fails under RLIMIT_AS usually just crashes and
 // is reported as a runtime error.
-func memoryFailure(lang *language, stderrTail []byte) bool {
-	pats := append(slices.Clip(lang.spec.MemoryErrors), "Cannot allocate memory", "out of memory")
+func memoryFailure(lang string, stderrTail []byte) bool {
+	var pats []string
+	switch lang {
+	case wire.LangJava:
+		pats = []string{"java.lang.OutOfMemoryError"}
+	case wire.LangPython:
+		pats = []string{"MemoryError"}
+	case wire.LangCPP:
+		pats = []string{"std::bad_alloc"}
+	}
+	pats = append(pats, "Cannot allocate memory", "out of memory")
 	for _, p := range pats {
 		if bytes.Contains(stderrTail, []byte(p)) {
 			return true

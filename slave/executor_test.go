@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"kiln/internal/testenv"
+	"kiln/limits"
 	"kiln/slave/sandbox"
 	"kiln/transport/wire"
 )
@@ -55,6 +56,7 @@ func newExecutor(t *testing.T, runner sandbox.Runner) (*Executor, *Cache) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { e.Close() })
 	return e, cache
 }
 
@@ -229,7 +231,7 @@ func TestExecuteCancel(t *testing.T) {
 func TestExecuteCleansWorkRoot(t *testing.T) {
 	needLang(t, wire.LangPython)
 	root := t.TempDir()
-	e, err := NewExecutor(ExecConfig{WorkRoot: root, Runner: &sandbox.Plain{}, Toolchains: toolchains(t)})
+	e, err := NewExecutor(ExecConfig{WorkRoot: root, WorkBytes: -1, Runner: &sandbox.Plain{}, Toolchains: toolchains(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,35 +296,54 @@ func TestExecuteRefusesPlantedArtifacts(t *testing.T) {
 	}
 }
 
-func TestLimitsClamp(t *testing.T) {
+// TestLimitsCeiling: zero limits take the slave's defaults, and limits over
+// its maxima are refused, never lowered.
+func TestLimitsCeiling(t *testing.T) {
 	e, err := NewExecutor(ExecConfig{WorkRoot: t.TempDir(), Runner: &sandbox.Plain{},
-		MaxLimits: wire.JobLimits{TimeMs: 10000, MemoryBytes: 1 << 30, OutputBytes: 4 << 20}})
+		Limits: limits.Policy{Bounds: limits.Bounds{Max: wire.JobLimits{TimeMs: 10000, MemoryBytes: 1 << 30, OutputBytes: 4 << 20}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct{ in, want wire.JobLimits }{
-		{wire.JobLimits{}, wire.JobLimits{TimeMs: 5000, MemoryBytes: 256 << 20, OutputBytes: 1 << 20}},
-		{wire.JobLimits{TimeMs: 99999, MemoryBytes: 8 << 30, OutputBytes: -1}, wire.JobLimits{TimeMs: 10000, MemoryBytes: 1 << 30, OutputBytes: 1 << 20}},
-		{wire.JobLimits{TimeMs: 100, MemoryBytes: 1 << 20, OutputBytes: 10}, wire.JobLimits{TimeMs: 100, MemoryBytes: 1 << 20, OutputBytes: 10}},
-		{wire.JobLimits{TimeMs: 100, MemoryBytes: 1 << 20, OutputBytes: 1 << 40}, wire.JobLimits{TimeMs: 100, MemoryBytes: 1 << 20, OutputBytes: 4 << 20}},
+	for _, tc := range []struct {
+		in, want wire.JobLimits
+		err      string
+	}{
+		{wire.JobLimits{}, wire.JobLimits{TimeMs: 5000, MemoryBytes: 256 << 20, OutputBytes: 1 << 20}, ""},
+		{wire.JobLimits{TimeMs: 99999}, wire.JobLimits{}, "time limit 1m39.999s is over the maximum of 10s for c"},
+		{wire.JobLimits{MemoryBytes: 8 << 30}, wire.JobLimits{}, "memory limit 8GiB is over the maximum of 1GiB"},
+		{wire.JobLimits{TimeMs: 100, MemoryBytes: 1 << 20, OutputBytes: 10}, wire.JobLimits{TimeMs: 100, MemoryBytes: 1 << 20, OutputBytes: 10}, ""},
+		{wire.JobLimits{TimeMs: 100, MemoryBytes: 1 << 20, OutputBytes: 1 << 40}, wire.JobLimits{}, "output limit 1TiB is over the maximum of 4MiB"},
+		{wire.JobLimits{OutputBytes: -1}, wire.JobLimits{}, "negative"},
 	} {
-		if got := e.Limits(tc.in); got != tc.want {
-			t.Errorf("Limits(%+v) = %+v, want %+v", tc.in, got, tc.want)
+		got, err := e.Limits("c", tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("Limits(%+v) = %+v, %v; want %q", tc.in, got, err, tc.err)
+			}
+		} else if err != nil || got != tc.want {
+			t.Errorf("Limits(%+v) = %+v, %v; want %+v", tc.in, got, err, tc.want)
 		}
 	}
 }
 
-// TestOutputLimitClampedToMax: a job asking for more output than the
-// slave's maximum is cut at the maximum.
-func TestOutputLimitClampedToMax(t *testing.T) {
+// TestOutputLimitCeiling: a job asking for more output than the slave's
+// maximum fails without running (a master cannot lift the slave's bound);
+// one asking for the maximum is cut there.
+func TestOutputLimitCeiling(t *testing.T) {
 	needLang(t, wire.LangPython)
 	e, err := NewExecutor(ExecConfig{WorkRoot: t.TempDir(), Runner: &sandbox.Plain{}, Toolchains: toolchains(t),
-		MaxLimits: wire.JobLimits{OutputBytes: 10000}})
+		Limits: limits.Policy{Bounds: limits.Bounds{Max: wire.JobLimits{OutputBytes: 10000}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, c := execute(t, e, Job{Language: wire.LangPython, FileName: "flood.py", Source: []byte("while True: print('x' * 1000)"),
-		Limits: wire.JobLimits{OutputBytes: 1 << 30, TimeMs: 2000}})
+	flood := Job{Language: wire.LangPython, FileName: "flood.py", Source: []byte("while True: print('x' * 1000)"),
+		Limits: wire.JobLimits{OutputBytes: 1 << 30, TimeMs: 2000}}
+	res, c := execute(t, e, flood)
+	if res.Status != wire.StatusInternalError || !strings.Contains(res.Detail, "over this slave's own bounds") || len(c.stream(wire.StreamStdout)) != 0 {
+		t.Fatalf("over the ceiling: got %+v with %d bytes of stdout, want internal_error before running", res, len(c.stream(wire.StreamStdout)))
+	}
+	flood.Limits.OutputBytes = 10000
+	res, c = execute(t, e, flood)
 	if res.Status != wire.StatusOutputLimit || len(c.stream(wire.StreamStdout)) != 10000 || res.StdoutBytes != 10000 {
 		t.Fatalf("got %+v with %d bytes of stdout, want output_limit at 10000", res, len(c.stream(wire.StreamStdout)))
 	}
@@ -342,7 +363,7 @@ func TestFileNames(t *testing.T) {
 	}
 	for name, ok := range map[string]bool{"Hello.java": true, "_x$1.java": true, "Été.java": true,
 		"1a.java": false, "class.java": false, "hello-world.java": false, "Hello.txt": false, ".java": false} {
-		if _, err := classSourceName(name, []string{".java"}); (err == nil) != ok {
+		if _, err := javaName(name); (err == nil) != ok {
 			t.Errorf("javaName(%q) err %v, want ok=%v", name, err, ok)
 		}
 	}

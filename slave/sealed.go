@@ -43,7 +43,8 @@ func (s *Slave) openInputs(a wire.Assign, f files) (key, src, stdin []byte, err 
 // client, and [output.finish] ends both sequences. It is not safe for
 // concurrent use; the executor never calls emit concurrently.
 type output struct {
-	c   *conn
+	k   *keeper
+	j   *kept
 	a   wire.Assign
 	seq uint64 // wire sequence number, across streams
 
@@ -79,7 +80,8 @@ func (o *output) emit(stream uint8, data []byte) {
 	}
 }
 
-// send sends one Output message; it reports whether it went out.
+// send sends one Output message through the keeper; it reports whether
+// the job is still wanted.
 func (o *output) send(stream uint8, data []byte, last bool) bool {
 	m := wire.Output{JobID: o.a.JobID, Attempt: o.a.Attempt, Stream: stream, Seq: o.seq, Data: data}
 	if o.key != nil {
@@ -93,11 +95,7 @@ func (o *output) send(stream uint8, data []byte, last bool) bool {
 		}
 	}
 	o.seq++
-	if err := o.c.sess.Send(wire.MsgOutput, 0, &m); err != nil {
-		o.c.log.Debug("output not sent", "job", o.a.JobID, "err", err)
-		return false
-	}
-	return true
+	return o.k.output(o.j, m)
 }
 
 // finish ends a sealed attempt's output before its Result: a last

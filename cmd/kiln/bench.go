@@ -190,22 +190,14 @@ func runBatch(ctx context.Context, n, c int, progress func(int), one func(contex
 	return samples, time.Since(start)
 }
 
-// clusterJob submits one job, retrying busy answers, and waits for it.
+// clusterJob submits one job, retrying busy answers after the master's
+// retry_after, and waits for it.
 func clusterJob(ctx context.Context, c *client.Client, req client.Request) benchSample {
 	var s benchSample
 	start := time.Now()
 	for {
-		job, err := c.Submit(ctx, req)
-		var re *client.RequestError
-		if errors.As(err, &re) && re.Code == wire.CodeBusy {
-			s.retries++
-			select {
-			case <-time.After(max(re.RetryAfter, 10*time.Millisecond)):
-				continue
-			case <-ctx.Done():
-				err = ctx.Err()
-			}
-		}
+		job, retries, err := c.SubmitRetry(ctx, req)
+		s.retries += retries
 		if err != nil {
 			s.status, s.err = "error", err
 			return s

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +17,10 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"kiln/certs"
+	"kiln/client"
+	"kiln/transport/wire"
 )
 
 // The end-to-end tests run the real kiln binary as a user does: a master
@@ -321,42 +326,87 @@ func TestEndToEndBadInput(t *testing.T) {
 	}
 	t.Run("revoked key", func(t *testing.T) {
 		mustKiln(t, "certs", "revoke", "--dir", c.dir, "user")
-		time.Sleep(300 * time.Millisecond)
-		code, _, errs := kilnCmd(t, c.env, "run", writeFile(t, src, "ok2.c", "int main(){}"))
-		if code != exitRefused || !strings.Contains(errs, "master refused this key: revoked") {
-			t.Fatalf("exit %d, stderr %q", code, errs)
+		// The master sees the registry file change on its next poll: until
+		// then a run may still pass; from then on every run is refused.
+		prog := writeFile(t, src, "ok2.c", "int main(){}")
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			code, _, errs := kilnCmd(t, c.env, "run", prog)
+			if code == exitRefused && strings.Contains(errs, "master refused this key: revoked") {
+				break
+			}
+			if code != 0 || time.Now().After(deadline) {
+				t.Fatalf("exit %d, stderr %q: want the key refused as revoked", code, errs)
+			}
+		}
+		if code, _, errs := kilnCmd(t, c.env, "run", prog); code != exitRefused {
+			t.Fatalf("a run after the refusal: exit %d, stderr %q", code, errs)
 		}
 	})
 }
 
 // TestEndToEndSlaveKilled: the slave running a job dies (SIGKILL); the job
-// runs again on the other slave and the client sees exactly one result.
+// is requeued as attempt 2, runs again on the other slave, and the client
+// receives exactly one Result, with only the second attempt's output.
 func TestEndToEndSlaveKilled(t *testing.T) {
-	c := startCluster(t, 1)
-	prog := writeFile(t, t.TempDir(), "slow.py", "import time\ntime.sleep(1.5)\nprint('survived')\n")
-	type res struct {
-		code     int
-		out, err string
+	c := startCluster(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b, err := certs.ReadBundle(filepath.Join(c.dir, "client.bundle"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	done := make(chan res, 1)
-	go func() {
-		code, out, errs := kilnCmd(t, c.env, "run", "--json", prog)
-		done <- res{code, out, errs}
-	}()
-	c.master.waitOutput(t, "job queued", 1)
-	time.Sleep(400 * time.Millisecond) // the job is running on slave-1
-	c.addSlave(t, "slave-2")
-	c.slaves["slave-1"].kill()
-	r := <-done
-	var out map[string]any
-	if err := json.Unmarshal([]byte(r.out), &out); err != nil {
-		t.Fatalf("exit %d, stdout %q stderr %q", r.code, r.out, r.err)
+	clog := &syncBuf{}
+	cl, err := client.Dial(ctx, client.Config{Bundle: b, Master: c.clientAddr,
+		Logger: slog.New(slog.NewTextHandler(clog, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if r.code != 0 || out["status"] != "ok" || out["slave"] != "slave-2" || out["stdout"] != "survived\n" {
-		t.Fatalf("exit %d, result %v", r.code, out)
+	defer cl.Close()
+	job, err := cl.Submit(ctx, client.Request{FileName: "slow.py",
+		Source: []byte("import time\nprint('started', flush=True)\ntime.sleep(2)\nprint('survived')\n")})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if n := strings.Count(c.master.out.String(), "job finished"); n != 1 {
-		t.Fatalf("master finished the job %d times", n)
+	var (
+		victim, requeued string
+		results          []wire.Result
+	)
+	for ev := range job.Events() {
+		switch {
+		case ev.Output != nil && ev.Output.Attempt == 1 && victim != "" && requeued == "":
+			c.slaves[victim].kill() // attempt 1 is running its program
+			requeued = "killed"
+		case ev.State != nil && ev.State.State == wire.StateRunning && ev.State.Attempt == 1:
+			victim = ev.State.Slave
+		case ev.State != nil && ev.State.State == wire.StateRequeued:
+			if ev.State.Attempt != 2 || requeued != "killed" {
+				t.Fatalf("requeued %+v (after the kill: %v), want attempt 2 after the kill", *ev.State, requeued == "killed")
+			}
+			requeued = "attempt 2"
+		case ev.Result != nil:
+			results = append(results, *ev.Result)
+		}
+	}
+	out, err := job.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if victim == "" || requeued != "attempt 2" {
+		t.Fatalf("ran on %q, requeue %q: the job was never requeued as attempt 2", victim, requeued)
+	}
+	if len(results) != 1 || out.Attempts != 2 || out.Result.Attempt != 2 || out.Result.Status != wire.StatusOK ||
+		out.Result.Slave == victim || string(out.Stdout) != "started\nsurvived\n" {
+		t.Fatalf("%d result(s) %+v, attempts %d, stdout %q; want one ok result of attempt 2 away from %s",
+			len(results), out.Result, out.Attempts, out.Stdout, victim)
+	}
+	// Anything the master sent before answering this request has reached
+	// the client: a second Result would show in its log as a late message.
+	if _, err := cl.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(clog.String(), `msg="message for unknown job" type=Result`) {
+		t.Fatalf("the client got a Result after the job ended:\n%s", clog.String())
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"kiln/certs"
+	"kiln/limits"
 )
 
 // startLocalSlave runs an embedded slave (the master's --local-slots) with
@@ -12,10 +13,10 @@ import (
 // channel yields how it ended. It is a real slave talking mutual TLS over
 // loopback, under the same sandbox as any other, so the master process
 // never runs submitted code in its own context.
-func startLocalSlave(ctx context.Context, b *certs.Bundle, addr string, slots int, mode string, log *slog.Logger) <-chan error {
+func startLocalSlave(ctx context.Context, b *certs.Bundle, addr string, slots int, mode string, lim limits.Policy, log *slog.Logger) <-chan error {
 	ch := make(chan error, 1)
 	f := slaveFlags{master: addr, slots: slots, sandbox: mode, cacheSize: "256MiB",
-		loadInterval: 2e9, backoffMin: 2e8, backoffMx: 2e9}
+		loadInterval: 2e9, backoffMin: 2e8, backoffMx: 2e9, jobLimits: jobLimitFlags{policy: lim}}
 	go func() { ch <- runSlave(ctx, f, b, log.With("component", "local-slave")) }()
 	return ch
 }

@@ -33,6 +33,7 @@ type masterFlags struct {
 	heartbeat                                     time.Duration
 	logFormat, logLevel                           string
 	console, localSandbox                         string
+	jobLimits                                     jobLimitFlags
 }
 
 func (f *masterFlags) register(fs *flag.FlagSet) {
@@ -48,6 +49,7 @@ func (f *masterFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.console, "console", "auto", "operator console on stdin: auto (when stdin is a terminal), on or off")
+	f.jobLimits.register(fs)
 }
 
 func cmdMaster(ctx context.Context, e env, args []string) int {
@@ -98,7 +100,7 @@ func runMaster(ctx context.Context, e env, f masterFlags, log *slog.Logger, read
 	srv, err := master.New(master.Config{
 		ClientAddr: f.clientAddr, SlaveAddr: f.slaveAddr, Name: f.name, Version: version,
 		Bundle: bundle, Registry: reg, HeartbeatInterval: f.heartbeat,
-		Limits: wireLimits(f.queue), Logger: log, Metrics: metrics,
+		Limits: wireLimits(f.queue), JobLimits: f.jobLimits.policy, Logger: log, Metrics: metrics,
 	})
 	if err != nil {
 		return err
@@ -119,7 +121,7 @@ func runMaster(ctx context.Context, e env, f masterFlags, log *slog.Logger, read
 			<-done
 			return err
 		}
-		local = startLocalSlave(ctx, lb, srv.SlaveAddr(), f.localSlots, f.localSandbox, log)
+		local = startLocalSlave(ctx, lb, srv.SlaveAddr(), f.localSlots, f.localSandbox, f.jobLimits.policy, log)
 	}
 	if ready != nil {
 		ready(srv)

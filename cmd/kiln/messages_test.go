@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -152,4 +153,62 @@ func issueExpired(t *testing.T, dir, name string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// TestJobLimitsConfigured sets the master's job limits with flags, as an
+// operator does, and checks what users meet: a request over a maximum is
+// refused naming the maximum, never lowered; a job asking for nothing gets
+// the defaults, lowered to a language's smaller maximum, and `job show`
+// lists what it ran under; a policy that cannot work stops the master.
+func TestJobLimitsConfigured(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a master process")
+	}
+	dir, bundle := clientBundle(t)
+	ops := filepath.Join(dir, "ops.bundle")
+	mustCLI(t, "issue", "--dir", dir, "--role", "admin", "--name", "ops", "--out", ops)
+	addr := freeAddr(t)
+	m := startKiln(t, "master", "master", "--dir", dir, "--client-addr", addr, "--slave-addr", freeAddr(t),
+		"--local-slots", "1", "--console", "off", "--max-time", "10s", "--language-limits", "python:max-memory=128MiB,default-time=2s")
+	m.waitOutput(t, "slave registered", 1)
+	env := map[string]string{"KILN_BUNDLE": bundle, "KILN_MASTER": addr}
+	prog := writeFile(t, t.TempDir(), "a.py", "print(1)\n")
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"--time-limit", "2h"}, "time limit 2h0m0s is over the maximum of 10s for python"},
+		{[]string{"--memory-limit", "64GiB"}, "memory limit 64GiB is over the maximum of 128MiB for python"},
+		{[]string{"--output-limit", "17MiB"}, "output limit 17MiB is over the maximum of 16MiB for python"},
+	} {
+		code, _, errs := runCLI(t.Context(), t, env, append(append([]string{"run"}, tc.args...), prog)...)
+		if code != exitUsage || !strings.Contains(errs, tc.msg) {
+			t.Errorf("%v: exit %d (want %d), stderr %q (want %q)", tc.args, code, exitUsage, errs, tc.msg)
+		}
+	}
+	code, out, errs := runCLI(t.Context(), t, env, "run", "--json", prog)
+	var r runJSON
+	if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 {
+		t.Fatalf("exit %d, %v, stderr %q", code, err, errs)
+	}
+	code, out, errs = runCLI(t.Context(), t, map[string]string{"KILN_BUNDLE": ops, "KILN_MASTER": addr}, "admin", "job", "show", r.Job)
+	if want := "time 2s, memory 128MiB, output 1MiB"; code != 0 || !strings.Contains(out, want) {
+		t.Errorf("job show: exit %d, want %q in:\n%s%s", code, want, out, errs)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"--language-limits", "cobol:max-time=1s"}, `"cobol:max-time=1s": want LANG:KEY=VALUE`},
+		{[]string{"--language-limits", "c:max-tim=1s"}, `unknown key "max-tim"`},
+		{[]string{"--max-time", "soon"}, "want a positive duration"},
+		{[]string{"--default-time", "2m"}, "the cluster: default time limit 2m0s is over its maximum 1m0s"},
+	} {
+		code, _, errs := runCLI(t.Context(), t, nil, append([]string{"master", "--dir", dir, "--client-addr", "127.0.0.1:0",
+			"--slave-addr", "127.0.0.1:0", "--console", "off"}, tc.args...)...)
+		if code == 0 || !strings.Contains(errs, tc.msg) {
+			t.Errorf("master %v: exit %d, stderr %q (want %q)", tc.args, code, errs, tc.msg)
+		}
+	}
 }

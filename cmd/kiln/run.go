@@ -16,6 +16,7 @@ import (
 
 	"kiln/certs"
 	"kiln/client"
+	"kiln/limits"
 	"kiln/transport"
 	"kiln/transport/wire"
 )
@@ -258,15 +259,17 @@ func runFlags(e env, o *runOptions) *flag.FlagSet {
 	fs.BoolVar(&o.verbose, "v", false, "print a summary line (and compiler output) even when the job succeeds")
 	fs.BoolVar(&o.noSeal, "no-seal", false, "send the source, stdin and output unsealed (the master can read them)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "give up (and cancel the job) after this overall `DURATION` (default none)")
-	fs.DurationVar(&o.limits.time, "time-limit", 0, "wall-clock limit of the run step, e.g. 5s (default: the master's)")
-	fs.Var(&o.limits.memory, "memory-limit", "memory limit, a `SIZE` such as 256MiB, 1GiB or 512k (default: the master's)")
-	fs.Var(&o.limits.output, "output-limit", "cap on stdout plus stderr, a `SIZE` such as 1MiB (default: the master's)")
+	b := limits.Builtin()
+	fs.DurationVar(&o.limits.time, "time-limit", 0, fmt.Sprintf("wall-clock limit of the run step, a `DURATION` such as 5s (default: the master's, built in %s;\nat most the master's maximum, built in %s: more is refused)",
+		limits.Format("time", b.Default.TimeMs), limits.Format("time", b.Max.TimeMs)))
+	fs.Var(&o.limits.memory, "memory-limit", fmt.Sprintf("memory limit, a `SIZE` such as 256MiB, 1GiB or 512k (default: the master's,\nbuilt in %s; at most the master's maximum, built in %s)", limits.FormatSize(b.Default.MemoryBytes), limits.FormatSize(b.Max.MemoryBytes)))
+	fs.Var(&o.limits.output, "output-limit", fmt.Sprintf("cap on stdout plus stderr, a `SIZE` such as 1MiB (default: the master's,\nbuilt in %s; at most the master's maximum, built in %s)", limits.FormatSize(b.Default.OutputBytes), limits.FormatSize(b.Max.OutputBytes)))
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: kiln run --bundle FILE --master HOST:PORT [flags] FILE\n\n"+
 			"Compiles and runs FILE (.c, .cpp, .cc, .java, .py) on the cluster, streaming its\n"+
 			"output to stdout and stderr.\n\nFlags:\n")
 		fs.PrintDefaults()
-		fmt.Fprint(fs.Output(), "\n"+exitCodesHelp)
+		fmt.Fprint(fs.Output(), "\nThe master's defaults and maxima per language are shown by the terminal client's\nInfo (F7) and set with 'kiln master --default-time, --max-time, ...'.\n\n"+exitCodesHelp)
 	}
 	return fs
 }

@@ -52,21 +52,20 @@ type slaveFlags struct {
 	workDir, cacheDir     string
 	cacheSize             string
 	sharedCache           bool
-	languages             string
-	langSpecs             []slave.LanguageSpec // read from languages by resolve
 	sandbox               string
 	logFormat, logLevel   string
 	backoffMin, backoffMx time.Duration
+	grace                 time.Duration
+	jobLimits             jobLimitFlags // the slave's own maxima
 }
 
 func (f *slaveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.bundle, "bundle", "", "slave bundle `FILE` from 'kiln certs issue --role slave' (default $KILN_BUNDLE)")
 	fs.StringVar(&f.master, "master", "", "master slave address `HOST:PORT`, e.g. 127.0.0.1:7401 (default $KILN_MASTER)")
 	fs.IntVar(&f.slots, "slots", runtime.NumCPU(), "jobs run at once (`N`)")
-	fs.StringVar(&f.languages, "languages", "", "languages `FILE` (docs/languages.md) adding to or replacing the built-in C, C++, Java and Python")
 	fs.DurationVar(&f.loadInterval, "load-interval", 2*time.Second, "load report `INTERVAL`")
-	fs.StringVar(&f.workDir, "work-dir", "", "`DIR` under which each job gets a fresh directory (default: a new temporary directory, removed at exit)")
-	fs.StringVar(&f.cacheDir, "cache-dir", "", "compile cache `DIR` (default: <user cache dir>/kiln/<slave name>)")
+	fs.StringVar(&f.workDir, "work-dir", "", "`DIR` for job directories when no private tmpfs can hold them (--sandbox=none, or not root); emptied at start (default: a new temporary directory, removed at exit)")
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "compile cache `DIR`, sealed under a per-process key and emptied at start (default: <user cache dir>/kiln/<slave name>)")
 	fs.StringVar(&f.cacheSize, "cache-size", "256MiB", "compile cache bound (`SIZE`, e.g. 256MiB, 1GiB; 0 disables the cache)")
 	fs.BoolVar(&f.sharedCache, "shared-compile-cache", false, "share compile cache entries between clients (faster, but 'cached: true' then tells a client that another compiled the same file; see docs/security.md)")
 	fs.StringVar(&f.sandbox, "sandbox", "strict", "sandbox `MODE`: strict, auto or none (see above)")
@@ -74,6 +73,8 @@ func (f *slaveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&f.backoffMin, "backoff-min", slave.DefaultBackoffMin, "first reconnect delay")
 	fs.DurationVar(&f.backoffMx, "backoff-max", slave.DefaultBackoffMax, "longest reconnect delay")
+	fs.DurationVar(&f.grace, "grace", slave.DefaultGrace, "how long jobs keep running while the master is away, to be reported when it is back (negative: cancel them at once)")
+	f.jobLimits.registerMax(fs, "job assigned to this slave may have", "a job over it fails with internal_error\n(keep them at least the master's --max-* flags)")
 }
 
 func cmdSlave(ctx context.Context, e env, args []string) int {
@@ -141,14 +142,6 @@ func (f *slaveFlags) resolve(e env, fs *flag.FlagSet) error {
 	if _, err := parseSize(f.cacheSize); err != nil {
 		return fmt.Errorf("--cache-size: %w", err)
 	}
-	f.langSpecs = slave.BuiltinLanguages()
-	if f.languages != "" {
-		extra, err := slave.ReadLanguages(f.languages)
-		if err != nil {
-			return err
-		}
-		f.langSpecs = slave.MergeLanguages(f.langSpecs, extra)
-	}
 	return nil
 }
 
@@ -173,23 +166,27 @@ func runSlave(ctx context.Context, f slaveFlags, bundle *certs.Bundle, log *slog
 	if err != nil {
 		return err
 	}
-	if f.langSpecs == nil {
-		f.langSpecs = slave.BuiltinLanguages() // an embedded slave (kiln master --local-slots, kiln dev)
+	tcs := slave.Detect(ctx)
+	for _, tc := range tcs {
+		log.Info("toolchain", "lang", tc.Language, "compiler", tc.Compiler, "path", tc.Path)
 	}
-	tcs := slaveToolchains(ctx, f.langSpecs, log)
+	if len(tcs) == 0 {
+		log.Warn("no toolchain found: this slave can run nothing (install gcc, g++, a JDK or python3)")
+	}
 	exec, err := slave.NewExecutor(slave.ExecConfig{Name: id.Name, WorkRoot: workDir, Runner: runner,
-		Toolchains: tcs, Languages: f.langSpecs, Cache: cache, SharedCache: f.sharedCache, Logger: log})
+		Toolchains: tcs, Cache: cache, SharedCache: f.sharedCache, Limits: f.jobLimits.policy, Logger: log})
 	if err != nil {
 		return err
 	}
+	defer exec.Close()
 	s, err := slave.New(slave.Config{Bundle: bundle, Master: f.master, Version: version, Slots: f.slots,
 		LoadInterval: f.loadInterval, Executor: exec, Logger: log,
-		BackoffMin: f.backoffMin, BackoffMax: f.backoffMx})
+		BackoffMin: f.backoffMin, BackoffMax: f.backoffMx, Grace: f.grace})
 	if err != nil {
 		return err
 	}
 	log.Info("slave starting", "name", id.Name, "master", f.master, "slots", f.slots,
-		"sandbox", runner.Name(), "work_dir", workDir)
+		"sandbox", runner.Name(), "work_dir", workDir, "private_job_dirs", exec.Private())
 	return s.Run(ctx)
 }
 

@@ -1,0 +1,185 @@
+package slave
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"kiln/internal/testenv"
+	"kiln/slave/sandbox"
+	"kiln/transport/wire"
+)
+
+// inspectRunner checks the job directory while the step runs.
+type inspectRunner struct {
+	sandbox.Runner
+	check func(dir string)
+}
+
+func (r *inspectRunner) Run(ctx context.Context, spec sandbox.Spec) (sandbox.Outcome, error) {
+	r.check(spec.Dir)
+	return r.Runner.Run(ctx, spec)
+}
+
+// Job directories live on a private tmpfs, 0700, their files 0600, and
+// nothing goes to the work root on disk.
+func TestJobDirsArePrivate(t *testing.T) {
+	testenv.Root(t, "a private tmpfs (fsopen)")
+	needLang(t, wire.LangC)
+	root := t.TempDir()
+	var seen []string
+	r := &inspectRunner{Runner: newStrictRunner(t), check: func(dir string) {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(dir, &st); err != nil || st.Type != 0x01021994 {
+			t.Errorf("job dir %s is not on a tmpfs: %v %x", dir, err, st.Type)
+		}
+		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			fi, _ := d.Info()
+			want := fs.FileMode(0o600)
+			if d.IsDir() {
+				want = 0o700
+			} else if fi.Mode()&0o100 != 0 {
+				want = 0o700 // the program
+			}
+			if fi.Mode().Perm() != want {
+				t.Errorf("%s: mode %v, want %v", p, fi.Mode().Perm(), want)
+			}
+			seen = append(seen, d.Name())
+			return nil
+		})
+	}}
+	e, err := NewExecutor(ExecConfig{WorkRoot: root, Runner: r, Toolchains: toolchains(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if !e.Private() {
+		t.Fatal("no private tmpfs")
+	}
+	res, c := execute(t, e, Job{Language: wire.LangC, FileName: "a.c", Source: []byte("#include <stdio.h>\nint main(void){puts(\"ok\");return 0;}\n")})
+	if res.Status != wire.StatusOK || c.stream(wire.StreamStdout) != "ok\n" || len(seen) != 5 {
+		t.Fatalf("%+v %q; saw %v", res, res.CompileOutput, seen)
+	}
+	if ents, _ := os.ReadDir(root); len(ents) != 0 {
+		t.Fatalf("work root on disk used: %v", ents)
+	}
+}
+
+const killMarker = "KILN-SIGKILL-MARKER-"
+
+// TestHelperKilledSlave is the slave killed by TestSIGKILLedSlaveLeavesNoSource.
+func TestHelperKilledSlave(t *testing.T) {
+	root := os.Getenv("KILN_TEST_KILLED_SLAVE")
+	if root == "" {
+		t.Skip("helper process only")
+	}
+	r, err := sandbox.NewStrict(sandbox.StrictConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	e, err := NewExecutor(ExecConfig{WorkRoot: root, WorkBytes: map[bool]int64{true: -1}[os.Getenv("KILN_TEST_ON_DISK") != ""],
+		Runner: r, Toolchains: Detect(context.Background())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	src := "import time\nprint('started', flush=True)\ntime.sleep(60)\n# " + killMarker + os.Getenv("KILN_TEST_MARKER") + "\n"
+	e.Execute(context.Background(), Job{ID: "j", Language: wire.LangPython, FileName: "a.py", Source: []byte(src),
+		Limits: wire.JobLimits{TimeMs: 60000}}, func(_ uint8, b []byte) { os.Stdout.Write(b) })
+}
+
+// A SIGKILLed slave used to leave its running jobs' sources in plaintext
+// in its work directory. Started as a real process, killed mid-job, it
+// must leave nothing on disk; the on-disk fallback shows that the check
+// sees leftovers, and that the next start sweeps them.
+func TestSIGKILLedSlaveLeavesNoSource(t *testing.T) {
+	testenv.Root(t, "the strict sandbox and a private tmpfs")
+	needLang(t, wire.LangPython)
+	for _, onDisk := range []bool{false, true} {
+		root := t.TempDir()
+		marker := fmt.Sprint(os.Getpid(), time.Now().UnixNano())
+		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperKilledSlave$", "-test.v")
+		cmd.Env = append(os.Environ(), "KILN_TEST_KILLED_SLAVE="+root, "KILN_TEST_MARKER="+marker)
+		if onDisk {
+			cmd.Env = append(cmd.Env, "KILN_TEST_ON_DISK=1")
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		started := make(chan bool, 1)
+		go func() {
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				if strings.Contains(sc.Text(), "started") {
+					started <- true
+					break
+				}
+			}
+			close(started)
+			for sc.Scan() {
+			}
+		}()
+		select {
+		case ok := <-started:
+			if !ok {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatal("the helper slave ended before its job started")
+			}
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatal("the helper slave's job never started")
+		}
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		left := grepTree(root, killMarker+marker)
+		if !onDisk && len(left) != 0 {
+			t.Fatalf("source left on disk by a SIGKILLed slave: %v", left)
+		}
+		if onDisk {
+			if len(left) == 0 {
+				t.Fatal("on disk the source must be found (the check is blind otherwise)")
+			}
+			e, err := NewExecutor(ExecConfig{WorkRoot: root, WorkBytes: -1, Runner: &sandbox.Plain{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.Close()
+			if left := grepTree(root, killMarker+marker); len(left) != 0 {
+				t.Fatalf("not swept at start: %v", left)
+			}
+		}
+	}
+}
+
+// grepTree lists the files below root that contain s.
+func grepTree(root, s string) []string {
+	var found []string
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(s)) {
+				found = append(found, p)
+			}
+		}
+		return nil
+	})
+	return found
+}
