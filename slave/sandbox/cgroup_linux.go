@@ -16,12 +16,14 @@ import (
 
 // Cgroups. Each sandbox slot owns one cgroup per controller under
 // <own cgroup>/kiln-<pid>/slot-<init's host uid> (unique even with two
-// runners in one process), created with the slot and removed with
-// it. The init is not in it: on v1 only the init's fork thread is moved
-// there (v1 places threads individually; the memory controller charges the
-// init's pages to its main thread's group), so jobs are born inside it; on
-// v2 the job is cloned straight into <slot>/job (CLONE_INTO_CGROUP) while
-// the init lives in <slot>/init.
+// runners in one process), created with the slot and removed with it. No
+// thread of the init is ever in the job's group, so that the group's OOM
+// killer can only pick one of the job's processes (the init, bigger than a
+// job whose memory sits in tmpfs pages, used to be its pick). On v1 the
+// job's first process joins the groups itself, before its first
+// instruction, by writing "0" to "tasks" files the host opened and the
+// init keeps (see start_linux.go); on v2 the job is cloned straight into
+// <slot>/job (CLONE_INTO_CGROUP) while the init lives in <slot>/init.
 
 // cgroups is the host's view of the usable hierarchies.
 type cgroups struct {
@@ -147,7 +149,7 @@ type slotCgroup struct {
 	dirs    []string            // created directories, deepest last
 	memDir  string              // v1 memory dir or v2 job dir
 	pidsDir string              // v1 pids dir or v2 job dir
-	pass    []*os.File          // handed to the init (v1 tasks files or v2 job dir)
+	pass    []*os.File          // handed to the init (v1 tasks files or v2 job dir), kept by it
 	initDir *os.File            // v2: the init's group, for CLONE_INTO_CGROUP
 	base    int64               // memory charged before the job started
 	ooms    int64               // OOM kills counted before the job started
@@ -297,8 +299,8 @@ func (s *slotCgroup) setLimits(memBytes int64, procs int) error {
 	if s.pidsDir != "" {
 		max := "max"
 		if procs > 0 {
-			if !s.v2 {
-				procs++ // the init's fork thread lives there too
+			if s.v2 {
+				procs++ // the launcher, born there, until its copy starts
 			}
 			max = strconv.Itoa(procs)
 		}

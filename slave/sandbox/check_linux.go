@@ -36,18 +36,28 @@ func (s *Strict) Check(ctx context.Context) (Capabilities, error) {
 		return c, err
 	}
 	defer os.RemoveAll(dir)
-	out, err := s.Run(ctx, Spec{Argv: []string{"/usr/bin/true"}, Dir: dir, Limits: Limits{Wall: readyTimeout}})
+	out, filtered, err := s.run(ctx, Spec{Argv: []string{"/usr/bin/true"}, Dir: dir, Limits: Limits{Wall: readyTimeout}})
 	if err != nil {
 		return c, fmt.Errorf("%w: starting a sandbox failed: %v", ErrMissing, err)
 	}
 	if out.ExitCode != 0 {
 		return c, fmt.Errorf("%w: /usr/bin/true failed in the sandbox: %+v", ErrMissing, out)
 	}
+	if !filtered {
+		return c, fmt.Errorf("%w: the job ran without the syscall filter", ErrMissing)
+	}
+	c.Filter = filterSummary()
 	c.Features = []string{"uid " + strconv.Itoa(s.cfg.HostIDBase+1) + "+ (no capabilities, no_new_privs)",
 		"pivot_root into read-only binds", "tmpfs /w and /tmp", "loopback down",
 		"rlimits cpu,fsize,nofile,nproc,core,stack", "warm pool " + strconv.Itoa(max(s.cfg.MaxIdle, 0))}
 	if s.cg.memory == "" {
 		c.Features = append(c.Features, "memory by RLIMIT_AS (Java needs generous limits)")
+	} else {
+		c.Features = append(c.Features, "init outside the job's memory cgroup")
 	}
+	if !s.oomExempt.Load() {
+		c.Missing = append(c.Missing, "init not exempt from the host's OOM killer (oom_score_adj -1000 needs CAP_SYS_RESOURCE)")
+	}
+	c.Features = append(c.Features, "/proc hidepid=2")
 	return c, nil
 }

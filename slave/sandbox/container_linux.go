@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -30,6 +31,16 @@ type container struct {
 	cg      *slotCgroup // nil without cgroups
 	exited  chan struct{}
 	destroy func()
+
+	oomExempt bool           // the init's oom_score_adj is -1000
+	released  sync.WaitGroup // the last job's tmpfs mounts being released
+}
+
+// runOpts are the runner-wide settings of one run.
+type runOpts struct {
+	cfg      *StrictConfig
+	bg       func(func()) // runs a release off the job's latency
+	noFilter bool         // benchmarks only
 }
 
 // startContainer starts the init of slot n and waits until it is ready.
@@ -69,9 +80,10 @@ func startContainer(n int, cfg *StrictConfig, cgs *cgroups, setup *setupMsg) (*c
 		return fail(err)
 	}
 	go func() { c.cmd.Wait(); close(c.exited) }()
-	// The init must survive the OOM killer of its job's group; the job
-	// resets its own score to 0.
-	os.WriteFile("/proc/"+strconv.Itoa(c.cmd.Process.Pid)+"/oom_score_adj", []byte("-1000"), 0)
+	// The init is never in its job's memory cgroup, so that group's OOM
+	// killer cannot pick it. Where the host may (CAP_SYS_RESOURCE), it is
+	// also exempt from the machine's; the job resets its own score to 0.
+	c.oomExempt = setOOMScore(c.cmd.Process.Pid, -1000)
 	var once sync.Once
 	c.destroy = func() { once.Do(c.kill) }
 	if err := sendMsg(c.conn, envelope{T: msgSetup, Setup: setup}); err != nil {
@@ -163,55 +175,68 @@ func (c *container) alive() bool {
 	}
 }
 
-// run runs one job in c. reuse says whether c is clean for the next job.
-// Releasing a tmpfs (freeing its pages and superblock) is left to bg, off
-// the job's latency.
-func (c *container) run(ctx context.Context, spec *Spec, cfg *StrictConfig, bg func(func())) (out Outcome, reuse bool, err error) {
-	lim := spec.Limits
+// run runs one job in c. reuse says whether c is clean for the next job;
+// filtered whether the job ran under the syscall filter. Releasing a tmpfs
+// (freeing its pages and superblock) is left to o.bg, off the job's
+// latency, but the next job waits for it: the pages are charged to the
+// slot's memory cgroup and would count against its limit.
+func (c *container) run(ctx context.Context, spec *Spec, o runOpts) (out Outcome, filtered, reuse bool, err error) {
+	out, d, reuse, err := c.runJob(ctx, spec, o)
+	return out, d.Filtered, reuse, err
+}
+
+func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outcome, d doneMsg, reuse bool, err error) {
+	cfg, lim := o.cfg, spec.Limits
+	c.released.Wait()
+	release := func(f *os.File) {
+		c.released.Add(1)
+		o.bg(func() { f.Close(); c.released.Done() })
+	}
 	if c.cg != nil {
 		if err := c.cg.limit(lim.MemoryBytes, procsOr(lim.Procs)); err != nil {
-			return out, false, fmt.Errorf("sandbox: %w", err)
+			return out, d, false, fmt.Errorf("sandbox: %w", err)
 		}
 	}
 	w, err := newTmpfs(cfg.WorkDirBytes, c.jobUID, c.jobUID, 0o755)
 	if err != nil {
-		return out, false, fmt.Errorf("sandbox: work dir: %w", err)
+		return out, d, false, fmt.Errorf("sandbox: work dir: %w", err)
 	}
-	defer bg(func() { w.Close() })
+	defer release(w)
 	tmp, err := newTmpfs(cfg.TmpBytes, 0, 0, 0o1777)
 	if err != nil {
-		return out, false, fmt.Errorf("sandbox: /tmp: %w", err)
+		return out, d, false, fmt.Errorf("sandbox: /tmp: %w", err)
 	}
-	defer bg(func() { tmp.Close() })
+	defer release(tmp)
 	var seen map[string]stamp
 	if spec.Dir != "" {
 		if seen, err = copyIn(spec.Dir, w, c.jobUID, c.jobUID); err != nil {
-			return out, false, fmt.Errorf("sandbox: %w", err)
+			return out, d, false, fmt.Errorf("sandbox: %w", err)
 		}
 	}
 	jio := newJobIO(spec)
 	if err := jio.open(); err != nil {
-		return out, false, fmt.Errorf("sandbox: pipes: %w", err)
+		return out, d, false, fmt.Errorf("sandbox: pipes: %w", err)
 	}
 	defer jio.closeAll()
-	msg := &runMsg{Argv: spec.Argv, Env: spec.Env, Rlimits: rlimits(lim, c.cg != nil && c.cg.memDir != "")}
+	msg := &runMsg{Argv: spec.Argv, Env: spec.Env, Rlimits: rlimits(lim, c.cg != nil && c.cg.memDir != ""), NoFilter: o.noFilter}
 	err = sendMsg(c.conn, envelope{T: msgRun, Run: msg}, jio.childFDs(int(w.Fd()), int(tmp.Fd()))...)
 	jio.closeChildEnds()
 	if err != nil {
-		return out, false, fmt.Errorf("sandbox: send run: %w", err)
+		return out, d, false, fmt.Errorf("sandbox: send run: %w", err)
 	}
 	jio.start(c.requestKill)
-	d, timedOut, err := c.await(ctx, lim.Wall)
+	var timedOut bool
+	d, timedOut, err = c.await(ctx, lim.Wall)
 	if err != nil || !d.Clean {
 		// Processes may remain and hold the output pipes: end them all.
 		c.destroy()
 	}
 	jio.wait()
 	if err != nil {
-		return out, false, err
+		return out, d, false, err
 	}
 	if d.StartErr != "" {
-		return out, d.Clean, fmt.Errorf("%w: %s", ErrStart, d.StartErr)
+		return out, d, d.Clean, fmt.Errorf("%w: %s", ErrStart, d.StartErr)
 	}
 	out = outcome(d, lim, timedOut, jio)
 	if c.cg != nil {
@@ -223,11 +248,11 @@ func (c *container) run(ctx context.Context, spec *Spec, cfg *StrictConfig, bg f
 	}
 	if spec.Dir != "" && spec.Keep != nil {
 		if out.NotKept, err = copyOut(w, spec.Dir, seen, spec.Keep, cfg.WorkDirBytes); err != nil {
-			return out, false, fmt.Errorf("sandbox: %w", err)
+			return out, d, false, fmt.Errorf("sandbox: %w", err)
 		}
 	}
 	reuse = d.Clean && !timedOut && !out.OutputExceeded && c.alive()
-	return out, reuse, nil
+	return out, d, reuse, nil
 }
 
 // await waits for the job's done message, enforcing the wall limit and
@@ -273,6 +298,15 @@ func (c *container) await(ctx context.Context, wall time.Duration) (doneMsg, boo
 			c.destroy()
 		}
 	}
+}
+
+// setOOMScore writes adj to pid's oom_score_adj and reports whether it
+// took effect (lowering it needs CAP_SYS_RESOURCE).
+func setOOMScore(pid, adj int) bool {
+	p := "/proc/" + strconv.Itoa(pid) + "/oom_score_adj"
+	os.WriteFile(p, []byte(strconv.Itoa(adj)), 0)
+	b, err := os.ReadFile(p)
+	return err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(adj)
 }
 
 // requestKill asks the init to kill every job process and returns a timer

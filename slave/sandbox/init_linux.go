@@ -20,10 +20,10 @@ import (
 // fresh user, PID, mount, network, IPC, UTS and cgroup namespaces. It builds
 // a read-only root, then serves runs: for each, it attaches the per-run
 // tmpfs mounts the host made, forks the program as the unprivileged job uid
-// from a dedicated OS thread (no_new_privs, empty capability bounding set,
-// sitting in the slot's cgroups so that children are born there), applies
-// rlimits while the program is stopped at its first instruction, reaps
-// every process of the job and kills the leftovers.
+// from a dedicated OS thread (no_new_privs, empty capability bounding set),
+// turns it into the job while it is stopped before its first instruction
+// (cgroups, syscall filter, rlimits: see start_linux.go), reaps every
+// process of the job and kills the leftovers.
 
 const (
 	initEnv   = "KILN_SANDBOX_INIT"
@@ -69,7 +69,7 @@ func runInit(mode string) int {
 	}
 	kind, count, _ := strings.Cut(mode, ":")
 	n, _ := strconv.Atoi(count)
-	r := &jobRunner{conn: conn, jobUID: m.Setup.JobUID, cgroupV2: kind == "v2", cgFDs: min(max(n, 0), maxCgFDs), jobs: make(chan job)}
+	r := &jobRunner{conn: conn, jobUID: m.Setup.JobUID, cgroupV2: kind == "v2", cgFDs: min(max(n, 0), maxCgFDs), filters: m.Setup.Filters, jobs: make(chan job)}
 	ready := make(chan []string)
 	go r.loop(ready)
 	notes = append(notes, <-ready...)
@@ -126,7 +126,10 @@ func buildRoot(s *setupMsg) ([]string, error) {
 			return nil, err
 		}
 	}
-	if err := unix.Mount("proc", root+"/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+	// hidepid=2: a job sees its own processes only, not the init, whose
+	// counters (/proc/1/stat: CPU and faults of every process it reaped)
+	// would tell what earlier jobs did.
+	if err := unix.Mount("proc", root+"/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "hidepid=2"); err != nil {
 		return nil, fmt.Errorf("mount /proc: %w", err)
 	}
 	if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
@@ -222,9 +225,11 @@ type jobRunner struct {
 	conn     *net.UnixConn
 	jobUID   int
 	cgroupV2 bool
-	cgFDs    int // cgroup descriptors passed from cgFD0 on
+	cgFDs    int      // cgroup descriptors passed from cgFD0 on
+	filters  [][]byte // the syscall filters, sock_filter arrays
 	jobs     chan job
 	cgDir    int          // v2: job cgroup directory, or -1
+	cgTasks  []int        // v1: the slot's "tasks" files, joined by each job
 	killing  atomic.Bool  // a kill was requested for the current job
 	running  atomic.Int32 // pid of the current job's first process, or 0
 	busy     atomic.Bool
@@ -290,19 +295,16 @@ func (r *jobRunner) prepareThread() []string {
 		}
 	}
 	r.cgDir = -1
-	tid := []byte(strconv.Itoa(unix.Gettid()))
 	for fd := cgFD0; fd < cgFD0+r.cgFDs; fd++ {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+			continue
+		}
+		unix.CloseOnExec(fd)
 		if r.cgroupV2 {
-			if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
-				unix.CloseOnExec(fd)
-				r.cgDir = fd
-			}
+			r.cgDir = fd
 			break
 		}
-		if _, err := unix.Write(fd, tid); err != nil && err != unix.EBADF {
-			notes = append(notes, "cgroup v1 placement: "+err.Error())
-		}
-		unix.Close(fd)
+		r.cgTasks = append(r.cgTasks, fd)
 	}
 	return notes
 }
@@ -340,7 +342,11 @@ func (r *jobRunner) run(j job) (doneMsg, error) {
 	if r.cgDir >= 0 {
 		sys.UseCgroupFD, sys.CgroupFD = true, r.cgDir
 	}
-	attr := &syscall.ProcAttr{Dir: "/w", Env: j.msg.Env, Files: []uintptr{in.Fd(), out.Fd(), errf.Fd()}, Sys: sys}
+	files := []uintptr{in.Fd(), out.Fd(), errf.Fd()}
+	for _, fd := range r.cgTasks {
+		files = append(files, uintptr(fd))
+	}
+	attr := &syscall.ProcAttr{Dir: "/w", Env: j.msg.Env, Files: files, Sys: sys}
 	start := time.Now()
 	pid, err := syscall.ForkExec(path, j.msg.Argv, attr)
 	if err != nil {
@@ -357,10 +363,20 @@ func (r *jobRunner) run(j job) (doneMsg, error) {
 		unix.Kill(-1, unix.SIGKILL)
 	}
 	var acc usage
-	status, exited, err := r.release(pid, j.msg.Rlimits, &acc)
+	pid, status, exited, err := r.startJob(pid, j.msg, &acc)
 	if err != nil {
 		killAll(&acc)
+		if r.killing.Load() {
+			// Killed on request while starting: the job's verdict, not a fault.
+			d.Status, d.Clean = uint32(unix.SIGKILL), true
+			d.WallNs = int64(time.Since(start))
+			return d, nil
+		}
 		return d, err
+	}
+	if !exited {
+		r.running.Store(int32(pid))
+		d.Filtered = !j.msg.NoFilter
 	}
 	for !exited {
 		var ws unix.WaitStatus
@@ -382,46 +398,6 @@ func (r *jobRunner) run(j job) (doneMsg, error) {
 	d.Clean = killAll(&acc)
 	d.CPUNs, d.MaxRSSKiB = acc.cpu, acc.maxRSS
 	return d, nil
-}
-
-// release waits for the job's first process to stop after execve, applies
-// the rlimits and lets it go. exited is true when it died before that.
-func (r *jobRunner) release(pid int, limits []rlimitSpec, acc *usage) (unix.WaitStatus, bool, error) {
-	var ws unix.WaitStatus
-	var ru unix.Rusage
-	for {
-		_, err := unix.Wait4(pid, &ws, unix.WALL, &ru)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return ws, true, fmt.Errorf("wait for exec: %w", err)
-		}
-		break
-	}
-	if !ws.Stopped() {
-		acc.add(&ru)
-		return ws, true, nil
-	}
-	for _, l := range limits {
-		lim := unix.Rlimit{Cur: l.Cur, Max: l.Max}
-		if err := unix.Prlimit(pid, l.Resource, &lim, nil); err != nil {
-			// A limit we cannot apply must not let the job run free.
-			return ws, true, fmt.Errorf("rlimit %d: %w", l.Resource, err)
-		}
-	}
-	// The init is unkillable by the OOM killer (the host set -1000); the job
-	// must not inherit that.
-	os.WriteFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", []byte("0"), 0)
-	sig := 0
-	if s := ws.StopSignal(); s != unix.SIGTRAP {
-		sig = int(s)
-	}
-	unix.PtraceDetach(pid)
-	if sig != 0 {
-		unix.Kill(pid, syscall.Signal(sig))
-	}
-	return ws, false, nil
 }
 
 // killAll kills every process left in the PID namespace and reaps them.
@@ -461,8 +437,13 @@ type usage struct {
 }
 
 func (u *usage) add(ru *unix.Rusage) {
-	u.cpu += ru.Utime.Nano() + ru.Stime.Nano()
+	u.addCPU(ru)
 	u.maxRSS = max(u.maxRSS, ru.Maxrss)
+}
+
+// addCPU counts the CPU time of ru but not its resident set.
+func (u *usage) addCPU(ru *unix.Rusage) {
+	u.cpu += ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // attach moves a detached mount received from the host onto path.

@@ -52,7 +52,8 @@ type setupMsg struct {
 	Symlinks map[string]string // sandbox path -> link target
 	Files    map[string]string // small files written into the root (passwd)
 	Hostname string
-	JobUID   int // uid and gid of the job inside the sandbox
+	JobUID   int      // uid and gid of the job inside the sandbox
+	Filters  [][]byte // syscall filters for every job, in order: sock_filter arrays
 }
 
 // bindSpec is one read-only bind mount.
@@ -68,10 +69,11 @@ type readyMsg struct {
 
 // runMsg starts one job.
 type runMsg struct {
-	Argv    []string
-	Env     []string
-	Rlimits []rlimitSpec
-	Reuse   bool // the host means to reuse this sandbox: clean up carefully
+	Argv     []string
+	Env      []string
+	Rlimits  []rlimitSpec
+	Reuse    bool // the host means to reuse this sandbox: clean up carefully
+	NoFilter bool // run without the syscall filter (benchmarks only)
 }
 
 // rlimitSpec is one resource limit applied to the job before it runs.
@@ -88,6 +90,7 @@ type doneMsg struct {
 	CPUNs     int64  // user+system time of every process of the job
 	MaxRSSKiB int64  // largest resident set of any one process
 	Clean     bool   // every process reaped and mounts removed
+	Filtered  bool   // the job ran under the syscall filter
 }
 
 // sendMsg sends m with fds over c.

@@ -81,6 +81,7 @@ type Capabilities struct {
 	Cgroup      string   // "v1", "v2" or "" when no usable cgroup
 	Controllers []string // cgroup controllers in force: memory, pids
 	Features    []string // other layers: tmpfs work dir, no_new_privs, ...
+	Filter      string   // the syscall filter every job runs under; "" when none
 	Missing     []string // what is missing or degraded, one phrase each
 }
 
@@ -93,6 +94,11 @@ func (c Capabilities) String() string {
 		parts = append(parts, "cgroup "+c.Cgroup+": "+strings.Join(c.Controllers, ","))
 	} else {
 		parts = append(parts, "cgroup: none")
+	}
+	if c.Filter != "" {
+		parts = append(parts, c.Filter)
+	} else {
+		parts = append(parts, "NO syscall filter")
 	}
 	if len(c.Features) > 0 {
 		parts = append(parts, strings.Join(c.Features, ", "))

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Strict runs each process in its own sandbox: fresh user, PID, mount,
@@ -30,6 +31,9 @@ type Strict struct {
 	cg    *cgroups
 	setup setupMsg
 	ids   idRange // host uids of this runner, locked until Close
+
+	noFilter  bool        // benchmarks only: run jobs without the syscall filter
+	oomExempt atomic.Bool // the last init started is OOM-exempt
 
 	mu     sync.Mutex
 	idle   []*container
@@ -56,6 +60,9 @@ func NewStrict(cfg StrictConfig) (*Strict, error) {
 	s := &Strict{cfg: cfg, slots: map[int]bool{}}
 	setup, err := rootSetup(cfg.ReadOnly)
 	if err != nil {
+		return nil, err
+	}
+	if setup.Filters, err = filterPrograms(); err != nil {
 		return nil, err
 	}
 	s.setup = setup
@@ -114,19 +121,25 @@ func rootSetup(paths []string) (setupMsg, error) {
 
 // Run runs spec in a sandbox and reports what happened. See [Runner].
 func (s *Strict) Run(ctx context.Context, spec Spec) (Outcome, error) {
+	out, _, err := s.run(ctx, spec)
+	return out, err
+}
+
+// run is Run, also reporting whether the job ran under the syscall filter.
+func (s *Strict) run(ctx context.Context, spec Spec) (Outcome, bool, error) {
 	if len(spec.Argv) == 0 {
-		return Outcome{}, errors.New("sandbox: empty argv")
+		return Outcome{}, false, errors.New("sandbox: empty argv")
 	}
 	if err := ctx.Err(); err != nil {
-		return Outcome{}, err
+		return Outcome{}, false, err
 	}
 	c, err := s.get()
 	if err != nil {
-		return Outcome{}, err
+		return Outcome{}, false, err
 	}
-	out, reuse, err := c.run(ctx, &spec, &s.cfg, s.background)
+	out, filtered, reuse, err := c.run(ctx, &spec, runOpts{cfg: &s.cfg, bg: s.background, noFilter: s.noFilter})
 	s.put(c, reuse && err == nil)
-	return out, err
+	return out, filtered, err
 }
 
 // get takes an idle sandbox or makes one.
@@ -164,6 +177,7 @@ func (s *Strict) get() (*container, error) {
 		s.release(slot)
 		return nil, err
 	}
+	s.oomExempt.Store(c.oomExempt)
 	return c, nil
 }
 

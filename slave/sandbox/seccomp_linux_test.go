@@ -1,0 +1,113 @@
+package sandbox
+
+import (
+	"encoding/binary"
+	"fmt"
+	"testing"
+
+	"github.com/elastic/go-seccomp-bpf/arch"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// filterVerdict runs every filter on one system call the way the kernel
+// does (all filters, the strongest action wins, the newest filter among
+// equals) and returns the combined seccomp return value. The BPF VM of
+// x/net/bpf loads words big-endian, so the seccomp_data is laid out
+// big-endian word by word.
+func filterVerdict(t *testing.T, auditArch uint32, nr int, args ...uint64) uint32 {
+	t.Helper()
+	policies, err := filterPolicies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 64)
+	binary.BigEndian.PutUint32(data[0:], uint32(nr))
+	binary.BigEndian.PutUint32(data[4:], auditArch)
+	for i, a := range args {
+		binary.BigEndian.PutUint32(data[16+8*i:], uint32(a))     // low word first: little-endian layout
+		binary.BigEndian.PutUint32(data[20+8*i:], uint32(a>>32)) // high word
+	}
+	best := uint32(unix.SECCOMP_RET_ALLOW)
+	for i := len(policies) - 1; i >= 0; i-- { // newest first
+		insts, err := policies[i].Assemble()
+		if err != nil {
+			t.Fatal(err)
+		}
+		vm, err := bpf.NewVM(insts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := vm.Run(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ret := uint32(r)
+		if int32(ret&unix.SECCOMP_RET_ACTION_FULL) < int32(best&unix.SECCOMP_RET_ACTION_FULL) {
+			best = ret
+		}
+	}
+	return best
+}
+
+func TestFilterDecisions(t *testing.T) {
+	native := uint32(arch.X86_64.ID)
+	allow := uint32(unix.SECCOMP_RET_ALLOW)
+	eperm := uint32(unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM))
+	enosys := uint32(unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS))
+	type call struct {
+		name string
+		arch uint32
+		nr   int
+		args []uint64
+		want uint32
+	}
+	cases := []call{
+		{"read", native, unix.SYS_READ, nil, allow},
+		{"glibc fork", native, unix.SYS_CLONE, []uint64{unix.CLONE_CHILD_SETTID | unix.CLONE_CHILD_CLEARTID | uint64(unix.SIGCHLD)}, allow},
+		{"vfork-style clone", native, unix.SYS_CLONE, []uint64{unix.CLONE_VM | unix.CLONE_VFORK | uint64(unix.SIGCHLD)}, allow},
+		{"pthread clone", native, unix.SYS_CLONE, []uint64{0x3d0f00}, allow},
+		{"clone3", native, unix.SYS_CLONE3, nil, enosys},
+		{"socket AF_UNIX", native, unix.SYS_SOCKET, []uint64{unix.AF_UNIX}, allow},
+		{"socket AF_INET", native, unix.SYS_SOCKET, []uint64{unix.AF_INET}, allow},
+		{"socket AF_INET6", native, unix.SYS_SOCKET, []uint64{unix.AF_INET6}, allow},
+		{"socket AF_VSOCK", native, unix.SYS_SOCKET, []uint64{unix.AF_VSOCK}, eperm},
+		{"socket AF_NETLINK", native, unix.SYS_SOCKET, []uint64{unix.AF_NETLINK}, eperm},
+		{"socket AF_PACKET", native, unix.SYS_SOCKET, []uint64{unix.AF_PACKET}, eperm},
+		{"socket AF_UNIX with high bits", native, unix.SYS_SOCKET, []uint64{1<<32 | unix.AF_UNIX}, eperm},
+		{"socketpair AF_UNIX", native, unix.SYS_SOCKETPAIR, []uint64{unix.AF_UNIX}, allow},
+		{"socketpair AF_VSOCK", native, unix.SYS_SOCKETPAIR, []uint64{unix.AF_VSOCK}, eperm},
+		{"personality query", native, unix.SYS_PERSONALITY, []uint64{0xffffffff}, allow},
+		{"personality default", native, unix.SYS_PERSONALITY, []uint64{0}, allow},
+		{"personality READ_IMPLIES_EXEC", native, unix.SYS_PERSONALITY, []uint64{0x0400000}, eperm},
+		{"personality ADDR_NO_RANDOMIZE", native, unix.SYS_PERSONALITY, []uint64{0x0040000}, eperm},
+		{"unknown number", native, 999, nil, eperm},
+		{"i386 keyctl", uint32(arch.I386.ID), 288, nil, eperm},
+		{"i386 getpid", uint32(arch.I386.ID), 20, nil, eperm},
+		{"x32 read", native, unix.SYS_READ | 0x40000000, nil, enosys},
+	}
+	for _, f := range []uint64{unix.CLONE_NEWNS, unix.CLONE_NEWCGROUP, unix.CLONE_NEWUTS, unix.CLONE_NEWIPC, unix.CLONE_NEWUSER, unix.CLONE_NEWPID, unix.CLONE_NEWNET} {
+		cases = append(cases, call{fmt.Sprintf("clone %#x", f), native, unix.SYS_CLONE, []uint64{f | uint64(unix.SIGCHLD)}, eperm})
+	}
+	for _, name := range deniedSyscalls {
+		cases = append(cases, call{name, native, arch.X86_64.SyscallNames[name], nil, eperm})
+	}
+	for _, c := range cases {
+		if got := filterVerdict(t, c.arch, c.nr, c.args...); got != c.want {
+			t.Errorf("%s: got %#x, want %#x", c.name, got, c.want)
+		}
+	}
+}
+
+func TestFilterPrograms(t *testing.T) {
+	progs, err := filterPrograms()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range progs {
+		if len(p)%8 != 0 || len(p) == 0 || len(p)/8 > unix.BPF_MAXINSNS {
+			t.Fatalf("filter %d: %d bytes", i, len(p))
+		}
+	}
+	t.Logf("%d filters, %d instructions in the first", len(progs), len(progs[0])/8)
+}

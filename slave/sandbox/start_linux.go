@@ -1,0 +1,157 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// How a job starts. The fork thread forks and execs the program with
+// PTRACE_TRACEME, so the kernel stops it right after execve, before its
+// first instruction. This first process, the launcher, never runs code of
+// its own: the init makes it fork once (see tracee) and kills it. The copy,
+// the job's real first process, starts from the very same point with a
+// fresh resident set and fresh rusage: a process made by exec from the
+// init's vfork child inherits, in ru_maxrss, the peak of the init's whole
+// address space (the figure of finding 6 was the init's 12 MiB). Before
+// letting the copy go the init makes it
+//
+//   - move itself into the slot's cgroups (v1: writing "0" to the "tasks"
+//     files the host opened; the init's threads never join them, so the
+//     memory cgroup holds the job's processes only and its OOM killer can
+//     only pick one of them);
+//   - close every descriptor above stderr;
+//   - load the syscall filter;
+//
+// then puts back its registers and entry bytes, applies the rlimits with
+// prlimit, resets its OOM score and detaches.
+
+// errDied means the job's process died (it was killed) during start-up.
+var errDied = errors.New("sandbox: job process died during start-up")
+
+// jobFD0 is where the launcher finds the first cgroup "tasks" descriptor.
+const jobFD0 = 3
+
+// startJob turns the launcher pid, just forked, into a running job and
+// returns the job's first process. exited is true when the launcher ended
+// before it stopped (status is then its wait status).
+func (r *jobRunner) startJob(pid int, m *runMsg, acc *usage) (job int, status unix.WaitStatus, exited bool, err error) {
+	var ru unix.Rusage
+	if status, err = waitPidRusage(pid, &ru); err != nil {
+		return 0, status, true, fmt.Errorf("wait for exec: %w", err)
+	}
+	if !status.Stopped() {
+		acc.addCPU(&ru)
+		return 0, status, true, nil
+	}
+	job, err = r.launch(pid, m)
+	unix.Kill(pid, unix.SIGKILL)
+	if _, werr := waitPidRusage(pid, &ru); werr == nil {
+		acc.addCPU(&ru) // its exec is the program's; its resident set is not
+	}
+	if err != nil {
+		if job > 0 {
+			unix.Kill(job, unix.SIGKILL)
+		}
+		return 0, status, true, err
+	}
+	if err := r.release(job, m.Rlimits); err != nil {
+		unix.Kill(job, unix.SIGKILL)
+		return 0, status, true, err
+	}
+	return job, status, false, nil
+}
+
+// launch makes the stopped launcher fork the job's first process and
+// prepares it; the launcher is left stopped.
+func (r *jobRunner) launch(pid int, m *runMsg) (int, error) {
+	if err := unix.PtraceSetOptions(pid, unix.PTRACE_O_TRACEFORK|unix.PTRACE_O_EXITKILL); err != nil {
+		return 0, fmt.Errorf("ptrace options: %w", err)
+	}
+	t, err := borrow(pid)
+	if err != nil {
+		return 0, err
+	}
+	child, err := t.fork()
+	if err != nil {
+		return child, err
+	}
+	c := t.adopt(child)
+	if len(r.cgTasks) > 0 {
+		zero := c.scratch(1)
+		if err := c.write(zero, []byte("0")); err != nil {
+			return child, fmt.Errorf("cgroup: %w", err)
+		}
+		for i := range r.cgTasks {
+			if err := c.mustCall("join cgroup", unix.SYS_WRITE, uint64(jobFD0+i), uint64(zero), 1); err != nil {
+				return child, err
+			}
+		}
+	}
+	if err := c.mustCall("close_range", unix.SYS_CLOSE_RANGE, 3, ^uint64(0)>>32, 0); err != nil {
+		return child, err
+	}
+	if !m.NoFilter {
+		if len(r.filters) == 0 {
+			return child, errors.New("no syscall filter")
+		}
+		for _, f := range r.filters {
+			if err := c.installFilter(f); err != nil {
+				return child, err
+			}
+		}
+	}
+	return child, c.restore()
+}
+
+// release applies the rlimits to the stopped job process, resets its OOM
+// score and lets it go.
+func (r *jobRunner) release(pid int, limits []rlimitSpec) error {
+	for _, l := range limits {
+		lim := unix.Rlimit{Cur: l.Cur, Max: l.Max}
+		if err := unix.Prlimit(pid, l.Resource, &lim, nil); err != nil {
+			// A limit we cannot apply must not let the job run free.
+			return fmt.Errorf("rlimit %d: %w", l.Resource, err)
+		}
+	}
+	// Where the host could make the init OOM-exempt (-1000), the job must
+	// not inherit that.
+	os.WriteFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", []byte("0"), 0)
+	if err := unix.PtraceDetach(pid); err != nil {
+		return fmt.Errorf("detach: %w", err)
+	}
+	return nil
+}
+
+// waitPid waits for a state change of pid (a stop included).
+func waitPid(pid int) (unix.WaitStatus, error) {
+	var ru unix.Rusage
+	return waitPidRusage(pid, &ru)
+}
+
+func waitPidRusage(pid int, ru *unix.Rusage) (unix.WaitStatus, error) {
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(pid, &ws, unix.WALL, ru)
+		if err == unix.EINTR {
+			continue
+		}
+		return ws, err
+	}
+}
+
+// waitStop waits until pid stops with sig; anything else is errDied.
+func waitStop(pid int, sig syscall.Signal) error {
+	ws, err := waitPid(pid)
+	if err != nil {
+		return fmt.Errorf("wait: %w", err)
+	}
+	if !ws.Stopped() || ws.StopSignal() != sig {
+		return fmt.Errorf("%w (status %#x)", errDied, uint32(ws))
+	}
+	return nil
+}
