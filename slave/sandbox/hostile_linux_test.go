@@ -93,7 +93,9 @@ func TestHostileInfiniteLoop(t *testing.T) {
 	dir := t.TempDir()
 	compileC(t, r, dir, "int main(void){volatile unsigned long i=0; for(;;) i++;}\n")
 	res := run(t, r, dir, lim, "", "./main")
-	if !res.TimedOut || res.CPU < 900*time.Millisecond || res.Wall >= lim.Wall {
+	// RLIMIT_CPU counts sampled ticks while the reported CPU is the exact
+	// run time: on a loaded VM SIGXCPU came at 0.89 s of exact CPU.
+	if !res.TimedOut || res.CPU < 800*time.Millisecond || res.Wall >= lim.Wall {
 		t.Fatalf("C loop: %+v", res.Outcome)
 	}
 	writeFile(t, dir, "loop.py", "while True: pass\n")
