@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -102,4 +103,20 @@ func procUID(cmdline string) (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+// Past the last range that fits below the highest uid (or past 1024
+// ranges) a runner is refused with ErrNoIDRange, not given a shared one.
+func TestStrictNoFreeUIDRange(t *testing.T) {
+	testenv.Root(t, "the strict sandbox (uid ranges)")
+	locks := t.TempDir()
+	base := 1<<32 - 2 - DefaultHostIDRange // room for exactly one range
+	r1, err := NewStrict(StrictConfig{LockDir: locks, HostIDBase: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Close()
+	if _, err := NewStrict(StrictConfig{LockDir: locks, HostIDBase: base}); !errors.Is(err, ErrNoIDRange) {
+		t.Fatalf("second runner: %v, want ErrNoIDRange", err)
+	}
 }
