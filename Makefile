@@ -32,6 +32,11 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+## mutate: apply each security mutation of .ci/mutations.txt to a copy of
+## the tree and check that a test catches it (slow; not part of test).
+mutate:
+	$(GO) run ./.ci/mutate
+
 demo: build
 	bash examples/demo.sh
 
