@@ -18,7 +18,8 @@ build:
 test: lint build fuzz-short unit
 
 unit:
-	bash -o pipefail -c '$(GO) test -race -count=1 -timeout 9m -json ./... | $(GO) run ./.ci/testsum'
+	$(GO) build -o bin/testsum ./.ci/testsum
+	bash -o pipefail -c '$(GO) test -race -count=1 -timeout 9m -json ./... | bin/testsum'
 
 fuzz-short:
 	FUZZTIME=$(FUZZTIME) bash .ci/fuzz
