@@ -5,12 +5,14 @@
 //
 //   - [Detect] and [DetectHost] find gcc, g++, javac/java and python3 with
 //     their versions, and the OS, kernel, architecture, CPUs and memory.
-//   - [Executor] runs one [Job]: a fresh directory under its work root, the
-//     compile step (or a [Cache] hit), then the run step, both through a
-//     [sandbox.Runner]; output is streamed as produced and the outcome
-//     becomes a [wire.Result].
-//   - [Cache] keeps compile artifacts on disk, keyed by [CacheKey], bounded
-//     by size with least-recently-used eviction.
+//   - [Executor] runs one [Job]: a fresh directory on a private tmpfs
+//     (or under its work root), the compile step (or a [Cache] hit), then
+//     the run step, both through a [sandbox.Runner]; only the compile
+//     step's artifacts come back from the sandbox; output is streamed as
+//     produced and the outcome becomes a [wire.Result].
+//   - [Cache] keeps compile artifacts on disk, sealed under a per-process
+//     key, keyed by [CacheKey] per client (owner), bounded by size with
+//     least-recently-used eviction.
 //   - [LoadSampler] turns CPU, load average and memory into [wire.Load].
 //   - [Slave] is the network agent: [Slave.Run] connects to the master,
 //     registers, reports load, runs up to Config.Slots jobs at once and
