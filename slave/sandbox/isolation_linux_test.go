@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kiln/internal/testenv"
 )
 
 // What a job can see of the sandbox and of earlier jobs in the same pooled
@@ -263,7 +266,7 @@ func (s *Strict) idleCount() int {
 func TestFillWorkDirPastMemoryLimit(t *testing.T) {
 	r := newStrictT(t)
 	if r.cg.memory == "" {
-		t.Skip("SKIP LOUDLY: no cgroup memory controller here")
+		testenv.Need(t, "a cgroup memory controller", errors.New("none found for the strict runner"))
 	}
 	dir := t.TempDir()
 	compileC(t, r, dir, `#include <stdio.h>
@@ -324,12 +327,7 @@ func examples(t *testing.T) []example {
 func TestExamplesUnderFilter(t *testing.T) {
 	r := newStrictT(t)
 	timeBin := "/usr/bin/time"
-	if _, err := os.Stat(timeBin); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is needed to measure bare peaks: %v", timeBin, err)
-		}
-		t.Skipf("SKIP LOUDLY: %s missing (%v): no bare peak to compare with", timeBin, err)
-	}
+	testenv.File(t, timeBin) // to measure bare peaks
 	for _, ex := range examples(t) {
 		dir := t.TempDir()
 		src, err := os.ReadFile(filepath.Join("..", "..", "examples", ex.file))
