@@ -12,7 +12,7 @@ import (
 func TestHistoryDropsClient(t *testing.T) {
 	s := &Server{cfg: Config{History: 10, Now: time.Now}, jobs: map[string]*job{}, clients: map[*clientConn]struct{}{},
 		queue: newFairQueue(), active: map[string]int{}, heldBy: map[string]int64{}, slaveRecs: map[string]*slaveRecord{}}
-	cc := &clientConn{peer: &peer{q: sendQueue{limit: 1 << 20, global: &queueBytes{limit: 1 << 20}, wake: make(chan struct{}, 1)},
+	cc := &clientConn{peer: &peer{q: sendQueue{limit: 1 << 20, shared: []*queueBytes{{limit: 1 << 20}}, wake: make(chan struct{}, 1)},
 		done: make(chan struct{})},
 		pending: map[string]*upload{}, jobs: map[string]*job{}}
 	cc.once.Do(func() {}) // no session to close here

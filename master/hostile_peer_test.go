@@ -468,16 +468,24 @@ func TestHostileSlowReaderRevocation(t *testing.T) {
 	h.served(time.Second)
 }
 
-// TestHostileSendQueueBytes: what the master queues for a client that
-// stopped reading is bounded in bytes; past the bound it is disconnected
-// as too slow, and others are served meanwhile.
+// TestHostileSendQueueBytes: what the master queues for clients that
+// stopped reading is bounded in bytes, per session and per key; past the
+// bound a session is disconnected as too slow, and others are served
+// meanwhile. (Queues used to count messages, 4096 of any size.)
 func TestHostileSendQueueBytes(t *testing.T) {
-	const limit = 256 << 10
-	c := newCluster(t, func(cfg *master.Config) { cfg.Budget.SendQueueBytes = limit })
+	const perPeer, perKey = 256 << 10, 512 << 10
+	c := newCluster(t, func(cfg *master.Config) {
+		cfg.Budget.SendQueueBytes, cfg.Budget.SendQueueBytesPerKey = perPeer, perKey
+	})
 	h := c.honest()
-	slow, err := c.dial(c.issue(certs.RoleClient, "slowpoke", "1.0"), false, "")
-	if err != nil {
-		t.Fatal(err)
+	b := c.issue(certs.RoleClient, "slowpoke", "1.0")
+	var sessions []*transport.Session
+	for range 4 {
+		s, err := c.dial(b, false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sessions = append(sessions, s)
 	}
 	var peak atomic.Int64
 	stop := make(chan struct{})
@@ -494,16 +502,33 @@ func TestHostileSendQueueBytes(t *testing.T) {
 			}
 		}
 	})
-	stopReading(t, c.srv, slow, 2*limit)
-	select {
-	case <-slow.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("a client that stopped reading is still connected")
+	for _, s := range sessions {
+		wg.Go(func() {
+			for id := uint64(1); id < 40_000; id++ {
+				if s.Send(wire.MsgInfoRequest, id, wire.InfoRequest{}) != nil {
+					return
+				}
+			}
+		})
+	}
+	closed := 0
+	for _, s := range sessions {
+		select {
+		case <-s.Done():
+			closed++
+		case <-time.After(5 * time.Second):
+		}
 	}
 	close(stop)
+	for _, s := range sessions {
+		s.Close()
+	}
 	wg.Wait()
-	if p := peak.Load(); p > limit {
-		t.Fatalf("%d bytes queued for one peer, bound %d", p, limit)
+	if p := peak.Load(); p > perKey {
+		t.Fatalf("%d bytes queued for one key, bound %d", p, perKey)
+	}
+	if closed == 0 {
+		t.Fatal("no session that stopped reading was disconnected")
 	}
 	c.waitLog("peer too slow, disconnecting", "peer=slowpoke")
 	h.served(time.Second)

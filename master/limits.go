@@ -32,6 +32,10 @@ type Budget struct {
 	// SendQueueBytes bounds the bytes of messages queued for one peer; a
 	// peer whose queue would grow past it is too slow and is disconnected.
 	SendQueueBytes int64
+	// SendQueueBytesPerKey bounds the bytes queued for all the sessions
+	// of one client or admin key; past it the session whose message does
+	// not fit is disconnected.
+	SendQueueBytesPerKey int64
 	// MaxQueuedBytes bounds the bytes queued for all peers together; past
 	// it the peer whose message does not fit is disconnected.
 	MaxQueuedBytes int64
@@ -55,16 +59,17 @@ type Budget struct {
 // DefaultBudget returns the defaults documented in docs/security.md.
 func DefaultBudget() Budget {
 	return Budget{
-		MaxHandshakes:     256,
-		HandshakeTimeout:  5 * time.Second,
-		MaxSessionsPerKey: 32,
-		SilentAfter:       15 * time.Second,
-		SendQueueBytes:    32 << 20,
-		MaxQueuedBytes:    1 << 30,
-		RefuseTimeout:     500 * time.Millisecond,
-		BusyRetryAfter:    500 * time.Millisecond,
-		LogPerPeer:        5,
-		LogBurst:          20,
+		MaxHandshakes:        256,
+		HandshakeTimeout:     5 * time.Second,
+		MaxSessionsPerKey:    32,
+		SilentAfter:          15 * time.Second,
+		SendQueueBytes:       16 << 20,
+		SendQueueBytesPerKey: 64 << 20,
+		MaxQueuedBytes:       1 << 30,
+		RefuseTimeout:        500 * time.Millisecond,
+		BusyRetryAfter:       500 * time.Millisecond,
+		LogPerPeer:           5,
+		LogBurst:             20,
 	}
 }
 
@@ -76,6 +81,7 @@ func (b Budget) withDefaults() Budget {
 	setInt(&b.MaxSessionsPerKey, d.MaxSessionsPerKey)
 	setDur(&b.SilentAfter, d.SilentAfter)
 	setInt64(&b.SendQueueBytes, d.SendQueueBytes)
+	setInt64(&b.SendQueueBytesPerKey, d.SendQueueBytesPerKey)
 	setInt64(&b.MaxQueuedBytes, d.MaxQueuedBytes)
 	setDur(&b.RefuseTimeout, d.RefuseTimeout)
 	setDur(&b.BusyRetryAfter, d.BusyRetryAfter)

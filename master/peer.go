@@ -37,17 +37,19 @@ type peer struct {
 }
 
 // sendQueue holds the encoded messages waiting for a peer, counted in
-// bytes against the peer's bound and the server's global one.
+// bytes against the peer's bound and the shared ones above it (its key's,
+// the server's).
 type sendQueue struct {
 	mu     sync.Mutex
 	msgs   []wire.Envelope
 	bytes  int64
-	limit  int64       // Budget.SendQueueBytes
-	global *queueBytes // shared by every peer
+	limit  int64         // Budget.SendQueueBytes
+	shared []*queueBytes // the key's and the server's counters
 	wake   chan struct{}
 }
 
-// queueBytes counts the bytes queued for all peers (Budget.MaxQueuedBytes).
+// queueBytes counts the bytes queued for several peers against a limit
+// (Budget.SendQueueBytesPerKey, Budget.MaxQueuedBytes).
 type queueBytes struct {
 	n     atomic.Int64
 	limit int64
@@ -57,17 +59,22 @@ type queueBytes struct {
 // generous allowance for the envelope and slice header.
 func envelopeCost(e wire.Envelope) int64 { return int64(len(e.Body)) + 64 }
 
-// push queues e, or reports false when it would take the peer's or the
-// global queue past its bound.
+// push queues e, or reports false when it would take the peer's queue or
+// a shared one past its bound.
 func (q *sendQueue) push(e wire.Envelope) (ok bool, queued int64) {
 	c := envelopeCost(e)
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.bytes+c > q.limit || q.global.n.Add(c) > q.global.limit {
-		if q.bytes+c <= q.limit {
-			q.global.n.Add(-c)
-		}
+	if q.bytes+c > q.limit {
 		return false, q.bytes
+	}
+	for i, sh := range q.shared {
+		if sh.n.Add(c) > sh.limit {
+			for _, back := range q.shared[:i+1] {
+				back.n.Add(-c)
+			}
+			return false, q.bytes
+		}
 	}
 	q.msgs = append(q.msgs, e)
 	q.bytes += c
@@ -88,9 +95,7 @@ func (q *sendQueue) pop() (wire.Envelope, bool) {
 	e := q.msgs[0]
 	q.msgs[0] = wire.Envelope{}
 	q.msgs = q.msgs[1:]
-	c := envelopeCost(e)
-	q.bytes -= c
-	q.global.n.Add(-c)
+	q.release(envelopeCost(e))
 	return e, true
 }
 
@@ -98,22 +103,22 @@ func (q *sendQueue) pop() (wire.Envelope, bool) {
 func (q *sendQueue) drop() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.global.n.Add(-q.bytes)
-	q.msgs, q.bytes = nil, 0
+	q.release(q.bytes)
+	q.msgs = nil
 }
 
-// Queued returns the bytes queued for this peer.
-func (q *sendQueue) queued() int64 {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.bytes
+func (q *sendQueue) release(c int64) {
+	q.bytes -= c
+	for _, sh := range q.shared {
+		sh.n.Add(-c)
+	}
 }
 
 func (s *Server) newPeer(id auth.Identity, hello wire.Hello, sess *transport.Session, addr string) *peer {
 	return &peer{
 		id: id, hello: hello, sess: sess, addr: addr, since: s.cfg.Now(),
 		log: s.peerLog(id.Fingerprint).With("peer", logString(id.Name), "role", id.Role, "fingerprint", short(id.Fingerprint), "addr", addr),
-		q: sendQueue{limit: s.cfg.Budget.SendQueueBytes, global: s.queued,
+		q: sendQueue{limit: s.cfg.Budget.SendQueueBytes, shared: []*queueBytes{s.queued},
 			wake: make(chan struct{}, 1)},
 		done:          make(chan struct{}),
 		metrics:       s.cfg.Metrics,
@@ -335,13 +340,26 @@ func (s *Server) claim(pr *peer, p port) wire.Refused {
 		s.slaveKeys[pr.id.Name] = pr
 		return wire.Refused{}
 	}
-	if n := s.keySessions[pr.id.Fingerprint]; n >= b.MaxSessionsPerKey {
+	k := s.keySessions[pr.id.Fingerprint]
+	if k == nil {
+		k = &keySessions{queued: queueBytes{limit: b.SendQueueBytesPerKey}}
+		s.keySessions[pr.id.Fingerprint] = k
+	}
+	if k.n >= b.MaxSessionsPerKey {
 		return wire.Refused{Code: wire.CodeBusy,
-			Reason:       fmt.Sprintf("this key already has %d sessions (at most %d)", n, b.MaxSessionsPerKey),
+			Reason:       fmt.Sprintf("this key already has %d sessions (at most %d)", k.n, b.MaxSessionsPerKey),
 			RetryAfterMs: b.BusyRetryAfter.Milliseconds()}
 	}
-	s.keySessions[pr.id.Fingerprint]++
+	k.n++
+	pr.q.shared = []*queueBytes{&k.queued, s.queued}
 	return wire.Refused{}
+}
+
+// keySessions is what the sessions of one client or admin key hold
+// together: their count and their queued bytes.
+type keySessions struct {
+	n      int
+	queued queueBytes
 }
 
 // unclaim undoes claim when the session ends.
@@ -354,8 +372,10 @@ func (s *Server) unclaim(pr *peer, p port) {
 		}
 		return
 	}
-	if s.keySessions[pr.id.Fingerprint]--; s.keySessions[pr.id.Fingerprint] <= 0 {
-		delete(s.keySessions, pr.id.Fingerprint)
+	if k := s.keySessions[pr.id.Fingerprint]; k != nil {
+		if k.n--; k.n <= 0 {
+			delete(s.keySessions, pr.id.Fingerprint)
+		}
 	}
 }
 

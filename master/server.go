@@ -171,7 +171,7 @@ type Server struct {
 	// slaveKeys is the session of each connected slave name, keySessions
 	// the session count of each client and admin key (see claim).
 	slaveKeys   map[string]*peer
-	keySessions map[string]int
+	keySessions map[string]*keySessions
 
 	handshakes chan struct{} // a token per handshake in progress (Budget.MaxHandshakes)
 	queued     *queueBytes   // bytes queued for all peers (Budget.MaxQueuedBytes)
@@ -204,7 +204,7 @@ func New(cfg Config) (*Server, error) {
 		active:      map[string]int{},
 		heldBy:      map[string]int64{},
 		slaveKeys:   map[string]*peer{},
-		keySessions: map[string]int{},
+		keySessions: map[string]*keySessions{},
 		handshakes:  make(chan struct{}, cfg.Budget.MaxHandshakes),
 		queued:      &queueBytes{limit: cfg.Budget.MaxQueuedBytes},
 		logLimits:   logLimits{per: rate.Limit(cfg.Budget.LogPerPeer), burst: cfg.Budget.LogBurst},

@@ -339,8 +339,41 @@ func TestAgentReconnects(t *testing.T) {
 	}
 }
 
+// TestAgentRetriesAlreadyConnected: refused because another session of its
+// key is live (say its own old one, not yet noticed dead), a slave waits
+// the master's retry_after and tries again instead of exiting.
+func TestAgentRetriesAlreadyConnected(t *testing.T) {
+	mb, sb := newPKI(t)
+	var mu sync.Mutex
+	var refusedAt time.Time
+	m := startMaster(t, mb, func(wire.Hello) *wire.Refused {
+		mu.Lock()
+		defer mu.Unlock()
+		if refusedAt.IsZero() {
+			refusedAt = time.Now()
+			return &wire.Refused{Code: wire.CodeAlreadyConnected, RetryAfterMs: 300}
+		}
+		return nil
+	})
+	done := runSlave(t, m, sb)
+	ms := m.next(t)
+	var reg wire.Register
+	ms.expect(t, wire.MsgRegister, &reg)
+	mu.Lock()
+	waited := time.Since(refusedAt)
+	mu.Unlock()
+	if waited < 300*time.Millisecond {
+		t.Errorf("reconnected %v after a 300 ms retry_after", waited)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned %v", err)
+	default:
+	}
+}
+
 func TestAgentExitsOnRefusal(t *testing.T) {
-	for _, code := range []string{wire.CodeRevokedKey, wire.CodeUnknownKey, wire.CodeVersionRetired} {
+	for _, code := range []string{wire.CodeRevokedKey, wire.CodeUnknownKey, wire.CodeVersionRetired, wire.CodeCertExpired} {
 		t.Run(code, func(t *testing.T) {
 			mb, sb := newPKI(t)
 			m := startMaster(t, mb, func(wire.Hello) *wire.Refused { return &wire.Refused{Code: code} })

@@ -428,3 +428,38 @@ func TestEndToEndMasterRestart(t *testing.T) {
 		t.Fatalf("after the restart: exit %d, stdout %q, stderr %q", code, out, errs)
 	}
 }
+
+// TestEndToEndSlaveCopyAndRevocation: a second `kiln slave` with a copy of
+// a live slave's bundle is refused already_connected and waits to retry
+// (it used to replace the real slave, which then exited for good); once
+// the key is revoked the real slave exits with 110, the code a supervisor
+// is told not to restart.
+func TestEndToEndSlaveCopyAndRevocation(t *testing.T) {
+	c := startCluster(t, 1)
+	b := filepath.Join(c.dir, "slave-1.bundle")
+	cp := startKiln(t, "copy", "slave", "--bundle", b, "--master", c.slaveAddr, "--slots", "1",
+		"--work-dir", filepath.Join(c.dir, "copy-work"))
+	cp.waitOutput(t, "reconnecting", 1)
+	if !strings.Contains(cp.out.String(), "already has a live session") {
+		t.Fatalf("the copy was not refused as already connected:\n%s", cp.out.String())
+	}
+	cp.stop()
+	if code := cp.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("the copy, refused for a temporary reason and stopped, exited %d", code)
+	}
+	real := c.slaves["slave-1"]
+	select {
+	case <-real.done:
+		t.Fatalf("the real slave exited:\n%s", real.out.String())
+	default:
+	}
+	mustKiln(t, "certs", "revoke", "--dir", c.dir, "slave-1")
+	select {
+	case <-real.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slave still runs 10 s after its key was revoked")
+	}
+	if code := real.cmd.ProcessState.ExitCode(); code != exitRefused {
+		t.Fatalf("the revoked slave exited %d, want %d:\n%s", code, exitRefused, real.out.String())
+	}
+}
