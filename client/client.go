@@ -125,7 +125,8 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if version == "" {
 		version = id.Version
 	}
-	w, err := transport.Hello(ctx, s, wire.Hello{Proto: wire.ProtocolVersion, Role: id.Role, Name: id.Name, Version: version})
+	w, err := transport.Hello(ctx, s, wire.Hello{Proto: wire.ProtocolVersion, Role: id.Role, Name: id.Name, Version: version,
+		Features: []string{wire.FeatureTests}})
 	if err != nil {
 		s.Close()
 		return nil, err
@@ -246,7 +247,7 @@ func (c *Client) dispatch(env wire.Envelope) error {
 			return err
 		}
 		return transport.NewRefusedError(r)
-	case wire.MsgJobState, wire.MsgOutput, wire.MsgResult:
+	case wire.MsgJobState, wire.MsgOutput, wire.MsgResult, wire.MsgTestResult:
 		return c.dispatchJob(env)
 	case wire.MsgAccepted, wire.MsgError, wire.MsgInfo, wire.MsgAdminReply, wire.MsgAttached, wire.MsgJobList:
 		return c.dispatchReply(env)
@@ -352,6 +353,12 @@ func (c *Client) dispatchJob(env wire.Envelope) error {
 			return err
 		}
 		id, apply = res.JobID, func(j *Job) bool { return j.resultMsg(res) }
+	case wire.MsgTestResult:
+		var tr wire.TestResult
+		if err := wire.Decode(env, &tr); err != nil {
+			return err
+		}
+		id, apply = tr.JobID, func(j *Job) bool { return j.testResult(tr) }
 	}
 	c.mu.Lock()
 	j := c.jobs[id]

@@ -17,6 +17,8 @@ type Event struct {
 	// reader of [Job.Events] fell behind by more than the job's output
 	// bound (their bytes are still in the Outcome, within its bound).
 	Gap *Gap
+	// Test is one case's verdict of a test batch, as soon as it is known.
+	Test *wire.TestVerdict
 }
 
 // Gap counts Output events dropped from [Job.Events].
@@ -42,6 +44,9 @@ type Outcome struct {
 	// output bound (its output limit, else the master's max_output): what
 	// is past the bound was dropped, not buffered.
 	Truncated bool
+	// Tests are the verdicts of a test batch's cases, by index; a case
+	// not judged (the batch stopped early) has status skipped.
+	Tests []wire.TestVerdict
 }
 
 // Job is a submitted job. Its methods are safe for concurrent use. The
@@ -74,7 +79,8 @@ type Job struct {
 	maxOutput int64
 	queued    int64 // output bytes in queue
 	truncated bool
-	gap       Gap // Output events dropped since the last one queued
+	gap       Gap                      // Output events dropped since the last one queued
+	verdicts  map[int]wire.TestVerdict // this attempt's test verdicts by index
 
 	eventsOnce sync.Once
 	events     chan Event
@@ -172,6 +178,7 @@ func (j *Job) Wait(ctx context.Context) (Outcome, error) {
 		CompileOutput: j.result.CompileOutput,
 		Attempts:      max(j.attempt, 1),
 		Truncated:     j.truncated,
+		Tests:         j.testOutcome(),
 	}
 	if len(o.CompileOutput) == 0 {
 		o.CompileOutput = bytes.Clone(j.compile.Bytes())
@@ -199,6 +206,9 @@ func (j *Job) resultMsg(res wire.Result) bool {
 	if !stale && j.seal != nil {
 		err = j.seal.openResult(j.id, &res)
 	}
+	if !stale && err == nil {
+		err = j.checkTestCount(res)
+	}
 	j.mu.Unlock()
 	if stale {
 		return false // the result of a voided attempt
@@ -225,6 +235,7 @@ func (j *Job) state(st wire.JobState) bool {
 		if st.Attempt > j.attempt {
 			j.attempt, j.nextSeq = st.Attempt, 0
 		}
+		j.verdicts = nil
 		j.mu.Unlock()
 	case wire.StateFailed:
 		res := &wire.Result{JobID: j.id, Attempt: st.Attempt, Status: wire.StatusInternalError,

@@ -25,6 +25,15 @@ type Request struct {
 	// Progress, when set, is called from Submit's goroutine as the source
 	// and stdin are uploaded, with the bytes sent so far and the total.
 	Progress func(sent, total int64)
+	// Language names the language; empty means the one of the file's
+	// extension: a built-in one (wire.LanguageOf) or, failing that, the
+	// one whose extensions the master's slaves announced (see Info).
+	Language string
+	// Options are compiler options among those the language allows
+	// (wire.LanguageInfo.Options), e.g. "-std=c++20".
+	Options []string
+	// Tests, when set, makes the job a test batch (see [Tests]).
+	Tests *Tests
 	// Seal seals the source, stdin and output end to end between this
 	// client and the slave that runs the job: the master routes only
 	// ciphertext (see docs/security.md). The master then needs a slave
@@ -41,7 +50,7 @@ type Request struct {
 // Its errors wrap [ErrBadInput].
 func (r Request) Check(l wire.Limits) error {
 	name := filepath.Base(r.FileName)
-	if wire.LanguageOf(name) == "" {
+	if r.Language == "" && wire.LanguageOf(name) == "" {
 		return fmt.Errorf("%w: %s: unknown language (want .c, .cpp, .cc, .java or .py)", ErrBadInput, name)
 	}
 	if len(r.Source) == 0 {
@@ -61,6 +70,13 @@ func (r Request) Check(l wire.Limits) error {
 // when the request is invalid or over the master's limits, and with a
 // *[RequestError] when the master refuses the job (busy, no_slave, ...).
 func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
+	var err error
+	if req, err = c.resolveLanguage(ctx, req); err != nil {
+		return nil, err
+	}
+	if err := c.checkTests(req); err != nil {
+		return nil, err
+	}
 	if err := req.Check(c.welcome.Limits); err != nil {
 		return nil, err
 	}
@@ -72,12 +88,18 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
 			return nil, err
 		}
 	}
+	if req.Tests != nil {
+		if req.Stdin, err = c.packTests(req.Tests, js); err != nil {
+			return nil, err
+		}
+	}
 	id, p, err := c.register(&call{submit: true, seal: js, maxOutput: outputBound(req.Limits, c.welcome.Limits)})
 	if err != nil {
 		return nil, err
 	}
 	sub := wire.Submit{
-		Language:   wire.LanguageOf(name),
+		Language:   req.Language,
+		Options:    req.Options,
 		FileName:   name,
 		SourceSize: int64(len(req.Source)),
 		StdinSize:  int64(len(req.Stdin)),
@@ -85,6 +107,9 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
 	}
 	if js != nil {
 		sub.Sealed, sub.ClientKey, sub.KeyNonce = true, js.priv.PublicKey().Bytes(), js.nonce
+	}
+	if req.Tests != nil {
+		sub.Tests = len(req.Tests.Cases)
 	}
 	if err := c.send(ctx, wire.MsgSubmit, id, sub); err != nil {
 		c.unregister(id)

@@ -219,6 +219,9 @@ func (s *Server) clientMessage(ctx context.Context, cc *clientConn, env wire.Env
 func (s *Server) submit(cc *clientConn, reqID uint64, sub wire.Submit) {
 	key := strconv.FormatUint(reqID, 10)
 	e := s.checkSubmit(&sub)
+	if e == nil {
+		e = checkTests(cc, &sub)
+	}
 	s.mu.Lock()
 	prev, closed := cc.closedLocked(key)
 	switch {
@@ -247,9 +250,10 @@ func (s *Server) checkSubmit(sub *wire.Submit) *wire.Error {
 	bad := func(code, format string, args ...any) *wire.Error {
 		return &wire.Error{Code: code, Message: fmt.Sprintf(format, args...)}
 	}
+	if e := s.checkLanguage(*sub); e != nil {
+		return e
+	}
 	switch {
-	case wire.LanguageOf(sub.FileName) == "" || wire.LanguageOf(sub.FileName) != sub.Language:
-		return bad(wire.CodeBadRequest, "file %q is not a %s source (.c, .cpp, .java or .py)", truncate(sub.FileName, 100), truncate(sub.Language, 20))
 	case sub.SourceSize <= 0:
 		return bad(wire.CodeBadRequest, "empty source file")
 	case sub.SourceSize > s.cfg.Limits.MaxSource:

@@ -173,13 +173,13 @@ func (s *Server) Info() wire.Info {
 			if !slices.Contains(li.Compilers, t.Compiler) {
 				li.Compilers = append(li.Compilers, t.Compiler)
 			}
+			addLanguageOptions(li, t)
 		}
 	}
-	for _, lang := range wire.Languages() {
-		if li := byLang[lang]; li != nil {
-			slices.Sort(li.Compilers)
-			info.Languages = append(info.Languages, *li)
-		}
+	for _, lang := range languageOrder(byLang) {
+		li := byLang[lang]
+		slices.Sort(li.Compilers)
+		info.Languages = append(info.Languages, *li)
 	}
 	return info
 }

@@ -134,6 +134,11 @@ func (s *Server) noSlaveLocked(sub wire.Submit) string {
 	lang := sub.Language
 	cands := s.candidatesLocked(s.cfg.Now())
 	mine := candidatesFor(cands, sub.Sealed)
+	if sub.Tests > 0 {
+		if m := judging(mine); len(m) < len(mine) && !supports(m, lang, "") && supports(mine, lang, "") {
+			return fmt.Sprintf("no connected slave that runs %s judges test batches (upgrade the slaves)", lang)
+		}
+	}
 	if supports(mine, lang, "") {
 		return ""
 	}
@@ -222,6 +227,9 @@ func (s *Server) dispatch() {
 			if j.submit.Sealed {
 				cs = sealing
 			}
+			if j.submit.Tests > 0 {
+				cs = judging(cs)
+			}
 			k := pickFor(cs, j.submit.Language, j.avoid)
 			if k < 0 {
 				continue
@@ -278,6 +286,7 @@ func (s *Server) sendJob(a assignment) {
 		JobID: j.id, Attempt: a.attempt, Language: j.submit.Language, FileName: j.submit.FileName,
 		SourceSize: a.source.size(), StdinSize: a.stdin.size(), Limits: j.submit.Limits,
 		Sealed: j.submit.Sealed, WrappedKey: wrapped, ClientKey: j.submit.ClientKey, Owner: j.owner,
+		Options: j.submit.Options, Tests: j.submit.Tests,
 	})
 	s.mu.Lock()
 	cancelNow := false

@@ -300,6 +300,7 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, p port) *peer {
 		HeartbeatMs: s.cfg.HeartbeatInterval.Milliseconds(),
 		Master:      s.cfg.Name,
 		Limits:      s.cfg.Limits,
+		Features:    negotiate(hello.Features),
 	}
 	if err := sess.Send(wire.MsgWelcome, 0, welcome); err != nil {
 		pr.log.Warn("welcome not delivered", "err", err)

@@ -291,6 +291,8 @@ func (s *Server) slaveMessage(sc *slaveConn, env wire.Envelope) error {
 			s.cfg.Metrics.bytes("output", len(o.Data))
 			c.send(wire.MsgOutput, 0, o)
 		}
+	case wire.MsgTestResult:
+		return s.testResult(sc, env)
 	case wire.MsgResult:
 		var r wire.Result
 		if err := wire.Decode(env, &r); err != nil {

@@ -42,8 +42,13 @@ type ExecConfig struct {
 	// DefaultWorkBytes; negative keeps job directories under WorkRoot.
 	WorkBytes  int64
 	Runner     sandbox.Runner   // runs the compile and run steps
-	Toolchains []wire.Toolchain // what this slave can run (see [Detect])
-	Cache      *Cache           // compile cache; nil disables it
+	Toolchains []wire.Toolchain // what this slave can run (see [Detect], [DetectLanguages])
+	// Languages are the descriptors of the languages; nil means the
+	// built-in table ([BuiltinLanguages]). A toolchain of a language
+	// not among them is ignored. A descriptor's limits are this slave's
+	// bounds for its language where Limits has no override for it.
+	Languages []LanguageSpec
+	Cache     *Cache // compile cache; nil disables it
 	// SharedCache lets a job of one client use the compile cache entries of
 	// another's. By default entries are kept per owner (Job.Owner): with a
 	// shared cache, "cached: true" tells a client that someone compiled the
@@ -66,7 +71,8 @@ type Job struct {
 	Source   []byte
 	Stdin    []byte
 	Limits   wire.JobLimits
-	Owner    string // the submitting client's key fingerprint (wire.Assign.Owner)
+	Owner    string   // the submitting client's key fingerprint (wire.Assign.Owner)
+	Options  []string // compiler options among those the language allows
 }
 
 // DefaultWorkBytes is the default size cap of the private tmpfs holding
@@ -78,11 +84,14 @@ const DefaultWorkBytes = 2 << 30
 // sandbox runner. It is safe for concurrent use; it holds no goroutines.
 // Close releases its private tmpfs once no job runs.
 type Executor struct {
-	cfg     ExecConfig
-	tools   map[string]wire.Toolchain
-	log     *slog.Logger
-	private *sandbox.PrivateDir // nil: job directories under cfg.WorkRoot
-	root    string              // where job directories are made
+	cfg   ExecConfig
+	tools map[string]wire.Toolchain
+	langs map[string]*language
+	// langLimits are the bounds of languages whose descriptor sets limits.
+	langLimits map[string]limits.Policy
+	log        *slog.Logger
+	private    *sandbox.PrivateDir // nil: job directories under cfg.WorkRoot
+	root       string              // where job directories are made
 }
 
 // NewExecutor checks cfg, sweeps the work root and makes the private tmpfs
@@ -95,10 +104,14 @@ func NewExecutor(cfg ExecConfig) (*Executor, error) {
 	if err := os.MkdirAll(cfg.WorkRoot, 0o700); err != nil {
 		return nil, fmt.Errorf("slave: work root: %w", err)
 	}
+	langs, policies, err := checkLanguages(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if err := cfg.Limits.Check(); err != nil {
 		return nil, fmt.Errorf("slave: job limits: %w", err)
 	}
-	e := &Executor{cfg: cfg, tools: map[string]wire.Toolchain{}, log: cfg.Logger, root: cfg.WorkRoot}
+	e := &Executor{cfg: cfg, tools: map[string]wire.Toolchain{}, langs: langs, langLimits: policies, log: cfg.Logger, root: cfg.WorkRoot}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -113,11 +126,15 @@ func NewExecutor(cfg ExecConfig) (*Executor, error) {
 			e.private, e.root = pd, pd.Path()
 		}
 	}
+	var tcs []wire.Toolchain
 	for _, tc := range cfg.Toolchains {
-		if languages[tc.Language] != nil {
+		if l := e.langs[tc.Language]; l != nil {
+			tc.Extensions, tc.Options, tc.Hash = l.spec.Extensions, l.spec.allowedOptions(), l.hash
 			e.tools[tc.Language] = tc
+			tcs = append(tcs, tc)
 		}
 	}
+	e.cfg.Toolchains = tcs
 	return e, nil
 }
 
@@ -147,7 +164,11 @@ func (e *Executor) Sandbox() string { return e.cfg.Runner.Name() }
 // Limits returns the limits a job of lang asking for l runs under, or an
 // error when l is over this slave's maxima (see ExecConfig.Limits).
 func (e *Executor) Limits(lang string, l wire.JobLimits) (wire.JobLimits, error) {
-	lim, err := e.cfg.Limits.Apply(lang, l)
+	p, own := e.langLimits[lang]
+	if !own {
+		p = e.cfg.Limits
+	}
+	lim, err := p.Apply(lang, l)
 	if err != nil {
 		return lim, fmt.Errorf("over this slave's own bounds: %w", err)
 	}
@@ -160,7 +181,7 @@ func (e *Executor) Limits(lang string, l wire.JobLimits) (wire.JobLimits, error)
 // When ctx ends, the job is killed and the status is cancelled.
 func (e *Executor) Execute(ctx context.Context, job Job, emit func(stream uint8, data []byte)) wire.Result {
 	res := wire.Result{JobID: job.ID, Attempt: job.Attempt, Slave: e.cfg.Name, Language: job.Language}
-	lang, tc := languages[job.Language], e.tools[job.Language]
+	lang, tc := e.langs[job.Language], e.tools[job.Language]
 	if lang == nil || tc.Path == "" {
 		res = fail(res, wire.StatusInternalError, fmt.Sprintf("no toolchain for language %q on this slave", job.Language))
 		res.SlaveFault = true
@@ -206,7 +227,7 @@ type jobRun struct {
 }
 
 func (j *jobRun) execute(emit func(uint8, []byte)) wire.Result {
-	if j.lang.compile != nil {
+	if j.lang.compiled() {
 		if done := j.build(); done {
 			return j.res
 		}
@@ -217,16 +238,24 @@ func (j *jobRun) execute(emit func(uint8, []byte)) wire.Result {
 // build puts the compiled program into the job directory, from the cache
 // or by compiling. It reports true when the job ends here.
 func (j *jobRun) build() bool {
-	flags := j.lang.compile(j.src)
+	argv, err := j.lang.compile(j.tc.Path, j.src, j.job.Options)
+	if err != nil {
+		j.res.CompileOutput = []byte(err.Error() + "\n")
+		j.res = fail(j.res, wire.StatusCompileError, err.Error())
+		return true
+	}
+	flags := argv[1:]
 	javaName := ""
-	if j.lang.jvm {
+	if j.lang.spec.Source.ClassName {
 		javaName = j.src
 	}
 	owner := j.job.Owner
 	if j.e.cfg.SharedCache {
 		owner = ""
 	}
-	key := CacheKey(owner, j.lang.name, j.tc.Compiler, flags, javaName, j.job.Source)
+	// The descriptor's hash is part of the key: a changed command line or
+	// option set never reuses a build made under the old one.
+	key := CacheKey(owner, j.lang.name+"\x00"+j.lang.hash, j.tc.Compiler, flags, javaName, j.job.Source)
 	if c := j.e.cfg.Cache; c != nil {
 		if arts, ok := c.Get(key); ok {
 			if err := j.place(arts); err != nil {
@@ -238,9 +267,16 @@ func (j *jobRun) build() bool {
 		}
 	}
 	out := &cappedBuffer{max: maxCompileOutput}
-	spec := j.spec(append([]string{j.tc.Path}, flags...), sandbox.Limits{
-		Wall: compileWall, CPU: compileWall, MemoryBytes: compileMemory, OutputBytes: 4 << 20,
-		FileBytes: 512 << 20, OpenFiles: 256, NoAddressSpaceLimit: j.lang.jvm,
+	wall, mem := compileWall, int64(compileMemory)
+	if ms := j.lang.spec.Sandbox.CompileTimeMs; ms > 0 {
+		wall = min(wall, time.Duration(ms)*time.Millisecond)
+	}
+	if b := j.lang.spec.Sandbox.CompileMemoryBytes; b > 0 {
+		mem = min(mem, b)
+	}
+	spec := j.spec(argv, sandbox.Limits{
+		Wall: wall, CPU: wall, MemoryBytes: mem, OutputBytes: 4 << 20,
+		FileBytes: 512 << 20, OpenFiles: 256, Procs: j.lang.spec.Sandbox.CompileProcs, NoAddressSpaceLimit: j.lang.jvm(),
 	})
 	spec.Stdout, spec.Stderr = out, out
 	spec.Keep = j.keepArtifact
@@ -254,7 +290,7 @@ func (j *jobRun) build() bool {
 		j.res = j.e.internal(j.res, "compile", err)
 		return true
 	case o.TimedOut:
-		j.res = fail(j.res, wire.StatusCompileError, fmt.Sprintf("compilation took longer than %v", compileWall))
+		j.res = fail(j.res, wire.StatusCompileError, fmt.Sprintf("compilation took longer than %v", wall))
 		return true
 	case o.ExitCode != 0 || o.Signal != 0:
 		j.res = fail(j.res, wire.StatusCompileError, describeExit(o))
@@ -331,12 +367,8 @@ func (j *jobRun) place(arts []Artifact) error {
 
 func (j *jobRun) run(emit func(uint8, []byte)) wire.Result {
 	lim := j.job.Limits // applied in Execute
-	argv := j.lang.run(j.tc.Path, j.src, lim.MemoryBytes)
-	wall := time.Duration(lim.TimeMs) * time.Millisecond
-	spec := j.spec(argv, sandbox.Limits{
-		Wall: wall, CPU: wall, MemoryBytes: lim.MemoryBytes, OutputBytes: lim.OutputBytes,
-		FileBytes: 64 << 20, OpenFiles: 64, Procs: 256, NoAddressSpaceLimit: j.lang.jvm,
-	})
+	spec := j.runSpec(lim)
+	wall := spec.Limits.Wall
 	var mu sync.Mutex // emit is never called concurrently
 	tail := &tailBuffer{max: stderrTailBytes}
 	spec.Stdin = bytes.NewReader(j.job.Stdin)
@@ -359,19 +391,33 @@ func (j *jobRun) run(emit func(uint8, []byte)) wire.Result {
 	case o.ExitCode == 0 && o.Signal == 0:
 		res.Status = wire.StatusOK
 		return res
-	case o.MemoryExceeded || memoryFailure(j.lang.name, tail.Bytes()):
+	case o.MemoryExceeded || memoryFailure(j.lang, tail.Bytes()):
 		return fail(res, wire.StatusMemoryLimit, fmt.Sprintf("memory limit of %d MiB exceeded (%s)", lim.MemoryBytes>>20, describeExit(o)))
 	}
 	return fail(res, wire.StatusRuntimeError, describeExit(o))
 }
 
+// runSpec is the sandbox spec of a run of the program under lim.
+func (j *jobRun) runSpec(lim wire.JobLimits) sandbox.Spec {
+	procs := 256
+	if p := j.lang.spec.Sandbox.Procs; p > 0 {
+		procs = p
+	}
+	wall := time.Duration(lim.TimeMs) * time.Millisecond
+	return j.spec(j.lang.run(j.tc.Path, j.src, lim.MemoryBytes), sandbox.Limits{
+		Wall: wall, CPU: wall, MemoryBytes: lim.MemoryBytes, OutputBytes: lim.OutputBytes,
+		FileBytes: 64 << 20, OpenFiles: 64, Procs: procs, NoAddressSpaceLimit: j.lang.jvm(),
+	})
+}
+
 // spec builds a sandbox spec in the job directory with a minimal
-// environment.
+// environment, plus the language's own variables.
 func (j *jobRun) spec(argv []string, lim sandbox.Limits) sandbox.Spec {
+	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "LC_ALL=C.UTF-8"}
 	return sandbox.Spec{
 		Argv: argv,
 		// No host paths: a strict runner shows Dir elsewhere inside.
-		Env:    []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "LC_ALL=C.UTF-8"},
+		Env:    append(env, j.lang.spec.Env...),
 		Dir:    j.dir,
 		Limits: lim,
 	}
@@ -381,17 +427,8 @@ func (j *jobRun) spec(argv []string, lim sandbox.Limits) sandbox.Spec {
 // This is a heuristic for runners that cannot see memory events (Plain):
 // a C program whose malloc fails under RLIMIT_AS usually just crashes and
 // is reported as a runtime error.
-func memoryFailure(lang string, stderrTail []byte) bool {
-	var pats []string
-	switch lang {
-	case wire.LangJava:
-		pats = []string{"java.lang.OutOfMemoryError"}
-	case wire.LangPython:
-		pats = []string{"MemoryError"}
-	case wire.LangCPP:
-		pats = []string{"std::bad_alloc"}
-	}
-	pats = append(pats, "Cannot allocate memory", "out of memory")
+func memoryFailure(lang *language, stderrTail []byte) bool {
+	pats := append(slices.Clip(lang.spec.MemoryErrors), "Cannot allocate memory", "out of memory")
 	for _, p := range pats {
 		if bytes.Contains(stderrTail, []byte(p)) {
 			return true
@@ -479,4 +516,41 @@ func (t *tailBuffer) Bytes() []byte {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return bytes.Clone(t.buf)
+}
+
+// checkLanguages checks cfg's language descriptors (the built-in table
+// when none). A descriptor's limits become the slave's bounds for its
+// language where cfg.Limits has no override for it: they fill in from
+// the slave's own bounds and never raise its maxima.
+func checkLanguages(cfg ExecConfig) (map[string]*language, map[string]limits.Policy, error) {
+	specs := cfg.Languages
+	if specs == nil {
+		specs = BuiltinLanguages()
+	}
+	langs := make(map[string]*language, len(specs))
+	policies := map[string]limits.Policy{}
+	base := cfg.Limits.For("")
+	for _, s := range specs {
+		if err := s.check(); err != nil {
+			return nil, nil, fmt.Errorf("slave: language %q: %w", s.Name, err)
+		}
+		langs[s.Name] = newLanguage(s)
+		if _, set := cfg.Limits.Languages[s.Name]; set || s.Limits == (LimitsSpec{}) {
+			continue
+		}
+		mx := orLimits(s.Limits.Max.job(), base.Max)
+		mx = wire.JobLimits{TimeMs: min(mx.TimeMs, base.Max.TimeMs), MemoryBytes: min(mx.MemoryBytes, base.Max.MemoryBytes),
+			OutputBytes: min(mx.OutputBytes, base.Max.OutputBytes)}
+		def := orLimits(s.Limits.Default.job(), base.Default)
+		def = wire.JobLimits{TimeMs: min(def.TimeMs, mx.TimeMs), MemoryBytes: min(def.MemoryBytes, mx.MemoryBytes),
+			OutputBytes: min(def.OutputBytes, mx.OutputBytes)}
+		policies[s.Name] = limits.Policy{Bounds: limits.Bounds{Default: def, Max: mx}}
+	}
+	return langs, policies, nil
+}
+
+// orLimits returns l with its zero fields taken from def.
+func orLimits(l, def wire.JobLimits) wire.JobLimits {
+	return wire.JobLimits{TimeMs: cmp.Or(l.TimeMs, def.TimeMs), MemoryBytes: cmp.Or(l.MemoryBytes, def.MemoryBytes),
+		OutputBytes: cmp.Or(l.OutputBytes, def.OutputBytes)}
 }

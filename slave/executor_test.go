@@ -363,7 +363,7 @@ func TestFileNames(t *testing.T) {
 	}
 	for name, ok := range map[string]bool{"Hello.java": true, "_x$1.java": true, "Été.java": true,
 		"1a.java": false, "class.java": false, "hello-world.java": false, "Hello.txt": false, ".java": false} {
-		if _, err := javaName(name); (err == nil) != ok {
+		if _, err := classSourceName(name, []string{".java"}); (err == nil) != ok {
 			t.Errorf("javaName(%q) err %v, want ok=%v", name, err, ok)
 		}
 	}

@@ -5,12 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
-
-	"kiln/transport/wire"
 )
 
 // maxFileName caps a submitted file name, in bytes.
@@ -20,106 +19,131 @@ const maxFileName = 128
 // language cannot use (for Java, not a valid class name).
 var ErrBadFileName = errors.New("bad file name")
 
-// language is how Kiln builds and runs one language.
+// language is how Kiln builds and runs one language: a checked
+// [LanguageSpec] and its hash.
 type language struct {
 	name string
-	// sourceName is the file name of the source inside the job directory.
-	sourceName func(user string) (string, error)
-	// compile is the compile command without the compiler path, or nil.
-	compile func(src string) []string
-	// run is the run command; tool is the toolchain path.
-	run func(tool, src string, memBytes int64) []string
-	// artifacts picks the compile outputs to cache among the directory's
-	// entry names.
-	artifacts func(names []string) []string
-	// jvm marks a JVM language: no RLIMIT_AS, a heap flag instead.
-	jvm bool
+	spec LanguageSpec
+	hash string
 }
 
-// languages is the table of everything Kiln runs.
-var languages = map[string]*language{
-	wire.LangC: {
-		name:       wire.LangC,
-		sourceName: userName("main.c"),
-		compile: func(src string) []string {
-			return []string{"-O2", "-pipe", "-std=gnu17", "-o", "main", src, "-lm"}
-		},
-		run:       func(_, _ string, _ int64) []string { return []string{"./main"} },
-		artifacts: func([]string) []string { return []string{"main"} },
-	},
-	wire.LangCPP: {
-		name:       wire.LangCPP,
-		sourceName: userName("main.cpp"),
-		compile: func(src string) []string {
-			return []string{"-O2", "-pipe", "-std=gnu++17", "-o", "main", src}
-		},
-		run:       func(_, _ string, _ int64) []string { return []string{"./main"} },
-		artifacts: func([]string) []string { return []string{"main"} },
-	},
-	wire.LangJava: {
-		name:       wire.LangJava,
-		sourceName: javaName,
-		compile: func(src string) []string {
-			return []string{"-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1", "-J-XX:-UsePerfData",
-				"-J-Xmx512m", "-encoding", "UTF-8", "-d", ".", src}
-		},
-		run:       javaRun,
-		artifacts: classFiles,
-		jvm:       true,
-	},
-	wire.LangPython: {
-		name:       wire.LangPython,
-		sourceName: userName("main.py"),
-		run:        func(tool, src string, _ int64) []string { return []string{tool, "-B", src} },
-	},
+func newLanguage(s LanguageSpec) *language {
+	return &language{name: s.Name, spec: s, hash: s.Hash()}
 }
 
-// javaRun runs the class named after the source file. The JVM reserves
-// far more address space than it uses, so memory is bounded by the heap
-// (three quarters of the limit, the rest for metaspace, code and stacks).
-func javaRun(javac, src string, mem int64) []string {
-	heap := max(mem/4*3, 32<<20) >> 20
-	return []string{javaBeside(javac), "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-		"-XX:-UsePerfData", "-Xss64m", "-Xmx" + strconv.FormatInt(heap, 10) + "m",
-		"-cp", ".", strings.TrimSuffix(src, ".java")}
+// jvm reports a runtime that gets no RLIMIT_AS (see SandboxSpec).
+func (l *language) jvm() bool { return l.spec.Sandbox.NoAddressSpaceLimit }
+
+// compiled reports whether the language has a compile step.
+func (l *language) compiled() bool { return len(l.spec.Compile) > 0 }
+
+// sourceName is the file name of the source inside the job directory.
+func (l *language) sourceName(user string) (string, error) {
+	if l.spec.Source.ClassName {
+		return classSourceName(user, l.spec.Extensions)
+	}
+	if err := checkFileName(user); err != nil {
+		return "", err
+	}
+	if !l.spec.hasExtension(user) {
+		return l.spec.Source.Name, nil
+	}
+	return user, nil
 }
 
-func classFiles(names []string) []string {
+// ErrOption is returned for a compiler option the language does not allow.
+var ErrOption = errors.New("compiler option not allowed")
+
+// pickOptions returns the value of each option group: the submitter's
+// pick, or the group's default. An option outside every group, or two
+// options of one group, is refused.
+func (l *language) pickOptions(opts []string) (map[string]string, error) {
+	picked := map[string]string{}
+	for _, o := range opts {
+		found := false
+		for _, g := range l.spec.Options {
+			if !slices.Contains(g.Allowed, o) {
+				continue
+			}
+			if prev, ok := picked[g.Name]; ok {
+				return nil, fmt.Errorf("%w: %q and %q are both %s options", ErrOption, prev, o, g.Name)
+			}
+			picked[g.Name], found = o, true
+		}
+		if !found {
+			return nil, fmt.Errorf("%w: %q (%s allows %s)", ErrOption, o, l.name, strings.Join(l.spec.allowedOptions(), " "))
+		}
+	}
+	for _, g := range l.spec.Options {
+		if _, ok := picked[g.Name]; !ok {
+			picked[g.Name] = g.Default
+		}
+	}
+	return picked, nil
+}
+
+// compile returns the compile command, the tool path first.
+func (l *language) compile(tool, src string, opts []string) ([]string, error) {
+	picked, err := l.pickOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	vars := l.vars(tool, src, 0)
+	for k, v := range picked {
+		vars["{opt."+k+"}"] = v
+	}
+	return expand(l.spec.Compile, vars), nil
+}
+
+// run returns the run command. memBytes sets {heap_mb}: three quarters of
+// the limit (the rest for metaspace, code and stacks), at least 32 MiB.
+func (l *language) run(tool, src string, memBytes int64) []string {
+	return expand(l.spec.Run, l.vars(tool, src, memBytes))
+}
+
+func (l *language) vars(tool, src string, memBytes int64) map[string]string {
+	ext := filepath.Ext(src)
+	return map[string]string{
+		"{tool}": tool, "{tool_dir}": filepath.Dir(tool), "{src}": src,
+		"{class}": strings.TrimSuffix(src, ext), "{heap_mb}": strconv.FormatInt(max(memBytes/4*3, 32<<20)>>20, 10),
+	}
+}
+
+func expand(argv []string, vars map[string]string) []string {
+	out := make([]string, 0, len(argv))
+	for _, a := range argv {
+		out = append(out, placeholderRe.ReplaceAllStringFunc(a, func(h string) string { return vars[h] }))
+	}
+	return out
+}
+
+// artifacts picks the compile outputs to cache among the directory's
+// entry names.
+func (l *language) artifacts(names []string) []string {
 	var out []string
 	for _, n := range names {
-		if strings.HasSuffix(n, ".class") {
-			out = append(out, n)
+		for _, p := range l.spec.Artifacts {
+			if ok, _ := filepath.Match(p, n); ok {
+				out = append(out, n)
+				break
+			}
 		}
 	}
 	return out
 }
 
-// userName validates the user's file name and keeps it, so that compiler
-// messages and tracebacks name the file the user knows. A name that is not a
-// safe source name of the language is replaced with fallback.
-func userName(fallback string) func(string) (string, error) {
-	return func(user string) (string, error) {
-		if err := checkFileName(user); err != nil {
-			return "", err
-		}
-		if !strings.EqualFold(filepath.Ext(user), filepath.Ext(fallback)) && wire.LanguageOf(user) != wire.LanguageOf(fallback) {
-			return fallback, nil
-		}
-		return user, nil
-	}
-}
-
-// javaName keeps the user's file name: public class Hello lives in
+// classSourceName keeps the user's file name: public class Hello lives in
 // Hello.java. The base must be a Java identifier.
-func javaName(user string) (string, error) {
+func classSourceName(user string, exts []string) (string, error) {
 	if err := checkFileName(user); err != nil {
 		return "", err
 	}
-	class, ok := strings.CutSuffix(user, ".java")
-	if !ok || !javaIdentifier(class) {
-		return "", fmt.Errorf("%w: %q: a Java source must be named <Class>.java with a valid class name", ErrBadFileName, user)
+	for _, ext := range exts {
+		if class, ok := strings.CutSuffix(user, ext); ok && javaIdentifier(class) {
+			return user, nil
+		}
 	}
-	return user, nil
+	return "", fmt.Errorf("%w: %q: a Java source must be named <Class>.java with a valid class name", ErrBadFileName, user)
 }
 
 // checkFileName rejects names that could escape or confuse the job

@@ -44,40 +44,111 @@ func DetectHost(ctx context.Context) HostInfo {
 	return h
 }
 
-// Detect finds the toolchains of this machine: gcc (c), g++ (cpp),
-// javac with its java (java) and python3 (python). Paths are absolute with
-// symlinks resolved; Compiler is "gcc 12.2.0", "javac 17.0.15",
-// "Python 3.11.2". A missing or broken toolchain is left out.
+// Detect finds the toolchains of the built-in languages on this machine:
+// gcc (c), g++ (cpp), javac with its java (java) and python3 (python).
+// Paths are absolute with symlinks resolved; Compiler is "gcc 12.2.0",
+// "javac 17.0.15", "Python 3.11.2". A missing or broken toolchain is left
+// out.
 func Detect(ctx context.Context) []wire.Toolchain {
-	return detector{lookPath: exec.LookPath, pythons: []string{"/usr/bin/python3"}}.detect(ctx)
+	tcs, _ := DetectLanguages(ctx, BuiltinLanguages())
+	return tcs
 }
 
-// detector holds what Detect reads from the machine, for tests.
+// Missing is a language whose toolchain was not found, and why.
+type Missing struct {
+	Language string
+	Reason   string
+}
+
+// DetectLanguages finds the toolchain of each language on this machine.
+// Those it finds are returned as toolchains to announce (with the
+// language's extensions, allowed options and descriptor hash); the others
+// are reported in missing, never announced.
+func DetectLanguages(ctx context.Context, specs []LanguageSpec) (found []wire.Toolchain, missing []Missing) {
+	d := detector{lookPath: exec.LookPath}
+	for _, s := range specs {
+		tc, why := d.detectOne(ctx, s)
+		if why != "" {
+			missing = append(missing, Missing{Language: s.Name, Reason: why})
+			continue
+		}
+		found = append(found, tc)
+	}
+	return found, missing
+}
+
+// detector holds what detection reads from the machine, for tests.
 type detector struct {
 	lookPath func(string) (string, error)
-	pythons  []string // preferred interpreters, tried before PATH
 }
 
 func (d detector) detect(ctx context.Context) []wire.Toolchain {
 	var tcs []wire.Toolchain
-	add := func(lang, path, version string) {
-		if path != "" && version != "" {
-			tcs = append(tcs, wire.Toolchain{Language: lang, Compiler: version, Path: path})
+	for _, s := range BuiltinLanguages() {
+		if tc, why := d.detectOne(ctx, s); why == "" {
+			tcs = append(tcs, tc)
 		}
 	}
-	if p := d.resolve("gcc"); p != "" {
-		add(wire.LangC, p, prefixed("gcc", probe(ctx, p, "-dumpfullversion")))
-	}
-	if p := d.resolve("g++"); p != "" {
-		add(wire.LangCPP, p, prefixed("g++", probe(ctx, p, "-dumpfullversion")))
-	}
-	if p := d.resolve("javac"); p != "" && isExecutable(javaBeside(p)) {
-		add(wire.LangJava, p, firstLine(probe(ctx, p, "-version")))
-	}
-	if p := d.python(ctx); p != "" {
-		add(wire.LangPython, p, firstLine(probe(ctx, p, "--version")))
-	}
 	return tcs
+}
+
+// detectOne finds one language's tool and version, or says why not.
+func (d detector) detectOne(ctx context.Context, s LanguageSpec) (wire.Toolchain, string) {
+	tool := d.tool(ctx, s.Detect)
+	if tool == "" {
+		return wire.Toolchain{}, "none of " + strings.Join(s.Detect.Tools, ", ") + " found"
+	}
+	vars := map[string]string{"{tool}": tool, "{tool_dir}": filepath.Dir(tool)}
+	for _, r := range expand(s.Detect.Requires, vars) {
+		if !isExecutable(r) {
+			return wire.Toolchain{}, r + " is missing"
+		}
+	}
+	version := filepath.Base(tool)
+	if len(s.Detect.Version) > 0 {
+		version = firstLine(probe(ctx, tool, s.Detect.Version...))
+		if version == "" {
+			return wire.Toolchain{}, tool + " " + strings.Join(s.Detect.Version, " ") + " failed"
+		}
+		if s.Detect.VersionPrefix != "" {
+			version = s.Detect.VersionPrefix + " " + version
+		}
+	}
+	return wire.Toolchain{Language: s.Name, Compiler: version, Path: tool,
+		Extensions: s.Extensions, Options: s.allowedOptions(), Hash: s.Hash()}, ""
+}
+
+// tool returns the real path of the first of spec's tools that is an
+// executable, or "". A "#!" script (a pyenv shim costs ~180 ms per start)
+// is replaced by the interpreter ScriptProbe prints, or skipped.
+func (d detector) tool(ctx context.Context, spec DetectSpec) string {
+	for _, t := range spec.Tools {
+		p := ""
+		switch {
+		case !filepath.IsAbs(t):
+			p = d.resolve(t)
+		case strings.ContainsAny(t, "*?["):
+			if m, _ := filepath.Glob(t); len(m) > 0 {
+				p = realPath(m[len(m)-1]) // the last in order: usually the newest version
+			}
+		case isExecutable(t):
+			p = realPath(t)
+		}
+		if p == "" || !isExecutable(p) {
+			continue
+		}
+		if !isScript(p) {
+			return p
+		}
+		if len(spec.ScriptProbe) == 0 {
+			continue
+		}
+		exe := firstLine(probe(ctx, p, spec.ScriptProbe...))
+		if exe != "" && filepath.IsAbs(exe) && isExecutable(exe) && !isScript(exe) {
+			return realPath(exe)
+		}
+	}
+	return ""
 }
 
 // resolve finds name on PATH and returns its real absolute path, or "".
@@ -88,29 +159,6 @@ func (d detector) resolve(name string) string {
 	}
 	return realPath(p)
 }
-
-// python prefers a real interpreter over a PATH entry that is a script
-// (a pyenv shim costs ~180 ms per start); for a script it asks the
-// interpreter behind it for its sys.executable.
-func (d detector) python(ctx context.Context) string {
-	for _, p := range d.pythons {
-		if isExecutable(p) && !isScript(p) {
-			return realPath(p)
-		}
-	}
-	p := d.resolve("python3")
-	if p == "" || !isScript(p) {
-		return p
-	}
-	exe := firstLine(probe(ctx, p, "-c", "import sys; print(sys.executable)"))
-	if exe == "" || !filepath.IsAbs(exe) || isScript(exe) {
-		return ""
-	}
-	return realPath(exe)
-}
-
-// javaBeside returns the java launcher of the JDK that javac belongs to.
-func javaBeside(javac string) string { return filepath.Join(filepath.Dir(javac), "java") }
 
 // probe runs a trusted toolchain binary briefly and returns its combined
 // output, or "" on failure.
@@ -124,13 +172,6 @@ func probe(ctx context.Context, path string, args ...string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(out))
-}
-
-func prefixed(name, version string) string {
-	if version = firstLine(version); version == "" {
-		return ""
-	}
-	return name + " " + version
 }
 
 func firstLine(s string) string {

@@ -52,6 +52,8 @@ type slaveFlags struct {
 	workDir, cacheDir     string
 	cacheSize             string
 	sharedCache           bool
+	languages             string
+	langSpecs             []slave.LanguageSpec // read from languages by resolve
 	sandbox               string
 	logFormat, logLevel   string
 	backoffMin, backoffMx time.Duration
@@ -63,6 +65,7 @@ func (f *slaveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.bundle, "bundle", "", "slave bundle `FILE` from 'kiln certs issue --role slave' (default $KILN_BUNDLE)")
 	fs.StringVar(&f.master, "master", "", "master slave address `HOST:PORT`, e.g. 127.0.0.1:7401 (default $KILN_MASTER)")
 	fs.IntVar(&f.slots, "slots", runtime.NumCPU(), "jobs run at once (`N`)")
+	fs.StringVar(&f.languages, "languages", "", "languages `FILE` (docs/languages.md) adding to or replacing the built-in C, C++, Java and Python")
 	fs.DurationVar(&f.loadInterval, "load-interval", 2*time.Second, "load report `INTERVAL`")
 	fs.StringVar(&f.workDir, "work-dir", "", "`DIR` for job directories when no private tmpfs can hold them (--sandbox=none, or not root); emptied at start (default: a new temporary directory, removed at exit)")
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "compile cache `DIR`, sealed under a per-process key and emptied at start (default: <user cache dir>/kiln/<slave name>)")
@@ -142,6 +145,14 @@ func (f *slaveFlags) resolve(e env, fs *flag.FlagSet) error {
 	if _, err := parseSize(f.cacheSize); err != nil {
 		return fmt.Errorf("--cache-size: %w", err)
 	}
+	f.langSpecs = slave.BuiltinLanguages()
+	if f.languages != "" {
+		extra, err := slave.ReadLanguages(f.languages)
+		if err != nil {
+			return err
+		}
+		f.langSpecs = slave.MergeLanguages(f.langSpecs, extra)
+	}
 	return nil
 }
 
@@ -166,15 +177,12 @@ func runSlave(ctx context.Context, f slaveFlags, bundle *certs.Bundle, log *slog
 	if err != nil {
 		return err
 	}
-	tcs := slave.Detect(ctx)
-	for _, tc := range tcs {
-		log.Info("toolchain", "lang", tc.Language, "compiler", tc.Compiler, "path", tc.Path)
+	if f.langSpecs == nil {
+		f.langSpecs = slave.BuiltinLanguages() // an embedded slave (kiln master --local-slots, kiln dev)
 	}
-	if len(tcs) == 0 {
-		log.Warn("no toolchain found: this slave can run nothing (install gcc, g++, a JDK or python3)")
-	}
+	tcs := slaveToolchains(ctx, f.langSpecs, log)
 	exec, err := slave.NewExecutor(slave.ExecConfig{Name: id.Name, WorkRoot: workDir, Runner: runner,
-		Toolchains: tcs, Cache: cache, SharedCache: f.sharedCache, Limits: f.jobLimits.policy, Logger: log})
+		Toolchains: tcs, Languages: f.langSpecs, Cache: cache, SharedCache: f.sharedCache, Limits: f.jobLimits.policy, Logger: log})
 	if err != nil {
 		return err
 	}

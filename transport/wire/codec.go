@@ -91,6 +91,8 @@ func NewBody(t MsgType) (any, error) {
 		return new(JobList), nil
 	case MsgWraps:
 		return new(Wraps), nil
+	case MsgTestResult:
+		return new(TestResult), nil
 	}
 	return nil, fmt.Errorf("%w %d", ErrUnknownType, t)
 }

@@ -77,8 +77,8 @@ func TestFrameBytes(t *testing.T) {
 
 func TestEveryTypeRoundTrips(t *testing.T) {
 	types := MsgTypes()
-	if len(types) != 25 {
-		t.Fatalf("MsgTypes() has %d types, want 25", len(types))
+	if len(types) != 26 {
+		t.Fatalf("MsgTypes() has %d types, want 26", len(types))
 	}
 	for _, mt := range types {
 		body, _ := NewBody(mt)

@@ -3,6 +3,7 @@ package wire
 import (
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // ErrFieldLimit reports a decoded message with a field longer, or a list
@@ -99,6 +100,10 @@ func (h *Hello) checkFields(f *fields) {
 func (w *Welcome) checkFields(f *fields) {
 	f.str("session", w.SessionID, MaxShort)
 	f.str("master", w.Master, MaxName)
+	f.count("features", len(w.Features), MaxFeatures)
+	for _, s := range w.Features {
+		f.str("feature", s, MaxShort)
+	}
 }
 
 func (r *Refused) checkFields(f *fields) {
@@ -112,6 +117,7 @@ func (r *Register) checkFields(f *fields) {
 		f.str("toolchain language", t.Language, MaxShort)
 		f.str("toolchain compiler", t.Compiler, MaxShort)
 		f.str("toolchain path", t.Path, MaxText)
+		t.checkJudgeFields(f)
 	}
 	f.str("os", r.OS, MaxShort)
 	f.str("kernel", r.Kernel, MaxShort)
@@ -129,6 +135,10 @@ func (s *Submit) checkFields(f *fields) {
 	f.str("file", s.FileName, MaxText)
 	f.bin("client_key", s.ClientKey, MaxKey)
 	f.bin("key_nonce", s.KeyNonce, MaxKey)
+	f.count("options", len(s.Options), MaxOptions)
+	for _, o := range s.Options {
+		f.str("option", o, MaxShort)
+	}
 }
 
 func (a *Accepted) checkFields(f *fields) { f.str("job", a.JobID, MaxShort) }
@@ -152,6 +162,10 @@ func (a *Assign) checkFields(f *fields) {
 	f.bin("wrapped_key", a.WrappedKey, MaxKey)
 	f.bin("client_key", a.ClientKey, MaxKey)
 	f.str("owner", a.Owner, MaxShort)
+	f.count("options", len(a.Options), MaxOptions)
+	for _, o := range a.Options {
+		f.str("option", o, MaxShort)
+	}
 }
 
 func (o *Output) checkFields(f *fields) {
@@ -168,6 +182,9 @@ func (r *Result) checkFields(f *fields) {
 	f.str("detail", r.Detail, MaxText)
 	f.bin("key", r.Key, MaxKey)
 	f.bin("verdict", r.Verdict, 2*MaxText)
+	if r.Tests != nil {
+		r.Tests.checkFields(f)
+	}
 }
 
 func (c *Cancel) checkFields(f *fields) { f.str("job", c.JobID, MaxShort) }
@@ -181,6 +198,11 @@ func (i *Info) checkFields(f *fields) {
 		f.count("compilers", len(l.Compilers), MaxCompilers)
 		for _, c := range l.Compilers {
 			f.str("compiler", c, MaxShort)
+		}
+		f.count("extensions", len(l.Extensions), MaxOptions)
+		f.count("options", len(l.Options), MaxItems)
+		for _, o := range append(slices.Clip(l.Extensions), l.Options...) {
+			f.str("option", o, MaxShort)
 		}
 	}
 	f.count("seal_slaves", len(i.SealSlaves), MaxWraps)

@@ -71,6 +71,9 @@ const (
 	// key wrapped ahead for slaves; answered by Accepted or Error (same
 	// envelope ID).
 	MsgWraps MsgType = 25
+	// MsgTestResult carries [TestResult], slave → master → client, the
+	// verdict of one case of a test batch as soon as it is known.
+	MsgTestResult MsgType = 26
 )
 
 // Refusal codes sent in [Refused] and [Error]. Stable, append-only strings.
@@ -129,6 +132,9 @@ type Welcome struct {
 	HeartbeatMs int64  `msgpack:"heartbeat_ms"`
 	Master      string `msgpack:"master"`
 	Limits      Limits `msgpack:"limits"`
+	// Features are the optional features of the Hello that the master
+	// speaks too (see [FeatureTests]); a peer uses none other.
+	Features []string `msgpack:"features,omitempty"`
 }
 
 // Refused rejects a peer; the sender closes the session right after.
@@ -143,6 +149,12 @@ type Toolchain struct {
 	Language string `msgpack:"lang"`     // c, cpp, java, python
 	Compiler string `msgpack:"compiler"` // e.g. "gcc 12.2.0"
 	Path     string `msgpack:"path"`
+	// Extensions are the source file extensions of the language (".cpp"),
+	// Options the compiler options a submitter may pick, and Hash the
+	// hash of the slave's descriptor of the language (see [Submit.Options]).
+	Extensions []string `msgpack:"ext,omitempty"`
+	Options    []string `msgpack:"options,omitempty"`
+	Hash       string   `msgpack:"hash,omitempty"`
 }
 
 // Register describes a slave, sent once after Welcome.
@@ -199,6 +211,17 @@ type Submit struct {
 	// job's content key and ClientKey from (see docs/security.md); the
 	// master keeps it and hands it back in [Attached].
 	KeyNonce []byte `msgpack:"key_nonce,omitempty"`
+	// Wraps, in a sealed job, are the content key wrapped by the client
+	// for slaves that run the language, so that the master can dispatch
+	// the job while the client is away.
+	Wraps []KeyWrap `msgpack:"wraps,omitempty"`
+	// Options are compiler options among those the language allows
+	// ([Toolchain.Options]), for example "-std=c++20".
+	Options []string `msgpack:"options,omitempty"`
+	// Tests, when above zero, makes the job a test batch (see
+	// [TestBundle]): the stdin file holds the bundle of this many cases.
+	// Only a session that negotiated [FeatureTests] may send it.
+	Tests int `msgpack:"tests,omitempty"`
 }
 
 // Accepted tells the client its job is queued.
@@ -248,6 +271,9 @@ type Assign struct {
 	// Owner is the fingerprint of the submitting client's key; the slave
 	// keeps its compile cache apart per owner.
 	Owner string `msgpack:"owner,omitempty"`
+	// Options and Tests are the Submit's.
+	Options []string `msgpack:"options,omitempty"`
+	Tests   int      `msgpack:"tests,omitempty"`
 }
 
 // Output stream identifiers.
@@ -317,6 +343,8 @@ type Result struct {
 	// output key (label "result"), so that the master cannot alter the
 	// status, exit code, times or sizes without the client noticing.
 	Verdict []byte `msgpack:"verdict,omitempty"`
+	// Tests summarises a test batch (see [TestSummary]).
+	Tests *TestSummary `msgpack:"tests,omitempty"`
 }
 
 // verdict is the part of a Result the slave vouches for in a sealed job:
@@ -335,6 +363,9 @@ type verdict struct {
 	Detail      string `msgpack:"detail"`
 	StdoutBytes int64  `msgpack:"stdout_bytes"`
 	StderrBytes int64  `msgpack:"stderr_bytes"`
+	// Tests is absent from jobs without tests, so that their encoding
+	// did not change.
+	Tests *TestSummary `msgpack:"tests,omitempty"`
 }
 
 // VerdictBytes is the canonical encoding of the fields of r a slave vouches
@@ -343,7 +374,7 @@ func (r *Result) VerdictBytes() []byte {
 	b, err := msgpack.Marshal(verdict{
 		Status: r.Status, ExitCode: r.ExitCode, Signal: r.Signal, WallMs: r.WallMs, CPUMs: r.CPUMs,
 		MemoryKiB: r.MemoryKiB, Language: r.Language, Compiler: r.Compiler, Cached: r.Cached,
-		Detail: r.Detail, StdoutBytes: r.StdoutBytes, StderrBytes: r.StderrBytes,
+		Detail: r.Detail, StdoutBytes: r.StdoutBytes, StderrBytes: r.StderrBytes, Tests: r.Tests,
 	})
 	if err != nil {
 		panic("wire: verdict encoding: " + err.Error()) // a fixed struct of plain fields cannot fail
@@ -373,6 +404,9 @@ type LanguageInfo struct {
 	// language: what a job asking for none gets, and the most it may ask.
 	DefaultLimits JobLimits `msgpack:"default_limits"`
 	MaxLimits     JobLimits `msgpack:"max_limits"`
+	// Extensions and Options are the union of what the slaves announced.
+	Extensions []string `msgpack:"ext,omitempty"`
+	Options    []string `msgpack:"options,omitempty"`
 }
 
 // Info answers an InfoRequest.

@@ -1,0 +1,164 @@
+package master
+
+import (
+	"cmp"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"kiln/transport/wire"
+)
+
+// Judging on the master: feature negotiation, checking a Submit's language
+// and options against what the slaves registered, placing test batches on
+// slaves that judge them, and relaying each case's verdict.
+
+// masterFeatures are the optional features this master speaks.
+var masterFeatures = []string{wire.FeatureTests}
+
+// negotiate returns the features of a Hello that the master speaks too,
+// for Welcome.Features.
+func negotiate(hello []string) []string {
+	var out []string
+	for _, f := range masterFeatures {
+		if slices.Contains(hello, f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// checkTests refuses a test batch from a session that did not negotiate
+// the feature, or one with an impossible count.
+func checkTests(cc *clientConn, sub *wire.Submit) *wire.Error {
+	switch {
+	case sub.Tests == 0:
+		return nil
+	case !wire.HasFeature(cc.hello.Features, wire.FeatureTests):
+		return &wire.Error{Code: wire.CodeBadRequest, Message: "test batches need the \"tests\" feature in Hello"}
+	case sub.Tests < 0 || sub.Tests > wire.MaxTests:
+		return &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("%d tests; a batch holds 1 to %d", sub.Tests, wire.MaxTests)}
+	case sub.StdinSize == 0:
+		return &wire.Error{Code: wire.CodeBadRequest, Message: "a test batch without its tests file"}
+	}
+	return nil
+}
+
+// checkLanguage checks a Submit's language, file extension and compiler
+// options against the toolchains the registered slaves announced. A
+// language no slave runs passes here: the job is then refused with
+// no_slave, saying so. Slaves from before languages as configuration
+// announce no extensions; their built-in languages are checked by
+// wire.LanguageOf.
+func (s *Server) checkLanguage(sub wire.Submit) *wire.Error {
+	bad := func(format string, args ...any) *wire.Error {
+		return &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf(format, args...)}
+	}
+	if sub.Language == "" || len(sub.Options) > wire.MaxOptions {
+		return bad("no language, or too many options")
+	}
+	tcs := s.toolchainsOf(sub.Language)
+	ext := strings.ToLower(filepath.Ext(sub.FileName))
+	var exts, opts []string
+	legacy := false
+	for _, t := range tcs {
+		if len(t.Extensions) == 0 {
+			legacy = true
+		}
+		for _, e := range t.Extensions {
+			exts = append(exts, strings.ToLower(e))
+		}
+		opts = append(opts, t.Options...)
+	}
+	okExt := slices.Contains(exts, ext) || (legacy || len(tcs) == 0) && wire.LanguageOf(sub.FileName) == sub.Language
+	if !okExt && (len(tcs) > 0 || wire.LanguageOf(sub.FileName) != "") {
+		return bad("file %q is not a %s source (%s)", truncate(sub.FileName, 100), truncate(sub.Language, 20), strings.Join(slices.Compact(slices.Sorted(slices.Values(exts))), ", "))
+	}
+	for _, o := range sub.Options {
+		if !slices.Contains(opts, o) {
+			return bad("compiler option %q is not allowed for %s (allowed: %s)", truncate(o, 60), truncate(sub.Language, 20), strings.Join(slices.Compact(slices.Sorted(slices.Values(opts))), " "))
+		}
+	}
+	return nil
+}
+
+// toolchainsOf returns the toolchains registered slaves announced for lang.
+func (s *Server) toolchainsOf(lang string) []wire.Toolchain {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []wire.Toolchain
+	for sc := range s.slaves {
+		if !sc.registered {
+			continue
+		}
+		for _, t := range sc.reg.Toolchains {
+			if t.Language == lang {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
+// judging keeps the candidates whose slave judges test batches.
+func judging(cands []*candidate) []*candidate {
+	var out []*candidate
+	for _, c := range cands {
+		if c.slave != nil && wire.HasFeature(c.slave.hello.Features, wire.FeatureTests) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// testResult relays one case's verdict to the job's client, counted
+// against the job's output like an Output message.
+func (s *Server) testResult(sc *slaveConn, env wire.Envelope) error {
+	var tr wire.TestResult
+	if err := wire.Decode(env, &tr); err != nil {
+		return err
+	}
+	o := wire.Output{JobID: tr.JobID, Attempt: tr.Attempt, Data: tr.Data}
+	c, over := sc.routeOutput(&o)
+	if over {
+		s.outputOver(sc, tr.JobID, tr.Attempt)
+	}
+	if c != nil {
+		s.cfg.Metrics.bytes("output", len(tr.Data))
+		c.send(wire.MsgTestResult, 0, tr)
+	}
+	return nil
+}
+
+// addLanguageOptions adds a toolchain's extensions and options to li.
+func addLanguageOptions(li *wire.LanguageInfo, t wire.Toolchain) {
+	for _, e := range t.Extensions {
+		if !slices.Contains(li.Extensions, e) {
+			li.Extensions = append(li.Extensions, e)
+		}
+	}
+	for _, o := range t.Options {
+		if !slices.Contains(li.Options, o) {
+			li.Options = append(li.Options, o)
+		}
+	}
+}
+
+// languageOrder lists the languages of byLang: the built-in ones in
+// their usual order, then the others by name.
+func languageOrder(byLang map[string]*wire.LanguageInfo) []string {
+	var out, rest []string
+	for _, l := range wire.Languages() {
+		if byLang[l] != nil {
+			out = append(out, l)
+		}
+	}
+	for l := range byLang {
+		if !slices.Contains(wire.Languages(), l) {
+			rest = append(rest, l)
+		}
+	}
+	slices.SortFunc(rest, cmp.Compare)
+	return append(out, rest...)
+}
