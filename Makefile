@@ -4,7 +4,7 @@ VERSION  ?= 0.1.0
 LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 20000x
 
-.PHONY: all build test unit fuzz fuzz-short lint demo bench clean mutate
+.PHONY: all build test unit fuzz fuzz-short lint demo bench clean mutate hostile-figures
 
 all: build
 
@@ -43,6 +43,12 @@ demo: build
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./...
+
+## hostile-figures: the job side's attacks (docs/performance.md, "Hostile key
+## holders") against a master in a child process: its peak memory and an
+## honest client's p99 latency, without and during each attack (about 1.5 min).
+hostile-figures:
+	KILN_HOSTILE_FIGURES=1 $(GO) test -count=1 -run TestHostileFigures -v ./master/ | grep -E 'FIGURE|FAIL|^ok'
 
 clean:
 	rm -rf bin

@@ -316,7 +316,9 @@ func (s *Server) acceptFiles(ctx context.Context, cc *clientConn) {
 		}
 		s.goRun(func() {
 			defer func() { <-cc.files }()
-			defer body.Close()
+			// The token is held until the peer's bytes are gone from the
+			// transport, not only until this side closed the stream.
+			defer transport.DiscardFile(body, s.streamCloseTimeout())
 			s.receiveFile(cc, hdr, body)
 		})
 	}
@@ -326,6 +328,15 @@ func (s *Server) acceptFiles(ctx context.Context, cc *clientConn) {
 type answer struct{ e wire.Error }
 
 func (a *answer) Error() string { return a.e.Message }
+
+// streamCloseTimeout is how long a stream closed by this side may keep
+// what its peer sends buffered in the transport.
+func (s *Server) streamCloseTimeout() time.Duration {
+	if d := s.cfg.Transport.StreamCloseTimeout; d > 0 {
+		return d
+	}
+	return transport.DefaultConfig().StreamCloseTimeout
+}
 
 // errNoSubmit reports a file stream whose Submit never came.
 var errNoSubmit = errors.New("no Submit for this file")
@@ -468,14 +479,21 @@ func (s *Server) readFile(cc *clientConn, u *upload, hdr wire.FileHeader, body i
 
 // charge counts n more bytes of upload u against the master's budget and
 // its client key's share of it (Config.MaxHeldBytes,
-// JobBudget.HeldBytesPerClient). Past either the upload is refused busy.
+// JobBudget.HeldBytesPerClient). The last eighth of the budget is kept for
+// keys that hold less than one job's largest files (MaxSource + MaxStdin),
+// so that a few keys at their share cannot lock every other client out.
+// Past any of these the upload is refused busy.
 func (s *Server) charge(cc *clientConn, u *upload, n int64) error {
 	owner := cc.id.Fingerprint
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	light := s.heldBy[owner]+n <= s.cfg.Limits.MaxSource+s.cfg.Limits.MaxStdin
 	switch {
 	case u.failed:
 		return errors.New("upload already refused")
+	case !light && s.held+n > s.cfg.MaxHeldBytes-s.cfg.MaxHeldBytes/8:
+		return &answer{wire.Error{Code: wire.CodeBusy, RetryAfterMs: s.retryAfterMs(),
+			Message: fmt.Sprintf("the master holds %d bytes of uploaded files; the rest is kept for clients holding less than this key's %d; retry later", s.held, s.heldBy[owner])}}
 	case s.held+n > s.cfg.MaxHeldBytes:
 		return &answer{wire.Error{Code: wire.CodeBusy, RetryAfterMs: s.retryAfterMs(),
 			Message: fmt.Sprintf("the master holds %d bytes of uploaded files, its limit; retry later", s.held)}}

@@ -20,15 +20,17 @@ import (
 
 // cluster is a real master on loopback with a fresh CA and registry.
 type cluster struct {
-	t      *testing.T
-	pki    *authtest.PKI
-	dir    string
-	ca     *certs.CA
-	reg    *auth.Registry
-	srv    *master.Server
-	logs   *syncBuffer
-	cancel context.CancelFunc
-	done   chan struct{}
+	t   *testing.T
+	pki *authtest.PKI
+	dir string
+	ca  *certs.CA
+	reg *auth.Registry
+	srv *master.Server // nil when the master runs in a child process (see figures_test.go)
+	// clientAddr and slaveAddr are where the master listens.
+	clientAddr, slaveAddr string
+	logs                  *syncBuffer
+	cancel                context.CancelFunc
+	done                  chan struct{}
 }
 
 type syncBuffer struct {
@@ -72,7 +74,8 @@ func newCluster(t *testing.T, tweak ...func(*master.Config)) *cluster {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &cluster{t: t, pki: pki, dir: dir, ca: ca, reg: reg, srv: srv, logs: logs, cancel: cancel, done: make(chan struct{})}
+	c := &cluster{t: t, pki: pki, dir: dir, ca: ca, reg: reg, srv: srv, logs: logs, cancel: cancel, done: make(chan struct{}),
+		clientAddr: srv.ClientAddr(), slaveAddr: srv.SlaveAddr()}
 	go func() {
 		defer close(c.done)
 		srv.Run(ctx)
@@ -107,9 +110,9 @@ func (c *cluster) register(b *certs.Bundle) {
 // dial connects with b to the client or slave port and says Hello.
 func (c *cluster) dial(b *certs.Bundle, slavePort bool, version string) (*transport.Session, error) {
 	c.t.Helper()
-	addr := c.srv.ClientAddr()
+	addr := c.clientAddr
 	if slavePort {
-		addr = c.srv.SlaveAddr()
+		addr = c.slaveAddr
 	}
 	id, err := auth.IdentityOf(b.Cert)
 	if err != nil {

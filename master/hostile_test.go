@@ -52,56 +52,67 @@ type honestRun struct {
 // run submits src as file with limits and waits for the job's Result.
 func (h *honestClient) run(file string, src []byte, limits wire.JobLimits) honestRun {
 	h.t.Helper()
-	h.next++
-	id := h.next
+	return h.batch(1, file, src, limits)[0]
+}
+
+// batch submits n jobs at once and waits for all their Results.
+func (h *honestClient) batch(n int, file string, src []byte, limits wire.JobLimits) []honestRun {
+	h.t.Helper()
 	start := time.Now()
-	sub := wire.Submit{Language: wire.LanguageOf(file), FileName: file, SourceSize: int64(len(src)), Limits: limits}
-	if err := h.cs.Send(wire.MsgSubmit, id, sub); err != nil {
-		h.t.Fatal(err)
+	out := make([]honestRun, n)
+	byReq := map[uint64]int{}
+	byJob := map[string]int{}
+	for i := range n {
+		h.next++
+		id := h.next
+		byReq[id] = i
+		sub := wire.Submit{Language: wire.LanguageOf(file), FileName: file, SourceSize: int64(len(src)), Limits: limits}
+		if err := h.cs.Send(wire.MsgSubmit, id, sub); err != nil {
+			h.t.Fatal(err)
+		}
+		hdr := wire.NewFileHeader(strconv.FormatUint(id, 10), wire.FileSource, file, src)
+		if err := h.cs.SendFile(context.Background(), hdr, bytes.NewReader(src)); err != nil {
+			h.t.Fatal(err)
+		}
 	}
-	hdr := wire.NewFileHeader(strconv.FormatUint(id, 10), wire.FileSource, file, src)
-	if err := h.cs.SendFile(context.Background(), hdr, bytes.NewReader(src)); err != nil {
-		h.t.Fatal(err)
-	}
-	var out honestRun
-	job := ""
-	for {
+	for left := n; left > 0; {
 		env := recvAny(h.t, h.cs)
 		switch env.Type {
 		case wire.MsgAccepted:
 			var a wire.Accepted
 			wire.Decode(env, &a)
-			if env.ID == id {
-				job = a.JobID
+			if i, ok := byReq[env.ID]; ok {
+				byJob[a.JobID] = i
 			}
 		case wire.MsgError:
 			var e wire.Error
 			wire.Decode(env, &e)
-			if env.ID == id {
-				out.err, out.elapsed = &e, time.Since(start)
-				return out
+			if i, ok := byReq[env.ID]; ok {
+				out[i].err, out[i].elapsed = &e, time.Since(start)
+				left--
 			}
 		case wire.MsgJobState:
 			var st wire.JobState
 			wire.Decode(env, &st)
-			if st.JobID == job && st.State == wire.StateRequeued {
-				out.output = 0 // earlier output of the job is void
+			if i, ok := byJob[st.JobID]; ok && st.State == wire.StateRequeued {
+				out[i].output = 0 // earlier output of the job is void
 			}
 		case wire.MsgOutput:
 			var o wire.Output
 			wire.Decode(env, &o)
-			if o.JobID == job {
-				out.output += int64(len(o.Data))
+			if i, ok := byJob[o.JobID]; ok {
+				out[i].output += int64(len(o.Data))
 			}
 		case wire.MsgResult:
 			var r wire.Result
 			wire.Decode(env, &r)
-			if r.JobID == job {
-				out.res, out.elapsed = r, time.Since(start)
-				return out
+			if i, ok := byJob[r.JobID]; ok {
+				out[i].res, out[i].elapsed = r, time.Since(start)
+				left--
 			}
 		}
 	}
+	return out
 }
 
 // mustRunOK runs an honest job and fails the test unless it ends ok
@@ -330,7 +341,9 @@ func TestHostileUploadsWithoutSubmit(t *testing.T) {
 		}
 		honest.mustRunOK(2 * time.Second)
 	}
-	c.waitLog("peer=mallory", "msg=\"upload refused\"", "no Submit for this file")
+	waitFor(t, "every file without a Submit refused", func() bool {
+		return strings.Count(c.logs.String(), "no Submit for this file") >= 32
+	})
 	sessions[0].Send(wire.MsgSubmit, 1, wire.Submit{Language: "python", FileName: "a.py", SourceSize: size})
 	for {
 		env := recvUntil(t, sessions[0], wire.MsgError)
@@ -343,6 +356,45 @@ func TestHostileUploadsWithoutSubmit(t *testing.T) {
 			t.Fatalf("late Submit answered %+v", e)
 		}
 		break
+	}
+}
+
+// TestHostileKeysFillTheBudget (item 3): keys that keep the most files
+// queued reach the master's upload budget only up to its last eighth,
+// which stays for keys holding less than one job's largest files; an
+// honest client still uploads. (Each key's first job may use the reserve:
+// enough keys still fill it, as the bounds table says.)
+func TestHostileKeysFillTheBudget(t *testing.T) {
+	const size = 1 << 20
+	c := newCluster(t, func(cfg *master.Config) {
+		cfg.Limits.MaxSource, cfg.Limits.MaxStdin = size, 1 // a key holding over 1 MiB is heavy
+		cfg.MaxHeldBytes = 8 * size
+		cfg.Budget.Jobs.HeldBytesPerClient = 4 * size
+	})
+	c.fakeSlave("busy-c", 1, true, "c") // keeps the first c job: the others stay queued
+	c.fakeSlave("good", 1, false, "python")
+	honest := c.honestClient("alice")
+	src := bytes.Repeat([]byte("/"), size)
+	busy := 0
+	for k := range 2 {
+		s, err := c.dial(c.issue(certs.RoleClient, "filler"+strconv.Itoa(k), "1.0"), false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 4 {
+			if _, e := submit(t, s, uint64(i+1), "a.c", src); e != nil {
+				if e.Code != wire.CodeBusy || e.RetryAfterMs <= 0 {
+					t.Fatalf("filler: %+v", e)
+				}
+				busy++
+			}
+		}
+	}
+	if held := c.srv.HeldBytes(); held > 7*size || busy == 0 {
+		t.Fatalf("heavy keys hold %d bytes (%d refused), past the budget less its reserve (%d)", held, busy, 7*size)
+	}
+	for range 3 {
+		honest.mustRunOK(2 * time.Second)
 	}
 }
 
@@ -378,12 +430,15 @@ func TestHostileSlaveFloodsOutput(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the flooding slave was not quarantined within 10 s")
 		}
-		r := honest.run("ok.py", []byte("print('honest')\n"), wire.JobLimits{OutputBytes: limit})
-		if r.output > limit {
-			t.Fatalf("job %d: the master forwarded %d output bytes over a cap of %d", i, r.output, limit)
-		}
-		if r.err != nil || (r.res.Status != wire.StatusOK && r.res.Status != wire.StatusOutputLimit) {
-			t.Fatalf("job %d: %+v %+v", i, r.err, r.res)
+		// Three at once: the honest slave has one slot, so the struck
+		// (suspect) slave still gets jobs until it is quarantined.
+		for _, r := range honest.batch(3, "ok.py", []byte("print('honest')\n"), wire.JobLimits{OutputBytes: limit}) {
+			if r.output > limit {
+				t.Fatalf("round %d: the master forwarded %d output bytes over a cap of %d", i, r.output, limit)
+			}
+			if r.err != nil || (r.res.Status != wire.StatusOK && r.res.Status != wire.StatusOutputLimit) {
+				t.Fatalf("round %d: %+v %+v", i, r.err, r.res)
+			}
 		}
 		if sl := c.slaveInfo("evil"); sl.Quarantined {
 			break
@@ -392,8 +447,10 @@ func TestHostileSlaveFloodsOutput(t *testing.T) {
 	if !strings.Contains(c.slaveInfo("evil").Health, "quarantined") {
 		t.Fatalf("server list does not show the quarantine: %q", c.slaveInfo("evil").Health)
 	}
-	for range 3 { // now every job runs on the honest slave
-		honest.mustRunOK(2 * time.Second)
+	for _, r := range honest.batch(3, "ok.py", []byte("print('honest')\n"), wire.JobLimits{OutputBytes: limit}) {
+		if r.res.Status != wire.StatusOK || r.res.Slave != "good" || r.elapsed > 2*time.Second {
+			t.Fatalf("after the quarantine: %+v %+v after %v", r.err, r.res, r.elapsed)
+		}
 	}
 }
 
@@ -478,10 +535,16 @@ func TestHostileSlaveFailsEveryJob(t *testing.T) {
 	}, nil)
 	c.fakeSlave("good", 1, false, "python")
 	honest := c.honestClient("alice")
-	for range 5 {
-		honest.mustRunOK(3 * time.Second)
+	for range 2 {
+		// Four at once: the honest slave has one slot, so the broken one
+		// gets jobs while it is only suspect.
+		for _, r := range honest.batch(4, "ok.py", []byte("print('honest')\n"), wire.JobLimits{}) {
+			if r.err != nil || r.res.Status != wire.StatusOK || r.res.Slave != "good" || r.elapsed > 3*time.Second {
+				t.Fatalf("honest job: %+v %+v after %v", r.err, r.res, r.elapsed)
+			}
+		}
 	}
-	if broken.assigned() == 0 {
+	if broken.assigned() < 3 {
 		t.Fatal("no job went to the broken slave: the test proves nothing")
 	}
 	if sl := c.slaveInfo("broken"); !sl.Quarantined {

@@ -19,7 +19,9 @@ type JobBudget struct {
 	// is closed at once.
 	SubmitWait time.Duration
 	// FilesPerSession is how many file streams of one client session are
-	// read at once; the next waits in the transport's accept backlog.
+	// read (or wait for their Submit) at once; the next waits, unaccepted,
+	// in the transport's accept backlog. An accepted stream may hold up to
+	// twice the stream window (2 MiB) in the transport before it is read.
 	FilesPerSession int
 	// JobsPerClient bounds the jobs of one client key queued, assigned or
 	// running at once; past it Submit is refused busy with a retry hint.
@@ -53,8 +55,8 @@ func DefaultJobBudget() JobBudget {
 	return JobBudget{
 		HeldBytesPerClient: 256 << 20,
 		UploadIdle:         10 * time.Second,
-		SubmitWait:         2 * time.Second,
-		FilesPerSession:    16,
+		SubmitWait:         500 * time.Millisecond,
+		FilesPerSession:    4,
 		JobsPerClient:      128,
 		JobRunTime:         60 * time.Second,
 		JobCompileTime:     60 * time.Second,

@@ -11,6 +11,7 @@ type candidate struct {
 	slots        int
 	drained      bool
 	out          string    // why the slave takes no job now (quarantined, unhealthy), or ""
+	suspect      bool      // struck since its last good job: used only when no clean slave is free
 	lastAssigned time.Time // when this slave last got a job (fair tie-breaking)
 	slave        *slaveConn
 }
@@ -59,8 +60,14 @@ func pickFor(cands []*candidate, lang, avoid string) int {
 	return best
 }
 
-// better reports whether a should be preferred over b.
+// better reports whether a should be preferred over b. A suspect slave
+// (one that failed a job on its side since its last good one) comes after
+// every clean one, whatever its load: a slave that announces many free
+// slots and 0 % CPU would otherwise take the next job too.
 func better(a, b *candidate) bool {
+	if a.suspect != b.suspect {
+		return b.suspect
+	}
 	sa, sb := a.score(), b.score()
 	if sa < sb-scoreEpsilon {
 		return true

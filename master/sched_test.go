@@ -102,3 +102,24 @@ func TestTiesAreFair(t *testing.T) {
 		}
 	}
 }
+
+// TestPickAvoidsSuspects: a slave struck since its last good job gets a
+// job only when no clean slave has room, however idle it claims to be;
+// and a job never goes back to the slave it must avoid.
+func TestPickAvoidsSuspects(t *testing.T) {
+	langs := map[string]bool{"python": true}
+	cands := []*candidate{
+		{name: "liar", languages: langs, slots: 1024, suspect: true},
+		{name: "busy", languages: langs, slots: 2, inFlight: 1, cpuPercent: 90},
+	}
+	if got := pick(cands, "python"); cands[got].name != "busy" {
+		t.Fatalf("picked %s, want the clean slave", cands[got].name)
+	}
+	cands[1].inFlight = 2
+	if got := pick(cands, "python"); cands[got].name != "liar" {
+		t.Fatalf("picked %v, want the suspect when no clean slave is free", got)
+	}
+	if got := pickFor(cands, "python", "liar"); got != -1 {
+		t.Fatalf("pickFor avoiding the only free slave gave %d", got)
+	}
+}

@@ -125,6 +125,7 @@ func (sc *slaveConn) candidate(rec *slaveRecord, now time.Time) *candidate {
 		c.out = "quarantined"
 	}
 	c.drained = rec != nil && rec.drained
+	c.suspect = rec != nil && rec.strikes > 0
 	return c
 }
 

@@ -244,6 +244,26 @@ func (f *fileReader) Read(p []byte) (int, error) {
 	return n, f.err
 }
 
+// DiscardFile ends a file stream from AcceptFile whose remaining bytes are
+// not wanted (read to its end, refused, or never read): it closes this
+// side, then reads and drops whatever the peer still sends until the peer
+// closes its side, the stream is reset, or timeout passes. Until then the
+// bytes a peer sends on a stream closed with Close alone stay buffered in
+// yamux, up to twice the stream window, for StreamCloseTimeout; a receiver
+// that counts its open streams must wait for DiscardFile to return before
+// it takes another. rc must come from AcceptFile; DiscardFile closes it.
+func DiscardFile(rc io.ReadCloser, timeout time.Duration) {
+	f, ok := rc.(*fileReader)
+	if !ok {
+		rc.Close()
+		return
+	}
+	f.st.Close() // our FIN; reads go on
+	f.st.SetReadDeadline(time.Now().Add(timeout))
+	io.Copy(io.Discard, f.st)
+	f.st.SetReadDeadline(time.Unix(1, 0))
+}
+
 // Close closes the stream and unblocks a pending Read.
 func (f *fileReader) Close() error {
 	f.st.SetReadDeadline(time.Unix(1, 0))

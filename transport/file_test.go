@@ -302,3 +302,35 @@ func TestFileContexts(t *testing.T) {
 		t.Errorf("SendFile on a closed session = %v, want ErrClosed", err)
 	}
 }
+
+// TestDiscardFile: a receiver that stops reading a file and discards it
+// lets go of the stream once the sender is done, instead of keeping what
+// the sender pushed buffered (up to twice the window) for
+// StreamCloseTimeout; the sender is not blocked meanwhile.
+func TestDiscardFile(t *testing.T) {
+	c, s := sessionPair(t, "tls", testConfig(), testConfig())
+	ctx := testCtx(t, 20*time.Second)
+	data := randBytes(4<<20, 7) // four windows
+	errc := make(chan error, 1)
+	go func() {
+		errc <- c.SendFile(ctx, wire.NewFileHeader("1", wire.FileSource, "a.c", data), bytes.NewReader(data))
+	}()
+	hdr, body, err := s.AcceptFile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(body, make([]byte, 1000)); err != nil || hdr.Size != int64(len(data)) {
+		t.Fatal(err)
+	}
+	DiscardFile(body, 10*time.Second)
+	if err := <-errc; err != nil {
+		t.Fatalf("sender: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.mux.NumStreams() > 1 { // the control stream stays
+		if time.Now().After(deadline) {
+			t.Fatalf("%d streams still open after DiscardFile", s.mux.NumStreams())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

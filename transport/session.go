@@ -66,14 +66,18 @@ type Config struct {
 // DefaultConfig returns the configuration Kiln uses: 5 s keepalive, 10 s
 // write timeout, 1 MiB stream windows (measured as fast as 16 MiB here, and
 // 16 times less memory a peer can make the master hold per stream), 1 MiB
-// frames.
+// frames, 16 file streams waiting for accept. A stream the receiver has not
+// read holds up to twice its window in yamux's buffer (which grows by
+// doubling): 512 KiB waiting for accept, 2 MiB once accepted, so the
+// backlog is what bounds a session's unread bytes (16 x 512 KiB); at 64 one
+// client key's sessions made a master hold 4.8 GB of streams it never read.
 func DefaultConfig() Config {
 	return Config{
 		KeepAliveInterval:      5 * time.Second,
 		ConnectionWriteTimeout: 10 * time.Second,
 		MaxStreamWindow:        1 << 20,
 		MaxFrame:               wire.MaxFrame,
-		AcceptBacklog:          64,
+		AcceptBacklog:          16,
 		StreamCloseTimeout:     2 * time.Minute,
 	}
 }
