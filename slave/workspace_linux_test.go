@@ -183,3 +183,23 @@ func grepTree(root, s string) []string {
 	})
 	return found
 }
+
+// The private tmpfs is bounded: a compiled program bigger than it fails
+// that job as the slave's fault, and the next job runs.
+func TestPrivateDirIsBounded(t *testing.T) {
+	needLang(t, wire.LangC)
+	r := newStrictRunner(t)
+	e, err := NewExecutor(ExecConfig{WorkRoot: t.TempDir(), WorkBytes: 1 << 20, Runner: r, Toolchains: toolchains(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	res, _ := execute(t, e, Job{Language: wire.LangC, FileName: "a.c", Source: []byte("char big[2<<20] = {1};\nint main(void){return big[0] - 1;}\n")})
+	if res.Status != wire.StatusInternalError || !res.SlaveFault || !strings.Contains(res.Detail, "no space left") {
+		t.Fatalf("a 2 MiB program on a 1 MiB work tmpfs: %+v", res)
+	}
+	res, c := execute(t, e, Job{Language: wire.LangC, FileName: "a.c", Source: []byte("#include <stdio.h>\nint main(void){puts(\"ok\");return 0;}\n")})
+	if res.Status != wire.StatusOK || c.stream(wire.StreamStdout) != "ok\n" {
+		t.Fatalf("next job: %+v", res)
+	}
+}
