@@ -216,6 +216,34 @@ func (r *Registry) Retire(role, version, reason string) ([]Entry, error) {
 	})
 }
 
+// Unretire undoes Retire: the (role, version) pair is no longer retired,
+// and the keys retired with it are active again (keys revoked one by one
+// stay revoked, and so does one whose name an active key holds now). It
+// returns the entries it changed, and ErrNoMatch when
+// the pair is not retired.
+func (r *Registry) Unretire(role, version string) ([]Entry, error) {
+	return r.mutate(func(st *state) ([]Entry, error) {
+		if !st.isRetired(role, version) {
+			return nil, fmt.Errorf("%w: %s %s is not retired", ErrNoMatch, role, version)
+		}
+		st.retired = slices.DeleteFunc(st.retired, func(rv RetiredVersion) bool { return rv.Role == role && rv.Version == version })
+		active := map[string]bool{}
+		for _, e := range st.entries {
+			active[e.Name] = active[e.Name] || e.Status == StatusActive
+		}
+		var affected []Entry
+		for i := range st.entries {
+			e := &st.entries[i]
+			// A key whose name was issued again since stays retired.
+			if e.Role == role && e.Version == version && e.Status == StatusRetired && !active[e.Name] {
+				e.Status, e.RevokedAt, e.Reason = StatusActive, time.Time{}, ""
+				affected = append(affected, *e)
+			}
+		}
+		return affected, nil
+	})
+}
+
 func (st *state) revoke(i int, status Status, reason string, now time.Time) Entry {
 	e := &st.entries[i]
 	e.Status, e.RevokedAt, e.Reason = status, now.UTC(), reason

@@ -36,11 +36,11 @@ func notFound(format string, args ...any) error {
 // Command describes one admin command. The console (with a leading slash)
 // and `kiln admin` share the same table, so their help is the same.
 type Command struct {
-	Name    string // the words that select it, e.g. "server list"
-	Args    string // its arguments, e.g. "NAME"; empty when it takes none
-	Summary string // one line for the command list
-	Help    string // the longer explanation shown by help CMD
-	Console bool   // only meaningful in the master's console
+	Name    string `json:"name"`    // the words that select it, e.g. "server list"
+	Args    string `json:"args"`    // its arguments, e.g. "NAME"; empty when it takes none
+	Summary string `json:"summary"` // one line for the command list
+	Help    string `json:"help"`    // the longer explanation shown by help CMD
+	Console bool   `json:"console"` // only meaningful in the master's console
 }
 
 // Usage is the command as typed, with its arguments.
@@ -56,6 +56,9 @@ type adminCmd struct {
 	Command
 	nargs, maxArgs int // arguments after the name words
 	run            func(s *Server, by string, args []string) (wire.AdminReply, error)
+	// confirm, when set, says why the command needs --yes for these
+	// arguments (it would lock the admin out, say), or "" when it does not.
+	confirm func(s *Server, by string, args []string) string
 }
 
 // adminCommands is the table of admin commands, in the order help lists them.
@@ -63,56 +66,69 @@ func adminCommands() []adminCmd {
 	return []adminCmd{
 		{Command{Name: "help", Args: "[CMD]", Summary: "list the commands, or explain one",
 			Help: "help lists every command with one line each; help CMD (for example help kick) explains one."},
-			0, 2, (*Server).adminHelp},
-		{Command{Name: "server list", Summary: "connected slaves with their load, languages and slots",
-			Help: "server list shows every connected slave: name, address, software version, OS, languages with\n" +
-				"compiler versions, CPU %, load average (1, 5, 15 min), memory used/total, slots, jobs running,\n" +
-				"whether it is drained, and how long ago it last reported its load."},
-			0, 0, (*Server).adminServers},
+			0, 2, (*Server).adminHelp, nil},
+		{Command{Name: "server list", Args: "[-o wide]", Summary: "connected slaves with their load, languages and slots",
+			Help: "server list shows every connected slave: name, languages, jobs running of its slots, CPU %,\n" +
+				"whether it is drained, its health and how long ago it last reported its load.\n" +
+				"server list -o wide adds address, software version, OS, compiler versions, load average\n" +
+				"(1, 5, 15 min) and memory used/total."},
+			0, 2, (*Server).adminServers, nil},
 		{Command{Name: "client list", Summary: "connected clients and admins",
 			Help: "client list shows every connected client and admin: name, role, software version, address,\n" +
 				"when it connected, how many jobs it submitted in this session and how many are running."},
-			0, 0, (*Server).adminClients},
+			0, 0, (*Server).adminClients, nil},
 		{Command{Name: "job list", Args: "[N]", Summary: "live jobs and the N most recent finished ones (default 20)",
 			Help: "job list shows queued, assigned and running jobs, then the N most recent finished jobs\n" +
 				"(default 20): id, client, language, slave, state, age and result status."},
-			0, 1, (*Server).adminJobs},
+			0, 1, (*Server).adminJobs, nil},
 		{Command{Name: "job show", Args: "ID", Summary: "everything the master knows of one job",
 			Help: "job show ID shows one job, live or recently finished: client, file, language, slave,\n" +
-				"state, attempt, result status and its timings."},
-			1, 1, (*Server).adminJob},
-		{Command{Name: "kick", Args: "NAME", Summary: "disconnect a peer now (it may reconnect)",
+				"state, attempt, result status, exit code or signal, why it failed, the limits it ran under,\n" +
+				"its figures (wall, cpu, memory) and its timings."},
+			1, 1, (*Server).adminJob, nil},
+		{Command{Name: "kick", Args: "NAME", Summary: "disconnect a peer now (a slave exits for good; a client may reconnect)",
 			Help: "kick NAME disconnects the slave or client called NAME with a Refused{kicked} naming the admin.\n" +
-				"Jobs running on a kicked slave go back to the queue. The key stays valid: to keep the peer\n" +
-				"out, use keys revoke NAME."},
-			1, 1, (*Server).adminKick},
+				"Jobs running on a kicked slave go back to the queue. A kicked slave takes it as final and\n" +
+				"exits (its systemd unit does not restart it); a client or admin may connect again. The key\n" +
+				"stays valid: to keep the peer out, use keys revoke NAME."},
+			1, 1, (*Server).adminKick, nil},
 		{Command{Name: "drain", Args: "NAME", Summary: "send no new jobs to a slave; running ones finish",
 			Help: "drain NAME stops the scheduler from placing new jobs on slave NAME; the jobs it is running\n" +
-				"finish normally. The slave stays connected. Draining lasts as long as its session."},
-			1, 1, func(s *Server, by string, a []string) (wire.AdminReply, error) { return s.adminDrain(by, a, true) }},
+				"finish normally, and queued jobs that only it could run end with no_slave. The slave stays\n" +
+				"connected. The drain is kept by name, across the slave's reconnects, until undrain NAME\n" +
+				"(a restart of the master forgets it)."},
+			1, 1, func(s *Server, by string, a []string) (wire.AdminReply, error) { return s.adminDrain(by, a, true) }, nil},
 		{Command{Name: "undrain", Args: "NAME", Summary: "let a drained slave take jobs again",
 			Help: "undrain NAME lets the scheduler place jobs on slave NAME again."},
-			1, 1, func(s *Server, by string, a []string) (wire.AdminReply, error) { return s.adminDrain(by, a, false) }},
+			1, 1, func(s *Server, by string, a []string) (wire.AdminReply, error) { return s.adminDrain(by, a, false) }, nil},
 		{Command{Name: "keys list", Summary: "every key in the registry, and retired versions",
 			Help: "keys list shows every key of the registry: name, role, version, status, fingerprint\n" +
 				"(first 16 hex digits), expiry, whether it is connected now, and why it was revoked;\n" +
 				"then the retired (role, version) pairs."},
-			0, 0, (*Server).adminKeys},
+			0, 0, (*Server).adminKeys, nil},
 		{Command{Name: "keys revoke", Args: "NAME", Summary: "revoke the active key called NAME and disconnect it",
 			Help: "keys revoke NAME marks the active key called NAME revoked in the registry file; the peer\n" +
-				"using it is disconnected with Refused{revoked_key} and can no longer connect."},
-			1, 1, (*Server).adminRevoke},
+				"using it is disconnected with Refused{revoked_key} and can no longer connect. Revoking\n" +
+				"your own key needs --yes: it ends your access at once."},
+			1, 1, (*Server).adminRevoke, (*Server).confirmRevoke},
 		{Command{Name: "keys retire", Args: "ROLE VERSION", Summary: "retire every key of a role and software version",
 			Help: "keys retire ROLE VERSION (for example keys retire client 0.1.0) retires every key issued\n" +
 				"for that role and version, and any issued later; connected peers using one are disconnected\n" +
-				"with Refused{version_retired}."},
-			2, 2, (*Server).adminRetire},
+				"with Refused{version_retired}. It needs --yes when no key has that role and version (a\n" +
+				"typo?) or when it would retire your own key. keys unretire undoes it."},
+			2, 2, (*Server).adminRetire, (*Server).confirmRetire},
+		{Command{Name: "keys unretire", Args: "ROLE VERSION", Summary: "undo keys retire: its keys are active again",
+			Help: "keys unretire ROLE VERSION undoes keys retire ROLE VERSION: new keys of that role and\n" +
+				"version are accepted again, and the keys it retired are active again (keys revoked one by\n" +
+				"one stay revoked)."},
+			2, 2, (*Server).adminUnretire, nil},
 		{Command{Name: "quit", Summary: "stop the master (console only)",
 			Help: "quit stops the master: every peer is told it is shutting down. Only the master's own\n" +
-				"console accepts it; Ctrl-C or Ctrl-D there do the same.", Console: true},
+				"console accepts it; with jobs queued or running it asks first (quit --yes does not).\n" +
+				"Ctrl-C or Ctrl-D there stop it at once.", Console: true},
 			0, 0, func(*Server, string, []string) (wire.AdminReply, error) {
 				return wire.AdminReply{}, badRequest("quit only works in the master's console")
-			}},
+			}, nil},
 	}
 }
 
@@ -158,8 +174,22 @@ func (s *Server) Admin(ctx context.Context, by string, args []string) (wire.Admi
 	if !ok {
 		return wire.AdminReply{}, badRequest("unknown command %q; try help", strings.Join(args, " "))
 	}
+	yes := false
+	rest = slices.DeleteFunc(rest, func(a string) bool {
+		if a == "--yes" || a == "-y" {
+			yes = true
+			return true
+		}
+		return false
+	})
 	if len(rest) < c.nargs || len(rest) > c.maxArgs {
 		return wire.AdminReply{}, badRequest("usage: %s", c.Usage())
+	}
+	if c.confirm != nil && !yes {
+		if why := c.confirm(s, by, rest); why != "" {
+			return wire.AdminReply{}, &AdminError{Code: wire.CodeBadRequest,
+				Msg: fmt.Sprintf("%s: %s; add --yes to do it anyway", c.Name, why)}
+		}
 	}
 	s.log.Debug("admin command", "by", by, "command", c.Name, "args", rest)
 	return c.run(s, by, rest)
@@ -215,10 +245,19 @@ func (s *Server) adminHelp(_ string, args []string) (wire.AdminReply, error) {
 	return reply(b.String(), match)
 }
 
-func (s *Server) adminServers(string, []string) (wire.AdminReply, error) {
+func (s *Server) adminServers(_ string, args []string) (wire.AdminReply, error) {
+	wide, err := wideOutput(args)
+	if err != nil {
+		return wire.AdminReply{}, err
+	}
 	list := s.Slaves()
 	rows := make([][]string, len(list))
 	for i, sl := range list {
+		if !wide {
+			rows[i] = []string{sl.Name, languageNames(sl.Toolchains), fmt.Sprintf("%d/%d", sl.Running, sl.Slots),
+				fmt.Sprintf("%.0f%%", sl.Load.CPUPercent), yesNo(sl.Drained), sl.Health, age(sl.ReportAge)}
+			continue
+		}
 		rows[i] = []string{
 			sl.Name, sl.Address, sl.Version, osOf(sl), toolchains(sl.Toolchains),
 			fmt.Sprintf("%.0f%%", sl.Load.CPUPercent),
@@ -227,8 +266,34 @@ func (s *Server) adminServers(string, []string) (wire.AdminReply, error) {
 			yesNo(sl.Drained), sl.Health, age(sl.ReportAge),
 		}
 	}
-	head := []string{"NAME", "ADDRESS", "VERSION", "OS", "LANGUAGES", "CPU", "LOAD", "MEMORY", "SLOTS", "RUNNING", "DRAINED", "HEALTH", "REPORTED"}
+	head := []string{"NAME", "LANGUAGES", "RUNNING", "CPU", "DRAINED", "HEALTH", "REPORTED"}
+	if wide {
+		head = []string{"NAME", "ADDRESS", "VERSION", "OS", "LANGUAGES", "CPU", "LOAD", "MEMORY", "SLOTS", "RUNNING", "DRAINED", "HEALTH", "REPORTED"}
+	}
 	return reply(table(head, rows)+fmt.Sprintf("%d slave(s)\n", len(list)), list)
+}
+
+// wideOutput parses the "-o wide" (or "--wide") of a listing.
+func wideOutput(args []string) (bool, error) {
+	switch strings.Join(args, " ") {
+	case "":
+		return false, nil
+	case "-o wide", "-owide", "-o=wide", "--wide", "--output wide", "--output=wide":
+		return true, nil
+	}
+	return false, badRequest("unknown option %q: the only one is -o wide", strings.Join(args, " "))
+}
+
+// languageNames renders the languages of toolchains: "c, cpp, python".
+func languageNames(ts []wire.Toolchain) string {
+	if len(ts) == 0 {
+		return "-"
+	}
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i] = t.Language
+	}
+	return strings.Join(out, ", ")
 }
 
 func osOf(sl SlaveInfo) string {
@@ -336,6 +401,7 @@ func dash(s string) string {
 // jobDetail is what job show reports.
 type jobDetail struct {
 	JobInfo
+	Outcome   *outcome  `json:"result,omitempty"` // once finished
 	Assigned  time.Time `json:"assigned,omitzero"`
 	Sealed    bool      `json:"sealed"`
 	Source    int64     `json:"source_bytes"`
@@ -360,8 +426,13 @@ func (s *Server) findJob(id string) (jobDetail, bool) {
 		return jobDetail{}, false
 	}
 	l := j.submit.Limits
+	var out *outcome
+	if !j.finished.IsZero() {
+		o := j.outcome
+		out = &o
+	}
 	return jobDetail{
-		JobInfo: j.info(), Assigned: j.assigned, Sealed: j.submit.Sealed,
+		JobInfo: j.info(), Outcome: out, Assigned: j.assigned, Sealed: j.submit.Sealed,
 		Source: j.submit.SourceSize, Stdin: j.submit.StdinSize, Connected: j.client != nil,
 		Limits: limits.String(l),
 	}, true
@@ -383,10 +454,15 @@ func (s *Server) adminJob(_ string, args []string) (wire.AdminReply, error) {
 		{"client", fmt.Sprintf("%s (connected: %s)", d.Client, yesNo(d.Connected))},
 		{"file", d.File}, {"language", d.Language}, {"slave", dash(d.Slave)},
 		{"state", d.State}, {"status", dash(d.Status)}, {"attempt", strconv.Itoa(d.Attempt)},
+	}
+	if o := d.Outcome; o != nil {
+		rows = append(rows, outcomeRows(d.Status, *o)...)
+	}
+	rows = append(rows, [][]string{
 		{"sealed", yesNo(d.Sealed)}, {"sizes", fmt.Sprintf("source %d B, stdin %d B", d.Source, d.Stdin)},
 		{"limits", d.Limits},
 		{"created", stamp(d.Created)}, {"assigned", stamp(d.Assigned)}, {"finished", stamp(d.Finished)},
-	}
+	}...)
 	return reply(table([]string{"JOB", d.ID}, rows), d)
 }
 
@@ -518,6 +594,45 @@ func (s *Server) adminRevoke(by string, args []string) (wire.AdminReply, error) 
 	return reply(fmt.Sprintf("revoked %s (%s)\n", name, short(changed[0].Fingerprint)), changed)
 }
 
+// confirmRevoke asks for --yes before an admin revokes their own key.
+func (s *Server) confirmRevoke(by string, args []string) string {
+	if args[0] == by {
+		return fmt.Sprintf("%s is your own key: revoking it ends your access at once", by)
+	}
+	return ""
+}
+
+// confirmRetire asks for --yes before retiring a (role, version) no key
+// has, or the admin's own.
+func (s *Server) confirmRetire(by string, args []string) string {
+	role, version := args[0], args[1]
+	if e, ok := s.cfg.Registry.Lookup(by); ok && e.Role == role && e.Version == version {
+		return fmt.Sprintf("your own key (%s) is a %s key of version %s: retiring it ends your access at once", by, role, version)
+	}
+	for _, e := range s.cfg.Registry.Entries() {
+		if e.Role == role && e.Version == version {
+			return ""
+		}
+	}
+	return fmt.Sprintf("no key in the registry is a %s key of version %s (a typo?)", role, version)
+}
+
+func (s *Server) adminUnretire(by string, args []string) (wire.AdminReply, error) {
+	role, version := args[0], args[1]
+	changed, err := s.cfg.Registry.Unretire(role, version)
+	if errors.Is(err, auth.ErrNoMatch) {
+		return wire.AdminReply{}, notFound("%s %s is not retired", role, version)
+	}
+	if err != nil {
+		return wire.AdminReply{}, err
+	}
+	s.log.Warn("version unretired", "by", by, "role", role, "version", version, "keys", len(changed))
+	if changed == nil {
+		changed = []auth.Entry{}
+	}
+	return reply(fmt.Sprintf("unretired %s %s: %d key(s) active again\n", role, version, len(changed)), changed)
+}
+
 func (s *Server) adminRetire(by string, args []string) (wire.AdminReply, error) {
 	role, version := args[0], args[1]
 	changed, err := s.cfg.Registry.Retire(role, version, "retired by admin "+by)
@@ -532,4 +647,31 @@ func (s *Server) adminRetire(by string, args []string) (wire.AdminReply, error) 
 		changed = []auth.Entry{}
 	}
 	return reply(fmt.Sprintf("retired %s %s: %d key(s)\n", role, version, len(changed)), changed)
+}
+
+// outcomeRows are job show's lines for a finished job: how the program
+// ended, why it failed, and its figures when it ran.
+func outcomeRows(status string, o outcome) [][]string {
+	var rows [][]string
+	switch {
+	case o.Signal > 0:
+		rows = append(rows, []string{"ended", fmt.Sprintf("killed by signal %d", o.Signal)})
+	case status == wire.StatusOK || status == wire.StatusRuntimeError:
+		rows = append(rows, []string{"exit code", strconv.Itoa(o.ExitCode)})
+	}
+	if o.Detail != "" && o.Detail != fmt.Sprintf("exit code %d", o.ExitCode) {
+		rows = append(rows, []string{"reason", o.Detail})
+	}
+	ran := slices.Contains([]string{wire.StatusOK, wire.StatusRuntimeError, wire.StatusTimeLimit, wire.StatusMemoryLimit, wire.StatusOutputLimit}, status)
+	if ran || o.WallMs > 0 {
+		rows = append(rows, []string{"figures", fmt.Sprintf("wall %d ms, cpu %d ms, memory %s", o.WallMs, o.CPUMs, limits.FormatSize(o.MemoryKiB<<10))})
+	}
+	if o.Compiler != "" {
+		c := o.Compiler
+		if o.Cached {
+			c += " (cached build)"
+		}
+		rows = append(rows, []string{"compiler", c})
+	}
+	return rows
 }

@@ -2,6 +2,7 @@ package master_test
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -98,18 +99,38 @@ func TestAdminListings(t *testing.T) {
 	}
 	wantAll(t, "help kick", ad.must("help", "kick"), "kick NAME", "Refused{kicked}")
 	wantAll(t, "help keys", ad.must("help", "keys"), "keys list", "keys revoke NAME", "keys retire ROLE VERSION")
-	wantAll(t, "server list", ad.must("server", "list"), "NAME", "ADDRESS", "LANGUAGES", "CPU", "LOAD", "MEMORY",
+	wantAll(t, "server list -o wide", ad.must("server", "list", "-o", "wide"), "NAME", "ADDRESS", "LANGUAGES", "CPU", "LOAD", "MEMORY",
 		"SLOTS", "RUNNING", "DRAINED", "REPORTED", "s1", "127.0.0.1:", "python (python 1.0)", "c (c 1.0)", "1 slave(s)")
+	narrow := ad.must("server", "list")
+	wantAll(t, "server list", narrow, "NAME", "LANGUAGES", "RUNNING", "CPU", "DRAINED", "HEALTH", "REPORTED", "s1", "python, c", "0/2", "1 slave(s)")
+	for _, l := range strings.Split(narrow, "\n") {
+		if len(l) > 80 {
+			t.Errorf("server list is %d columns wide (want at most 80 without -o wide):\n%s", len(l), narrow)
+		}
+	}
+	if strings.Contains(narrow, "ADDRESS") {
+		t.Errorf("server list shows the wide columns:\n%s", narrow)
+	}
 	wantAll(t, "client list", ad.must("/client", "list"), "CONNECTED SINCE", "SUBMITTED", "alice", "client", "ops", "admin")
 	wantAll(t, "job list", ad.must("job", "list"), "ID", "CLIENT", "LANGUAGE", "SLAVE", "STATE", "AGE", "STATUS",
 		id, "alice", "python", "s1", "done", "ok")
-	wantAll(t, "job show", ad.must("job", "show", id), id, "hello.py", "alice", "s1", "attempt", "finished")
+	wantAll(t, "job show", ad.must("job", "show", id), id, "hello.py", "alice", "s1", "attempt", "finished",
+		"exit code", "figures", "wall ", "limits", "time 5s, memory 256MiB, output 1MiB")
 	wantAll(t, "keys list", ad.must("keys", "list"), "FINGERPRINT", "s1", "alice", "ops", "active")
 
 	r, _ := ad.run("server", "list")
 	var slaves []map[string]any
 	if err := json.Unmarshal(r.JSON, &slaves); err != nil || len(slaves) != 1 || slaves[0]["name"] != "s1" {
 		t.Errorf("server list JSON %s: %v", r.JSON, err)
+	}
+	// JSON keys are snake_case all the way down.
+	for _, args := range [][]string{{"server", "list"}, {"help"}, {"job", "show", id}, {"keys", "list"}, {"client", "list"}} {
+		r, _ := ad.run(args...)
+		for _, k := range regexp.MustCompile(`"([A-Za-z0-9_]+)":`).FindAllStringSubmatch(string(r.JSON), -1) {
+			if k[1] != strings.ToLower(k[1]) || strings.HasSuffix(k[1], "_ns") {
+				t.Errorf("%v: JSON key %q is not snake_case (or is in ns):\n%s", args, k[1], r.JSON)
+			}
+		}
 	}
 
 	for _, bad := range []struct {
@@ -125,6 +146,7 @@ func TestAdminListings(t *testing.T) {
 		{[]string{"keys", "retire", "wizard", "1.0"}, wire.CodeBadRequest},
 		{[]string{"help", "nothing"}, wire.CodeNotFound},
 		{[]string{"quit"}, wire.CodeBadRequest},
+		{[]string{"server", "list", "-o", "tall"}, wire.CodeBadRequest},
 	} {
 		if _, e := ad.run(bad.args...); e == nil || e.Code != bad.code {
 			t.Errorf("%v: got %+v, want code %s", bad.args, e, bad.code)
@@ -323,4 +345,39 @@ func TestDrainSurvivesReconnect(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("s1 did not reconnect")
+}
+
+// TestAdminConfirmations: the commands that would lock the admin out, or
+// that look like a typo, need --yes; keys unretire undoes keys retire.
+func TestAdminConfirmations(t *testing.T) {
+	c := newCluster(t)
+	ad := c.admin(certs.RoleAdmin, "ops")
+	c.issue(certs.RoleClient, "carol", "2.0")
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"keys", "revoke", "ops"}, "keys revoke: ops is your own key: revoking it ends your access at once; add --yes to do it anyway"},
+		{[]string{"keys", "retire", "client", "9.9"}, "keys retire: no key in the registry is a client key of version 9.9 (a typo?); add --yes"},
+		{[]string{"keys", "retire", "admin", "1.0"}, "keys retire: your own key (ops) is a admin key of version 1.0"},
+		{[]string{"keys", "unretire", "client", "2.0"}, "client 2.0 is not retired"},
+	} {
+		if _, e := ad.run(tc.args...); e == nil || !strings.Contains(e.Message, tc.msg) {
+			t.Errorf("%v: got %+v, want %q", tc.args, e, tc.msg)
+		}
+	}
+	if _, ok := c.reg.Lookup("ops"); !ok {
+		t.Fatal("the refused revoke revoked the admin's key")
+	}
+	wantAll(t, "retire --yes", ad.must("keys", "retire", "client", "9.9", "--yes"), "retired client 9.9: 0 key(s)")
+	wantAll(t, "retire", ad.must("keys", "retire", "client", "2.0"), "retired client 2.0: 1 key(s)")
+	if _, ok := c.reg.Lookup("carol"); ok {
+		t.Fatal("carol still active after retire")
+	}
+	wantAll(t, "unretire", ad.must("keys", "unretire", "client", "2.0"), "unretired client 2.0: 1 key(s) active again")
+	if _, ok := c.reg.Lookup("carol"); !ok {
+		t.Fatal("carol not active after unretire")
+	}
+	c.waitLog("version unretired", "by=ops", "role=client", "version=2.0")
+	wantAll(t, "revoke own --yes", ad.must("keys", "revoke", "ops", "--yes"), "revoked ops")
 }

@@ -32,12 +32,49 @@ type Console struct {
 	by   string
 	term *term.Terminal
 	mu   sync.Mutex // serialises writes to term from Run and from loggers
+
+	quitAsked bool // the last line was a /quit that asked for confirmation (Run's goroutine only)
 }
 
 // NewConsole returns a console for srv over rw. Commands run as the admin
 // called by (for example "console"), which is how they appear in the logs.
 func NewConsole(srv *Server, rw io.ReadWriter, by string) *Console {
-	return &Console{srv: srv, by: by, term: term.NewTerminal(rw, ConsolePrompt)}
+	c := &Console{srv: srv, by: by, term: term.NewTerminal(rw, ConsolePrompt)}
+	c.term.AutoCompleteCallback = complete
+	return c
+}
+
+// complete is the console's Tab completion: the command words typed so far
+// are completed to the one command (or the longest prefix common to the
+// commands) they can still be.
+func complete(line string, pos int, key rune) (string, int, bool) {
+	if key != '\t' || pos != len(line) || !strings.HasPrefix(line, "/") {
+		return "", 0, false
+	}
+	typed := strings.TrimPrefix(line, "/")
+	var names []string
+	for _, c := range Commands() {
+		if strings.HasPrefix(c.Name, typed) {
+			names = append(names, c.Name)
+		}
+	}
+	if len(names) == 0 {
+		return "", 0, false
+	}
+	common := names[0]
+	for _, n := range names[1:] {
+		for !strings.HasPrefix(n, common) {
+			common = common[:len(common)-1]
+		}
+	}
+	if len(names) == 1 {
+		common += " "
+	}
+	if len(common) <= len(typed) {
+		return "", 0, false
+	}
+	out := "/" + common
+	return out, len(out), true
 }
 
 // SetSize tells the console the terminal's width and height. Sizes a
@@ -92,7 +129,15 @@ func (c *Console) Exec(ctx context.Context, line string) error {
 		c.printf("/help lists the commands\n")
 		return nil
 	}
-	if args[0] == "quit" && len(args) == 1 {
+	asked := c.quitAsked
+	c.quitAsked = false
+	if args[0] == "quit" && (len(args) == 1 || len(args) == 2 && (args[1] == "--yes" || args[1] == "-y")) {
+		if n := c.srv.liveJobs(); n > 0 && len(args) == 1 && !asked {
+			c.quitAsked = true
+			c.printf("%d job(s) are queued or running; stopping the master ends them (their clients are told it is\n"+
+				"shutting down). Type /quit again to stop anyway.\n", n)
+			return nil
+		}
 		c.printf("stopping the master\n")
 		return ErrQuit
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"kiln/certs"
 	"kiln/master"
 )
 
@@ -16,7 +17,7 @@ import (
 func TestConsoleScript(t *testing.T) {
 	c := newCluster(t)
 	c.fakeSlave("s1", 2, false, "python")
-	in := "/help\n/help kick\n/server list\n/client list\n/job show J9\nserver list\n/frobnicate\n/quit\n/server list\n"
+	in := "/help\n/help kick\n/server list -o wide\n/client list\n/job show J9\nserver list\n/frobnicate\n/quit\n/server list\n"
 	out := &syncBuffer{}
 	con := master.NewConsole(c.srv, struct {
 		io.Reader
@@ -90,5 +91,37 @@ func TestConsoleInteractive(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("console did not stop at the end of its input")
+	}
+}
+
+// TestConsoleTabAndQuit: Tab completes command words; /quit with a job
+// running asks first, and a second /quit (or /quit --yes) stops.
+func TestConsoleTabAndQuit(t *testing.T) {
+	c := newCluster(t)
+	c.fakeSlave("s1", 2, true, "python") // holds its jobs: one stays running
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, e := submit(t, cs, 1, "hang.py", []byte("print(1)\n")); e != nil {
+		t.Fatalf("submit: %+v", e)
+	}
+	in := "/ser\t\r/keys r\t\r/job list\r/quit\r/quit\r/server list\r"
+	out := &syncBuffer{}
+	con := master.NewConsole(c.srv, struct {
+		io.Reader
+		io.Writer
+	}{strings.NewReader(in), out}, "console")
+	if err := con.Run(context.Background()); !errors.Is(err, master.ErrQuit) {
+		t.Fatalf("Run: %v, want ErrQuit", err)
+	}
+	text := out.String()
+	wantAll(t, "console", text,
+		"/server list \r\n", "1 slave(s)", // /ser<Tab> completed to the one command
+		"/keys re\r\n", "error: unknown command \"keys re\"", // keys r<Tab>: revoke, retire: their common prefix
+		"1 job(s) are queued or running", "Type /quit again", // the first /quit asks
+		"alice", "stopping the master")
+	if strings.Count(text, "1 slave(s)") != 1 {
+		t.Errorf("commands after the second /quit ran:\n%s", text)
 	}
 }

@@ -29,7 +29,8 @@ type SlaveInfo struct {
 	Health      string        `json:"health"`
 	Quarantined bool          `json:"quarantined"`
 	Since       time.Time     `json:"since"`
-	ReportAge   time.Duration `json:"report_age_ns"`
+	ReportAge   time.Duration `json:"-"`
+	ReportAgeMs int64         `json:"report_age_ms"`
 	Registered  bool          `json:"registered"`
 }
 
@@ -64,7 +65,7 @@ func (s *Server) Slaves() []SlaveInfo {
 			Toolchains: sc.reg.Toolchains, Sandbox: sc.reg.Sandbox, Load: sc.load,
 			Slots: sc.reg.Slots, Running: len(sc.running), Finished: sc.finished, Drained: rec.drained,
 			Health: health, Quarantined: rec.quarantined(now),
-			Since: sc.since, ReportAge: now.Sub(sc.loadAt), Registered: sc.registered,
+			Since: sc.since, ReportAge: now.Sub(sc.loadAt), ReportAgeMs: now.Sub(sc.loadAt).Milliseconds(), Registered: sc.registered,
 		})
 	}
 	s.mu.Unlock()

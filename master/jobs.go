@@ -26,6 +26,7 @@ type job struct {
 	assigned time.Time
 	finished time.Time
 	status   string    // the result status once done
+	outcome  outcome   // figures and detail of the Result that ended it, for job show
 	held     int64     // bytes of source and stdin counted in Server.held
 	deadline time.Time // when the current attempt's Result is due (see JobBudget.jobDeadline)
 
@@ -119,7 +120,7 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 	s.queue.push(j)
 	pos := s.queue.position(j)
 	s.mu.Unlock()
-	cc.log.Info("job queued", "job", j.id, "lang", lang, "file", truncate(u.submit.FileName, 100), "bytes", j.source.size())
+	cc.log.Debug("job queued", "job", j.id, "lang", lang, "file", truncate(u.submit.FileName, 100), "bytes", j.source.size())
 	cc.send(wire.MsgAccepted, reqID, wire.Accepted{JobID: j.id, Position: pos})
 	cc.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: wire.StateQueued, Attempt: 1})
 	s.mu.Lock()
@@ -246,7 +247,7 @@ func (s *Server) dispatch() {
 	}
 	s.mu.Unlock()
 	for _, a := range placed {
-		a.sc.log.Info("job assigned", "job", a.j.id, "client", a.j.clientID, "lang", a.j.submit.Language, "attempt", a.attempt)
+		a.sc.log.Debug("job assigned", "job", a.j.id, "client", a.j.clientID, "lang", a.j.submit.Language, "attempt", a.attempt)
 		s.cfg.Metrics.dispatched(a.j.assigned.Sub(a.j.created))
 		s.goRun(func() { s.sendJob(a) })
 	}
@@ -397,6 +398,9 @@ func (s *Server) endAssignment(a assignment, status, detail string) {
 // ended reports a job the master ended itself: metrics, then a Result and
 // its final JobState to the client, if still there.
 func (s *Server) ended(client *clientConn, j *job, attempt int, status, detail string) {
+	s.mu.Lock()
+	j.outcome.Detail = truncate(detail, 500)
+	s.mu.Unlock()
 	lang := j.submit.Language
 	s.cfg.Metrics.finished(lang, status, j.finished.Sub(j.created))
 	if client != nil {
@@ -616,4 +620,28 @@ func (s *Server) dispatchLoop(ctx interface{ Done() <-chan struct{} }) {
 			s.dispatch()
 		}
 	}
+}
+
+// outcome is what job show reports of a finished job's Result.
+type outcome struct {
+	ExitCode  int    `json:"exit_code"`
+	Signal    int    `json:"signal,omitempty"`
+	Detail    string `json:"detail,omitempty"`
+	WallMs    int64  `json:"wall_ms"`
+	CPUMs     int64  `json:"cpu_ms"`
+	MemoryKiB int64  `json:"memory_kib"`
+	Compiler  string `json:"compiler,omitempty"`
+	Cached    bool   `json:"cached"`
+}
+
+func outcomeOf(r wire.Result) outcome {
+	return outcome{ExitCode: r.ExitCode, Signal: r.Signal, Detail: truncate(r.Detail, 500), WallMs: r.WallMs,
+		CPUMs: r.CPUMs, MemoryKiB: r.MemoryKiB, Compiler: r.Compiler, Cached: r.Cached}
+}
+
+// liveJobs counts the jobs queued, assigned or running.
+func (s *Server) liveJobs() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.jobs)
 }

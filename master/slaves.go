@@ -389,6 +389,7 @@ func (s *Server) result(sc *slaveConn, r wire.Result) {
 		rec.good()
 	}
 	client := j.client
+	j.outcome = outcomeOf(r)
 	s.finishLocked(j, r.Status)
 	sc.finished++
 	lang, e2e := j.submit.Language, j.finished.Sub(j.created)

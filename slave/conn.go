@@ -274,7 +274,7 @@ func (c *conn) assign(runCtx context.Context, a wire.Assign) {
 	}
 	j.checkReady()
 	c.mu.Unlock()
-	c.log.Info("job assigned", "job", a.JobID, "attempt", a.Attempt, "lang", a.Language)
+	c.log.Debug("job assigned", "job", a.JobID, "attempt", a.Attempt, "lang", a.Language)
 	c.s.jobs.Go(func() {
 		defer cancel()
 		defer c.s.keep.forget(j.kept)

@@ -161,3 +161,53 @@ func TestAdminCLI(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminCLIForScripts: errors under --json are JSON on stdout with the
+// wire code and exit code; -o wide and --yes reach the master.
+func TestAdminCLIForScripts(t *testing.T) {
+	ac := startAdminCluster(t)
+	as := func(args ...string) (int, string, string) {
+		t.Helper()
+		return adminCLI(t, nil, append([]string{"--bundle", ac.bundles["ops"], "--master", ac.addr}, args...)...)
+	}
+	for _, tc := range []struct {
+		args []string
+		exit int
+		code string
+		msg  string
+	}{
+		{[]string{"--json", "job", "show", "J9"}, 1, "not_found", "no job J9"},
+		{[]string{"job", "show", "J9", "-o", "json"}, 1, "not_found", "no job J9"},
+		{[]string{"--json", "keys", "revoke", "ops"}, 1, "bad_request", "ops is your own key: revoking it ends your access at once; add --yes"},
+		{[]string{"--json", "--master", unusedAddr(t), "keys", "list"}, exitUnreachable, "", "cannot reach master"},
+	} {
+		code, out, errs := as(tc.args...)
+		var got struct {
+			Error struct {
+				Code     string `json:"code"`
+				Message  string `json:"message"`
+				ExitCode int    `json:"exit_code"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(out), &got); err != nil || code != tc.exit || got.Error.ExitCode != tc.exit ||
+			got.Error.Code != tc.code || !strings.Contains(got.Error.Message, tc.msg) {
+			t.Errorf("%v: exit %d, %v, stdout %q, stderr %q; want exit %d, code %q, message %q", tc.args, code, err, out, errs, tc.exit, tc.code, tc.msg)
+		}
+	}
+	code, out, errs := as("server", "list", "-o", "wide")
+	if code != 0 || !strings.Contains(out, "ADDRESS") {
+		t.Errorf("server list -o wide: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = as("keys", "retire", "client", "7.7")
+	if code != 1 || !strings.Contains(errs, "a typo?") {
+		t.Errorf("keys retire of a version no key has: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = as("--yes", "keys", "retire", "client", "7.7")
+	if code != 0 || !strings.Contains(out, "retired client 7.7: 0 key(s)") {
+		t.Errorf("keys retire --yes: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = as("keys", "unretire", "client", "7.7")
+	if code != 0 || !strings.Contains(out, "unretired client 7.7") {
+		t.Errorf("keys unretire: exit %d\n%s%s", code, out, errs)
+	}
+}

@@ -106,7 +106,7 @@ func TestMasterConsolePTY(t *testing.T) {
 	out.wait(t, regexp.MustCompile(`kiln> $`))
 
 	ptm.WriteString("/server list\r")
-	out.wait(t, regexp.MustCompile(`NAME +ADDRESS +VERSION[^\n]*\r\n0 slave\(s\)\r\n`))
+	out.wait(t, regexp.MustCompile(`NAME +LANGUAGES +RUNNING[^\n]*\r\n0 slave\(s\)\r\n`))
 
 	// A log line while the operator is typing: printed on its own line,
 	// then the prompt and the half-typed command are redrawn.

@@ -29,7 +29,7 @@ func TestFirstHourMessages(t *testing.T) {
 	expired := issueExpired(t, dir, "olga")
 	clientAddr, slaveAddr := freeAddr(t), freeAddr(t)
 	m := startKiln(t, "master", "master", "--dir", dir, "--client-addr", clientAddr, "--slave-addr", slaveAddr,
-		"--local-slots", "1", "--console", "off")
+		"--local-slots", "1", "--console", "off", "--log-level", "debug")
 	m.waitOutput(t, "slave registered", 1)
 	src := t.TempDir()
 	prog := writeFile(t, src, "a.py", "print(1)\n")

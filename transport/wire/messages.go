@@ -146,15 +146,15 @@ type Refused struct {
 
 // Toolchain is one language a slave can run.
 type Toolchain struct {
-	Language string `msgpack:"lang"`     // c, cpp, java, python
-	Compiler string `msgpack:"compiler"` // e.g. "gcc 12.2.0"
-	Path     string `msgpack:"path"`
+	Language string `msgpack:"lang" json:"language"`     // c, cpp, java, python
+	Compiler string `msgpack:"compiler" json:"compiler"` // e.g. "gcc 12.2.0"
+	Path     string `msgpack:"path" json:"path"`
 	// Extensions are the source file extensions of the language (".cpp"),
 	// Options the compiler options a submitter may pick, and Hash the
 	// hash of the slave's descriptor of the language (see [Submit.Options]).
-	Extensions []string `msgpack:"ext,omitempty"`
-	Options    []string `msgpack:"options,omitempty"`
-	Hash       string   `msgpack:"hash,omitempty"`
+	Extensions []string `msgpack:"ext,omitempty" json:"extensions,omitempty"`
+	Options    []string `msgpack:"options,omitempty" json:"options,omitempty"`
+	Hash       string   `msgpack:"hash,omitempty" json:"hash,omitempty"`
 }
 
 // Register describes a slave, sent once after Welcome.
@@ -175,18 +175,18 @@ type Register struct {
 
 // Load is a slave's periodic load report.
 type Load struct {
-	CPUPercent float64 `msgpack:"cpu"`
-	Load1      float64 `msgpack:"load1"`
-	Load5      float64 `msgpack:"load5"`
-	Load15     float64 `msgpack:"load15"`
-	MemUsed    uint64  `msgpack:"mem_used"`
-	MemTotal   uint64  `msgpack:"mem_total"`
-	Running    int     `msgpack:"running"`
-	Slots      int     `msgpack:"slots"`
+	CPUPercent float64 `msgpack:"cpu" json:"cpu_percent"`
+	Load1      float64 `msgpack:"load1" json:"load1"`
+	Load5      float64 `msgpack:"load5" json:"load5"`
+	Load15     float64 `msgpack:"load15" json:"load15"`
+	MemUsed    uint64  `msgpack:"mem_used" json:"mem_used"`
+	MemTotal   uint64  `msgpack:"mem_total" json:"mem_total"`
+	Running    int     `msgpack:"running" json:"running"`
+	Slots      int     `msgpack:"slots" json:"slots"`
 	// Health is empty while the slave can run jobs, else why it cannot
 	// (for example its work directory is not writable or its disk is
 	// full); the master then places no job on it.
-	Health string `msgpack:"health,omitempty"`
+	Health string `msgpack:"health,omitempty" json:"health,omitempty"`
 }
 
 // JobLimits are the per-job limits a client asks for (zero means default).
