@@ -422,7 +422,7 @@ func flood(n, size int) func(*hostileSlave, wire.Assign) {
 func TestHostileSlaveFloodsOutput(t *testing.T) {
 	const limit = 256 << 10
 	c := newCluster(t)
-	c.hostileSlave("evil", 1024, flood(64, 512<<10), nil) // 32 MiB per job
+	c.hostileSlave("evil", 1024, flood(512, 64<<10), nil) // 32 MiB per job
 	c.fakeSlave("good", 1, false, "python")
 	honest := c.honestClient("alice")
 	deadline := time.Now().Add(10 * time.Second)
@@ -460,7 +460,7 @@ func TestHostileSlaveFloodsOutput(t *testing.T) {
 func TestHostileSlaveFloodsSealedOutput(t *testing.T) {
 	const limit = 256 << 10
 	c := newCluster(t)
-	c.hostileSlave("evil", 1024, flood(64, 512<<10), nil)
+	c.hostileSlave("evil", 1024, flood(64, 16<<10), nil) // 1 MiB in messages the size an honest slave sends
 	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
 	if err != nil {
 		t.Fatal(err)
@@ -490,8 +490,8 @@ func TestHostileSlaveFloodsSealedOutput(t *testing.T) {
 			if r.Status != wire.StatusOutputLimit {
 				t.Fatalf("result %+v", r)
 			}
-			if got > limit+2048 {
-				t.Fatalf("the master forwarded %d sealed output bytes over a cap of %d", got, limit)
+			if got > limit+2048 || got < limit-(16<<10) {
+				t.Fatalf("the master forwarded %d sealed output bytes for a cap of %d", got, limit)
 			}
 			return
 		}
