@@ -69,7 +69,8 @@ func runInit(mode string) int {
 	}
 	kind, count, _ := strings.Cut(mode, ":")
 	n, _ := strconv.Atoi(count)
-	r := &jobRunner{conn: conn, jobUID: m.Setup.JobUID, cgroupV2: kind == "v2", cgFDs: min(max(n, 0), maxCgFDs), filters: m.Setup.Filters, jobs: make(chan job)}
+	adj, _ := os.ReadFile("/proc/self/oom_score_adj")
+	r := &jobRunner{oomReset: strings.TrimSpace(string(adj)) != "0", conn: conn, jobUID: m.Setup.JobUID, cgroupV2: kind == "v2", cgFDs: min(max(n, 0), maxCgFDs), filters: m.Setup.Filters, jobs: make(chan job)}
 	ready := make(chan []string)
 	go r.loop(ready)
 	notes = append(notes, <-ready...)
@@ -227,6 +228,7 @@ type jobRunner struct {
 	cgroupV2 bool
 	cgFDs    int      // cgroup descriptors passed from cgFD0 on
 	filters  [][]byte // the syscall filters, sock_filter arrays
+	oomReset bool     // the init's oom_score_adj is not 0: reset the job's
 	jobs     chan job
 	cgDir    int          // v2: job cgroup directory, or -1
 	cgTasks  []int        // v1: the slot's "tasks" files, joined by each job
@@ -388,7 +390,7 @@ func (r *jobRunner) run(j job) (doneMsg, error) {
 		if err != nil {
 			return d, fmt.Errorf("wait: %w", err)
 		}
-		acc.add(&ru)
+		acc.reaped(wpid, &ru)
 		if wpid == pid && (ws.Exited() || ws.Signaled()) {
 			status, exited = ws, true
 		}
@@ -420,7 +422,7 @@ func killAll(acc *usage) bool {
 			if wpid <= 0 {
 				break
 			}
-			acc.add(&ru)
+			acc.reaped(wpid, &ru)
 		}
 		if time.Now().After(deadline) {
 			return false
@@ -432,8 +434,18 @@ func killAll(acc *usage) bool {
 
 // usage sums the resource usage of reaped processes.
 type usage struct {
-	cpu    int64
-	maxRSS int64
+	cpu      int64
+	maxRSS   int64
+	launcher int // its CPU counts, its resident set (the init's) does not
+}
+
+// reaped counts a reaped process.
+func (u *usage) reaped(pid int, ru *unix.Rusage) {
+	if pid == u.launcher {
+		u.addCPU(ru)
+		return
+	}
+	u.add(ru)
 }
 
 func (u *usage) add(ru *unix.Rusage) {

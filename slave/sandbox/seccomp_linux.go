@@ -66,12 +66,16 @@ var personalityOK = []uint64{0, 0xffffffff}
 // installed in this order. The kernel runs every installed filter and
 // keeps the strongest answer (for two errno answers, the newest filter's).
 //
-// The first is the allow list. Argument checks each get a filter of their
-// own, allowing everything else: go-seccomp-bpf v1.6.0 leaves an argument
-// in the accumulator when a condition fails and then compares it with the
-// next system call numbers (clone's flags 0x01200011 matched nothing and
-// glibc's fork got the default EPERM), so a conditional rule must be the
-// only rule of its filter. TestFilterDecisions pins the combined answers.
+// The first is the allow list; the second holds the argument checks and
+// allows everything else. They cannot share a filter: go-seccomp-bpf
+// v1.6.0 leaves the argument in the accumulator when a condition fails and
+// goes on comparing it with system call numbers (with one filter, glibc's
+// fork, clone(0x01200011), met no rule and got the default EPERM). Within
+// the second filter the order makes that harmless: a failed socket or
+// socketpair check leaves 1, 2 or 10, a failed personality check 0 or
+// 0xffffffff, none of them a later rule's number (socketpair 53,
+// personality 135, clone 56), and clone, whose flags could be anything,
+// comes last. TestFilterDecisions pins the combined answers.
 func filterPolicies() ([]seccomp.Policy, error) {
 	info, err := arch.GetInfo("")
 	if err != nil {
@@ -90,14 +94,6 @@ func filterPolicies() ([]seccomp.Policy, error) {
 		}
 	}
 	sort.Slice(allowed, func(i, j int) bool { return info.SyscallNames[allowed[i]] < info.SyscallNames[allowed[j]] })
-	policies := []seccomp.Policy{{
-		DefaultAction: seccomp.ActionErrno, // EPERM (the library allows no other errno here)
-		Syscalls: []seccomp.SyscallGroup{
-			{Action: eperm, Names: deniedSyscalls},
-			{Action: enosys, Names: []string{"clone3"}},
-			{Action: seccomp.ActionAllow, Names: allowed},
-		},
-	}}
 	notIn := func(name string, values []uint64) seccomp.NameWithConditions {
 		nc := seccomp.NameWithConditions{Name: name}
 		for _, v := range values {
@@ -105,18 +101,22 @@ func filterPolicies() ([]seccomp.Policy, error) {
 		}
 		return nc
 	}
-	for _, rule := range []seccomp.NameWithConditions{
-		{Name: "clone", Conditions: seccomp.ArgumentConditions{{Argument: 0, Operation: seccomp.BitsSet, Value: nsCloneFlags}}},
-		notIn("socket", allowedFamilies),
-		notIn("socketpair", allowedFamilies),
-		notIn("personality", personalityOK),
-	} {
-		policies = append(policies, seccomp.Policy{
-			DefaultAction: seccomp.ActionAllow,
-			Syscalls:      []seccomp.SyscallGroup{{Action: eperm, NamesWithCondtions: []seccomp.NameWithConditions{rule}}},
-		})
-	}
-	return policies, nil
+	return []seccomp.Policy{{
+		DefaultAction: seccomp.ActionErrno, // EPERM (the library allows no other errno here)
+		Syscalls: []seccomp.SyscallGroup{
+			{Action: eperm, Names: deniedSyscalls},
+			{Action: enosys, Names: []string{"clone3"}},
+			{Action: seccomp.ActionAllow, Names: allowed},
+		},
+	}, {
+		DefaultAction: seccomp.ActionAllow,
+		Syscalls: []seccomp.SyscallGroup{{Action: eperm, NamesWithCondtions: []seccomp.NameWithConditions{
+			notIn("socket", allowedFamilies),
+			notIn("socketpair", allowedFamilies),
+			notIn("personality", personalityOK),
+			{Name: "clone", Conditions: seccomp.ArgumentConditions{{Argument: 0, Operation: seccomp.BitsSet, Value: nsCloneFlags}}},
+		}}},
+	}}, nil
 }
 
 // filterPrograms assembles the filters, each into the bytes of a struct

@@ -38,9 +38,12 @@ const jobFD0 = 3
 
 // startJob turns the launcher pid, just forked, into a running job and
 // returns the job's first process. exited is true when the launcher ended
-// before it stopped (status is then its wait status).
+// before it stopped (status is then its wait status). The launcher is
+// killed and left for the job's reaping, which counts its CPU time (its
+// exec is the program's) but not its resident set.
 func (r *jobRunner) startJob(pid int, m *runMsg, acc *usage) (job int, status unix.WaitStatus, exited bool, err error) {
 	var ru unix.Rusage
+	acc.launcher = pid
 	if status, err = waitPidRusage(pid, &ru); err != nil {
 		return 0, status, true, fmt.Errorf("wait for exec: %w", err)
 	}
@@ -50,9 +53,6 @@ func (r *jobRunner) startJob(pid int, m *runMsg, acc *usage) (job int, status un
 	}
 	job, err = r.launch(pid, m)
 	unix.Kill(pid, unix.SIGKILL)
-	if _, werr := waitPidRusage(pid, &ru); werr == nil {
-		acc.addCPU(&ru) // its exec is the program's; its resident set is not
-	}
 	if err != nil {
 		if job > 0 {
 			unix.Kill(job, unix.SIGKILL)
@@ -120,7 +120,9 @@ func (r *jobRunner) release(pid int, limits []rlimitSpec) error {
 	}
 	// Where the host could make the init OOM-exempt (-1000), the job must
 	// not inherit that.
-	os.WriteFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", []byte("0"), 0)
+	if r.oomReset {
+		os.WriteFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", []byte("0"), 0)
+	}
 	if err := unix.PtraceDetach(pid); err != nil {
 		return fmt.Errorf("detach: %w", err)
 	}
