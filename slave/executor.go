@@ -92,6 +92,10 @@ type Executor struct {
 	log        *slog.Logger
 	private    *sandbox.PrivateDir // nil: job directories under cfg.WorkRoot
 	root       string              // where job directories are made
+
+	mu      sync.Mutex
+	closed  bool           // set by Close: no new job
+	running sync.WaitGroup // Execute calls in progress
 }
 
 // NewExecutor checks cfg, sweeps the work root and makes the private tmpfs
@@ -151,9 +155,28 @@ func (e *Executor) sweep() {
 // Private reports whether job directories are on the private tmpfs.
 func (e *Executor) Private() bool { return e.private != nil }
 
-// Close releases the private tmpfs and everything in it. Call it after
-// the last Execute has returned; it is idempotent.
-func (e *Executor) Close() error { return e.private.Close() }
+// Close releases the private tmpfs and everything in it once every
+// Execute in progress has returned (a job directory path resolved after
+// the tmpfs is gone could name whatever reuses its descriptor number);
+// later calls of Execute fail. It is idempotent.
+func (e *Executor) Close() error {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+	e.running.Wait()
+	return e.private.Close()
+}
+
+// enter registers an Execute call; it reports false after Close.
+func (e *Executor) enter() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return false
+	}
+	e.running.Add(1)
+	return true
+}
 
 // Toolchains returns the toolchains the executor runs.
 func (e *Executor) Toolchains() []wire.Toolchain { return slices.Clone(e.cfg.Toolchains) }
@@ -188,6 +211,12 @@ func (e *Executor) Execute(ctx context.Context, job Job, emit func(stream uint8,
 		return res
 	}
 	res.Compiler = tc.Compiler
+	if !e.enter() {
+		res = fail(res, wire.StatusInternalError, "the slave is shutting down")
+		res.SlaveFault = true
+		return res
+	}
+	defer e.running.Done()
 	lim, err := e.Limits(job.Language, job.Limits)
 	if err != nil {
 		return fail(res, wire.StatusInternalError, err.Error())

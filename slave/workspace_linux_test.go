@@ -203,3 +203,39 @@ func TestPrivateDirIsBounded(t *testing.T) {
 		t.Fatalf("next job: %+v", res)
 	}
 }
+
+// Close waits for the jobs in progress before releasing the private
+// tmpfs, and a job after Close fails cleanly.
+func TestExecutorCloseWaitsForJobs(t *testing.T) {
+	needLang(t, wire.LangPython)
+	e, err := NewExecutor(ExecConfig{WorkRoot: t.TempDir(), Runner: newStrictRunner(t), Toolchains: toolchains(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	done := make(chan wire.Result, 1)
+	go func() {
+		res := e.Execute(context.Background(), Job{ID: "slow", Language: wire.LangPython, FileName: "a.py",
+			Source: []byte("import time\nprint('started', flush=True)\ntime.sleep(0.3)\nprint('done')\n")}, func(uint8, []byte) {
+			select {
+			case <-started:
+			default:
+				close(started)
+			}
+		})
+		done <- res
+	}()
+	<-started
+	e.Close()
+	select {
+	case res := <-done:
+		if res.Status != wire.StatusOK {
+			t.Fatalf("job cut by Close: %+v", res)
+		}
+	default:
+		t.Fatal("Close returned before the job in progress")
+	}
+	if res, _ := execute(t, e, Job{Language: wire.LangPython, FileName: "a.py", Source: []byte("print(1)\n")}); res.Status != wire.StatusInternalError {
+		t.Fatalf("a job after Close: %+v", res)
+	}
+}

@@ -1,6 +1,9 @@
 package sandbox
 
-import "os"
+import (
+	"os"
+	"sync"
+)
 
 // PrivateDir is a directory that only this process can reach and that
 // the kernel discards when the process exits, SIGKILL included: a tmpfs
@@ -11,8 +14,9 @@ import "os"
 // that no job's source or program is left at rest when it dies.
 // Close releases it; it is safe for concurrent use.
 type PrivateDir struct {
-	mnt  *os.File
-	path string
+	mnt   *os.File
+	path  string
+	close sync.Once
 }
 
 // Path returns the directory's path, valid in this process only.
@@ -21,8 +25,10 @@ func (d *PrivateDir) Path() string { return d.path }
 // Close unmounts the directory and frees everything in it (once the last
 // file opened in it is closed). It is idempotent.
 func (d *PrivateDir) Close() error {
-	if d == nil || d.mnt == nil {
+	if d == nil {
 		return nil
 	}
-	return d.mnt.Close()
+	var err error
+	d.close.Do(func() { err = d.mnt.Close() })
+	return err
 }
