@@ -175,6 +175,9 @@ func (t *treeCopy) copyEntry(src, dst int, name, rel string, depth int) error {
 	case unix.S_IFREG:
 		return t.copyRegular(src, dst, name, rel, &st)
 	}
+	if t.filled {
+		return nil // the slave's own directory: links and the like are skipped
+	}
 	return t.leave(rel, errors.New("not a regular file"))
 }
 
