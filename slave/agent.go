@@ -73,11 +73,29 @@ type Slave struct {
 	healthAt  time.Time // when the directories were last checked
 	healthMsg string    // what that check found
 
-	keep    *keeper       // the jobs, across sessions
-	slots   chan struct{} // a token per executing job
-	running atomic.Int64
-	jobs    sync.WaitGroup // job goroutines; Run waits for them
+	keep     *keeper       // the jobs, across sessions
+	slots    chan struct{} // a token per executing job
+	running  atomic.Int64
+	jobs     sync.WaitGroup // job goroutines; Run waits for them
+	draining atomic.Bool    // set by Drain: the slave reports itself unavailable
+	loadNow  chan struct{}  // capacity 1: send a load report at once
 }
+
+// Drain makes the slave take no new job: from its next load report on it
+// tells the master it is shutting down, and the master places no job on
+// it, as for an unhealthy slave. Jobs it was given keep running; [Slave.Busy]
+// says how many are left. Safe for concurrent use with Run.
+func (s *Slave) Drain() {
+	s.draining.Store(true)
+	select {
+	case s.loadNow <- struct{}{}:
+	default:
+	}
+}
+
+// Busy returns how many jobs this slave was given that have not finished
+// (waiting for their files or a slot, or running). Safe for concurrent use.
+func (s *Slave) Busy() int { return s.keep.running() }
 
 // New checks cfg and fills its defaults. It starts nothing.
 func New(cfg Config) (*Slave, error) {
@@ -124,7 +142,7 @@ func New(cfg Config) (*Slave, error) {
 	if (cfg.Transport == transport.Config{}) {
 		cfg.Transport = transport.DefaultConfig()
 	}
-	s := &Slave{cfg: cfg, id: id, log: cfg.Logger, sampler: NewLoadSampler()}
+	s := &Slave{cfg: cfg, id: id, log: cfg.Logger, sampler: NewLoadSampler(), loadNow: make(chan struct{}, 1)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -213,6 +231,9 @@ const healthEvery = 10 * time.Second
 // health checks the executor's directories at most every healthEvery and
 // logs a change (see Executor.Health); "" means healthy.
 func (s *Slave) health() string {
+	if s.draining.Load() {
+		return "draining: shutting down once its running jobs finish"
+	}
 	s.healthMu.Lock()
 	defer s.healthMu.Unlock()
 	if !s.healthAt.IsZero() && time.Since(s.healthAt) < healthEvery {

@@ -155,6 +155,8 @@ func (c *conn) loadLoop(ctx context.Context) {
 		case <-t.C:
 			c.sendLoad(ctx)
 			c.dropStaleOrphans()
+		case <-c.s.loadNow:
+			c.sendLoad(ctx) // Drain: tell the master now
 		}
 	}
 }

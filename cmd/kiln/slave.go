@@ -28,7 +28,8 @@ retry hint; a refusal for good (revoked, unknown key, retired version, wrong
 role, expired certificate, kicked) ends the slave with exit code 110 and one
 line saying why, so that a supervisor can stop restarting it (systemd:
 RestartPreventExitStatus=110). Other errors exit with 1. SIGINT or SIGTERM
-stops it cleanly.
+drains it: it tells the master at once to send no new job, lets the jobs it
+has finish (at most --drain-timeout), reports them, and exits 0.
 
 Sandbox modes:
   strict  (default) fresh user, PID, mount, network, IPC and UTS namespaces,
@@ -59,6 +60,7 @@ type slaveFlags struct {
 	backoffMin, backoffMx time.Duration
 	grace                 time.Duration
 	jobLimits             jobLimitFlags // the slave's own maxima
+	drainTimeout          time.Duration // on SIGTERM: how long running jobs may take; 0 stops at once
 }
 
 func (f *slaveFlags) register(fs *flag.FlagSet) {
@@ -77,6 +79,7 @@ func (f *slaveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.backoffMin, "backoff-min", slave.DefaultBackoffMin, "first reconnect delay")
 	fs.DurationVar(&f.backoffMx, "backoff-max", slave.DefaultBackoffMax, "longest reconnect delay")
 	fs.DurationVar(&f.grace, "grace", slave.DefaultGrace, "how long jobs keep running while the master is away, to be reported when it is back (negative: cancel them at once)")
+	fs.DurationVar(&f.drainTimeout, "drain-timeout", 2*time.Minute, "on SIGINT or SIGTERM, how long the running jobs may take to finish before the slave\nexits anyway (0: stop at once)")
 	f.jobLimits.registerMax(fs, "job assigned to this slave may have", "a job over it fails with internal_error\n(keep them at least the master's --max-* flags)")
 }
 
@@ -195,7 +198,45 @@ func runSlave(ctx context.Context, f slaveFlags, bundle *certs.Bundle, log *slog
 	}
 	log.Info("slave starting", "name", id.Name, "master", f.master, "slots", f.slots,
 		"sandbox", runner.Name(), "work_dir", workDir, "private_job_dirs", exec.Private())
-	return s.Run(ctx)
+	if f.drainTimeout <= 0 {
+		return s.Run(ctx)
+	}
+	return runDraining(ctx, s, f.drainTimeout, log)
+}
+
+// runDraining runs s until it ends by itself, or until ctx ends (SIGTERM):
+// then s is drained, its jobs get up to timeout to finish and be reported,
+// and it is stopped.
+func runDraining(ctx context.Context, s *slave.Slave, timeout time.Duration, log *slog.Logger) error {
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(runCtx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	s.Drain()
+	log.Info("draining: the master sends no new job; waiting for the running ones", "jobs", s.Busy(), "timeout", timeout)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for s.Busy() > 0 {
+		select {
+		case err := <-done:
+			return err
+		case <-deadline.C:
+			log.Warn("drain timeout: stopping with jobs still running", "jobs", s.Busy())
+			stop()
+			return <-done
+		case <-tick.C:
+		}
+	}
+	log.Info("drained: every job finished; stopping")
+	stop()
+	return <-done
 }
 
 // newRunner picks the sandbox for mode ("auto", "strict" or "none"). The
