@@ -38,6 +38,8 @@ type fakeMaster struct {
 	mu     sync.Mutex
 	refuse *wire.Refused // refuse the next Hello with this, when set
 	hello  wire.Hello    // the last Hello received
+	// features are echoed in Welcome.
+	features []string
 
 	ln  net.Listener
 	wg  sync.WaitGroup
@@ -136,13 +138,13 @@ func (m *fakeMaster) handshake(ctx context.Context, t *testing.T, conn net.Conn)
 	}
 	m.mu.Lock()
 	m.hello = h
-	refuse := m.refuse
+	refuse, features := m.refuse, m.features
 	m.mu.Unlock()
 	if refuse != nil {
 		transport.RefuseWith(s, *refuse)
 		return nil, nil
 	}
-	if err := s.Send(wire.MsgWelcome, 0, wire.Welcome{SessionID: "s1", HeartbeatMs: 1000, Master: "fake", Limits: testLimits}); err != nil {
+	if err := s.Send(wire.MsgWelcome, 0, wire.Welcome{SessionID: "s1", HeartbeatMs: 1000, Master: "fake", Limits: testLimits, Features: features}); err != nil {
 		s.Close()
 		return nil, err
 	}

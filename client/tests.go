@@ -258,6 +258,11 @@ func (s *jobSeal) sealBundle(b *wire.TestBundle) error {
 // and say that index inside.
 func (s *jobSeal) openVerdict(jobID string, tr wire.TestResult) ([]byte, error) {
 	s.startAttempt(tr.Attempt)
+	if len(tr.Key) > 0 {
+		if err := s.takeKey(jobID, tr.Key); err != nil {
+			return nil, err
+		}
+	}
 	if s.outKey == nil {
 		return nil, fmt.Errorf("%w: a verdict before the output key", seal.ErrTampered)
 	}

@@ -119,7 +119,7 @@ func (s *Server) testResult(sc *slaveConn, env wire.Envelope) error {
 	if err := wire.Decode(env, &tr); err != nil {
 		return err
 	}
-	o := wire.Output{JobID: tr.JobID, Attempt: tr.Attempt, Data: tr.Data}
+	o := wire.Output{JobID: tr.JobID, Attempt: tr.Attempt, Data: tr.Data, Key: tr.Key}
 	c, over := sc.routeOutput(&o)
 	if over {
 		s.outputOver(sc, tr.JobID, tr.Attempt)

@@ -293,7 +293,8 @@ func (s *Slave) session(ctx context.Context, host HostInfo) (welcomed bool, err 
 		return false, err
 	}
 	hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	w, err := transport.Hello(hctx, sess, wire.Hello{Role: wire.RoleSlave, Name: s.id.Name, Version: s.cfg.Version})
+	w, err := transport.Hello(hctx, sess, wire.Hello{Role: wire.RoleSlave, Name: s.id.Name, Version: s.cfg.Version,
+		Features: []string{wire.FeatureTests}})
 	cancel()
 	if err != nil {
 		return false, err // Hello closed the session

@@ -335,8 +335,10 @@ func (c *conn) runJob(ctx context.Context, j *job, out *output) wire.Result {
 	if f.err != nil {
 		return fail(res, wire.StatusInternalError, "job files: "+f.err.Error())
 	}
+	bundle, contentKey := f.stdin, []byte(nil)
 	if a.Sealed {
 		key, src, stdin, err := c.s.openInputs(a, f)
+		contentKey = key
 		if key != nil {
 			if serr := out.seal(key); serr != nil {
 				return fail(res, wire.StatusInternalError, serr.Error())
@@ -362,6 +364,9 @@ func (c *conn) runJob(ctx context.Context, j *job, out *output) wire.Result {
 	c.s.running.Add(1)
 	defer c.s.running.Add(-1)
 	job := Job{ID: a.JobID, Attempt: a.Attempt, Language: a.Language, FileName: a.FileName,
-		Source: f.source, Stdin: f.stdin, Limits: a.Limits, Owner: a.Owner}
+		Source: f.source, Stdin: f.stdin, Limits: a.Limits, Owner: a.Owner, Options: a.Options}
+	if a.Tests > 0 {
+		return c.runBatch(ctx, job, bundle, contentKey, out)
+	}
 	return c.s.cfg.Executor.Execute(ctx, job, out.emit)
 }

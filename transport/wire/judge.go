@@ -146,12 +146,15 @@ type TestVerdict struct {
 
 // TestResult carries one case's verdict. Data is the encoded
 // [TestVerdict]; in a sealed job it is sealed under the attempt's output
-// key with label TestLabel("verdict", Index).
+// key with label TestLabel("verdict", Index), and Key is that output key
+// wrapped for the client (as in Output), since a verdict may come before
+// any output.
 type TestResult struct {
 	JobID   string `msgpack:"job"`
 	Attempt int    `msgpack:"attempt"`
 	Index   int    `msgpack:"index"`
 	Data    []byte `msgpack:"data"`
+	Key     []byte `msgpack:"key,omitempty"`
 }
 
 // TestSummary sums a batch up in its Result. Ran counts the cases judged
@@ -192,6 +195,7 @@ func DecodeValue(b []byte, v any) error {
 func (r *TestResult) checkFields(f *fields) {
 	f.str("job", r.JobID, MaxShort)
 	f.bin("data", r.Data, 4*MaxText)
+	f.bin("key", r.Key, MaxKey)
 }
 
 func (s *TestSummary) checkFields(f *fields) { f.str("tests status", s.Status, MaxShort) }
