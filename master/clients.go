@@ -101,6 +101,7 @@ func (s *Server) runClient(ctx context.Context, cc *clientConn) {
 	defer s.dropClient(cc)
 	s.goRun(func() { s.acceptFiles(ctx, cc) })
 	for {
+		cc.throttle(ctx)
 		env, err := cc.sess.Recv()
 		if errors.Is(err, wire.ErrFrameTooLarge) || errors.Is(err, wire.ErrMalformed) {
 			cc.log.Warn("garbage on the control stream", "err", err)

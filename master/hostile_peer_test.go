@@ -7,6 +7,7 @@ package master_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -125,6 +126,9 @@ func TestHostileOversizedHello(t *testing.T) {
 			t.Fatalf("Hello with %d features: %v, want refused %s", wire.MaxFeatures+1, err, wire.CodeBadHello)
 		}
 		h.served(time.Second)
+	}
+	if _, err := c.dialHello(b, false, wire.Hello{Features: []string{strings.Repeat("x", 200<<10)}}); refusedCode(err) != wire.CodeBadHello {
+		t.Fatalf("a 200 KiB Hello: %v, want refused %s from its frame size", err, wire.CodeBadHello)
 	}
 	long := strings.Repeat("x", wire.MaxShort+1)
 	if _, err := c.dialHello(b, false, wire.Hello{Features: []string{long}}); refusedCode(err) != wire.CodeBadHello {
@@ -415,6 +419,30 @@ func TestHostileCertificateExpires(t *testing.T) {
 	h.served(time.Second)
 }
 
+// bigInfo registers a slave whose 64 toolchains have long compiler names,
+// so that every Info reply is about 16 KiB: a client that stops reading
+// then fills its yamux window and send queue in a few dozen requests.
+func (c *cluster) bigInfo() {
+	c.t.Helper()
+	s, err := c.dial(c.issue(certs.RoleSlave, "wordy", "1.0"), true, "")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var tcs []wire.Toolchain
+	for i := range wire.MaxToolchains {
+		tcs = append(tcs, wire.Toolchain{Language: wire.LangPython, Compiler: fmt.Sprintf("%03d%s", i, strings.Repeat("c", 240))})
+	}
+	s.Send(wire.MsgRegister, 0, wire.Register{Slots: 1, Toolchains: tcs})
+	c.waitLog("slave registered", "peer=wordy")
+	go func() { // keep its session alive: answer nothing, read everything
+		for {
+			if _, err := s.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+}
+
 // stopReading floods the master with InfoRequests on s, whose control
 // stream is never read, until the master's queues hold more than n bytes
 // or the session ends.
@@ -435,7 +463,8 @@ func stopReading(t *testing.T, srv *master.Server, s *transport.Session, n int64
 // does not delay the revocation of another: each is gone within a second
 // (a slow reader used to hold revocations for the 10 s write timeout).
 func TestHostileSlowReaderRevocation(t *testing.T) {
-	c := newCluster(t)
+	c := newCluster(t, unthrottled)
+	c.bigInfo()
 	h := c.honest()
 	slow, err := c.dial(c.issue(certs.RoleClient, "slowpoke", "1.0"), false, "")
 	if err != nil {
@@ -474,9 +503,10 @@ func TestHostileSlowReaderRevocation(t *testing.T) {
 // meanwhile. (Queues used to count messages, 4096 of any size.)
 func TestHostileSendQueueBytes(t *testing.T) {
 	const perPeer, perKey = 256 << 10, 512 << 10
-	c := newCluster(t, func(cfg *master.Config) {
+	c := newCluster(t, unthrottled, func(cfg *master.Config) {
 		cfg.Budget.SendQueueBytes, cfg.Budget.SendQueueBytesPerKey = perPeer, perKey
 	})
+	c.bigInfo()
 	h := c.honest()
 	b := c.issue(certs.RoleClient, "slowpoke", "1.0")
 	var sessions []*transport.Session
@@ -504,7 +534,7 @@ func TestHostileSendQueueBytes(t *testing.T) {
 	})
 	for _, s := range sessions {
 		wg.Go(func() {
-			for id := uint64(1); id < 40_000; id++ {
+			for id := uint64(1); id < 4_000; id++ {
 				if s.Send(wire.MsgInfoRequest, id, wire.InfoRequest{}) != nil {
 					return
 				}
@@ -572,5 +602,35 @@ func TestHostileLogFlood(t *testing.T) {
 	allowed := 2 * (5 + int(time.Since(start).Seconds()) + 1)
 	if n := strings.Count(logs, "peer=mallory") + strings.Count(logs, "peer=notadmin"); n > allowed || n == 0 {
 		t.Fatalf("%d lines logged about the two keys, rate allows %d:\n%s", n, allowed, logs)
+	}
+}
+
+// unthrottled lifts the per-key message rate, for tests that need a flood.
+func unthrottled(cfg *master.Config) { cfg.Budget.MessagesPerKey, cfg.Budget.MessageBurst = 1e9, 1e9 }
+
+// TestHostileMessageRate: one key flooding requests is read at its rate
+// (Budget.MessagesPerKey), and another key is served at once meanwhile.
+func TestHostileMessageRate(t *testing.T) {
+	c := newCluster(t, func(cfg *master.Config) { cfg.Budget.MessagesPerKey, cfg.Budget.MessageBurst = 100, 10 })
+	h := c.honest()
+	s, err := c.dial(c.issue(certs.RoleClient, "mallory", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	const n = 60
+	for id := uint64(1); id <= n; id++ {
+		if err := s.Send(wire.MsgInfoRequest, id, wire.InfoRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.served(100 * time.Millisecond)
+	for got := 0; got < n; {
+		if recvUntil(t, s, wire.MsgInfo).ID != 0 {
+			got++
+		}
+	}
+	if d := time.Since(start); d < 400*time.Millisecond {
+		t.Fatalf("%d requests answered in %v; 10 at once then 100 a second takes 0.5 s", n, d)
 	}
 }

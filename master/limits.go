@@ -39,6 +39,13 @@ type Budget struct {
 	// MaxQueuedBytes bounds the bytes queued for all peers together; past
 	// it the peer whose message does not fit is disconnected.
 	MaxQueuedBytes int64
+	// MessagesPerKey and MessageBurst bound the rate of control messages
+	// the master reads from all the sessions of one client or admin key:
+	// past it the master reads their next message later (the peer's
+	// writes back up; nothing is refused), so that one key flooding
+	// requests cannot starve the others.
+	MessagesPerKey float64
+	MessageBurst   int
 	// RefuseTimeout is how long a refusal (Refused, then close) may wait
 	// for the peer: a peer that does not read is closed after it, and one
 	// refusal never waits on another.
@@ -66,6 +73,8 @@ func DefaultBudget() Budget {
 		SendQueueBytes:       16 << 20,
 		SendQueueBytesPerKey: 64 << 20,
 		MaxQueuedBytes:       1 << 30,
+		MessagesPerKey:       500,
+		MessageBurst:         1000,
 		RefuseTimeout:        500 * time.Millisecond,
 		BusyRetryAfter:       500 * time.Millisecond,
 		LogPerPeer:           5,
@@ -83,6 +92,10 @@ func (b Budget) withDefaults() Budget {
 	setInt64(&b.SendQueueBytes, d.SendQueueBytes)
 	setInt64(&b.SendQueueBytesPerKey, d.SendQueueBytesPerKey)
 	setInt64(&b.MaxQueuedBytes, d.MaxQueuedBytes)
+	if b.MessagesPerKey <= 0 {
+		b.MessagesPerKey = d.MessagesPerKey
+	}
+	setInt(&b.MessageBurst, d.MessageBurst)
 	setDur(&b.RefuseTimeout, d.RefuseTimeout)
 	setDur(&b.BusyRetryAfter, d.BusyRetryAfter)
 	if b.LogPerPeer <= 0 {

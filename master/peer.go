@@ -15,6 +15,8 @@ import (
 	"kiln/auth"
 	"kiln/transport"
 	"kiln/transport/wire"
+
+	"golang.org/x/time/rate"
 )
 
 // peer is one admitted session, slave or client.
@@ -34,6 +36,9 @@ type peer struct {
 	bg func(func())
 	// refuseTimeout bounds a refusal's wait for the peer.
 	refuseTimeout time.Duration
+	// rate is the message rate of the peer's key, shared by its sessions
+	// (clients and admins; nil for slaves).
+	rate *rate.Limiter
 }
 
 // sendQueue holds the encoded messages waiting for a peer, counted in
@@ -343,7 +348,8 @@ func (s *Server) claim(pr *peer, p port) wire.Refused {
 	}
 	k := s.keySessions[pr.id.Fingerprint]
 	if k == nil {
-		k = &keySessions{queued: queueBytes{limit: b.SendQueueBytesPerKey}}
+		k = &keySessions{queued: queueBytes{limit: b.SendQueueBytesPerKey},
+			rate: rate.NewLimiter(rate.Limit(b.MessagesPerKey), b.MessageBurst)}
 		s.keySessions[pr.id.Fingerprint] = k
 	}
 	if k.n >= b.MaxSessionsPerKey {
@@ -353,6 +359,7 @@ func (s *Server) claim(pr *peer, p port) wire.Refused {
 	}
 	k.n++
 	pr.q.shared = []*queueBytes{&k.queued, s.queued}
+	pr.rate = k.rate
 	return wire.Refused{}
 }
 
@@ -361,6 +368,29 @@ func (s *Server) claim(pr *peer, p port) wire.Refused {
 type keySessions struct {
 	n      int
 	queued queueBytes
+	rate   *rate.Limiter // Budget.MessagesPerKey
+}
+
+// throttle waits until the peer's key may send another control message
+// (Budget.MessagesPerKey), or the session or ctx ends.
+func (p *peer) throttle(ctx context.Context) {
+	if p.rate == nil {
+		return
+	}
+	r := p.rate.Reserve()
+	d := r.Delay()
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-p.done:
+		r.Cancel()
+	case <-ctx.Done():
+		r.Cancel()
+	}
 }
 
 // unclaim undoes claim when the session ends.

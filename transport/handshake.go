@@ -147,7 +147,8 @@ func tlsFailure(addr string, err error) error {
 }
 
 // ReadHello is the master's side of the handshake: it reads the first
-// control message, bounded by ctx (and by 10 s when ctx has no deadline).
+// control message, bounded by ctx (and by 10 s when ctx has no deadline),
+// in a frame of at most wire.MaxHelloFrame bytes.
 // A first message that is not a Hello, or a Hello of another protocol
 // version, gives an error wrapping ErrBadHello; the master then answers with
 // [Refuse] and wire.CodeBadHello. Checking the role, name and version
@@ -159,8 +160,10 @@ func ReadHello(ctx context.Context, s *Session) (wire.Hello, error) {
 		ctx, cancel = context.WithTimeout(ctx, helloTimeout)
 		defer cancel()
 	}
-	e, err := s.recvCtx(ctx)
+	e, err := s.recvCtxMax(ctx, min(wire.MaxHelloFrame, s.cfg.MaxFrame))
 	switch {
+	case errors.Is(err, wire.ErrFrameTooLarge):
+		return h, fmt.Errorf("transport: %w from %s: %w", ErrBadHello, s.peer, err)
 	case err != nil:
 		return h, err
 	case e.Type != wire.MsgHello:

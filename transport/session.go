@@ -274,11 +274,14 @@ func (s *Session) SendEnvelope(e wire.Envelope) error {
 // session is closed Recv returns an error wrapping ErrClosed (and the cause,
 // when the peer or the network ended it). After an error every later call
 // returns the same error.
-func (s *Session) Recv() (wire.Envelope, error) {
+func (s *Session) Recv() (wire.Envelope, error) { return s.recvMax(s.cfg.MaxFrame) }
+
+// recvMax is Recv with a frame cap of max bytes.
+func (s *Session) recvMax(max int) (wire.Envelope, error) {
 	if s.rerr != nil {
 		return wire.Envelope{}, s.rerr
 	}
-	e, err := wire.ReadFrame(s.r, s.cfg.MaxFrame)
+	e, err := wire.ReadFrame(s.r, max)
 	if err == nil {
 		return e, nil
 	}
@@ -300,6 +303,11 @@ func (s *Session) Recv() (wire.Envelope, error) {
 // recvCtx is Recv bounded by ctx. When ctx ends first the control stream is
 // left unusable for reading (it may hold part of a frame).
 func (s *Session) recvCtx(ctx context.Context) (wire.Envelope, error) {
+	return s.recvCtxMax(ctx, s.cfg.MaxFrame)
+}
+
+// recvCtxMax is recvCtx with a frame cap of max bytes.
+func (s *Session) recvCtxMax(ctx context.Context, max int) (wire.Envelope, error) {
 	if err := ctx.Err(); err != nil {
 		return wire.Envelope{}, fmt.Errorf("transport: recv from %s: %w", s.peer, err)
 	}
@@ -308,7 +316,7 @@ func (s *Session) recvCtx(ctx context.Context) (wire.Envelope, error) {
 		s.ctrl.SetReadDeadline(time.Unix(1, 0))
 		close(fired)
 	})
-	e, err := s.Recv()
+	e, err := s.recvMax(max)
 	if !stop() {
 		<-fired
 		s.ctrl.SetReadDeadline(time.Time{})

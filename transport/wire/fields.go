@@ -45,6 +45,11 @@ const (
 	MaxCompilers  = MaxItems
 )
 
+// MaxHelloFrame caps the frame of a Hello, read before the peer is
+// admitted: a Hello at every field limit is under 16 KiB, and a larger
+// frame is refused from its length prefix, before its bytes are read.
+const MaxHelloFrame = 64 << 10
+
 // checker is implemented by every body with fields to check.
 type checker interface{ checkFields(*fields) }
 
