@@ -119,13 +119,14 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 	s.active[owner]++
 	s.queue.push(j)
 	pos := s.queue.position(j)
-	s.mu.Unlock()
-	cc.log.Debug("job queued", "job", j.id, "lang", lang, "file", truncate(u.submit.FileName, 100), "bytes", j.source.size())
+	// Accepted is queued under the lock (send never blocks), so the job is
+	// dispatchable from the moment the client can know its id: a slot freed
+	// between the two once went to another client's later job.
 	cc.send(wire.MsgAccepted, reqID, wire.Accepted{JobID: j.id, Position: pos})
 	cc.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: wire.StateQueued, Attempt: 1})
-	s.mu.Lock()
 	j.accepted = true
 	s.mu.Unlock()
+	cc.log.Debug("job queued", "job", j.id, "lang", lang, "file", truncate(u.submit.FileName, 100), "bytes", j.source.size())
 	s.wake()
 }
 
