@@ -21,6 +21,14 @@ import (
 //	kiln_bytes_total{kind}              bytes routed: upload (client to master), output (slave to client) (counter)
 //	kiln_quarantines_total              slaves quarantined for slave-side failures (counter)
 //	kiln_slaves_out{reason}             connected slaves taking no job: quarantined, unhealthy (gauge)
+//	kiln_slaves{state}                  registered slaves: available, drained, out (gauge; WatchCluster)
+//	kiln_capacity_slots                 slots of the slaves that take jobs now (gauge; WatchCluster)
+//	kiln_running_jobs                   jobs running on slaves (gauge; WatchCluster)
+//	kiln_slave_slots{slave}             one slave's slots (gauge; WatchCluster)
+//	kiln_slave_running_jobs{slave}      jobs running on one slave (gauge; WatchCluster)
+//	kiln_slave_cpu_percent{slave}       one slave's CPU use, as it last reported it (gauge; WatchCluster)
+//	kiln_slave_drained{slave}           1 while an admin has drained the slave (gauge; WatchCluster)
+//	kiln_slave_report_age_seconds{slave} time since its last load report (gauge; WatchCluster)
 //
 // A nil *Metrics records nothing. Its methods are safe for concurrent use.
 type Metrics struct {
@@ -33,7 +41,15 @@ type Metrics struct {
 	quarant   prometheus.Counter
 	queueLen  atomic.Pointer[func() int]
 	slavesOut atomic.Pointer[func() (int, int)]
+	cluster   atomic.Pointer[func() []SlaveInfo]
 }
+
+// Bucket bounds of the latency histograms, in seconds: round numbers, so
+// that the le labels read as written here.
+var (
+	dispatchBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+	jobBuckets      = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+)
 
 // NewMetrics creates the master's series and registers them on reg (use a
 // fresh prometheus.NewRegistry, not the global default). It panics if they
@@ -46,10 +62,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Finished jobs by result status and language."}, []string{"status", "language"}),
 		dispatch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kiln_dispatch_seconds",
 			Help:    "Time from a job's admission to its assignment to a slave.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 3, 14)}),
+			Buckets: dispatchBuckets}),
 		e2e: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kiln_job_seconds",
 			Help:    "Time from a job's admission to its result (end-to-end latency).",
-			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 14)}),
+			Buckets: jobBuckets}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_refusals_total",
 			Help: "Peers refused at admission or disconnected later, by refusal code."}, []string{"code"}),
 		transfer: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_bytes_total",
@@ -67,7 +83,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	out := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kiln_slaves_out",
 		Help: "Connected slaves that take no job now, by reason (quarantined, unhealthy)."}, []string{"reason"})
 	reg.MustRegister(m.peerCount, m.jobs, m.dispatch, m.e2e, m.refusals, m.transfer, queue, m.quarant,
-		slavesOutCollector{m, out})
+		slavesOutCollector{m, out}, clusterCollector{m})
 	for _, r := range []string{wire.RoleSlave, wire.RoleClient, wire.RoleAdmin} {
 		m.peerCount.WithLabelValues(r)
 	}
@@ -91,6 +107,77 @@ func (m *Metrics) WatchSlaves(out func() (quarantined, unhealthy int)) {
 	if m != nil {
 		m.slavesOut.Store(&out)
 	}
+}
+
+// WatchCluster makes the capacity and per-slave series report slaves
+// (usually Server.Slaves), read at every scrape.
+func (m *Metrics) WatchCluster(slaves func() []SlaveInfo) {
+	if m != nil {
+		m.cluster.Store(&slaves)
+	}
+}
+
+var (
+	descSlaves    = prometheus.NewDesc("kiln_slaves", "Registered slaves by state: available (takes jobs), drained (by an admin), out (quarantined, unhealthy or draining itself).", []string{"state"}, nil)
+	descCapacity  = prometheus.NewDesc("kiln_capacity_slots", "Slots of the slaves that take jobs now.", nil, nil)
+	descRunning   = prometheus.NewDesc("kiln_running_jobs", "Jobs running on slaves.", nil, nil)
+	descSlots     = prometheus.NewDesc("kiln_slave_slots", "Slots of one slave.", []string{"slave"}, nil)
+	descSRunning  = prometheus.NewDesc("kiln_slave_running_jobs", "Jobs running on one slave.", []string{"slave"}, nil)
+	descCPU       = prometheus.NewDesc("kiln_slave_cpu_percent", "CPU use of one slave, as it last reported it.", []string{"slave"}, nil)
+	descDrained   = prometheus.NewDesc("kiln_slave_drained", "1 while an admin has drained the slave.", []string{"slave"}, nil)
+	descReportAge = prometheus.NewDesc("kiln_slave_report_age_seconds", "Time since the slave's last load report.", []string{"slave"}, nil)
+)
+
+// clusterCollector fills the capacity and per-slave series at each scrape.
+type clusterCollector struct{ m *Metrics }
+
+func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSlaves, descCapacity, descRunning, descSlots, descSRunning, descCPU, descDrained, descReportAge} {
+		ch <- d
+	}
+}
+
+func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	var list []SlaveInfo
+	if f := c.m.cluster.Load(); f != nil {
+		list = (*f)()
+	}
+	g := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	avail, drained, out, capacity, running := 0, 0, 0, 0, 0
+	for _, sl := range list {
+		if !sl.Registered {
+			continue
+		}
+		running += sl.Running
+		switch {
+		case sl.Drained:
+			drained++
+		case sl.Quarantined || sl.Load.Health != "":
+			out++
+		default:
+			avail++
+			capacity += sl.Slots
+		}
+		g(descSlots, float64(sl.Slots), sl.Name)
+		g(descSRunning, float64(sl.Running), sl.Name)
+		g(descCPU, sl.Load.CPUPercent, sl.Name)
+		g(descDrained, b2f(sl.Drained), sl.Name)
+		g(descReportAge, sl.ReportAge.Seconds(), sl.Name)
+	}
+	g(descSlaves, float64(avail), "available")
+	g(descSlaves, float64(drained), "drained")
+	g(descSlaves, float64(out), "out")
+	g(descCapacity, float64(capacity))
+	g(descRunning, float64(running))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // slavesOutCollector fills kiln_slaves_out at each scrape.

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -49,6 +50,7 @@ func TestMetricsScrape(t *testing.T) {
 	ad := c.admin(certs.RoleAdmin, "ops")
 	ad.must("kick", "alice")
 	refusal(t, cs)
+	ad.must("drain", "s2")
 
 	var text string
 	waitFor(t, "metrics", func() bool {
@@ -69,7 +71,20 @@ func TestMetricsScrape(t *testing.T) {
 		`kiln_refusals_total{code="kicked"} 1`,
 		`kiln_bytes_total{kind="upload"} 27`,
 		`kiln_bytes_total{kind="output"} 27`,
+		`kiln_slaves{state="available"} 1`, `kiln_slaves{state="drained"} 1`, `kiln_slaves{state="out"} 0`,
+		`kiln_capacity_slots 2`, // s2 is drained below
+		`kiln_running_jobs 0`,
+		`kiln_slave_slots{slave="s1"} 2`, `kiln_slave_running_jobs{slave="s1"} 0`,
+		`kiln_slave_drained{slave="s2"} 1`, `kiln_slave_drained{slave="s1"} 0`,
+		`kiln_slave_cpu_percent{slave="s1"}`, `kiln_slave_report_age_seconds{slave="s2"}`,
+		`kiln_job_seconds_bucket{le="0.025"}`, `kiln_dispatch_seconds_bucket{le="0.0005"}`,
 	)
+	// Bucket bounds are round numbers, not float noise.
+	for _, le := range regexp.MustCompile(`le="([^"]+)"`).FindAllStringSubmatch(text, -1) {
+		if len(le[1]) > 6 {
+			t.Errorf("bucket bound le=%q is not a round number", le[1])
+		}
+	}
 }
 
 func scrape(t *testing.T, url string) string {

@@ -93,6 +93,9 @@ func (s *Slave) Drain() {
 	}
 }
 
+// Draining reports whether Drain was called.
+func (s *Slave) Draining() bool { return s.draining.Load() }
+
 // Busy returns how many jobs this slave was given that have not finished
 // (waiting for their files or a slot, or running). Safe for concurrent use.
 func (s *Slave) Busy() int { return s.keep.running() }

@@ -155,9 +155,21 @@ func TestAdminCLI(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, series := range []string{`kiln_peers{role="admin"}`, "kiln_queue_length 0", `kiln_refusals_total{code="revoked_key"}`, "go_goroutines"} {
+	for _, series := range []string{`kiln_peers{role="admin"}`, "kiln_queue_length 0", `kiln_refusals_total{code="revoked_key"}`, "go_goroutines",
+		`kiln_build_info{component="master",go_version="go`, `version="` + version + `"} 1`, "kiln_capacity_slots 0"} {
 		if !strings.Contains(string(body), series) {
 			t.Errorf("metrics: no %s in\n%s", series, body)
+		}
+	}
+	for _, probe := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + ac.metrics + probe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: %s %s", probe, resp.Status, b)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -17,8 +19,21 @@ func TestSlaveSIGTERMDrains(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts master and slave processes")
 	}
-	c := startCluster(t, 1)
-	sl := c.slaves["slave-1"]
+	c := startCluster(t, 0)
+	metrics := freeAddr(t)
+	sl := c.addSlave(t, "slave-1", "--metrics-addr", metrics)
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + metrics + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/readyz"); code != http.StatusOK {
+		t.Errorf("slave /readyz before SIGTERM: %d %s", code, body)
+	}
 	prog := writeFile(t, t.TempDir(), "slow.py", "import time\nprint('started', flush=True)\ntime.sleep(2)\nprint('finished')\n")
 	run := exec.Command(kilnBinary(t), "run", prog)
 	run.Env = append(os.Environ(), c.env...)
@@ -33,9 +48,16 @@ func TestSlaveSIGTERMDrains(t *testing.T) {
 	for !strings.Contains(out.String(), "started") && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
+	if code, body := get("/metrics"); code != http.StatusOK || !strings.Contains(body, "kiln_slave_jobs 1") ||
+		!strings.Contains(body, `kiln_build_info{component="slave"`) || !strings.Contains(body, "kiln_slave_draining 0") {
+		t.Errorf("slave /metrics while running a job: %d\n%s", code, body)
+	}
 	sigAt := time.Now()
 	sl.cmd.Process.Signal(syscall.SIGTERM)
 	sl.waitOutput(t, "draining: the master sends no new job", 1)
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "draining") {
+		t.Errorf("slave /readyz while draining: %d %s", code, body)
+	}
 
 	// New work is not sent to the draining slave.
 	code, _, errs := kilnCmd(t, c.env, "run", writeFile(t, t.TempDir(), "later.py", "print(2)\n"))

@@ -92,11 +92,11 @@ func runMaster(ctx context.Context, e env, f masterFlags, log *slog.Logger, read
 	if err != nil {
 		return err
 	}
-	metrics, stopMetrics, err := startMetrics(ctx, f.metricsAddr, log)
+	metrics, ms, err := startMetrics(ctx, f.metricsAddr, log)
 	if err != nil {
 		return err
 	}
-	defer stopMetrics()
+	defer ms.close()
 	srv, err := master.New(master.Config{
 		ClientAddr: f.clientAddr, SlaveAddr: f.slaveAddr, Name: f.name, Version: version,
 		Bundle: bundle, Registry: reg, HeartbeatInterval: f.heartbeat,
@@ -109,6 +109,13 @@ func runMaster(ctx context.Context, e env, f masterFlags, log *slog.Logger, read
 	if err := srv.Listen(); err != nil {
 		return err
 	}
+	stopping := ctx
+	ms.setReady(func() error {
+		if stopping.Err() != nil {
+			return errors.New("shutting down")
+		}
+		return nil
+	})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)

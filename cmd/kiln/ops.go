@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,23 +29,47 @@ func wireLimits(queue int) wire.Limits {
 	return wire.Limits{MaxQueue: queue}
 }
 
-// startMetrics serves Prometheus metrics at http://addr/metrics, from a
-// registry of its own, until ctx ends or the returned stop func is called
-// (stop waits for the server's goroutine). With addr empty it returns nil
-// metrics, which record nothing.
-func startMetrics(ctx context.Context, addr string, log *slog.Logger) (*master.Metrics, func(), error) {
+// metricsServer serves a process's Prometheus metrics at /metrics, and
+// /healthz (200 while the process serves) and /readyz (200 when ready()
+// returns nil, else 503 with the reason) for probes.
+type metricsServer struct {
+	reg   *prometheus.Registry
+	ready atomic.Pointer[func() error]
+	stop  func()
+}
+
+// startMetricsServer serves a fresh registry, with the Go and process
+// collectors and kiln_build_info{component, version, go_version}, at
+// http://addr until ctx ends or stop is called (stop waits for the
+// server's goroutine). With addr empty it returns nil.
+func startMetricsServer(ctx context.Context, addr, component string, log *slog.Logger) (*metricsServer, error) {
 	if addr == "" {
-		return nil, func() {}, nil
+		return nil, nil
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := master.NewMetrics(reg)
+	ms := &metricsServer{reg: prometheus.NewRegistry()}
+	ms.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kiln_build_info",
+		Help: "Always 1: the software version and Go version of this process."}, []string{"component", "version", "go_version"})
+	build.WithLabelValues(component, version, runtime.Version()).Set(1)
+	ms.reg.MustRegister(build)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--metrics-addr: %w", err)
+		return nil, fmt.Errorf("--metrics-addr: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/metrics", promhttp.HandlerFor(ms.reg, promhttp.HandlerOpts{Registry: ms.reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		err := errors.New("starting")
+		if f := ms.ready.Load(); f != nil {
+			err = (*f)()
+		}
+		if err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	done := make(chan struct{})
@@ -55,12 +81,35 @@ func startMetrics(ctx context.Context, addr string, log *slog.Logger) (*master.M
 	}()
 	log.Info("metrics listening", "addr", "http://"+ln.Addr().String()+"/metrics")
 	stopOnCancel := context.AfterFunc(ctx, func() { hs.Close() })
-	stop := func() {
+	ms.stop = func() {
 		stopOnCancel()
 		hs.Close()
 		<-done
 	}
-	return m, stop, nil
+	return ms, nil
+}
+
+// setReady sets what /readyz asks.
+func (ms *metricsServer) setReady(f func() error) {
+	if ms != nil {
+		ms.ready.Store(&f)
+	}
+}
+
+func (ms *metricsServer) close() {
+	if ms != nil {
+		ms.stop()
+	}
+}
+
+// startMetrics serves the master's metrics (see startMetricsServer). With
+// addr empty it returns nil metrics, which record nothing.
+func startMetrics(ctx context.Context, addr string, log *slog.Logger) (*master.Metrics, *metricsServer, error) {
+	ms, err := startMetricsServer(ctx, addr, "master", log)
+	if ms == nil || err != nil {
+		return nil, nil, err
+	}
+	return master.NewMetrics(ms.reg), ms, nil
 }
 
 // logSwitch is the master's log destination; the console points it at the

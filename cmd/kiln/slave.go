@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"kiln/auth"
 	"kiln/certs"
 	"kiln/slave"
@@ -61,6 +63,7 @@ type slaveFlags struct {
 	grace                 time.Duration
 	jobLimits             jobLimitFlags // the slave's own maxima
 	drainTimeout          time.Duration // on SIGTERM: how long running jobs may take; 0 stops at once
+	metricsAddr           string
 }
 
 func (f *slaveFlags) register(fs *flag.FlagSet) {
@@ -79,6 +82,7 @@ func (f *slaveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.backoffMin, "backoff-min", slave.DefaultBackoffMin, "first reconnect delay")
 	fs.DurationVar(&f.backoffMx, "backoff-max", slave.DefaultBackoffMax, "longest reconnect delay")
 	fs.DurationVar(&f.grace, "grace", slave.DefaultGrace, "how long jobs keep running while the master is away, to be reported when it is back (negative: cancel them at once)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics, /healthz and /readyz on `ADDR` (e.g. 127.0.0.1:9401)")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 2*time.Minute, "on SIGINT or SIGTERM, how long the running jobs may take to finish before the slave\nexits anyway (0: stop at once)")
 	f.jobLimits.registerMax(fs, "job assigned to this slave may have", "a job over it fails with internal_error\n(keep them at least the master's --max-* flags)")
 }
@@ -196,6 +200,11 @@ func runSlave(ctx context.Context, f slaveFlags, bundle *certs.Bundle, log *slog
 	if err != nil {
 		return err
 	}
+	ms, err := startSlaveMetrics(ctx, f, s, log)
+	if err != nil {
+		return err
+	}
+	defer ms.close()
 	log.Info("slave starting", "name", id.Name, "master", f.master, "slots", f.slots,
 		"sandbox", runner.Name(), "work_dir", workDir, "private_job_dirs", exec.Private())
 	if f.drainTimeout <= 0 {
@@ -310,4 +319,34 @@ func slaveCache(f slaveFlags, name string) (*slave.Cache, error) {
 		return nil, fmt.Errorf("--cache-dir: %w", err)
 	}
 	return c, nil
+}
+
+// startSlaveMetrics serves the slave's metrics when --metrics-addr is set:
+// the process series, kiln_build_info and the slave's own. It outlives the
+// signal that starts a drain, so that the drain can be watched.
+func startSlaveMetrics(ctx context.Context, f slaveFlags, s *slave.Slave, log *slog.Logger) (*metricsServer, error) {
+	ms, err := startMetricsServer(context.WithoutCancel(ctx), f.metricsAddr, "slave", log)
+	if ms == nil || err != nil {
+		return nil, err
+	}
+	ms.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kiln_slave_slots", Help: "Jobs this slave runs at once."},
+			func() float64 { return float64(f.slots) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kiln_slave_jobs", Help: "Jobs given to this slave that have not finished."},
+			func() float64 { return float64(s.Busy()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kiln_slave_draining", Help: "1 once the slave drains (SIGTERM): it takes no new job."},
+			func() float64 {
+				if s.Draining() {
+					return 1
+				}
+				return 0
+			}),
+	)
+	ms.setReady(func() error {
+		if s.Draining() {
+			return errors.New("draining")
+		}
+		return nil
+	})
+	return ms, nil
 }
