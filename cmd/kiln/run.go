@@ -244,6 +244,7 @@ type runOptions struct {
 	verbose   bool
 	noSeal    bool
 	timeout   time.Duration
+	judge     judgeFlags
 	limits    struct {
 		time           time.Duration
 		memory, output sizeFlag
@@ -258,6 +259,7 @@ func runFlags(e env, o *runOptions) *flag.FlagSet {
 	fs.BoolVar(&o.json, "json", false, "print one JSON object with the result instead of streaming the output")
 	fs.BoolVar(&o.verbose, "v", false, "print a summary line (and compiler output) even when the job succeeds")
 	fs.BoolVar(&o.noSeal, "no-seal", false, "send the source, stdin and output unsealed (the master can read them)")
+	o.judge.register(fs)
 	fs.DurationVar(&o.timeout, "timeout", 0, "give up (and cancel the job) after this overall `DURATION` (default none)")
 	b := limits.Builtin()
 	fs.DurationVar(&o.limits.time, "time-limit", 0, fmt.Sprintf("wall-clock limit of the run step, a `DURATION` such as 5s (default: the master's, built in %s;\nat most the master's maximum, built in %s: more is refused)",
@@ -269,7 +271,7 @@ func runFlags(e env, o *runOptions) *flag.FlagSet {
 			"Compiles and runs FILE (.c, .cpp, .cc, .java, .py) on the cluster, streaming its\n"+
 			"output to stdout and stderr.\n\nFlags:\n")
 		fs.PrintDefaults()
-		fmt.Fprint(fs.Output(), "\nThe master's defaults and maxima per language are shown by the terminal client's\nInfo (F7) and set with 'kiln master --default-time, --max-time, ...'.\n\n"+exitCodesHelp)
+		fmt.Fprint(fs.Output(), "\nThe master's defaults and maxima per language are shown by the terminal client's\nInfo (F7) and set with 'kiln master --default-time, --max-time, ...'.\n\n"+exitCodesHelp+testsHelp)
 	}
 	return fs
 }
@@ -307,8 +309,11 @@ func (o *runOptions) readRequest(e env, file string) (client.Request, error) {
 	if fi, err := os.Stat(file); err == nil && fi.IsDir() {
 		return req, fmt.Errorf("%s is a directory; give one source file (.c, .cpp, .cc, .java or .py)", file)
 	}
-	if wire.LanguageOf(file) == "" {
-		return req, req.Check(wire.Limits{})
+	req.Language, req.Options = o.judge.lang, o.judge.options
+	if wire.LanguageOf(file) == "" && req.Language == "" {
+		// Refused before dialling; a language configured on the slaves
+		// (docs/languages.md) is named with --lang.
+		return req, fmt.Errorf("%w (for a language configured on the slaves, name it with --lang)", req.Check(wire.Limits{}))
 	}
 	var err error
 	if req.Source, err = os.ReadFile(file); err != nil {
@@ -375,7 +380,12 @@ func cmdRun(ctx context.Context, e env, args []string) int {
 		fs.Usage()
 		return exitUsage
 	}
-	o.pipeStdin = true
+	tests, err := o.judge.loadTests()
+	if err != nil {
+		fmt.Fprintf(e.stderr, "kiln run: %v\n", err)
+		return exitUsage
+	}
+	o.pipeStdin = tests == nil // a batch's input is its tests
 	ctx, cancel := o.withTimeout(ctx)
 	defer cancel()
 	req, c, code := o.connect(ctx, e, "run", files[0])
@@ -383,6 +393,7 @@ func cmdRun(ctx context.Context, e env, args []string) int {
 		return code
 	}
 	defer c.Close()
+	req.Tests = tests
 	if !o.json && isTerminal(e.stderr) && int64(len(req.Source)+len(req.Stdin)) > progressThreshold {
 		req.Progress = progressLine(e.stderr, filepath.Base(req.FileName))
 	}
@@ -392,6 +403,9 @@ func cmdRun(ctx context.Context, e env, args []string) int {
 			return interruptedCode(ctx, e, "run")
 		}
 		return reportErr(e, "run", err)
+	}
+	if tests != nil {
+		return o.followTests(ctx, e, job, tests)
 	}
 	return o.follow(ctx, e, job)
 }
