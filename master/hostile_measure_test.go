@@ -438,6 +438,25 @@ func peerAttacks() []peerAttack {
 			return fmt.Sprintf("%d idle TCP connections; of the last 10, %d closed at once", len(held), closedAtOnce)
 		}},
 		{"pin: one key, all", func(ctx context.Context, m *measured, k *measureKeys) string {
+			// A slave with long compiler names makes every Info ~16 KiB,
+			// so the key's queues fill at its message rate.
+			wordy, err := m.dial(k.liveSlave, true, wire.Hello{})
+			if err != nil {
+				return "wordy slave: " + err.Error()
+			}
+			defer wordy.Close()
+			var tcs []wire.Toolchain
+			for i := range wire.MaxToolchains {
+				tcs = append(tcs, wire.Toolchain{Language: wire.LangPython, Compiler: fmt.Sprintf("%03d%s", i, strings.Repeat("c", 240))})
+			}
+			wordy.Send(wire.MsgRegister, 0, wire.Register{Slots: 1, Toolchains: tcs})
+			go func() {
+				for {
+					if _, err := wordy.Recv(); err != nil {
+						return
+					}
+				}
+			}()
 			h := wire.Hello{Features: make([]string, wire.MaxFeatures)}
 			for i := range h.Features {
 				h.Features[i] = strings.Repeat("f", wire.MaxShort)
@@ -457,7 +476,7 @@ func peerAttacks() []peerAttack {
 				}
 				s.Close()
 			})
-			return "32 sessions at the field limits, each flooding Info unread (peer side only; uploads: see the job side)"
+			return "32 sessions at the field limits, each flooding 16 KiB Infos unread (peer side only; uploads: see the job side)"
 		}},
 	}
 }

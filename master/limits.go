@@ -66,7 +66,7 @@ type Budget struct {
 // DefaultBudget returns the defaults documented in docs/security.md.
 func DefaultBudget() Budget {
 	return Budget{
-		MaxHandshakes:        256,
+		MaxHandshakes:        64,
 		HandshakeTimeout:     5 * time.Second,
 		MaxSessionsPerKey:    32,
 		SilentAfter:          15 * time.Second,

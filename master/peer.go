@@ -284,7 +284,10 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, p port) *peer {
 	if err != nil {
 		log.Warn("bad hello", "port", p, "addr", addr, "peer", logString(id.Name), "err", logString(err.Error()))
 		s.cfg.Metrics.refused(wire.CodeBadHello)
-		s.refuseNow(sess, wire.Refused{Code: wire.CodeBadHello, Reason: err.Error()})
+		// A peer that sent garbage or an oversized Hello gets its answer
+		// without the grace a refused key gets: until the session is
+		// closed, its transport buffers what the peer keeps sending.
+		s.refuseNow(sess, wire.Refused{Code: wire.CodeBadHello, Reason: err.Error()}, badHelloWait)
 		return nil
 	}
 	refusal := s.admit(p, id, hello)
@@ -297,7 +300,7 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, p port) *peer {
 		log.Warn("peer refused", "port", p, "addr", addr, "peer", logString(id.Name), "role", id.Role,
 			"fingerprint", short(id.Fingerprint), "code", refusal.Code, "reason", logString(refusal.Reason))
 		s.cfg.Metrics.refused(refusal.Code)
-		s.refuseNow(sess, refusal)
+		s.refuseNow(sess, refusal, s.cfg.Budget.RefuseTimeout)
 		return nil
 	}
 	welcome := wire.Welcome{
@@ -317,10 +320,13 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, p port) *peer {
 	return pr
 }
 
-// refuseNow refuses a session that was never admitted, bounded by the
-// refusal timeout.
-func (s *Server) refuseNow(sess *transport.Session, r wire.Refused) {
-	stop := time.AfterFunc(s.cfg.Budget.RefuseTimeout, func() { sess.Close() })
+// badHelloWait bounds the refusal of a bad Hello.
+const badHelloWait = 50 * time.Millisecond
+
+// refuseNow refuses a session that was never admitted, closing it after
+// wait at the latest.
+func (s *Server) refuseNow(sess *transport.Session, r wire.Refused, wait time.Duration) {
+	stop := time.AfterFunc(wait, func() { sess.Close() })
 	defer stop.Stop()
 	transport.RefuseWith(sess, r)
 	sess.Close()
