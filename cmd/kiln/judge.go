@@ -225,18 +225,33 @@ type testJSON struct {
 	Output    string `json:"output,omitempty"`
 }
 
+// summaryJSON is the summary of a batch in `kiln run --tests --json`.
+type summaryJSON struct {
+	Total          int    `json:"total"`
+	Ran            int    `json:"ran"`
+	Passed         int    `json:"passed"`
+	Status         string `json:"status"`
+	WorstWallMs    int64  `json:"worst_wall_ms"`
+	WorstCPUMs     int64  `json:"worst_cpu_ms"`
+	WorstMemoryKiB int64  `json:"worst_memory_kib"`
+}
+
 // testsJSON is the object `kiln run --tests --json` prints.
 type testsJSON struct {
 	runJSON
-	Summary *wire.TestSummary `json:"summary"`
-	Tests   []testJSON        `json:"tests"`
+	Summary *summaryJSON `json:"summary"`
+	Tests   []testJSON   `json:"tests"`
 }
 
 func writeTestsJSON(w io.Writer, out client.Outcome, tests *client.Tests) error {
 	r := out.Result
 	obj := testsJSON{runJSON: runJSON{Status: r.Status, ExitCode: r.ExitCode, Signal: r.Signal, CompileOutput: string(out.CompileOutput),
 		WallMs: r.WallMs, CPUMs: r.CPUMs, MemoryKiB: r.MemoryKiB, Slave: r.Slave, Language: r.Language, Compiler: r.Compiler,
-		Cached: r.Cached, Job: out.Job, Attempts: out.Attempts, Detail: r.Detail}, Summary: r.Tests, Tests: []testJSON{}}
+		Cached: r.Cached, Job: out.Job, Attempts: out.Attempts, Detail: r.Detail}, Tests: []testJSON{}}
+	if s := r.Tests; s != nil {
+		obj.Summary = &summaryJSON{Total: s.Total, Ran: s.Ran, Passed: s.Passed, Status: s.Status,
+			WorstWallMs: s.WorstWallMs, WorstCPUMs: s.WorstCPUMs, WorstMemoryKiB: s.WorstMemoryKiB}
+	}
 	for _, v := range out.Tests {
 		name := ""
 		if v.Index >= 0 && v.Index < len(tests.Cases) {
