@@ -125,8 +125,9 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 	cc.send(wire.MsgAccepted, reqID, wire.Accepted{JobID: j.id, Position: pos})
 	cc.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: wire.StateQueued, Attempt: 1})
 	j.accepted = true
+	size := j.source.size()
 	s.mu.Unlock()
-	cc.log.Debug("job queued", "job", j.id, "lang", lang, "file", truncate(u.submit.FileName, 100), "bytes", j.source.size())
+	cc.log.Debug("job queued", "job", j.id, "lang", lang, "file", truncate(u.submit.FileName, 100), "bytes", size)
 	s.wake()
 }
 
