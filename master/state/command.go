@@ -102,10 +102,10 @@ var (
 	ErrBadCommand = errors.New("bad command")
 )
 
-// Encode returns the command's log entry bytes.
+// Encode returns the command's encoding.
 func (c *Command) Encode() ([]byte, error) { return msgpack.Marshal(c) }
 
-// DecodeCommand parses a log entry written by [Command.Encode].
+// DecodeCommand parses a command written by [Command.Encode].
 func DecodeCommand(b []byte) (*Command, error) {
 	var c Command
 	if err := msgpack.Unmarshal(b, &c); err != nil {
@@ -115,4 +115,34 @@ func DecodeCommand(b []byte) (*Command, error) {
 		return nil, fmt.Errorf("%w: unknown kind %d", ErrBadCommand, c.Kind)
 	}
 	return &c, nil
+}
+
+// A raft log entry holds a batch of commands (group commit: the commands
+// proposed while the previous entry was being written go in one entry and
+// one fsync): a msgpack array of encoded commands.
+
+// encodeEntry returns the log entry of a batch of encoded commands.
+func encodeEntry(cmds [][]byte) ([]byte, error) {
+	raw := make([]msgpack.RawMessage, len(cmds))
+	for i, c := range cmds {
+		raw[i] = c
+	}
+	return msgpack.Marshal(raw)
+}
+
+// DecodeEntry parses a raft log entry into its commands.
+func DecodeEntry(b []byte) ([]*Command, error) {
+	var raw []msgpack.RawMessage
+	if err := msgpack.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("%w: entry: %v", ErrBadCommand, err)
+	}
+	out := make([]*Command, len(raw))
+	for i, r := range raw {
+		c, err := DecodeCommand(r)
+		if err != nil {
+			return nil, fmt.Errorf("command %d of %d: %w", i+1, len(raw), err)
+		}
+		out[i] = c
+	}
+	return out, nil
 }

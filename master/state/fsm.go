@@ -14,22 +14,27 @@ var _ raft.BatchingFSM = (*fsm)(nil)
 
 func (f *fsm) Apply(l *raft.Log) interface{} { return f.ApplyBatch([]*raft.Log{l})[0] }
 
-// ApplyBatch applies a batch of committed entries under one lock.
+// ApplyBatch applies a batch of committed entries under one lock. Each
+// entry's answer is a []Response, one per command of the entry.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 	out := make([]interface{}, len(logs))
 	f.m.mu.Lock()
 	defer f.m.mu.Unlock()
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
-			out[i] = Response{}
+			out[i] = []Response(nil)
 			continue
 		}
-		c, err := DecodeCommand(l.Data)
+		cmds, err := DecodeEntry(l.Data)
 		if err != nil {
-			out[i] = Response{Err: fmt.Errorf("log entry %d: %w", l.Index, err)}
+			out[i] = fmt.Errorf("log entry %d: %w", l.Index, err)
 			continue
 		}
-		out[i] = f.m.applyLocked(c)
+		rs := make([]Response, len(cmds))
+		for k, c := range cmds {
+			rs[k] = f.m.applyLocked(c)
+		}
+		out[i] = rs
 	}
 	return out
 }

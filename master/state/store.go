@@ -104,6 +104,15 @@ type Store struct {
 	dir   *dataDir
 	once  sync.Once
 	err   error
+
+	// The proposer: pending commands in order, handed to raft by one
+	// goroutine (started by Open, stopped by Close).
+	pmu          sync.Mutex
+	pending      []*Future
+	stopped      bool
+	wakeProposer chan struct{}
+	proposerDone chan struct{}
+	waiters      sync.WaitGroup
 }
 
 // Open checks and locks the data directory, restores the state from the
@@ -245,7 +254,7 @@ func verifyLog(logs raft.LogStore, snaps raft.SnapshotStore, path string) error 
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		if _, err := DecodeCommand(l.Data); err != nil {
+		if _, err := DecodeEntry(l.Data); err != nil {
 			return fmt.Errorf("%w: %s: log entry %d: %v", ErrCorrupt, path, i, err)
 		}
 	}
@@ -281,6 +290,8 @@ func (s *Store) start(ctx context.Context, logs raft.LogStore, stable raft.Stabl
 		return fmt.Errorf("%w: %s: %v", ErrCorrupt, s.cfg.Dir, err)
 	}
 	s.raft = r
+	s.wakeProposer, s.proposerDone = make(chan struct{}, 1), make(chan struct{})
+	go s.proposer()
 	return s.waitLeader(ctx)
 }
 
@@ -313,26 +324,143 @@ func deadline(ctx context.Context) time.Time {
 func (s *Store) Machine() *Machine { return s.m }
 
 // Apply proposes c, waits until it is committed and applied, and returns
-// Apply's answer. ctx bounds the wait for the command to be taken; once
-// raft has it, it is applied or the node lost leadership.
+// Apply's answer.
 func (s *Store) Apply(ctx context.Context, c *Command) (*Job, error) {
+	return s.Propose(c).Wait()
+}
+
+// Propose hands c to the store's proposer and returns at once. Commands
+// are handed to raft in the order they were proposed, so a caller may
+// propose under its own lock and wait outside it.
+func (s *Store) Propose(c *Command) *Future {
+	f := &Future{kind: c.Kind, done: make(chan struct{})}
 	b, err := c.Encode()
 	if err != nil {
-		return nil, fmt.Errorf("state: encode %s: %w", c.Kind, err)
+		f.finish(nil, fmt.Errorf("state: encode %s: %w", c.Kind, err))
+		return f
 	}
-	timeout := 10 * time.Second
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
+	f.data = b
+	s.pmu.Lock()
+	if s.stopped {
+		s.pmu.Unlock()
+		f.finish(nil, fmt.Errorf("%w: the store is closed", ErrNotLeader))
+		return f
 	}
-	f := s.raft.Apply(b, timeout)
-	if err := f.Error(); err != nil {
+	s.pending = append(s.pending, f)
+	s.pmu.Unlock()
+	select {
+	case s.wakeProposer <- struct{}{}:
+	default:
+	}
+	return f
+}
+
+// maxEntryBytes bounds the commands packed into one log entry (one
+// command larger than this gets an entry of its own).
+const maxEntryBytes = 4 << 20
+
+// proposer packs the commands proposed while raft was busy into one log
+// entry (group commit: one entry, one fsync), hands the entries to raft
+// in order, and answers each command's Future once its entry is applied.
+// raft.Apply returns once the leader loop took the entry, so while one
+// entry is written the next batch gathers.
+func (s *Store) proposer() {
+	defer close(s.proposerDone)
+	for {
+		s.pmu.Lock()
+		batch, rest := cut(s.pending)
+		s.pending = rest
+		stopped := s.stopped
+		s.pmu.Unlock()
+		if stopped {
+			for _, f := range append(batch, rest...) {
+				f.finish(nil, fmt.Errorf("%w: the store is closed", ErrNotLeader))
+			}
+			return
+		}
+		if len(batch) == 0 {
+			<-s.wakeProposer
+			continue
+		}
+		s.applyBatch(batch)
+	}
+}
+
+// cut takes the first commands of pending that fit in one entry.
+func cut(pending []*Future) (batch, rest []*Future) {
+	n, size := 0, 0
+	for n < len(pending) && (n == 0 || size+len(pending[n].data) <= maxEntryBytes) {
+		size += len(pending[n].data)
+		n++
+	}
+	return pending[:n:n], pending[n:]
+}
+
+// applyBatch hands one entry to raft and answers its commands when done.
+func (s *Store) applyBatch(batch []*Future) {
+	cmds := make([][]byte, len(batch))
+	for i, f := range batch {
+		cmds[i] = f.data
+	}
+	b, err := encodeEntry(cmds)
+	if err != nil {
+		for _, f := range batch {
+			f.finish(nil, fmt.Errorf("state: encode entry: %w", err))
+		}
+		return
+	}
+	af := s.raft.Apply(b, 0)
+	s.waiters.Go(func() {
+		rs, err := entryResult(af)
+		for i, f := range batch {
+			switch {
+			case err != nil:
+				f.finish(nil, fmt.Errorf("state: %s: %w", f.kind, err))
+			case i < len(rs):
+				f.finish(rs[i].Job, rs[i].Err)
+			default:
+				f.finish(nil, fmt.Errorf("state: %s: no answer in its entry", f.kind))
+			}
+		}
+	})
+}
+
+// entryResult waits for an entry and returns its commands' answers.
+func entryResult(af raft.ApplyFuture) ([]Response, error) {
+	if err := af.Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
 			return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
 		}
-		return nil, fmt.Errorf("state: %s: %w", c.Kind, err)
+		return nil, err
 	}
-	r := f.Response().(Response)
-	return r.Job, r.Err
+	switch r := af.Response().(type) {
+	case []Response:
+		return r, nil
+	case error:
+		return nil, r
+	}
+	return nil, errors.New("unexpected answer")
+}
+
+// Future is a proposed command.
+type Future struct {
+	kind Kind
+	data []byte
+	done chan struct{}
+	job  *Job
+	err  error
+}
+
+func (f *Future) finish(j *Job, err error) {
+	f.job, f.err = j, err
+	close(f.done)
+}
+
+// Wait waits until the command is committed and applied (or failed) and
+// returns Apply's answer. ErrNotLeader means it may not have been applied.
+func (f *Future) Wait() (*Job, error) {
+	<-f.done
+	return f.job, f.err
 }
 
 // Snapshot asks raft for a snapshot now (and to trim the log behind it).
@@ -351,9 +479,20 @@ func (s *Store) CheckSpace() error {
 // Close stops the raft node and releases the data directory. Idempotent.
 func (s *Store) Close() error {
 	s.once.Do(func() {
+		if s.proposerDone != nil {
+			s.pmu.Lock()
+			s.stopped = true
+			s.pmu.Unlock()
+			select {
+			case s.wakeProposer <- struct{}{}:
+			default:
+			}
+			<-s.proposerDone
+		}
 		if s.raft != nil {
 			s.err = s.raft.Shutdown().Error()
 		}
+		s.waiters.Wait()
 		if s.trans != nil {
 			s.trans.Close()
 		}
