@@ -20,8 +20,8 @@ import (
 // thread of the init is ever in the job's group, so that the group's OOM
 // killer can only pick one of the job's processes (the init, bigger than a
 // job whose memory sits in tmpfs pages, used to be its pick). On v1 the
-// job's first process joins the groups itself, before its first
-// instruction, by writing "0" to "tasks" files the host opened and the
+// init moves the job's first process into the groups before its first
+// instruction, writing its pid to "tasks" files the host opened and the
 // init keeps (see start_linux.go); on v2 the job is cloned straight into
 // <slot>/job (CLONE_INTO_CGROUP) while the init lives in <slot>/init.
 

@@ -16,8 +16,17 @@ func BenchmarkTrivialFilterOverhead(b *testing.B) {
 	dir := trivialBinary(b)
 	argv := []string{"./true"}
 	on := warmRunner(b, StrictConfig{})
-	off := warmRunner(b, StrictConfig{})
-	off.noFilter = true
+	off := warmRunner(b, StrictConfig{MaxIdle: -1}) // nothing pooled yet
+	off.Close()
+	off, err := NewStrict(StrictConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { off.Close() })
+	off.noFilter, off.setup.NoFilter = true, true
+	if err := off.Warm(1); err != nil {
+		b.Fatal(err)
+	}
 	bare, filtered, unfiltered := make([]time.Duration, 0, b.N), make([]time.Duration, 0, b.N), make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -63,6 +63,12 @@ func runInit(mode string) int {
 		return 1
 	}
 	notes, err := buildRoot(m.Setup)
+	if err == nil && !m.Setup.NoFilter {
+		// From here on the init and everything it starts run filtered.
+		if err = loadSandboxFilter(); err != nil {
+			err = fmt.Errorf("syscall filter: %w", err)
+		}
+	}
 	if err != nil {
 		sendMsg(conn, envelope{T: msgReady, Err: err.Error()})
 		return 1
@@ -70,7 +76,7 @@ func runInit(mode string) int {
 	kind, count, _ := strings.Cut(mode, ":")
 	n, _ := strconv.Atoi(count)
 	adj, _ := os.ReadFile("/proc/self/oom_score_adj")
-	r := &jobRunner{oomReset: strings.TrimSpace(string(adj)) != "0", conn: conn, jobUID: m.Setup.JobUID, cgroupV2: kind == "v2", cgFDs: min(max(n, 0), maxCgFDs), filters: m.Setup.Filters, jobs: make(chan job)}
+	r := &jobRunner{oomReset: strings.TrimSpace(string(adj)) != "0", conn: conn, jobUID: m.Setup.JobUID, cgroupV2: kind == "v2", cgFDs: min(max(n, 0), maxCgFDs), jobFilter: m.Setup.JobFilter, jobs: make(chan job)}
 	ready := make(chan []string)
 	go r.loop(ready)
 	notes = append(notes, <-ready...)
@@ -223,18 +229,18 @@ type job struct {
 
 // jobRunner owns the fork thread and the state of the current job.
 type jobRunner struct {
-	conn     *net.UnixConn
-	jobUID   int
-	cgroupV2 bool
-	cgFDs    int      // cgroup descriptors passed from cgFD0 on
-	filters  [][]byte // the syscall filters, sock_filter arrays
-	oomReset bool     // the init's oom_score_adj is not 0: reset the job's
-	jobs     chan job
-	cgDir    int          // v2: job cgroup directory, or -1
-	cgTasks  []int        // v1: the slot's "tasks" files, joined by each job
-	killing  atomic.Bool  // a kill was requested for the current job
-	running  atomic.Int32 // pid of the current job's first process, or 0
-	busy     atomic.Bool
+	conn      *net.UnixConn
+	jobUID    int
+	cgroupV2  bool
+	cgFDs     int    // cgroup descriptors passed from cgFD0 on
+	jobFilter []byte // the job's syscall filter, a sock_filter array
+	oomReset  bool   // the init's oom_score_adj is not 0: reset the job's
+	jobs      chan job
+	cgDir     int          // v2: job cgroup directory, or -1
+	cgTasks   []int        // v1: the slot's "tasks" files, joined by each job
+	killing   atomic.Bool  // a kill was requested for the current job
+	running   atomic.Int32 // pid of the current job's first process, or 0
+	busy      atomic.Bool
 }
 
 // serve reads host messages until the host goes away.
@@ -344,11 +350,7 @@ func (r *jobRunner) run(j job) (doneMsg, error) {
 	if r.cgDir >= 0 {
 		sys.UseCgroupFD, sys.CgroupFD = true, r.cgDir
 	}
-	files := []uintptr{in.Fd(), out.Fd(), errf.Fd()}
-	for _, fd := range r.cgTasks {
-		files = append(files, uintptr(fd))
-	}
-	attr := &syscall.ProcAttr{Dir: "/w", Env: j.msg.Env, Files: files, Sys: sys}
+	attr := &syscall.ProcAttr{Dir: "/w", Env: j.msg.Env, Files: []uintptr{in.Fd(), out.Fd(), errf.Fd()}, Sys: sys}
 	start := time.Now()
 	pid, err := syscall.ForkExec(path, j.msg.Argv, attr)
 	if err != nil {

@@ -130,7 +130,7 @@ func TestSyscallFilterInSandbox(t *testing.T) {
 		case k == "Seccomp":
 			want = "2" // filter mode
 		case k == "Seccomp_filters":
-			want = strconv.Itoa(len(mustFilters(t)))
+			want = "2" // the sandbox's and the job's
 		}
 		if v != want {
 			t.Errorf("%s: got %s, want %s", k, v, want)
@@ -144,14 +144,6 @@ func TestSyscallFilterInSandbox(t *testing.T) {
 	if len(got) < 50 {
 		t.Fatalf("probe printed too little:\n%s\n%s", res.stdout, res.stderr)
 	}
-}
-
-func mustFilters(t *testing.T) [][]byte {
-	p, err := filterPrograms()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 // leakProbe, run twice in one pooled sandbox: "leave" leaves what it can

@@ -18,23 +18,17 @@ import (
 // fresh resident set and fresh rusage: a process made by exec from the
 // init's vfork child inherits, in ru_maxrss, the peak of the init's whole
 // address space (the figure of finding 6 was the init's 12 MiB). Before
-// letting the copy go the init makes it
-//
-//   - move itself into the slot's cgroups (v1: writing "0" to the "tasks"
-//     files the host opened; the init's threads never join them, so the
-//     memory cgroup holds the job's processes only and its OOM killer can
-//     only pick one of them);
-//   - close every descriptor above stderr;
-//   - load the syscall filter;
-//
-// then puts back its registers and entry bytes, applies the rlimits with
-// prlimit, resets its OOM score and detaches.
+// letting the copy go the init moves it into the slot's cgroups (v1: by
+// writing its pid to the "tasks" files the host opened; the init's threads
+// never join them, so the memory cgroup holds the job's processes only and
+// its OOM killer can only pick one of them), makes it load the job's
+// syscall filter (on top of the sandbox filter it inherited), puts back its
+// registers and entry bytes, applies the rlimits with prlimit, resets its
+// OOM score and detaches. Both processes hold stdin, stdout and stderr
+// only: every other descriptor of the init is close-on-exec.
 
 // errDied means the job's process died (it was killed) during start-up.
 var errDied = errors.New("sandbox: job process died during start-up")
-
-// jobFD0 is where the launcher finds the first cgroup "tasks" descriptor.
-const jobFD0 = 3
 
 // startJob turns the launcher pid, just forked, into a running job and
 // returns the job's first process. exited is true when the launcher ended
@@ -81,28 +75,21 @@ func (r *jobRunner) launch(pid int, m *runMsg) (int, error) {
 		return child, err
 	}
 	c := t.adopt(child)
-	if len(r.cgTasks) > 0 {
-		zero := c.scratch(1)
-		if err := c.write(zero, []byte("0")); err != nil {
-			return child, fmt.Errorf("cgroup: %w", err)
+	// v1: move the copy into the slot's groups, whose "tasks" files the
+	// host opened (the kernel checks the opener's credentials). It has run
+	// nothing yet, so nothing of it is charged elsewhere but its page tables.
+	cpid := []byte(strconv.Itoa(child))
+	for _, fd := range r.cgTasks {
+		if _, err := unix.Write(fd, cpid); err != nil {
+			return child, fmt.Errorf("join cgroup: %w", err)
 		}
-		for i := range r.cgTasks {
-			if err := c.mustCall("join cgroup", unix.SYS_WRITE, uint64(jobFD0+i), uint64(zero), 1); err != nil {
-				return child, err
-			}
-		}
-	}
-	if err := c.mustCall("close_range", unix.SYS_CLOSE_RANGE, 3, ^uint64(0)>>32, 0); err != nil {
-		return child, err
 	}
 	if !m.NoFilter {
-		if len(r.filters) == 0 {
-			return child, errors.New("no syscall filter")
+		if len(r.jobFilter) == 0 {
+			return child, errors.New("no job syscall filter")
 		}
-		for _, f := range r.filters {
-			if err := c.installFilter(f); err != nil {
-				return child, err
-			}
+		if err := c.installFilter(r.jobFilter); err != nil {
+			return child, err
 		}
 	}
 	return child, c.restore()

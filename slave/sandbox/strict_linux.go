@@ -62,7 +62,7 @@ func NewStrict(cfg StrictConfig) (*Strict, error) {
 	if err != nil {
 		return nil, err
 	}
-	if setup.Filters, err = filterPrograms(); err != nil {
+	if setup.JobFilter, err = jobFilterProgram(); err != nil {
 		return nil, err
 	}
 	s.setup = setup
