@@ -262,7 +262,7 @@ func (s *Server) assignLocked(j *job, sc *slaveConn, now time.Time) {
 	sc.running[j.id] = j
 	j.slave, j.state, j.assigned = sc, wire.StateAssigned, now
 	j.assignSent = false
-	j.deadline = now.Add(s.cfg.Budget.Jobs.jobDeadline(j.submit.Limits.TimeMs))
+	j.deadline = now.Add(s.cfg.Budget.Jobs.jobDeadline(deadlineTimeMs(j.submit)))
 	limit := j.submit.Limits.OutputBytes
 	if limit <= 0 {
 		limit = s.cfg.Limits.MaxOutput

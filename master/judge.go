@@ -162,3 +162,16 @@ func languageOrder(byLang map[string]*wire.LanguageInfo) []string {
 	slices.SortFunc(rest, cmp.Compare)
 	return append(out, rest...)
 }
+
+// deadlineTimeMs is the run time a job's deadline allows (see
+// JobBudget.jobDeadline): its time limit, or for a test batch every case
+// run one after the other with its checker, at most three times the time
+// limit plus a second each (a checker gets twice the case's time, at least
+// 1 s; docs/client.md).
+func deadlineTimeMs(sub wire.Submit) int64 {
+	t := sub.Limits.TimeMs
+	if sub.Tests <= 0 || t <= 0 {
+		return t
+	}
+	return int64(min(sub.Tests, wire.MaxTests)) * (3*t + 1000)
+}

@@ -199,12 +199,11 @@ func (bt *batchRun) judge(i int) wire.TestVerdict {
 	v := wire.TestVerdict{Index: i}
 	lim := bt.prog.job.Limits
 	if len(bt.b.Spec.Limits) > 0 {
-		l, err := bt.e.Limits(bt.prog.job.Language, orLimits(bt.b.Spec.Limits[i], lim))
-		if err != nil {
-			v.Status, v.Detail = wire.TestJudgeError, err.Error()
-			return v
-		}
-		lim = l
+		// A case's own limits are capped at the job's, which the master
+		// admitted and sized the job's deadline by.
+		l := orLimits(bt.b.Spec.Limits[i], lim)
+		lim = wire.JobLimits{TimeMs: min(l.TimeMs, lim.TimeMs), MemoryBytes: min(l.MemoryBytes, lim.MemoryBytes),
+			OutputBytes: min(l.OutputBytes, lim.OutputBytes)}
 	}
 	c := bt.b.Cases[i]
 	out, o, err := bt.runIn(bt.prog, bt.progFiles, nil, lim, c.Stdin)
