@@ -359,7 +359,7 @@ func TestHostileFigures(t *testing.T) {
 			var wg sync.WaitGroup
 			a.start(c, stop, &wg)
 			time.Sleep(500 * time.Millisecond) // let the attack take hold
-			during, dfail := latencies(h, 400, 6*time.Second, a.limits)
+			during, dfail := latencies(h, 400, 4*time.Second, a.limits)
 			hwm, rss := ch.status("VmHWM"), ch.status("VmRSS")
 			close(stop)
 			wg.Wait()

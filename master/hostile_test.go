@@ -561,6 +561,9 @@ func TestHostileSlaveFailsEveryJob(t *testing.T) {
 		if mf.GetName() == "kiln_quarantines_total" && mf.GetMetric()[0].GetCounter().GetValue() >= 1 {
 			seen++
 		}
+		if mf.GetName() == "kiln_held_upload_bytes" && mf.GetMetric()[0].GetGauge().GetValue() != 0 {
+			t.Fatalf("kiln_held_upload_bytes = %v with every job finished", mf.GetMetric()[0].GetGauge().GetValue())
+		}
 		if mf.GetName() == "kiln_slaves_out" {
 			for _, s := range mf.GetMetric() {
 				if s.GetLabel()[0].GetValue() == "quarantined" && s.GetGauge().GetValue() != 1 {

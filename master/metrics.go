@@ -21,6 +21,7 @@ import (
 //	kiln_bytes_total{kind}              bytes routed: upload (client to master), output (slave to client) (counter)
 //	kiln_quarantines_total              slaves quarantined for slave-side failures (counter)
 //	kiln_slaves_out{reason}             connected slaves taking no job: quarantined, unhealthy (gauge)
+//	kiln_held_upload_bytes              uploaded bytes held in memory, counted as they arrive (gauge)
 //	kiln_slaves{state}                  registered slaves: available, drained, out (gauge; WatchCluster)
 //	kiln_capacity_slots                 slots of the slaves that take jobs now (gauge; WatchCluster)
 //	kiln_running_jobs                   jobs running on slaves (gauge; WatchCluster)
@@ -41,6 +42,7 @@ type Metrics struct {
 	quarant   prometheus.Counter
 	queueLen  atomic.Pointer[func() int]
 	slavesOut atomic.Pointer[func() (int, int)]
+	held      atomic.Pointer[func() int64]
 	cluster   atomic.Pointer[func() []SlaveInfo]
 }
 
@@ -78,11 +80,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}
 		return 0
 	})
+	held := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kiln_held_upload_bytes",
+		Help: "Bytes of uploaded files the master holds in memory (pending uploads, queued and running jobs), counted as they arrive."}, func() float64 {
+		if f := m.held.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
 	m.quarant = prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_quarantines_total",
 		Help: "Slaves quarantined for slave-side failures (internal errors, missed deadlines, output over the cap)."})
 	out := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kiln_slaves_out",
 		Help: "Connected slaves that take no job now, by reason (quarantined, unhealthy)."}, []string{"reason"})
-	reg.MustRegister(m.peerCount, m.jobs, m.dispatch, m.e2e, m.refusals, m.transfer, queue, m.quarant,
+	reg.MustRegister(m.peerCount, m.jobs, m.dispatch, m.e2e, m.refusals, m.transfer, queue, held, m.quarant,
 		slavesOutCollector{m, out}, clusterCollector{m})
 	for _, r := range []string{wire.RoleSlave, wire.RoleClient, wire.RoleAdmin} {
 		m.peerCount.WithLabelValues(r)
@@ -98,6 +107,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) WatchQueue(queueLen func() int) {
 	if m != nil {
 		m.queueLen.Store(&queueLen)
+	}
+}
+
+// WatchHeld makes kiln_held_upload_bytes report held (usually
+// Server.HeldBytes), read at every scrape.
+func (m *Metrics) WatchHeld(held func() int64) {
+	if m != nil {
+		m.held.Store(&held)
 	}
 }
 

@@ -210,6 +210,7 @@ func New(cfg Config) (*Server, error) {
 		logLimits:   logLimits{per: rate.Limit(cfg.Budget.LogPerPeer), burst: cfg.Budget.LogBurst},
 	}
 	cfg.Metrics.WatchSlaves(s.SlavesOut)
+	cfg.Metrics.WatchHeld(s.HeldBytes)
 	cfg.Metrics.WatchCluster(s.Slaves)
 	return s, nil
 }
