@@ -47,6 +47,9 @@ func commandList() string {
 }
 
 func cmdAdmin(ctx context.Context, e env, args []string) int {
+	if v := e.getenv("KILN_JSON"); v == "true" || v == "1" {
+		return adminJSON(ctx, e, args)
+	}
 	for i, a := range args {
 		if a == "--" {
 			break
@@ -105,6 +108,10 @@ func runAdmin(ctx context.Context, e env, args []string) (int, string) {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0, ""
 		}
+		return exitUsage, ""
+	}
+	if err := applyEnv(fs, e); err != nil {
+		fmt.Fprintf(e.stderr, "kiln admin: %v\n", err)
 		return exitUsage, ""
 	}
 	switch *output {

@@ -41,6 +41,10 @@ func cmdClient(ctx context.Context, e env, args []string) int {
 	if err != nil {
 		return exitUsage
 	}
+	if err := applyEnv(fs, e); err != nil {
+		fmt.Fprintf(e.stderr, "kiln client: %v\n", err)
+		return exitUsage
+	}
 	if len(files) > 1 {
 		fmt.Fprintln(e.stderr, "kiln client: at most one FILE")
 		return exitUsage

@@ -40,7 +40,10 @@ Usage:
   kiln version                            print the version
 
 Run 'kiln COMMAND --help' for the flags of one command.
-Environment: KILN_BUNDLE and KILN_MASTER stand for --bundle and --master.
+Environment: KILN_BUNDLE and KILN_MASTER stand for --bundle and --master; for
+run, admin and client every flag has one, KILN_ and its name in capitals
+(KILN_TIME_LIMIT=10s for --time-limit); flags win. Master and slave read a
+configuration file: --config FILE.
 `
 
 func main() {

@@ -23,6 +23,7 @@ against D/registry.json (re-read within a second of any change), and places
 each job on the least-loaded slave that runs its language. SIGINT or SIGTERM
 stops it cleanly: every peer is told the master is shutting down.
 
+`+configHelp+`
 Flags:
 `
 
@@ -37,6 +38,7 @@ type masterFlags struct {
 }
 
 func (f *masterFlags) register(fs *flag.FlagSet) {
+	fs.String("config", "", "read settings from `FILE` (one \"name = value\" per line, names as the flags'; flags win)")
 	fs.StringVar(&f.dir, "dir", "", "cluster `DIR` made by 'kiln certs init' (master.bundle, registry.json)")
 	fs.StringVar(&f.clientAddr, "client-addr", "127.0.0.1:7400", "listen `ADDR` for clients and admins")
 	fs.StringVar(&f.slaveAddr, "slave-addr", "127.0.0.1:7401", "listen `ADDR` for slaves")
@@ -217,6 +219,12 @@ func parseFlags(fs *flag.FlagSet, e env, args []string, help string) (code int, 
 			return 0, true
 		}
 		return exitUsage, true
+	}
+	if cf := fs.Lookup("config"); cf != nil && cf.Value.String() != "" {
+		if err := loadConfig(fs, cf.Value.String()); err != nil {
+			fmt.Fprintf(e.stderr, "%s: %v\n", fs.Name(), err)
+			return exitUsage, true
+		}
 	}
 	return 0, false
 }

@@ -271,6 +271,7 @@ func runFlags(e env, o *runOptions) *flag.FlagSet {
 			"Compiles and runs FILE (.c, .cpp, .cc, .java, .py) on the cluster, streaming its\n"+
 			"output to stdout and stderr.\n\nFlags:\n")
 		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), "\nEvery flag can be set in the environment: KILN_ and its name in capitals, dashes as\nunderscores (KILN_TIME_LIMIT=10s); flags win.\n")
 		fmt.Fprint(fs.Output(), "\nThe master's defaults and maxima per language are shown by the terminal client's\nInfo (F7) and set with 'kiln master --default-time, --max-time, ...'.\n\n"+exitCodesHelp+testsHelp)
 	}
 	return fs
@@ -373,6 +374,10 @@ func cmdRun(ctx context.Context, e env, args []string) int {
 		return 0
 	}
 	if err != nil {
+		return exitUsage
+	}
+	if err := applyEnv(fs, e); err != nil {
+		fmt.Fprintf(e.stderr, "kiln run: %v\n", err)
 		return exitUsage
 	}
 	if len(files) != 1 {

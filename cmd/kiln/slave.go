@@ -44,6 +44,7 @@ Sandbox modes:
 
 Environment: KILN_BUNDLE and KILN_MASTER stand for --bundle and --master.
 
+`+configHelp+`
 Flags:
 `
 
@@ -82,6 +83,7 @@ func (f *slaveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.backoffMin, "backoff-min", slave.DefaultBackoffMin, "first reconnect delay")
 	fs.DurationVar(&f.backoffMx, "backoff-max", slave.DefaultBackoffMax, "longest reconnect delay")
 	fs.DurationVar(&f.grace, "grace", slave.DefaultGrace, "how long jobs keep running while the master is away, to be reported when it is back (negative: cancel them at once)")
+	fs.String("config", "", "read settings from `FILE` (one \"name = value\" per line, names as the flags'; flags win)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics, /healthz and /readyz on `ADDR` (e.g. 127.0.0.1:9401)")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 2*time.Minute, "on SIGINT or SIGTERM, how long the running jobs may take to finish before the slave\nexits anyway (0: stop at once)")
 	f.jobLimits.registerMax(fs, "job assigned to this slave may have", "a job over it fails with internal_error\n(keep them at least the master's --max-* flags)")
