@@ -23,7 +23,7 @@ against D/registry.json (re-read within a second of any change), and places
 each job on the least-loaded slave that runs its language. SIGINT or SIGTERM
 stops it cleanly: every peer is told the master is shutting down.
 
-`+configHelp+`
+` + configHelp + `
 Flags:
 `
 

@@ -44,7 +44,7 @@ Sandbox modes:
 
 Environment: KILN_BUNDLE and KILN_MASTER stand for --bundle and --master.
 
-`+configHelp+`
+` + configHelp + `
 Flags:
 `
 
