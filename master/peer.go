@@ -255,7 +255,7 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, p port) *peer {
 	addr := raw.RemoteAddr().String()
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.Budget.HandshakeTimeout)
 	defer cancel()
-	conn := tls.Server(raw, s.tlsCfg)
+	conn := tls.Server(transport.WrapTCP(raw), s.tlsCfg)
 	if err := conn.HandshakeContext(hctx); err != nil {
 		s.peerLog(addr).Warn("TLS handshake refused", append([]any{"port", p, "addr", addr}, unverifiedPeer(err, s.cfg.Now())...)...)
 		s.cfg.Metrics.refused("tls")

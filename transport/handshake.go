@@ -86,7 +86,7 @@ func Dial(ctx context.Context, addr string, tlsCfg *tls.Config, cfg Config) (*Se
 			tc.ServerName = host
 		}
 	}
-	conn := tls.Client(raw, tc)
+	conn := tls.Client(WrapTCP(raw), tc)
 	if err := conn.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, &HandshakeError{Addr: addr, Err: err}

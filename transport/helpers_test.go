@@ -130,7 +130,9 @@ func listen(t testing.TB) net.Listener {
 }
 
 // connPair returns the two ends of a connection of the given kind: "pipe"
-// (net.Pipe), "tcp" (loopback) or "tls" (mutual TLS 1.3 over loopback).
+// (net.Pipe), "tcp" (loopback), "tls" (mutual TLS 1.3 over loopback, over
+// [WrapTCP] as Dial and the master make it) or "tls-plain" (the same
+// without WrapTCP).
 func connPair(t testing.TB, kind string) (dialer, acceptor net.Conn) {
 	t.Helper()
 	if kind == "pipe" {
@@ -159,6 +161,9 @@ func connPair(t testing.TB, kind string) (dialer, acceptor net.Conn) {
 		return d, a.c
 	}
 	ca := newCA(t)
+	if kind == "tls" {
+		d, a.c = WrapTCP(d), WrapTCP(a.c)
+	}
 	tc := tls.Client(d, ca.clientTLS(t, ca))
 	ts := tls.Server(a.c, ca.serverTLS(t))
 	errc := make(chan error, 1)
@@ -200,4 +205,4 @@ func sessionPair(t testing.TB, kind string, ccfg, scfg Config) (client, server *
 }
 
 // kinds are the connections every session test runs over.
-var kinds = []string{"pipe", "tcp", "tls"}
+var kinds = []string{"pipe", "tcp", "tls", "tls-plain"}

@@ -428,10 +428,16 @@ type watchedConn struct {
 	failed  chan struct{} // closed after the first read error
 	// lastRead is when the last bytes arrived, in Unix nanoseconds.
 	lastRead atomic.Int64
+	// batch is the batchConn under the TLS connection, or nil; with it,
+	// the header of a data frame waits in hdr (pending) for its body.
+	// Only yamux's send loop writes, one call at a time.
+	batch   *batchConn
+	hdr     [yamuxHeader]byte
+	pending bool
 }
 
 func newWatchedConn(c net.Conn) *watchedConn {
-	w := &watchedConn{Conn: c, failed: make(chan struct{})}
+	w := &watchedConn{Conn: c, failed: make(chan struct{}), batch: batchUnder(c)}
 	w.lastRead.Store(time.Now().UnixNano())
 	return w
 }
@@ -451,7 +457,47 @@ func (w *watchedConn) Read(p []byte) (int, error) {
 }
 
 func (w *watchedConn) Write(p []byte) (int, error) {
-	n, err := w.Conn.Write(p)
+	if w.batch != nil {
+		if !w.pending && dataHeader(p) {
+			copy(w.hdr[:], p)
+			w.pending = true
+			return len(p), nil
+		}
+		return w.check(w.writeFrame(p))
+	}
+	return w.check(w.Conn.Write(p))
+}
+
+// writeFrame writes p, with the data header held back before it if any,
+// in as few TLS records and system calls as it can (see [batchConn]).
+func (w *watchedConn) writeFrame(p []byte) (n int, err error) {
+	w.batch.hold()
+	defer func() {
+		if rerr := w.batch.release(); err == nil && rerr != nil {
+			n, err = 0, rerr
+		}
+	}()
+	if !w.pending {
+		return w.Conn.Write(p)
+	}
+	w.pending = false
+	if len(p) <= 16<<10-yamuxHeader {
+		buf := batchBufs.Get().(*[]byte)
+		*buf = append(append((*buf)[:0], w.hdr[:]...), p...)
+		n, err = w.Conn.Write(*buf)
+		*buf = (*buf)[:0]
+		batchBufs.Put(buf)
+		return max(n-yamuxHeader, 0), err
+	}
+	if _, err := w.Conn.Write(w.hdr[:]); err != nil {
+		return 0, err
+	}
+	return w.Conn.Write(p)
+}
+
+// check waits briefly for the read side after a failed write (see
+// watchedConn).
+func (w *watchedConn) check(n int, err error) (int, error) {
 	if err != nil {
 		t := time.NewTimer(alertWait)
 		defer t.Stop()
