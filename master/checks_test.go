@@ -1,6 +1,7 @@
 package master_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"kiln/auth"
 	"kiln/certs"
+	"kiln/master"
 	"kiln/transport"
 	"kiln/transport/wire"
 )
@@ -86,5 +88,39 @@ func TestRegisterSealKeyMustMatchCertificate(t *testing.T) {
 	}
 	if strings.Contains(c.logs.String(), "slave registered") {
 		t.Fatal("the slave was registered before being refused")
+	}
+}
+
+// TestHeldBytesPerClient: one client key cannot hold more uploaded bytes
+// on the master than its share (JobBudget.HeldBytesPerClient), even with
+// the master's whole budget free; another key still can.
+func TestHeldBytesPerClient(t *testing.T) {
+	c := newCluster(t, func(cfg *master.Config) {
+		cfg.MaxHeldBytes = 1 << 20
+		cfg.Budget.Jobs.HeldBytesPerClient = 2500
+	})
+	fs := c.fakeSlave("s1", 1, true, "python")
+	alice, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := bytes.Repeat([]byte("#"), 1000)
+	if _, e := submit(t, alice, 1, "a.py", src); e != nil { // running: 1000 held
+		t.Fatal(e)
+	}
+	<-fs.jobs
+	if _, e := submit(t, alice, 2, "b.py", src); e != nil { // queued: 2000 held
+		t.Fatal(e)
+	}
+	_, e := submit(t, alice, 3, "c.py", src) // would be 3000
+	if e == nil || e.Code != wire.CodeBusy || !strings.Contains(e.Message, "this key holds") {
+		t.Fatalf("third job of one key: got %+v, want busy for the key's share", e)
+	}
+	bob, err := c.dial(c.issue(certs.RoleClient, "bob", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, e := submit(t, bob, 1, "d.py", src); e != nil {
+		t.Fatalf("another key's job: %+v", e)
 	}
 }

@@ -675,12 +675,12 @@ func TestFairQueueAcrossClients(t *testing.T) {
 	if e != nil {
 		t.Fatal(e)
 	}
-	go fs.finish(first)
+	fs.spawn(func() { fs.finish(first) })
 	next := <-fs.jobs
 	if next.JobID != mine {
 		t.Fatalf("after %s the slot went to %s, not to the other client's %s", first.JobID, next.JobID, mine)
 	}
-	go fs.finish(next)
+	fs.spawn(func() { fs.finish(next) })
 	if v := collect(t, cs, mine)[mine]; v.result.Status != wire.StatusOK {
 		t.Fatalf("honest job: %+v", v.result)
 	}

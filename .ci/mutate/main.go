@@ -24,19 +24,37 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 )
 
-// mutation is one entry of the list.
+// mutation is one entry of the list: one or more edits applied together
+// (a check made twice, say at admission and again when queueing, is only
+// broken when both are).
 type mutation struct {
-	Name, Why      string
-	File           string
-	Packages       []string
-	Run            string // -run pattern; empty runs every test of the packages
-	Original, Into string
-	line           int
+	Name, Why string
+	Edits     []edit
+	Packages  []string
+	Run       string // -run pattern; empty runs every test of the packages
+	line      int
+}
+
+// edit replaces Original, which must occur exactly once in File, by Into.
+type edit struct {
+	File, Original, Into string
+}
+
+// files names the files the mutation edits.
+func (m mutation) files() string {
+	var fs []string
+	for _, e := range m.Edits {
+		if !slices.Contains(fs, e.File) {
+			fs = append(fs, e.File)
+		}
+	}
+	return strings.Join(fs, ", ")
 }
 
 func (m mutation) selection() string { return m.Run + " " + strings.Join(m.Packages, " ") }
@@ -96,16 +114,17 @@ func filter(muts []mutation, sub string) []mutation {
 // parseFile reads the list. An entry is
 //
 //	[name] why this check matters
-//	file path/to/file.go
 //	test ./pkg/ ./other/
 //	run  ^TestA$|^TestB$        (optional)
+//	file path/to/file.go
 //	original:
 //	<the exact lines to replace>
 //	mutated:
 //	<the lines that replace them>
 //	end
 //
-// Lines starting with # between entries are comments.
+// with one or more file/original/mutated/end edits. Lines starting with #
+// between entries are comments.
 func parseFile(path string) ([]mutation, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -119,10 +138,22 @@ func parse(r io.Reader, path string) ([]mutation, error) {
 	var (
 		muts  []mutation
 		cur   *mutation
+		file  string
 		block *[]string
 		orig  []string
 		into  []string
 	)
+	done := func() error {
+		if cur == nil {
+			return nil
+		}
+		if len(cur.Edits) == 0 || len(cur.Packages) == 0 {
+			return fmt.Errorf("%s:%d: entry %s needs test packages and at least one edit", path, cur.line, cur.Name)
+		}
+		muts = append(muts, *cur)
+		cur = nil
+		return nil
+	}
 	sc := bufio.NewScanner(r)
 	n := 0
 	bad := func(format string, args ...any) error {
@@ -136,8 +167,11 @@ func parse(r io.Reader, path string) ([]mutation, error) {
 			continue
 		}
 		switch {
-		case cur == nil && (strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#")):
-		case cur == nil && strings.HasPrefix(line, "["):
+		case strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#"):
+		case strings.HasPrefix(line, "["):
+			if err := done(); err != nil {
+				return nil, err
+			}
 			name, why, ok := strings.Cut(line[1:], "]")
 			if !ok || name == "" {
 				return nil, bad("want [name] why")
@@ -146,7 +180,7 @@ func parse(r io.Reader, path string) ([]mutation, error) {
 		case cur == nil:
 			return nil, bad("want an entry starting with [name]")
 		case strings.HasPrefix(line, "file "):
-			cur.File = strings.TrimSpace(line[5:])
+			file = strings.TrimSpace(line[5:])
 		case strings.HasPrefix(line, "test "):
 			cur.Packages = strings.Fields(line[5:])
 		case strings.HasPrefix(line, "run "):
@@ -156,18 +190,21 @@ func parse(r io.Reader, path string) ([]mutation, error) {
 		case line == "mutated:" && block == &orig:
 			block, into = &into, nil
 		case line == "end" && block == &into:
-			cur.Original, cur.Into = strings.Join(orig, "\n"), strings.Join(into, "\n")
-			if cur.File == "" || len(cur.Packages) == 0 || cur.Original == "" || cur.Original == cur.Into {
-				return nil, fmt.Errorf("%s:%d: entry %s needs file, test, an original and a different mutation", path, cur.line, cur.Name)
+			e := edit{File: file, Original: strings.Join(orig, "\n"), Into: strings.Join(into, "\n")}
+			if e.File == "" || e.Original == "" || e.Original == e.Into {
+				return nil, bad("entry %s: an edit needs a file, an original and a different mutation", cur.Name)
 			}
-			muts = append(muts, *cur)
-			cur, block = nil, nil
+			cur.Edits = append(cur.Edits, e)
+			block, file = nil, ""
 		default:
 			return nil, bad("unexpected line %q in entry %s", line, cur.Name)
 		}
 	}
-	if cur != nil {
-		return nil, fmt.Errorf("%s: entry %s has no end", path, cur.Name)
+	if block != nil {
+		return nil, fmt.Errorf("%s: entry %s has an edit without end", path, cur.Name)
+	}
+	if err := done(); err != nil {
+		return nil, err
 	}
 	return muts, sc.Err()
 }
@@ -237,21 +274,30 @@ func baseline(tree string, muts []mutation) error {
 	return nil
 }
 
-// try applies m to tree, runs its tests and restores the file.
+// try applies m to tree, runs its tests and restores the files.
 func try(tree string, m mutation, verbose bool) verdict {
-	path := filepath.Join(tree, m.File)
-	orig, err := os.ReadFile(path)
-	if err != nil {
-		return verdict{problem: err.Error()}
+	saved := map[string][]byte{}
+	defer func() {
+		for path, b := range saved {
+			os.WriteFile(path, b, 0o644)
+		}
+	}()
+	for _, e := range m.Edits {
+		path := filepath.Join(tree, e.File)
+		cur, err := os.ReadFile(path)
+		if err != nil {
+			return verdict{problem: err.Error()}
+		}
+		if n := bytes.Count(cur, []byte(e.Original)); n != 1 {
+			return verdict{problem: fmt.Sprintf("original text found %d times in %s (the list needs updating)", n, e.File)}
+		}
+		if _, ok := saved[path]; !ok {
+			saved[path] = cur
+		}
+		if err := os.WriteFile(path, bytes.Replace(cur, []byte(e.Original), []byte(e.Into), 1), 0o644); err != nil {
+			return verdict{problem: err.Error()}
+		}
 	}
-	if n := bytes.Count(orig, []byte(m.Original)); n != 1 {
-		return verdict{problem: fmt.Sprintf("original text found %d times in %s (the list needs updating)", n, m.File)}
-	}
-	mutated := bytes.Replace(orig, []byte(m.Original), []byte(m.Into), 1)
-	if err := os.WriteFile(path, mutated, 0o644); err != nil {
-		return verdict{problem: err.Error()}
-	}
-	defer os.WriteFile(path, orig, 0o644)
 	start := time.Now()
 	failed, out, err := goTest(tree, m)
 	v := verdict{caught: failed, elapsed: time.Since(start)}
@@ -335,7 +381,7 @@ func report(w io.Writer, muts []mutation, vs []verdict) bool {
 		case len(v.caught) == 0:
 			by, ok = "**SURVIVED**", false
 		}
-		fmt.Fprintf(w, "| %d | %s: %s | %s | %s | %.0fs |\n", i+1, m.Name, m.Why, m.File, by, v.elapsed.Seconds())
+		fmt.Fprintf(w, "| %d | %s: %s | %s | %s | %.0fs |\n", i+1, m.Name, m.Why, m.files(), by, v.elapsed.Seconds())
 	}
 	caught := 0
 	for _, v := range vs {
