@@ -4,7 +4,7 @@ VERSION  ?= 0.1.0
 LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 20000x
 
-.PHONY: all build test unit fuzz fuzz-short lint demo bench clean mutate hostile-figures
+.PHONY: all build test unit fuzz fuzz-short lint demo bench clean mutate hostile-figures hostile-peer-figures
 
 all: build
 
@@ -49,6 +49,11 @@ bench: build
 ## honest client's p99 latency, without and during each attack (about 1.5 min).
 hostile-figures:
 	KILN_HOSTILE_FIGURES=1 $(GO) test -count=1 -run TestHostileFigures -v ./master/ | grep -E 'FIGURE|FAIL|^ok'
+
+## hostile-peer-figures: the peer side's attacks (docs/performance.md) against
+## a master in a child process, the honest client in another (about 1 min).
+hostile-peer-figures:
+	KILN_MEASURE=1 $(GO) test -count=1 -run TestMeasurePeerAttacks -v ./master/ | grep -E 'hostile_measure|FAIL|^ok'
 
 clean:
 	rm -rf bin

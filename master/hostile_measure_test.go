@@ -7,7 +7,8 @@ package master_test
 //
 //	KILN_MEASURE=1 go test -run TestMeasurePeerAttacks -v ./master
 //
-// (KILN_MEASURE_SECONDS sets each phase's length, default 3). Skipped
+// (KILN_MEASURE_SECONDS sets each phase's length, default 3). The master,
+// the honest client and the attackers run in three processes. Skipped
 // otherwise: it takes about a minute.
 
 import (
@@ -67,6 +68,12 @@ func TestMeasureChild(t *testing.T) {
 		cancel()
 	}()
 	signal.Ignore(os.Interrupt)
+	if path := os.Getenv("KILN_MEASURE_CPU"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
 	if path := os.Getenv("KILN_MEASURE_HEAP"); path != "" {
 		go func() { // a heap profile every second, for finding what an attack pins
 			for i := 0; ctx.Err() == nil; i++ {
@@ -79,6 +86,32 @@ func TestMeasureChild(t *testing.T) {
 		}()
 	}
 	srv.Run(ctx)
+}
+
+// TestMeasureHonest is the honest client of TestMeasurePeerAttacks, in a
+// process of its own so that the attackers' CPU in the parent does not
+// count against it: Info round trips for two phases, each p99 printed.
+func TestMeasureHonest(t *testing.T) {
+	spec := os.Getenv("KILN_MEASURE_HONEST") // bundle path, address, phase length
+	if spec == "" {
+		t.Skip("the honest client of TestMeasurePeerAttacks")
+	}
+	f := strings.Fields(spec)
+	b, err := certs.ReadBundle(f[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := time.ParseDuration(f[2])
+	m := &measured{client: f[1], stop: make(chan struct{})}
+	s, err := m.dial(b, false, wire.Hello{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fmt.Println("READY")
+	p0, _, f0 := m.honestPhase(s, d)
+	p1, _, f1 := m.honestPhase(s, d)
+	fmt.Printf("P99 %d %d %d\n", p0, p1, f0+f1)
 }
 
 // measured is one master process and what the parent knows of it.
@@ -252,27 +285,53 @@ func TestMeasurePeerAttacks(t *testing.T) {
 		keys.slaves = append(keys.slaves, pki.Issue(certs.RoleSlave, "evil"+strconv.Itoa(i), "1.0"))
 	}
 	t.Logf("%-22s %12s %12s %10s %10s  %s", "attack", "RSS before", "RSS during", "p99 before", "p99 during", "notes")
+	honestPath := filepath.Join(pki.Dir, "honest.bundle")
+	if err := certs.WriteBundle(honestPath, keys.honest); err != nil {
+		t.Fatal(err)
+	}
 	for _, a := range peerAttacks() {
 		if only := os.Getenv("KILN_MEASURE_ONLY"); only != "" && !strings.Contains(a.name, only) {
 			continue
 		}
 		m := startMeasured(t, pki.Dir)
-		s, err := m.dial(keys.honest, false, wire.Hello{})
-		if err != nil {
+		hc := exec.Command(os.Args[0], "-test.run=^TestMeasureHonest$")
+		hc.Env = append(os.Environ(), fmt.Sprintf("KILN_MEASURE_HONEST=%s %s %s", honestPath, m.client, phase))
+		hout, _ := hc.StdoutPipe()
+		if err := hc.Start(); err != nil {
 			t.Fatal(err)
 		}
-		p0, r0, _ := m.honestPhase(s, phase)
+		hr := bufio.NewReader(hout)
+		if l, err := hr.ReadString('\n'); err != nil || !strings.HasPrefix(l, "READY") {
+			t.Fatalf("honest client: %q %v", l, err)
+		}
+		m.peak.Store(0)
+		time.Sleep(phase)
+		r0 := m.peak.Load()
+		m.peak.Store(0)
 		ctx, cancel := context.WithCancel(context.Background())
 		var note string
 		var wg sync.WaitGroup
 		wg.Go(func() { note = a.run(ctx, m, keys) })
-		p1, r1, fails := m.honestPhase(s, phase)
+		time.Sleep(phase)
+		r1 := m.peak.Load()
+		var p0, p1 time.Duration
+		var fails int
+		for {
+			l, err := hr.ReadString('\n')
+			if err != nil {
+				t.Fatalf("honest client: %v", err)
+			}
+			if strings.HasPrefix(l, "P99 ") {
+				fmt.Sscanf(l, "P99 %d %d %d", &p0, &p1, &fails)
+				break
+			}
+		}
 		cancel()
 		wg.Wait()
+		hc.Wait()
 		if fails > 0 {
 			note += fmt.Sprintf("; honest client failed %d times", fails)
 		}
-		s.Close()
 		m.close()
 		t.Logf("%-22s %9.1f MB %9.1f MB %10v %10v  %s", a.name, float64(r0)/1024, float64(r1)/1024,
 			p0.Round(10*time.Microsecond), p1.Round(10*time.Microsecond), note)
