@@ -13,7 +13,10 @@
 // dispatcher and the registry watcher. All of them stop when the context
 // given to [Server.Run] is cancelled; Run returns after they have.
 // Shared state (peers, jobs, queue) is guarded by one mutex; nothing blocks on
-// the network while holding it.
+// the network while holding it. Each slave's output routes (job and
+// attempt to client, with the bytes counted against the job's cap) have a
+// lock of their own, so that Output never takes Server.mu; the lock order
+// is Server.mu, then slaveConn.rmu.
 package master
 
 import (
