@@ -51,7 +51,7 @@ type Request struct {
 func (r Request) Check(l wire.Limits) error {
 	name := filepath.Base(r.FileName)
 	if r.Language == "" && wire.LanguageOf(name) == "" {
-		return fmt.Errorf("%w: %s: unknown language (want .c, .cpp, .cc, .java or .py)", ErrBadInput, name)
+		return fmt.Errorf("%w: %s: unknown language (want .c, .cpp, .cc, .java, .py or a language the slaves announce)", ErrBadInput, name)
 	}
 	if len(r.Source) == 0 {
 		return fmt.Errorf("%w: %s: empty source file", ErrBadInput, name)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"kiln/internal/testenv"
 	"kiln/slave/sandbox"
 	"kiln/transport/wire"
 )
@@ -160,6 +161,7 @@ const bashSpec = `{"languages": [{
 // with its extensions and hash, and runs end to end; its own maximum
 // limits apply.
 func TestConfiguredLanguageRuns(t *testing.T) {
+	testenv.Command(t, "bash")
 	specs, err := ParseLanguages("bash.json", []byte(bashSpec))
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +170,7 @@ func TestConfiguredLanguageRuns(t *testing.T) {
 	tcs, _ := DetectLanguages(context.Background(), specs)
 	i := slices.IndexFunc(tcs, func(tc wire.Toolchain) bool { return tc.Language == "bash" })
 	if i < 0 {
-		t.Skip("MISSING: no bash on this machine")
+		t.Fatalf("bash not detected: %+v", tcs)
 	}
 	if !strings.HasPrefix(tcs[i].Compiler, "GNU bash") || !slices.Equal(tcs[i].Extensions, []string{".sh"}) {
 		t.Errorf("bash toolchain %+v", tcs[i])

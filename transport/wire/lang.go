@@ -5,7 +5,10 @@ import (
 	"strings"
 )
 
-// Languages Kiln runs, in the order they are listed to users.
+// The built-in languages, in the order they are listed to users. Slaves
+// may announce others, and other extensions, from a languages file
+// (docs/languages.md; Toolchain.Extensions): these names and LanguageOf
+// are only what a peer knows without asking.
 const (
 	LangC      = "c"
 	LangCPP    = "cpp"
@@ -13,11 +16,12 @@ const (
 	LangPython = "python"
 )
 
-// Languages lists every supported language.
+// Languages lists the built-in languages.
 func Languages() []string { return []string{LangC, LangCPP, LangJava, LangPython} }
 
-// LanguageOf returns the language of a source file from its extension, or ""
-// when the extension is not one Kiln runs.
+// LanguageOf returns the built-in language of a source file from its
+// extension, or "" when it is not one of theirs (a configured language is
+// found through Info, see client.Request.Language).
 func LanguageOf(name string) string {
 	switch strings.ToLower(filepath.Ext(name)) {
 	case ".c":
