@@ -68,7 +68,8 @@ func TestBatchFiftyCases(t *testing.T) {
 		cases = append(cases, wire.TestCase{Stdin: []byte(strconv.Itoa(i) + "\n"), Expected: []byte(strconv.Itoa(2*i) + "\n")})
 	}
 	b := Batch{Spec: wire.TestSpec{Count: 50, Compare: wire.CompareDefault}, Cases: cases}
-	job := Job{Language: wire.LangCPP, FileName: "doubler.cpp", Source: []byte(doublerCPP), Limits: wire.JobLimits{TimeMs: 500}}
+	// 2 s: room for a loaded machine; only the looping case reaches it.
+	job := Job{Language: wire.LangCPP, FileName: "doubler.cpp", Source: []byte(doublerCPP), Limits: wire.JobLimits{TimeMs: 2000}}
 	start := time.Now()
 	res, got := runBatchT(t, e, job, b, 2)
 	if res.Status != wire.StatusOK || res.Tests == nil {
@@ -90,7 +91,7 @@ func TestBatchFiftyCases(t *testing.T) {
 		t.Errorf("wrong answer detail %q output %q", d, got[17].Output)
 	}
 	s := *res.Tests
-	if s.Total != 50 || s.Ran != 50 || s.Passed != 48 || s.Status != wire.TestWrongAnswer || s.WorstWallMs < 400 {
+	if s.Total != 50 || s.Ran != 50 || s.Passed != 48 || s.Status != wire.TestWrongAnswer || s.WorstWallMs < 1900 {
 		t.Errorf("summary %+v", s)
 	}
 	t.Logf("50 tests in %v", time.Since(start))
@@ -229,7 +230,8 @@ func TestBatchBrokenChecker(t *testing.T) {
 	needLang(t, wire.LangC)
 	needLang(t, wire.LangPython)
 	e, _ := newExecutor(t, nil)
-	job := Job{Language: wire.LangC, FileName: "echo.c", Source: []byte(cEcho), Limits: wire.JobLimits{TimeMs: 300}}
+	// The checker's time limit is twice the case's: 2 s.
+	job := Job{Language: wire.LangC, FileName: "echo.c", Source: []byte(cEcho), Limits: wire.JobLimits{TimeMs: 1000}}
 	cases := []wire.TestCase{{Stdin: []byte("1"), Expected: []byte("1")}}
 	for _, tc := range []struct {
 		name, file, lang, src, want string
@@ -237,7 +239,7 @@ func TestBatchBrokenChecker(t *testing.T) {
 		{"python raises", "c.py", wire.LangPython, "raise RuntimeError('checker bug')\n", "checker failed (exit code 1"},
 		{"python exits 0", "c.py", wire.LangPython, "import sys\nsys.exit(0)\n", "want exit 42 accepted or 43 wrong answer"},
 		{"c segfaults", "c.c", wire.LangC, "int main(void){ volatile int *p = 0; return *p; }\n", "checker failed (killed by signal"},
-		{"python loops", "c.py", wire.LangPython, "while True:\n    pass\n", "checker ran over its time limit of 1s"},
+		{"python loops", "c.py", wire.LangPython, "while True:\n    pass\n", "checker ran over its time limit of 2s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := wire.TestSpec{Count: 1, Compare: wire.CompareChecker, CheckerFile: tc.file, CheckerLanguage: tc.lang}
