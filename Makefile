@@ -4,7 +4,7 @@ VERSION  ?= 0.1.0
 LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 20000x
 
-.PHONY: all build test unit fuzz fuzz-short lint demo bench clean mutate hostile-figures hostile-peer-figures
+.PHONY: all build test unit fuzz fuzz-short lint demo bench clean mutate hostile-figures hostile-peer-figures loadtest
 
 all: build
 
@@ -54,6 +54,12 @@ hostile-figures:
 ## a master in a child process, the honest client in another (about 1 min).
 hostile-peer-figures:
 	KILN_MEASURE=1 $(GO) test -count=1 -run TestMeasurePeerAttacks -v ./master/ | grep -E 'hostile_measure|FAIL|^ok'
+
+## loadtest: the master against 100 simulated slaves x 16 slots and 1,000
+## client sessions, at rising rates (docs/performance.md, "The master under
+## load"; about 1.5 min). LOADTEST="--rates 500,1000 --delay 5ms" to vary.
+loadtest: build
+	bin/kiln loadtest $(LOADTEST)
 
 clean:
 	rm -rf bin

@@ -37,6 +37,7 @@ Usage:
   kiln admin --bundle FILE COMMAND        operate the cluster remotely
   kiln dev                                master + local slots + throwaway certs
   kiln bench --jobs N --concurrency C F   measure throughput and latency
+  kiln loadtest [--slaves N ...]          measure the master against simulated peers
   kiln version                            print the version
 
 Run 'kiln COMMAND --help' for the flags of one command.
@@ -106,6 +107,8 @@ func run(ctx context.Context, e env, args []string) int {
 		return cmdDev(ctx, e, rest)
 	case "bench":
 		return cmdBench(ctx, e, rest)
+	case "loadtest":
+		return cmdLoadtest(ctx, e, rest)
 	case "version", "--version":
 		fmt.Fprintf(e.stdout, "kiln %s\n", version)
 		return 0
