@@ -137,10 +137,8 @@ func (s *Server) noSlaveLocked(sub wire.Submit) string {
 	lang := sub.Language
 	cands := s.candidatesLocked(s.cfg.Now())
 	mine := candidatesFor(cands, sub.Sealed)
-	if sub.Tests > 0 {
-		if m := judging(mine); len(m) < len(mine) && !supports(m, lang, "") && supports(mine, lang, "") {
-			return fmt.Sprintf("no connected slave that runs %s judges test batches (upgrade the slaves)", lang)
-		}
+	if msg := unfitting(mine, sub); msg != "" {
+		return msg
 	}
 	if supports(mine, lang, "") {
 		return ""
@@ -230,9 +228,7 @@ func (s *Server) dispatch() {
 			if j.submit.Sealed {
 				cs = sealing
 			}
-			if j.submit.Tests > 0 {
-				cs = judging(cs)
-			}
+			cs = fitting(cs, j.submit)
 			k := pickFor(cs, j.submit.Language, j.avoid)
 			if k < 0 {
 				continue

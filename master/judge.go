@@ -101,6 +101,54 @@ func (s *Server) toolchainsOf(lang string) []wire.Toolchain {
 	return out
 }
 
+// fitting keeps the candidates that can run sub as asked: a slave that
+// judges test batches for a batch, and one whose toolchain allows every
+// compiler option of the Submit (slaves of one language may be configured
+// differently).
+func fitting(cands []*candidate, sub wire.Submit) []*candidate {
+	if sub.Tests > 0 {
+		cands = judging(cands)
+	}
+	if len(sub.Options) == 0 {
+		return cands
+	}
+	var out []*candidate
+	for _, c := range cands {
+		if c.slave != nil && allows(c.slave.reg.Toolchains, sub.Language, sub.Options) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// unfitting says why no candidate among cands that runs sub's language
+// can run it as asked (see fitting), or "".
+func unfitting(cands []*candidate, sub wire.Submit) string {
+	lang := sub.Language
+	if !supports(cands, lang, "") || supports(fitting(cands, sub), lang, "") {
+		return ""
+	}
+	if sub.Tests > 0 && !supports(judging(cands), lang, "") {
+		return fmt.Sprintf("no connected slave that runs %s judges test batches (upgrade the slaves)", lang)
+	}
+	return fmt.Sprintf("no connected slave that runs %s allows the compiler options %s together", lang, strings.Join(sub.Options, " "))
+}
+
+// allows reports whether the toolchain of lang among tcs allows opts.
+func allows(tcs []wire.Toolchain, lang string, opts []string) bool {
+	for _, t := range tcs {
+		if t.Language == lang {
+			for _, o := range opts {
+				if !slices.Contains(t.Options, o) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	return false
+}
+
 // judging keeps the candidates whose slave judges test batches.
 func judging(cands []*candidate) []*candidate {
 	var out []*candidate

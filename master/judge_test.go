@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -158,5 +160,47 @@ func TestTestsFeatureNegotiated(t *testing.T) {
 	}
 	if _, e := submitRaw(t, cs, 3, wire.Submit{Language: "c", FileName: "x.c", Tests: wire.MaxTests + 1}, []byte("int main(){}"), []byte("b")); e == nil || e.Code != wire.CodeBadRequest {
 		t.Fatalf("batch over the bound: %+v", e)
+	}
+}
+
+// A job with compiler options goes only to a slave whose toolchain allows
+// them all; when none does, it is refused.
+func TestOptionsPickTheSlave(t *testing.T) {
+	c := newCluster(t)
+	register := func(name string, opts ...string) *transport.Session {
+		sl, _ := c.dialFeatures(c.issue(certs.RoleSlave, name, "1.0"), true, nil)
+		sl.Send(wire.MsgRegister, 0, wire.Register{Slots: 4, OS: "linux", Toolchains: []wire.Toolchain{
+			{Language: "cpp", Compiler: "g++", Extensions: []string{".cpp"}, Options: opts}}})
+		sl.Send(wire.MsgLoad, 0, wire.Load{Slots: 4})
+		c.waitLog("slave registered", "peer="+name)
+		var wg sync.WaitGroup
+		wg.Go(func() { // take the job files
+			for {
+				_, body, err := sl.AcceptFile(context.Background())
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, body)
+				body.Close()
+			}
+		})
+		t.Cleanup(func() { sl.Close(); wg.Wait() })
+		return sl
+	}
+	register("old", "-O2")
+	modern := register("modern", "-O2", "-std=c++20")
+	cs, _ := c.dialFeatures(c.issue(certs.RoleClient, "alice", "1.0"), false, nil)
+	for i := range 3 {
+		if _, e := submitRaw(t, cs, uint64(i+1), wire.Submit{Language: "cpp", FileName: "a.cpp", Options: []string{"-std=c++20"}}, []byte("int main(){}"), nil); e != nil {
+			t.Fatalf("submit %d: %+v", i, e)
+		}
+	}
+	for got := 0; got < 3; {
+		if env := recvAny(t, modern); env.Type == wire.MsgAssign {
+			got++
+		}
+	}
+	if _, e := submitRaw(t, cs, 9, wire.Submit{Language: "cpp", FileName: "a.cpp", Options: []string{"-std=c++20", "-O3"}}, []byte("int main(){}"), nil); e == nil || e.Code != wire.CodeBadRequest {
+		t.Fatalf("an option no slave allows: %+v", e)
 	}
 }
