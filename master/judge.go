@@ -83,7 +83,9 @@ func (s *Server) checkLanguage(sub wire.Submit) *wire.Error {
 	return nil
 }
 
-// toolchainsOf returns the toolchains registered slaves announced for lang.
+// toolchainsOf returns the distinct toolchains registered slaves announced
+// for lang. Slaves of one fleet announce the same few: keeping one of each
+// keeps a Submit's check short however many slaves there are.
 func (s *Server) toolchainsOf(lang string) []wire.Toolchain {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -93,7 +95,7 @@ func (s *Server) toolchainsOf(lang string) []wire.Toolchain {
 			continue
 		}
 		for _, t := range sc.reg.Toolchains {
-			if t.Language == lang {
+			if t.Language == lang && !slices.ContainsFunc(out, func(o wire.Toolchain) bool { return sameToolchain(o, t) }) {
 				out = append(out, t)
 			}
 		}
@@ -147,6 +149,12 @@ func allows(tcs []wire.Toolchain, lang string, opts []string) bool {
 		}
 	}
 	return false
+}
+
+// sameToolchain reports whether a and b announce the same extensions and
+// options (all checkLanguage reads).
+func sameToolchain(a, b wire.Toolchain) bool {
+	return slices.Equal(a.Extensions, b.Extensions) && slices.Equal(a.Options, b.Options)
 }
 
 // judging keeps the candidates whose slave judges test batches.

@@ -210,6 +210,23 @@ func (s *Setup) Run(ctx context.Context, step Step, drain time.Duration) Report 
 	return rep
 }
 
+// Idle returns the share of one core the master uses over d with no job
+// offered (keepalives and load reports of every session), or 0 without
+// Config.Master.
+func (s *Setup) Idle(ctx context.Context, d time.Duration) float64 {
+	if s.cfg.Master == nil {
+		return 0
+	}
+	c0, _ := s.cfg.Master()
+	start := time.Now()
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+	c1, _ := s.cfg.Master()
+	return (c1 - c0).Seconds() / time.Since(start).Seconds()
+}
+
 // pending counts the jobs without a result or an error answer.
 func (s *Setup) pending(jobs []*job) int {
 	n := 0
