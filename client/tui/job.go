@@ -36,8 +36,12 @@ func (m *Model) Execute(ctx context.Context) (client.Outcome, error) {
 		return out, m.fail(err)
 	}
 	name := filepath.Base(file)
+	tests, err := m.loadTests()
+	if err != nil {
+		return out, m.fail(err)
+	}
 	m.print(Note, "Submitting %s (%s, %d bytes) ...", name, wire.LanguageOf(name), len(src))
-	job, err := c.Submit(ctx, client.Request{FileName: file, Source: src, Progress: m.progress, Seal: true})
+	job, err := c.Submit(ctx, client.Request{FileName: file, Source: src, Progress: m.progress, Seal: true, Tests: tests})
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			err = errors.New("cancelled before the master accepted the job")
@@ -48,7 +52,7 @@ func (m *Model) Execute(ctx context.Context) (client.Outcome, error) {
 	m.mu.Lock()
 	m.job = job
 	m.mu.Unlock()
-	m.stream(ctx, job)
+	m.stream(ctx, job, tests)
 	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer wcancel()
 	if ctx.Err() != nil { // quitting: give the cancel a moment to land
@@ -57,6 +61,10 @@ func (m *Model) Execute(ctx context.Context) (client.Outcome, error) {
 	out, err = job.Wait(wctx)
 	if err != nil {
 		return out, m.fail(err)
+	}
+	if out.Result.Tests != nil && out.Result.Status == wire.StatusOK {
+		m.printTests(name, out)
+		return out, nil
 	}
 	m.printResult(name, src, out)
 	return out, nil
@@ -95,13 +103,17 @@ func (m *Model) progress(sent, total int64) {
 }
 
 // stream prints the job's events until it ends or ctx ends.
-func (m *Model) stream(ctx context.Context, job *client.Job) {
+func (m *Model) stream(ctx context.Context, job *client.Job, tests *client.Tests) {
 	events := job.Events()
 	for {
 		select {
 		case ev, ok := <-events:
 			if !ok {
 				return
+			}
+			if ev.Test != nil {
+				m.testLine(tests, *ev.Test)
+				continue
 			}
 			m.event(ev)
 		case <-ctx.Done():

@@ -77,7 +77,8 @@ type State struct {
 	Since   time.Time // when the session started
 	Err     string    // why the last connect failed or the session ended
 
-	File string // the selected source file, "" when none
+	File  string // the selected source file, "" when none
+	Tests string // the selected tests folder, "" when none (see SelectTests)
 
 	Running  bool   // a job is being submitted or runs
 	Phase    string // uploading, queued, assigned, running on SLAVE, ...

@@ -117,6 +117,7 @@ type browser struct {
 	help    *tview.TextView
 	dir     string
 	all     bool
+	dirs    bool // picking a folder (tests), not a file
 	onPick  func(path string)
 	onClose func()
 }
@@ -150,6 +151,11 @@ func (b *browser) load() {
 	}
 	b.SetTitle(" Select a file — " + filter + " ")
 	b.where.SetText("In " + b.dir)
+	if b.dirs {
+		b.SetTitle(" Select a tests folder (NAME.in with NAME.out or NAME.ans) ")
+		b.list.AddItem("[ Use this folder ]", "", 0, func() { b.onPick(b.dir) })
+		b.list.AddItem("[ No tests: run the file once ]", "", 0, func() { b.onPick("") })
+	}
 	b.list.AddItem("../", "", 0, func() { b.cd(filepath.Dir(b.dir)) })
 	entries, err := os.ReadDir(b.dir)
 	if err != nil {
@@ -163,6 +169,7 @@ func (b *browser) load() {
 		case strings.HasPrefix(name, "."):
 		case e.IsDir():
 			dirs = append(dirs, name)
+		case b.dirs:
 		case b.all || wire.LanguageOf(name) != "":
 			files = append(files, name)
 		}
@@ -175,9 +182,16 @@ func (b *browser) load() {
 	for _, f := range files {
 		b.list.AddItem(f, "", 0, func() { b.onPick(filepath.Join(b.dir, f)) })
 	}
-	if len(dirs)+len(files) > 0 {
+	if len(dirs)+len(files) > 0 && !b.dirs {
 		b.list.SetCurrentItem(1)
 	}
+}
+
+// folders makes the browser pick a folder instead of a file.
+func (b *browser) folders() {
+	b.dirs = true
+	b.help.SetText("Enter open · \"Use this folder\" selects it · Esc close")
+	b.load()
 }
 
 func (b *browser) cd(dir string) {

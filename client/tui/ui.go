@@ -83,6 +83,7 @@ func (u *UI) actionList() []action {
 	return []action{
 		{tcell.KeyF2, "Connect", u.toggleConnect},
 		{tcell.KeyF3, "Select file", func() { u.openBrowser(false) }},
+		{tcell.KeyF8, "Tests", u.openTests},
 		{tcell.KeyF5, "Execute", u.execute},
 		{tcell.KeyF6, "Edit", u.openEditor},
 		{tcell.KeyF7, "Info", u.info},
@@ -310,6 +311,9 @@ func (u *UI) render() {
 	if st.File != "" {
 		file = "[white]" + tview.Escape(st.File)
 	}
+	if st.Tests != "" {
+		file += "[-]   Tests: [white]" + tview.Escape(st.Tests)
+	}
 	u.file.SetText(" File: " + file)
 	label := "Connect"
 	switch st.Conn {
@@ -395,6 +399,24 @@ func (u *UI) openBrowser(forBundle bool) {
 		}
 	}
 	u.brow = newBrowser(dir, forBundle, pick, func() { u.closePage("browser") })
+	u.pages.AddPage("browser", centered(u.brow, 100, 26), true, true)
+	u.app.SetFocus(u.brow.list)
+}
+
+// openTests is F8: pick a tests folder (or none) for F5 to judge on.
+func (u *UI) openTests() {
+	dir := u.dir
+	if cur := u.st.Tests; cur != "" {
+		dir = cur
+	} else if cur := u.st.File; cur != "" {
+		dir = filepath.Dir(cur)
+	}
+	pick := func(path string) {
+		u.closePage("browser")
+		u.do(func(context.Context) { u.m.SelectTests(path) })
+	}
+	u.brow = newBrowser(dir, false, pick, func() { u.closePage("browser") })
+	u.brow.folders()
 	u.pages.AddPage("browser", centered(u.brow, 100, 26), true, true)
 	u.app.SetFocus(u.brow.list)
 }
