@@ -114,7 +114,11 @@ func (fs *fakeSlave) loop() {
 			if !fs.decode(env, &cn) {
 				return
 			}
-			fs.cancels <- cn.JobID
+			select { // a test that stopped reading must not hold the loop past the session
+			case fs.cancels <- cn.JobID:
+			case <-fs.sess.Done():
+				return
+			}
 			continue
 		}
 		if env.Type != wire.MsgAssign {
@@ -128,7 +132,11 @@ func (fs *fakeSlave) loop() {
 		fs.ran = append(fs.ran, a.JobID)
 		fs.mu.Unlock()
 		if fs.hold {
-			fs.jobs <- a
+			select {
+			case fs.jobs <- a:
+			case <-fs.sess.Done():
+				return
+			}
 			continue
 		}
 		fs.spawn(func() { fs.finish(a) })
