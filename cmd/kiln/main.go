@@ -39,6 +39,7 @@ Usage:
   kiln bench --jobs N --concurrency C F   measure throughput and latency
   kiln loadtest [--slaves N ...]          measure the master against simulated peers
   kiln version                            print the version
+  kiln completion bash|zsh|fish           shell completion; kiln man: the manual page
 
 Run 'kiln COMMAND --help' for the flags of one command.
 Environment: KILN_BUNDLE and KILN_MASTER stand for --bundle and --master; for
@@ -109,6 +110,10 @@ func run(ctx context.Context, e env, args []string) int {
 		return cmdBench(ctx, e, rest)
 	case "loadtest":
 		return cmdLoadtest(ctx, e, rest)
+	case "completion":
+		return cmdCompletion(ctx, e, rest)
+	case "man":
+		return cmdMan(ctx, e, rest)
 	case "version", "--version":
 		fmt.Fprintf(e.stdout, "kiln %s\n", version)
 		return 0
