@@ -4,7 +4,7 @@ VERSION  ?= 0.1.0
 LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 20000x
 
-.PHONY: all build test unit fuzz fuzz-short lint demo bench clean mutate hostile-figures hostile-peer-figures loadtest
+.PHONY: all build test unit fuzz fuzz-short lint demo bench clean mutate hostile-figures hostile-peer-figures loadtest cluster-bench
 
 all: build
 
@@ -54,6 +54,13 @@ hostile-figures:
 ## a master in a child process, the honest client in another (about 1 min).
 hostile-peer-figures:
 	KILN_MEASURE=1 $(GO) test -count=1 -run TestMeasurePeerAttacks -v ./master/ | grep -E 'hostile_measure|FAIL|^ok'
+
+## cluster-bench: a master and one slave on loopback, the cluster against
+## bare runs of examples/hello.c: latency, throughput at concurrency 1, 4, 16,
+## CPU per job of each process, the file path against raw TLS (about 1 min;
+## docs/performance.md, "The cluster path"). BENCH="200 examples/hello.py".
+cluster-bench: build
+	bash examples/bench.sh $(BENCH)
 
 ## loadtest: the master against 100 simulated slaves x 16 slots and 1,000
 ## client sessions, at rising rates (docs/performance.md, "The master under

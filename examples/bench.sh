@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# The cluster's figures in one run: a master and ONE slave (4 slots, strict
-# sandbox) on loopback, then `kiln bench --baseline` for a Python hello world
-# at concurrency 4, sealed and unsealed, against the same program run bare
-# with 4 in parallel. Usage: examples/bench.sh [JOBS] [FILE]
+# The cluster's figures in one run (docs/performance.md, "The cluster path"):
+# a master and ONE slave (4 slots, strict sandbox) on loopback, then for FILE
+#   - latency at concurrency 1, sealed and --no-seal, against the program bare;
+#   - throughput at concurrency 1, 4 and 16 against bare (`kiln bench --baseline`);
+#   - CPU per job of each process over a JOBS-job run at concurrency 4: the
+#     bench client, the master, the slave, the slave's sandboxes (their inits,
+#     and the programs they reaped), against the program run bare;
+#   - the file path: a 256 MiB stream over mutual TLS + yamux against raw TLS
+#     (needs the Go toolchain; skipped without it).
+# Usage: examples/bench.sh [JOBS] [FILE]   (default 200 examples/hello.c)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KILN=${KILN:-bin/kiln}
 jobs=${1:-200}
-file=${2:-examples/hello.py}
+file=${2:-examples/hello.c}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/kiln-bench.XXXXXX")
 pids=()
 cleanup() {
@@ -18,20 +24,62 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 freeport() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+hz=$(getconf CLK_TCK)
+# cpu PID: user+system clock ticks of the process itself.
+cpu() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# tree PID: ticks of every live descendant of PID, with the children each reaped.
+tree() {
+  local total=0 kids k
+  kids=$(cat /proc/"$1"/task/*/children 2>/dev/null || true)
+  for k in $kids; do
+    [ -r "/proc/$k/stat" ] || continue
+    total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$k/stat") + $(tree "$k")))
+  done
+  echo "$total"
+}
+ms_per_job() { awk -v t="$1" -v hz="$hz" -v n="$2" 'BEGIN { printf "%.2f", t / hz * 1000 / n }'; }
+
 cport=$(freeport); sport=$(freeport)
 $KILN certs init --dir "$dir" --master-host 127.0.0.1 >/dev/null
 $KILN certs issue --dir "$dir" --role slave --name slave-1 --out "$dir/slave.bundle" 2>/dev/null >/dev/null
 $KILN certs issue --dir "$dir" --role client --name bench --out "$dir/client.bundle" 2>/dev/null >/dev/null
 $KILN master --dir "$dir" --client-addr "127.0.0.1:$cport" --slave-addr "127.0.0.1:$sport" --console off --log-level warn &
-pids+=($!)
+mpid=$!; pids+=($mpid)
 $KILN slave --bundle "$dir/slave.bundle" --master "127.0.0.1:$sport" --slots 4 --work-dir "$dir/work" \
   --cache-dir "$dir/cache" --log-level warn &
-pids+=($!)
+spid=$!; pids+=($spid)
 export KILN_BUNDLE="$dir/client.bundle" KILN_MASTER="127.0.0.1:$cport"
 for _ in $(seq 1 100); do $KILN run "$file" >/dev/null 2>&1 && break; sleep 0.1; done
-echo "== one job at a time (latency of the cluster path)"
-$KILN bench --jobs 100 --concurrency 1 --baseline "$file"
-echo "== sealed (default)"
-$KILN bench --jobs "$jobs" --concurrency 4 --baseline "$file"
-echo "== unsealed (--no-seal)"
-$KILN bench --jobs "$jobs" --concurrency 4 --baseline --no-seal "$file"
+$KILN bench --jobs 20 --concurrency 4 "$file" >/dev/null # warm: compiled program cached, sandboxes prepared
+
+summary() { grep -E '^(cluster|bare)$|throughput|latency|ratio|added' | sed 's/^/  /'; }
+echo "== $file, one job at a time (latency), sealed"
+$KILN bench --jobs 100 --concurrency 1 --baseline "$file" | summary
+echo "== one job at a time, --no-seal"
+$KILN bench --jobs 100 --concurrency 1 --baseline --no-seal "$file" | summary
+for c in 4 16; do
+  echo "== concurrency $c, sealed"
+  $KILN bench --jobs "$jobs" --concurrency "$c" --baseline "$file" | summary
+done
+
+echo "== CPU per job over $jobs jobs at concurrency 4 (ms; clock ticks of $((1000 / hz)) ms)"
+m0=$(cpu "$mpid"); s0=$(cpu "$spid"); t0=$(tree "$spid")
+TIMEFORMAT='%U %S'
+client=$( { time $KILN bench --jobs "$jobs" --concurrency 4 "$file" >/dev/null; } 2>&1 | awk -v hz="$hz" '{ print ($1 + $2) * hz }')
+m1=$(cpu "$mpid"); s1=$(cpu "$spid"); t1=$(tree "$spid")
+# The program bare, as many times, one after the other.
+bare=$( { time $KILN bench --jobs "$jobs" --concurrency 4 --baseline --json "$file" >/dev/null; } 2>&1 | awk -v hz="$hz" '{ print ($1 + $2) * hz }')
+bare=$(awk -v b="$bare" -v c="$client" 'BEGIN { print (b > c ? b - c : 0) }') # the baseline's children, minus a cluster run
+echo "  bench client          $(ms_per_job "$client" "$jobs")"
+echo "  master                $(ms_per_job $((m1 - m0)) "$jobs")"
+echo "  slave                 $(ms_per_job $((s1 - s0)) "$jobs")"
+echo "  sandboxes + programs  $(ms_per_job $((t1 - t0)) "$jobs")"
+echo "  program bare          $(ms_per_job "$bare" "$jobs")   (approximate: the baseline run minus a cluster run)"
+echo "  Kiln's own (client + master + slave + sandboxes - bare): $(ms_per_job "$(awk -v a="$client" -v b=$((m1 - m0)) -v c=$((s1 - s0)) -v d=$((t1 - t0)) -v e="$bare" 'BEGIN { print a + b + c + d - e }')" "$jobs")"
+
+echo "== the file path: 256 MiB over mutual TLS + yamux against raw TLS, interleaved"
+if command -v go >/dev/null; then
+  go test -run '^$' -bench 'FileStreamVsRawTLS' -benchtime 3x ./transport/ | grep -o '[0-9.]* \(cpu-ratio\|ratio\|rawtls-MB/s\|stream-MB/s\)' | sed 's/^/  /'
+else
+  echo "  (no Go toolchain: skipped)"
+fi
