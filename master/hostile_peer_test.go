@@ -130,6 +130,7 @@ func TestHostileOversizedHello(t *testing.T) {
 	if _, err := c.dialHello(b, false, wire.Hello{Features: []string{strings.Repeat("x", 200<<10)}}); refusedCode(err) != wire.CodeBadHello {
 		t.Fatalf("a 200 KiB Hello: %v, want refused %s from its frame size", err, wire.CodeBadHello)
 	}
+	c.waitLog("bad hello", "frame too large", "(max 65536)") // refused before its body was read
 	long := strings.Repeat("x", wire.MaxShort+1)
 	if _, err := c.dialHello(b, false, wire.Hello{Features: []string{long}}); refusedCode(err) != wire.CodeBadHello {
 		t.Fatalf("Hello with a %d-byte feature: %v, want refused", len(long), err)
