@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -70,9 +71,26 @@ func (r *jobRunner) launch(pid int, m *runMsg) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// The copy is a new task; left to the scheduler it may start on the
+	// other CPU, behind whatever runs there (on a loaded machine this cost
+	// ~2 ms a job). Pinned to this thread's CPU, it runs as soon as the
+	// init waits for it; it gets the launcher's CPU set back before it runs
+	// anything of its own.
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(pid, &all); err != nil {
+		return 0, fmt.Errorf("affinity: %w", err)
+	}
+	if cpu, ok := currentCPU(); ok {
+		var here unix.CPUSet
+		here.Set(cpu)
+		unix.SchedSetaffinity(pid, &here)
+	}
 	child, err := t.fork()
 	if err != nil {
 		return child, err
+	}
+	if err := unix.SchedSetaffinity(child, &all); err != nil {
+		return child, fmt.Errorf("affinity: %w", err)
 	}
 	c := t.adopt(child)
 	// v1: move the copy into the slot's groups, whose "tasks" files the
@@ -143,4 +161,11 @@ func waitStop(pid int, sig syscall.Signal) error {
 		return fmt.Errorf("%w (status %#x)", errDied, uint32(ws))
 	}
 	return nil
+}
+
+// currentCPU returns the CPU the calling thread runs on.
+func currentCPU() (int, bool) {
+	var cpu, node uint32
+	_, _, e := unix.Syscall(unix.SYS_GETCPU, uintptr(unsafe.Pointer(&cpu)), uintptr(unsafe.Pointer(&node)), 0)
+	return int(cpu), e == 0
 }
