@@ -146,12 +146,26 @@ func (s *Server) SlavesOut() (quarantined, unhealthy int) {
 }
 
 // Info is what a client sees of the cluster: languages, compilers, slots.
+// The lists merge what every slave announced, so they are deduplicated
+// through sets and cut to what a client decodes (wire.MaxLanguages
+// languages, built-in ones first; wire.MaxCompilers compilers,
+// wire.MaxOptions extensions and wire.MaxItems options per language) and
+// to half a frame of strings in all (infoStringBytes): a slave announcing
+// every toolchain and option the field limits allow neither makes Info
+// cost more than one pass over them nor makes it undecodable.
 func (s *Server) Info() wire.Info {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
 	info := wire.Info{Master: s.cfg.Name, Version: s.cfg.Version, Queue: s.queue.len()}
-	byLang := map[string]*wire.LanguageInfo{}
+	// merged is one language: each list in the order of first
+	// appearance, with a set to deduplicate it.
+	type merged struct {
+		li                    *wire.LanguageInfo
+		compilers, exts, opts []string
+		seen                  map[string]bool // "c"+compiler, "e"+extension, "o"+option
+	}
+	byLang := map[string]*merged{}
 	for sc := range s.slaves {
 		if !sc.registered {
 			continue
@@ -162,25 +176,66 @@ func (s *Server) Info() wire.Info {
 			free = max(sc.reg.Slots-len(sc.running), 0)
 		}
 		info.FreeSlots += free
+		counted := map[string]bool{}
 		for _, t := range sc.reg.Toolchains {
-			li := byLang[t.Language]
-			if li == nil {
+			m := byLang[t.Language]
+			if m == nil {
 				b := s.cfg.JobLimits.For(t.Language)
-				li = &wire.LanguageInfo{Language: t.Language, DefaultLimits: b.Default, MaxLimits: b.Max}
-				byLang[t.Language] = li
+				m = &merged{li: &wire.LanguageInfo{Language: t.Language, DefaultLimits: b.Default, MaxLimits: b.Max},
+					seen: map[string]bool{}}
+				byLang[t.Language] = m
 			}
-			li.Slaves++
-			li.FreeSlots += free
-			if !slices.Contains(li.Compilers, t.Compiler) {
-				li.Compilers = append(li.Compilers, t.Compiler)
+			if !counted[t.Language] {
+				// A slave with several toolchains of one language is
+				// one slave of it.
+				counted[t.Language] = true
+				m.li.Slaves++
+				m.li.FreeSlots += free
 			}
-			addLanguageOptions(li, t)
+			add := func(list *[]string, kind, v string) {
+				if !m.seen[kind+v] {
+					m.seen[kind+v] = true
+					*list = append(*list, v)
+				}
+			}
+			add(&m.compilers, "c", t.Compiler)
+			for _, e := range t.Extensions {
+				add(&m.exts, "e", e)
+			}
+			for _, o := range t.Options {
+				add(&m.opts, "o", o)
+			}
 		}
 	}
+	room := infoStringBytes
+	// take returns the first entries of list that fit in max entries and
+	// what is left of room.
+	take := func(list []string, max int) []string {
+		var out []string
+		for _, v := range list {
+			if len(out) == max || len(v)+3 > room {
+				break
+			}
+			room -= len(v) + 3
+			out = append(out, v)
+		}
+		return out
+	}
 	for _, lang := range languageOrder(byLang) {
-		li := byLang[lang]
-		slices.Sort(li.Compilers)
-		info.Languages = append(info.Languages, *li)
+		if len(info.Languages) == wire.MaxLanguages || len(lang)+3 > room {
+			break
+		}
+		room -= len(lang) + 3
+		m := byLang[lang]
+		slices.Sort(m.compilers)
+		m.li.Compilers = take(m.compilers, wire.MaxCompilers)
+		m.li.Extensions = take(m.exts, wire.MaxOptions)
+		m.li.Options = take(m.opts, wire.MaxItems)
+		info.Languages = append(info.Languages, *m.li)
 	}
 	return info
 }
+
+// infoStringBytes bounds the strings of one Info (names of languages,
+// compilers, extensions, options), well under a frame (wire.MaxFrame).
+const infoStringBytes = wire.MaxFrame / 2

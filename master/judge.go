@@ -187,26 +187,12 @@ func (s *Server) testResult(sc *slaveConn, env wire.Envelope) error {
 	return nil
 }
 
-// addLanguageOptions adds a toolchain's extensions and options to li.
-func addLanguageOptions(li *wire.LanguageInfo, t wire.Toolchain) {
-	for _, e := range t.Extensions {
-		if !slices.Contains(li.Extensions, e) {
-			li.Extensions = append(li.Extensions, e)
-		}
-	}
-	for _, o := range t.Options {
-		if !slices.Contains(li.Options, o) {
-			li.Options = append(li.Options, o)
-		}
-	}
-}
-
 // languageOrder lists the languages of byLang: the built-in ones in
 // their usual order, then the others by name.
-func languageOrder(byLang map[string]*wire.LanguageInfo) []string {
+func languageOrder[T any](byLang map[string]T) []string {
 	var out, rest []string
 	for _, l := range wire.Languages() {
-		if byLang[l] != nil {
+		if _, ok := byLang[l]; ok {
 			out = append(out, l)
 		}
 	}

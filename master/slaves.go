@@ -241,6 +241,11 @@ func (s *Server) slaveMessage(sc *slaveConn, env wire.Envelope) error {
 		if r.Slots <= 0 || r.Slots > 1024 {
 			return fmt.Errorf("register: %d slots", r.Slots)
 		}
+		if n := optionCount(r.Toolchains); n > wire.MaxItems {
+			// Info and every Submit's check merge the options of all
+			// slaves: each slave's share stays small.
+			return fmt.Errorf("register: %d compiler options over all toolchains, at most %d", n, wire.MaxItems)
+		}
 		key, err := sc.checkSealKey(r.SealKey)
 		if err != nil {
 			return err
@@ -261,8 +266,8 @@ func (s *Server) slaveMessage(sc *slaveConn, env wire.Envelope) error {
 			// without the lock once registered; it must not change.
 			return errors.New("register: already registered on this session")
 		}
-		sc.log.Info("slave registered", "slots", r.Slots, "languages", languages(r.Toolchains),
-			"os", r.OS, "kernel", r.Kernel, "sandbox", r.Sandbox, "sealing", key != nil, "held", len(r.Held))
+		sc.log.Info("slave registered", "slots", r.Slots, "languages", logArgs(languages(r.Toolchains)),
+			"os", logString(r.OS), "kernel", logString(r.Kernel), "sandbox", logString(r.Sandbox), "sealing", key != nil, "held", len(r.Held))
 		// Jobs the slave kept through a lost session: this master keeps
 		// no job beyond its sessions (it re-queued them when the slave
 		// was lost), so the running ones are cancelled; their results are
@@ -378,6 +383,13 @@ func (s *Server) result(sc *slaveConn, r wire.Result) {
 		sc.log.Debug("stale result dropped", "job", r.JobID, "attempt", r.Attempt)
 		return
 	}
+	if !slaveStatus(r.Status) {
+		s.mu.Unlock()
+		// The status is a metrics label and goes to the client: one made
+		// up per job would grow both without bound.
+		s.failAttempt(sc, j, r.Attempt, wire.StatusInternalError, fmt.Sprintf("slave %s sent an unknown status %q", sc.id.Name, truncate(r.Status, 40)), true)
+		return
+	}
 	if r.Status == wire.StatusInternalError && r.SlaveFault {
 		s.mu.Unlock()
 		// The slave's own fault (its disk, its toolchain): the job runs
@@ -422,6 +434,25 @@ func (s *Server) checkHeartbeats() {
 		sc.log.Warn("slave missed its heartbeats; dropping it", "silent_for", silent[i].Round(time.Millisecond))
 		sc.close()
 	}
+}
+
+// slaveStatus reports whether a slave may end a job with status.
+func slaveStatus(status string) bool {
+	switch status {
+	case wire.StatusOK, wire.StatusCompileError, wire.StatusRuntimeError, wire.StatusTimeLimit,
+		wire.StatusMemoryLimit, wire.StatusOutputLimit, wire.StatusInternalError, wire.StatusCancelled:
+		return true
+	}
+	return false
+}
+
+// optionCount is the number of compiler options over toolchains.
+func optionCount(ts []wire.Toolchain) int {
+	n := 0
+	for _, t := range ts {
+		n += len(t.Options)
+	}
+	return n
 }
 
 func languages(ts []wire.Toolchain) []string {

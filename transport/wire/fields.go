@@ -194,6 +194,8 @@ func (r *Result) checkFields(f *fields) {
 
 func (c *Cancel) checkFields(f *fields) { f.str("job", c.JobID, MaxShort) }
 
+func (l *Load) checkFields(f *fields) { f.str("health", l.Health, MaxText) }
+
 func (i *Info) checkFields(f *fields) {
 	f.str("master", i.Master, MaxName)
 	f.str("version", i.Version, MaxShort)

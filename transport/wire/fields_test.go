@@ -44,6 +44,7 @@ func TestFieldLimits(t *testing.T) {
 		{"Assign.owner", MsgAssign, func() any { return &Assign{Owner: str(MaxShort)} }, func() any { return &Assign{Owner: str(MaxShort + 1)} }},
 		{"Output.job", MsgOutput, func() any { return &Output{JobID: str(MaxShort)} }, func() any { return &Output{JobID: str(MaxShort + 1)} }},
 		{"Output.key", MsgOutput, func() any { return &Output{Key: bin(MaxKey)} }, func() any { return &Output{Key: bin(MaxKey + 1)} }},
+		{"Load.health", MsgLoad, func() any { return &Load{Health: str(MaxText)} }, func() any { return &Load{Health: str(MaxText + 1)} }},
 		{"Result.detail", MsgResult, func() any { return &Result{Detail: str(MaxText)} }, func() any { return &Result{Detail: str(MaxText + 1)} }},
 		{"Result.slave", MsgResult, func() any { return &Result{Slave: str(MaxName)} }, func() any { return &Result{Slave: str(MaxName + 1)} }},
 		{"Cancel.job", MsgCancel, func() any { return &Cancel{JobID: str(MaxShort)} }, func() any { return &Cancel{JobID: str(MaxShort + 1)} }},
@@ -91,7 +92,7 @@ func TestFieldLimits(t *testing.T) {
 // the field limits by accident: every type with a string, byte or list
 // field implements checker.
 func TestEveryBodyIsChecked(t *testing.T) {
-	unchecked := map[MsgType]bool{MsgLoad: true, MsgAdminReply: true, MsgListJobs: true}
+	unchecked := map[MsgType]bool{MsgAdminReply: true, MsgListJobs: true}
 	for _, mt := range MsgTypes() {
 		v, _ := NewBody(mt)
 		if _, ok := v.(checker); !ok && !unchecked[mt] {
