@@ -503,7 +503,7 @@ func TestHostileSlowReaderRevocation(t *testing.T) {
 // bound a session is disconnected as too slow, and others are served
 // meanwhile. (Queues used to count messages, 4096 of any size.)
 func TestHostileSendQueueBytes(t *testing.T) {
-	const perPeer, perKey = 256 << 10, 512 << 10
+	const perPeer, perKey = 256 << 10, 320 << 10
 	c := newCluster(t, unthrottled, func(cfg *master.Config) {
 		cfg.Budget.SendQueueBytes, cfg.Budget.SendQueueBytesPerKey = perPeer, perKey
 	})
