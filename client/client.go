@@ -63,6 +63,7 @@ type Config struct {
 type Client struct {
 	s       *transport.Session
 	ca      *x509.Certificate // the cluster CA, which slave certificates must chain to
+	keys    *slaveKeys        // slave sealing keys checked against ca
 	welcome wire.Welcome
 	log     *slog.Logger
 	nextID  atomic.Uint64
@@ -133,6 +134,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c := newClient(s, w, cfg.Logger)
 	c.ca = cfg.Bundle.CA
+	c.keys = newSlaveKeys(c.ca)
 	c.jobSecret = jobSecret(cfg.Bundle.Key)
 	c.start()
 	return c, nil
@@ -389,7 +391,7 @@ func (c *Client) wrapRequest(env wire.Envelope) error {
 	ans := wire.Wrapped{JobID: req.JobID, Attempt: req.Attempt}
 	if j == nil || j.seal == nil {
 		ans.Refused = "no sealed job " + req.JobID + " on this client"
-	} else if wrapped, err := j.seal.wrapFor(c.ca, j.id, req); err != nil {
+	} else if wrapped, err := j.seal.wrapFor(c.keys, j.id, req); err != nil {
 		ans.Refused = err.Error()
 		c.log.Warn("refused to wrap a job key", "job", j.id, "slave", req.Slave, "err", err)
 		j.finish(nil, &SealError{Job: j.id, Op: "wrap", Err: err}, Event{})

@@ -197,7 +197,7 @@ func (c *Client) WrapAhead(ctx context.Context, j *Job, language string) (int, e
 	var w wire.Wraps
 	w.JobID = j.id
 	for _, s := range info.SealSlaves {
-		key, err := sealKeyOfSlave(c.ca, s.Name, s.Cert)
+		key, err := c.keys.get(s.Name, s.Cert)
 		if err != nil {
 			c.log.Warn("not wrapping a job key for a slave", "slave", s.Name, "err", err)
 			continue

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"time"
 
 	"kiln/certs"
 	"kiln/transport/seal"
@@ -166,7 +167,10 @@ func TestWrapRequestChecks(t *testing.T) {
 	_, masterPub, _ := seal.GenerateKey()
 	js, _ := newJobSeal()
 	ok := wire.WrapRequest{JobID: "J1", Slave: "s1", SealKey: s1.SealPublicKey(), SlaveCert: s1.Cert.Raw}
-	wrapped, err := js.wrapFor(ca.Cert, "J1", ok)
+	// One cache for every request, the good one first: a remembered
+	// certificate must not let any of the bad ones through.
+	keys := newSlaveKeys(ca.Cert)
+	wrapped, err := js.wrapFor(keys, "J1", ok)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,8 +186,34 @@ func TestWrapRequestChecks(t *testing.T) {
 		"no certificate":          {JobID: "J1", Slave: "s1", SealKey: s1.SealPublicKey()},
 	}
 	for name, req := range bad {
-		if w, err := js.wrapFor(ca.Cert, "J1", req); err == nil {
+		if w, err := js.wrapFor(keys, "J1", req); err == nil {
 			t.Errorf("%s: wrapped (%d bytes), want a refusal", name, len(w))
 		}
+	}
+}
+
+// TestSlaveKeysRemembered: a slave certificate checked once is not checked
+// again while valid, but the same bytes under another slave's name are
+// refused, and a remembered certificate is refused once it has expired.
+func TestSlaveKeysRemembered(t *testing.T) {
+	ca, _ := certs.NewCA("ca")
+	s1, _ := ca.Issue(certs.IssueRequest{Role: certs.RoleSlave, Name: "s1", Version: "1"})
+	now := time.Now()
+	keys := newSlaveKeys(ca.Cert)
+	keys.now = func() time.Time { return now }
+	for range 2 {
+		if k, err := keys.get("s1", s1.Cert.Raw); err != nil || !bytes.Equal(k, s1.SealPublicKey()) {
+			t.Fatalf("s1: %x, %v", k, err)
+		}
+	}
+	if len(keys.m) != 1 {
+		t.Fatalf("%d entries remembered, want 1", len(keys.m))
+	}
+	if _, err := keys.get("s2", s1.Cert.Raw); err == nil {
+		t.Fatal("s1's certificate accepted for s2")
+	}
+	now = s1.Cert.NotAfter.Add(time.Second)
+	if _, err := keys.get("s1", s1.Cert.Raw); err == nil {
+		t.Fatal("an expired certificate accepted from the cache")
 	}
 }
