@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"kiln/limits"
 	"kiln/transport/wire"
 )
 
@@ -42,14 +43,18 @@ func (m *Model) Info(ctx context.Context) (wire.Info, error) {
 
 // InfoLines describes what the cluster can run.
 func InfoLines(info wire.Info) []string {
-	lines := []string{fmt.Sprintf("Master %s version %s: %d slave(s), %d free slot(s), %d job(s) queued.",
-		orDash(info.Master), orDash(info.Version), info.Slaves, info.FreeSlots, info.Queue)}
+	lines := []string{fmt.Sprintf("Master %q (Kiln %s): %d slave(s), %d free slot(s), %d job(s) queued.",
+		info.Master, orDash(info.Version), info.Slaves, info.FreeSlots, info.Queue)}
 	if len(info.Languages) == 0 {
 		return append(lines, "No slave is connected: nothing can run right now.")
 	}
 	for _, l := range info.Languages {
 		lines = append(lines, fmt.Sprintf("  %-7s %-28s %d slave(s), %d free slot(s)",
 			l.Language, strings.Join(l.Compilers, ", "), l.Slaves, l.FreeSlots))
+		if l.MaxLimits.TimeMs > 0 {
+			lines = append(lines, fmt.Sprintf("          limits: by default %s; at most %s",
+				limits.String(l.DefaultLimits), limits.String(l.MaxLimits)))
+		}
 	}
 	return lines
 }

@@ -222,12 +222,17 @@ func statusText(r wire.Result) string {
 	return s
 }
 
-// detailText gives the figures of a result.
+// detailText gives the figures of a result: the program's, when it ran
+// (not after a compile error or a job that never started), and where.
 func detailText(r wire.Result) string {
-	parts := []string{
-		fmt.Sprintf("wall %d ms", r.WallMs),
-		fmt.Sprintf("cpu %d ms", r.CPUMs),
-		"memory " + kib(r.MemoryKiB),
+	var parts []string
+	switch r.Status {
+	case wire.StatusOK, wire.StatusRuntimeError, wire.StatusTimeLimit, wire.StatusMemoryLimit, wire.StatusOutputLimit:
+		parts = []string{
+			fmt.Sprintf("wall %d ms", r.WallMs),
+			fmt.Sprintf("cpu %d ms", r.CPUMs),
+			"memory " + kib(r.MemoryKiB),
+		}
 	}
 	slave := "slave " + orDash(r.Slave)
 	if r.Compiler != "" {

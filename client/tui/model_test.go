@@ -159,6 +159,28 @@ func TestModelCompileErrorShowsLines(t *testing.T) {
 			t.Errorf("console lacks %q:\n%s", want, con)
 		}
 	}
+	if strings.Contains(con, "wall 0 ms") || strings.Contains(con, "cpu 0 ms") {
+		t.Errorf("a compile error shows run figures of a program that never ran:\n%s", con)
+	}
+}
+
+// TestInfoLines: Info names the master once and shows each language's
+// limits.
+func TestInfoLines(t *testing.T) {
+	lines := InfoLines(wire.Info{Master: "master", Version: "0.1.0", Slaves: 1, FreeSlots: 2, Languages: []wire.LanguageInfo{{
+		Language: "python", Compilers: []string{"Python 3.11"}, Slaves: 1, FreeSlots: 2,
+		DefaultLimits: wire.JobLimits{TimeMs: 5000, MemoryBytes: 256 << 20, OutputBytes: 1 << 20},
+		MaxLimits:     wire.JobLimits{TimeMs: 60000, MemoryBytes: 2 << 30, OutputBytes: 16 << 20}}}})
+	text := strings.Join(lines, "\n")
+	for _, want := range []string{`Master "master" (Kiln 0.1.0): 1 slave(s)`,
+		"limits: by default time 5s, memory 256MiB, output 1MiB; at most time 1m0s, memory 2GiB, output 16MiB"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("Info lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "Master master version") {
+		t.Errorf("Info reads %q", text)
+	}
 }
 
 func TestModelCancel(t *testing.T) {

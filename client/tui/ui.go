@@ -298,9 +298,16 @@ func (u *UI) tick() {
 	}
 }
 
-// print appends a line to the console. Event loop only.
+// print appends a line to the console, which follows it while the user
+// has not scrolled up (at the bottom, it follows again). Event loop only.
 func (u *UI) print(l Line) {
+	_, _, _, h := u.console.GetInnerRect()
+	row, _ := u.console.GetScrollOffset()
+	atBottom := row+h >= u.console.GetWrappedLineCount()
 	fmt.Fprint(u.console, consoleText(l))
+	if atBottom {
+		u.console.ScrollToEnd()
+	}
 }
 
 // render shows u.st in the file line, the status line and the Connect

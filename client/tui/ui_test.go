@@ -2,6 +2,7 @@ package tui
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -248,4 +249,24 @@ func TestUIRefusalAndBundleBrowse(t *testing.T) {
 	s.wait("Bundle " + c.dir) // the field is narrower than the path
 	s.key(tcell.KeyF2)
 	s.wait("Could not connect", "revoked")
+}
+
+// TestUIConsoleFollows fills the console past its height: the newest line
+// stays in view; scrolled up, the view stays where the user put it.
+func TestUIConsoleFollows(t *testing.T) {
+	s := startUI(t, Options{})
+	for i := range 60 {
+		line := Line{Kind: Note, Text: fmt.Sprintf("line %02d of the console", i)}
+		s.u.app.QueueUpdateDraw(func() { s.u.print(line) })
+	}
+	s.wait("line 59 of the console")
+	s.u.app.QueueUpdateDraw(func() { s.u.app.SetFocus(s.u.console) })
+	for range 30 {
+		s.key(tcell.KeyUp)
+	}
+	s.wait("line 20 of the console")
+	s.u.app.QueueUpdateDraw(func() { s.u.print(Line{Kind: Note, Text: "line 60 of the console"}) })
+	if all := strings.Join(s.screen(), "\n"); strings.Contains(all, "line 60 of the console") || !strings.Contains(all, "line 20 of the console") {
+		t.Errorf("scrolled up, the console jumped to new output:\n%s", all)
+	}
 }
