@@ -249,7 +249,7 @@ int main(void){
 	if res.ExitCode != 0 || res.TimedOut {
 		t.Fatalf("C: %+v", res.Outcome)
 	}
-	noLeftovers(t, r, "777")
+	noLeftovers(t, r, "sleep\x00777") // argv "sleep 777N", not any "777" on the host
 	writeFile(t, dir, "left.py", `import os, subprocess, time
 subprocess.Popen(['sleep', '7773'], start_new_session=True)
 if os.fork() == 0:
@@ -264,7 +264,7 @@ print('bye')
 	if res.ExitCode != 0 || res.stdout != "bye\n" {
 		t.Fatalf("Python: %+v %s", res.Outcome, res.stderr)
 	}
-	noLeftovers(t, r, "777")
+	noLeftovers(t, r, "sleep\x00777") // argv "sleep 777N", not any "777" on the host
 	normalJob(t, r)
 }
 
