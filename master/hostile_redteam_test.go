@@ -158,3 +158,33 @@ func TestHostileSlaveInventsStatuses(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileSlaveLoadFlood: a slave sends Load as fast as it can, its
+// slots going up and down, which used to wake the dispatcher every other
+// message: a slave key could keep the dispatcher (and the server lock it
+// takes, with the whole queue to walk) busy without end. Now a slave's
+// Load wakes it at most every Budget.LoadWakeEvery.
+func TestHostileSlaveLoadFlood(t *testing.T) {
+	c := newCluster(t)
+	s, err := c.dial(c.issue(certs.RoleSlave, "flood", "1.0"), true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Send(wire.MsgRegister, 0, wire.Register{Slots: 2, OS: "linux", Toolchains: []wire.Toolchain{{Language: "python", Compiler: "3"}}})
+	c.waitLog("slave registered", "peer=flood")
+	before := c.srv.Dispatches()
+	start := time.Now()
+	const n = 20000
+	for i := range n {
+		s.Send(wire.MsgLoad, 0, wire.Load{Slots: 1 + i%2})
+	}
+	s.Send(wire.MsgLoad, 0, wire.Load{Slots: 2, Health: "flood over"})
+	waitFor(t, "the master to read the flood", func() bool { return c.slaveInfo("flood").Health == "unhealthy: flood over" })
+	el := time.Since(start)
+	// The 250 ms tick, plus one wake per LoadWakeEvery (100 ms), with room.
+	limit := int64(2*el/(100*time.Millisecond)) + 10
+	if got := c.srv.Dispatches() - before; got > limit {
+		t.Fatalf("%d Loads in %v woke the dispatcher %d times (at most %d)", n, el, got, limit)
+	}
+	t.Logf("%d Loads in %v: %d dispatches", n, el, c.srv.Dispatches()-before)
+}

@@ -214,6 +214,7 @@ type assignment struct {
 // the clients' queues round robin (see fairQueue). Jobs whose language has
 // no free slot stay queued without blocking others behind them.
 func (s *Server) dispatch() {
+	s.dispatches.Add(1)
 	s.mu.Lock()
 	now := s.cfg.Now()
 	cands := s.candidatesLocked(now)

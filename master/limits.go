@@ -58,6 +58,11 @@ type Budget struct {
 	// count is reported with the next line logged.
 	LogPerPeer float64
 	LogBurst   int
+	// LoadWakeEvery is how often one slave's Load reports may wake the
+	// dispatcher (when its slots grow or its health comes back); between
+	// two, the dispatcher's own tick (250 ms) places jobs by the new
+	// figures.
+	LoadWakeEvery time.Duration
 	// Jobs are the bounds of the job side: uploads, jobs per client key,
 	// job deadlines, output, slave quarantine.
 	Jobs JobBudget
@@ -79,6 +84,7 @@ func DefaultBudget() Budget {
 		BusyRetryAfter:       500 * time.Millisecond,
 		LogPerPeer:           5,
 		LogBurst:             20,
+		LoadWakeEvery:        100 * time.Millisecond,
 	}
 }
 
@@ -102,6 +108,7 @@ func (b Budget) withDefaults() Budget {
 		b.LogPerPeer = d.LogPerPeer
 	}
 	setInt(&b.LogBurst, d.LogBurst)
+	setDur(&b.LoadWakeEvery, d.LoadWakeEvery)
 	b.Jobs = b.Jobs.withDefaults()
 	return b
 }

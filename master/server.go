@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"kiln/auth"
@@ -151,7 +152,9 @@ type Server struct {
 	lnClient net.Listener
 	lnSlave  net.Listener
 	kick     chan struct{}
-	wg       sync.WaitGroup
+	// dispatches counts the dispatcher's runs (for tests).
+	dispatches atomic.Int64
+	wg         sync.WaitGroup
 
 	mu      sync.Mutex
 	slaves  map[*slaveConn]struct{}

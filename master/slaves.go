@@ -24,6 +24,7 @@ type slaveConn struct {
 	langs        map[string]bool // the languages of reg, built once at Register
 	load         wire.Load
 	loadAt       time.Time
+	loadWake     time.Time // when a Load last woke the dispatcher
 	running      map[string]*job
 	lastAssigned time.Time
 	finished     int // jobs finished on this slave
@@ -334,12 +335,18 @@ func (sc *slaveConn) checkSealKey(announced []byte) ([]byte, error) {
 }
 
 // load records a load report. Only a change that can free a slot (more
-// slots, health back) wakes the dispatcher: the regular tick places jobs
-// by the new figures, so that a slave reporting every millisecond does not
-// run a dispatch each time.
+// slots, health back) wakes the dispatcher, and at most once every
+// Budget.LoadWakeEvery per slave: the regular tick places jobs by the new
+// figures, so that a slave reporting every millisecond, its slots going
+// up and down, does not run a dispatch each time.
 func (s *Server) load(sc *slaveConn, l wire.Load) {
 	s.mu.Lock()
-	wake := l.Slots > sc.load.Slots || (sc.load.Health != "" && l.Health == "")
+	now := s.cfg.Now()
+	wake := (l.Slots > sc.load.Slots || (sc.load.Health != "" && l.Health == "")) &&
+		now.Sub(sc.loadWake) >= s.cfg.Budget.LoadWakeEvery
+	if wake {
+		sc.loadWake = now
+	}
 	if l.Health != sc.load.Health {
 		if l.Health != "" {
 			sc.log.Warn("slave reports itself unhealthy; no jobs for it", "health", truncate(l.Health, 200))
@@ -347,7 +354,7 @@ func (s *Server) load(sc *slaveConn, l wire.Load) {
 			sc.log.Info("slave reports itself healthy again")
 		}
 	}
-	sc.load, sc.loadAt = l, s.cfg.Now()
+	sc.load, sc.loadAt = l, now
 	s.mu.Unlock()
 	if wake {
 		s.wake()
