@@ -13,6 +13,7 @@ import (
 
 	"kiln/auth"
 	"kiln/limits"
+	"kiln/master/state"
 	"kiln/transport/wire"
 )
 
@@ -512,8 +513,10 @@ func (s *Server) Drain(name, by string, on bool) bool {
 	switch r := s.slaveRecs[name]; {
 	case on && found != nil:
 		s.recordLocked(name).drained = true // kept if the slave reconnects
+		s.waitLogged(s.proposeLocked(&state.Command{Kind: state.KindDrain, Slave: name}), "drain", "")
 	case !on && r != nil:
 		r.drained = false
+		s.waitLogged(s.proposeLocked(&state.Command{Kind: state.KindUndrain, Slave: name}), "undrain", "")
 	}
 	s.mu.Unlock()
 	if found == nil {

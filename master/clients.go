@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"kiln/master/state"
 	"kiln/transport"
 	"kiln/transport/wire"
 )
@@ -136,6 +137,9 @@ func (s *Server) dropClient(cc *clientConn) {
 		if j.slave != nil {
 			j.slave.clientLeft(j.id)
 		}
+		if s.durable() {
+			continue // the job goes on: its client may attach again
+		}
 		switch j.state {
 		case wire.StateQueued:
 			s.queue.remove(j)
@@ -180,7 +184,31 @@ func (s *Server) clientMessage(ctx context.Context, cc *clientConn, env wire.Env
 		}
 		s.cancel(cc, c.JobID)
 	case wire.MsgInfoRequest:
-		cc.send(wire.MsgInfo, env.ID, s.Info())
+		var req wire.InfoRequest
+		if err := wire.Decode(env, &req); err != nil {
+			return err
+		}
+		info := s.Info()
+		if req.SealFor != "" {
+			s.mu.Lock()
+			info.SealSlaves = s.sealSlavesLocked(req.SealFor)
+			s.mu.Unlock()
+		}
+		cc.send(wire.MsgInfo, env.ID, info)
+	case wire.MsgAttach:
+		var a wire.Attach
+		if err := wire.Decode(env, &a); err != nil {
+			return err
+		}
+		s.attach(cc, env.ID, a.JobID)
+	case wire.MsgListJobs:
+		s.listJobs(cc, env.ID)
+	case wire.MsgWraps:
+		var w wire.Wraps
+		if err := wire.Decode(env, &w); err != nil {
+			return err
+		}
+		s.wraps(cc, env.ID, w)
 	case wire.MsgAdminRequest:
 		var req wire.AdminRequest
 		if err := wire.Decode(env, &req); err != nil {
@@ -572,6 +600,7 @@ func (s *Server) cancel(cc *clientConn, jobID string) {
 	}
 	if j.state == wire.StateQueued {
 		s.queue.remove(j)
+		s.waitLogged(s.proposeLocked(&state.Command{Kind: state.KindCancel, Job: j.id, Reason: "cancelled before it ran"}), "cancel", j.id)
 		s.finishLocked(j, wire.StatusCancelled)
 		s.mu.Unlock()
 		cc.log.Info("job cancelled while queued", "job", jobID)

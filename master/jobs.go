@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"kiln/master/state"
 	"kiln/transport/wire"
 )
 
@@ -52,6 +53,13 @@ type job struct {
 	// accepted is set once the client's Accepted is queued: only then may
 	// the job be dispatched, so that no message about it overtakes Accepted.
 	accepted bool
+
+	// Durable jobs (see durable.go): a restored job that was on slave
+	// awaitSlave waits until awaitUntil for it to report the job; wraps
+	// are the content key wrapped ahead by the client, by slave name.
+	awaitSlave string
+	awaitUntil time.Time
+	wraps      map[string][]byte
 }
 
 // JobInfo is a job as listings show it.
@@ -106,9 +114,13 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 		refuse(wire.CodeBusy, fmt.Sprintf("this key has %d jobs queued or running, its limit", n), true)
 		return
 	}
-	s.nextJob++
+	id, e := s.newJobIDLocked(cc, u)
+	if e != nil {
+		refuse(e.Code, e.Message, e.RetryAfterMs > 0)
+		return
+	}
 	j := &job{
-		id: fmt.Sprintf("J%d", s.nextJob), client: cc, clientID: cc.id.Name, owner: owner, submit: u.submit,
+		id: id, client: cc, clientID: cc.id.Name, owner: owner, submit: u.submit,
 		source: u.source, stdin: u.stdin, srcSum: u.srcSum, stdinSum: u.stdinSum,
 		state: wire.StateQueued, attempt: 1, created: s.cfg.Now(), held: u.held,
 	}
@@ -265,7 +277,8 @@ func (s *Server) assignLocked(j *job, sc *slaveConn, now time.Time) {
 		limit = s.cfg.Limits.MaxOutput
 	}
 	sc.addRoute(j.id, &route{attempt: j.attempt, client: j.client, limit: limit,
-		maxMsgs: s.cfg.Budget.Jobs.OutputMessages, sealed: j.submit.Sealed})
+		maxMsgs: s.cfg.Budget.Jobs.OutputMessages, sealed: j.submit.Sealed, durable: s.durable()})
+	s.waitLogged(s.proposeLocked(&state.Command{Kind: state.KindAssign, Job: j.id, Attempt: j.attempt, Slave: sc.id.Name}), "assign", j.id)
 }
 
 // sendJob delivers an assignment: the Assign message and the job's files.
@@ -334,6 +347,15 @@ func (s *Server) wrapFor(a assignment) ([]byte, bool) {
 	ch := make(chan wire.Wrapped, 1)
 	s.mu.Lock()
 	cc := j.client
+	if w := j.storedWrap(sc); w != nil && a.currentLocked() {
+		s.mu.Unlock()
+		return w, true // wrapped ahead by the client for this slave
+	}
+	if cc == nil && s.durable() && a.currentLocked() {
+		s.mu.Unlock()
+		s.endAssignment(a, wire.StatusInternalError, fmt.Sprintf("the client is away and did not wrap the job's key for slave %s ahead", sc.id.Name))
+		return nil, false
+	}
 	if cc == nil || !a.currentLocked() {
 		s.mu.Unlock()
 		s.endAssignment(a, wire.StatusCancelled, "the client left before the job ran")
@@ -402,10 +424,19 @@ func (s *Server) ended(client *clientConn, j *job, attempt int, status, detail s
 	s.mu.Unlock()
 	lang := j.submit.Language
 	s.cfg.Metrics.finished(lang, status, j.finished.Sub(j.created))
+	res := wire.Result{JobID: j.id, Attempt: attempt, Status: status, Language: lang, Detail: detail}
+	if s.durable() {
+		s.mu.Lock()
+		f := s.proposeResultLocked(j, res, nil)
+		s.mu.Unlock()
+		if _, err := f.Wait(); err != nil {
+			s.log.Warn("job end not written to the durable state", "job", j.id, "err", err)
+		}
+	}
 	if client != nil {
-		client.send(wire.MsgResult, 0, wire.Result{JobID: j.id, Attempt: attempt, Status: status,
-			Language: lang, Detail: detail})
+		client.send(wire.MsgResult, 0, res)
 		client.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: endState(status), Attempt: attempt, Detail: detail})
+		s.delivered(j)
 	}
 	s.wake()
 }
@@ -433,8 +464,9 @@ func (s *Server) failAttempt(sc *slaveConn, j *job, attempt int, status, detail 
 	s.strikeLocked(sc, detail)
 	cancel := j.assignSent
 	client := j.client
-	requeue := retry && !j.retried && client != nil
+	requeue := retry && !j.retried && (client != nil || s.durable())
 	if requeue {
+		s.waitLogged(s.proposeLocked(&state.Command{Kind: state.KindRequeue, Job: j.id, Attempt: j.attempt}), "requeue", j.id)
 		delete(sc.running, j.id)
 		sc.dropRoute(j.id)
 		j.slaveWas, j.slave, j.state = sc.id.Name, nil, wire.StateQueued
@@ -454,8 +486,10 @@ func (s *Server) failAttempt(sc *slaveConn, j *job, attempt int, status, detail 
 		return
 	}
 	sc.log.Warn("job failed on this slave; running it again elsewhere", "job", j.id, "detail", truncate(detail, 200))
-	client.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: wire.StateRequeued, Attempt: attempt + 1,
-		Detail: fmt.Sprintf("%s; running the job again on another slave", detail)})
+	if client != nil {
+		client.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: wire.StateRequeued, Attempt: attempt + 1,
+			Detail: fmt.Sprintf("%s; running the job again on another slave", detail)})
+	}
 	s.wake()
 }
 
@@ -579,17 +613,21 @@ func (s *Server) requeueLocked(sc *slaveConn) []func() {
 	var notes []func()
 	for i := len(lost) - 1; i >= 0; i-- { // pushFront in reverse keeps the order
 		j := lost[i]
-		if j.client == nil {
+		if j.client == nil && !s.durable() {
 			// Its client left and dropClient asked the slave to cancel it:
 			// nobody waits for it to run again.
 			s.finishLocked(j, wire.StatusCancelled)
 			s.cfg.Metrics.finished(j.submit.Language, wire.StatusCancelled, j.finished.Sub(j.created))
 			continue
 		}
+		s.waitLogged(s.proposeLocked(&state.Command{Kind: state.KindRequeue, Job: j.id, Attempt: j.attempt}), "requeue", j.id)
 		j.attempt++
 		j.slaveWas = sc.id.Name
 		j.slave, j.state, j.deadline = nil, wire.StateQueued, time.Time{}
 		s.queue.pushFront(j)
+		if j.client == nil {
+			continue
+		}
 		st := wire.JobState{JobID: j.id, State: wire.StateRequeued, Attempt: j.attempt,
 			Detail: fmt.Sprintf("slave %s was lost; running the job again", sc.id.Name)}
 		c := j.client
@@ -616,6 +654,7 @@ func (s *Server) dispatchLoop(ctx interface{ Done() <-chan struct{} }) {
 			s.checkDeadlines()
 			s.checkUploads()
 			s.checkStranded()
+			s.checkReclaims()
 			s.dispatch()
 		}
 	}

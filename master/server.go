@@ -34,6 +34,7 @@ import (
 	"kiln/auth"
 	"kiln/certs"
 	"kiln/limits"
+	"kiln/master/state"
 	"kiln/transport"
 	"kiln/transport/wire"
 
@@ -61,6 +62,17 @@ type Config struct {
 	History           int           // finished jobs kept for listing; default 1000
 	MaxHeldBytes      int64         // budget for uploaded files held in memory (pending and queued jobs); default 1 GiB
 	StrandedAfter     time.Duration // a queued job no connected slave can run ends after this; default 30 s
+
+	// Store keeps the jobs, drains and the id sequence durable (see
+	// durable.go); nil keeps them in memory only. The caller opens and
+	// closes it. Retention (default DefaultRetention) and StateMaxBytes
+	// (default DefaultStateMaxBytes) bound what it keeps of ended jobs;
+	// ReclaimAfter (default DefaultReclaimAfter) is how long a restored
+	// job waits for the slave it was on.
+	Store         *state.Store
+	Retention     time.Duration
+	StateMaxBytes int64
+	ReclaimAfter  time.Duration
 
 	Logger  *slog.Logger
 	Metrics *Metrics // optional
@@ -131,6 +143,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.StrandedAfter == 0 {
 		c.StrandedAfter = 30 * time.Second
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.StateMaxBytes == 0 {
+		c.StateMaxBytes = DefaultStateMaxBytes
+	}
+	if c.ReclaimAfter == 0 {
+		c.ReclaimAfter = DefaultReclaimAfter
 	}
 	if c.MaxHeldBytes == 0 {
 		c.MaxHeldBytes = DefaultMaxHeldBytes
@@ -258,7 +279,9 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("master listening", "clients", s.ClientAddr(), "slaves", s.SlaveAddr())
 	s.goRun(func() { s.acceptLoop(ctx, s.lnClient, portClient) })
 	s.goRun(func() { s.acceptLoop(ctx, s.lnSlave, portSlave) })
+	s.restore()
 	s.goRun(func() { s.dispatchLoop(ctx) })
+	s.goRun(func() { s.expireLoop(ctx) })
 	s.goRun(func() { s.cfg.Registry.Watch(ctx, s.cfg.RegistryPoll, s.recheckPeers) })
 	<-ctx.Done()
 	s.shutdown()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"kiln/certs"
+	"kiln/master/state"
 	"kiln/transport/seal"
 	"kiln/transport/wire"
 )
@@ -52,6 +53,10 @@ type route struct {
 	msgs    int
 	keyed   [2]bool // a sealed stream's first message (header and wrapped key) was seen
 	over    bool
+	// durable: the output is kept in chunks for the job's durable record
+	// (and replayed to a client that attaches); bounded by limit.
+	durable bool
+	chunks  []state.Chunk
 }
 
 func (sc *slaveConn) addRoute(jobID string, r *route) {
@@ -109,6 +114,7 @@ func (sc *slaveConn) routeOutput(o *wire.Output) (c *clientConn, over bool) {
 		r.over = true
 		return nil, true
 	}
+	r.keepChunk(o)
 	return r.client, false
 }
 
@@ -269,15 +275,12 @@ func (s *Server) slaveMessage(sc *slaveConn, env wire.Envelope) error {
 		}
 		sc.log.Info("slave registered", "slots", r.Slots, "languages", logArgs(languages(r.Toolchains)),
 			"os", logString(r.OS), "kernel", logString(r.Kernel), "sandbox", logString(r.Sandbox), "sealing", key != nil, "held", len(r.Held))
-		// Jobs the slave kept through a lost session: this master keeps
-		// no job beyond its sessions (it re-queued them when the slave
-		// was lost), so the running ones are cancelled; their results are
-		// dropped as stale.
-		for _, h := range r.Held {
-			if !h.Done {
-				sc.send(wire.MsgCancel, 0, wire.Cancel{JobID: h.JobID})
-			}
-		}
+		// Jobs the slave kept through a lost session: a durable master
+		// takes back those it restored as on this slave; the others, and
+		// all of them on a master that keeps no job beyond its sessions
+		// (it re-queued them when the slave was lost), are cancelled if
+		// still running, and their results dropped as stale.
+		s.reclaim(sc, r.Held)
 		s.wake()
 	case wire.MsgLoad:
 		var l wire.Load
@@ -409,16 +412,25 @@ func (s *Server) result(sc *slaveConn, r wire.Result) {
 	}
 	client := j.client
 	j.outcome = outcomeOf(r)
+	r.Slave = sc.id.Name
+	f := s.proposeResultLocked(j, r, sc.outputChunks(j.id))
 	s.finishLocked(j, r.Status)
 	sc.finished++
 	lang, e2e := j.submit.Language, j.finished.Sub(j.created)
 	s.mu.Unlock()
-	r.Slave = sc.id.Name
+	if f != nil {
+		// Written before the client hears of it: a restart then never
+		// runs a job again whose result a client saw.
+		if _, err := f.Wait(); err != nil {
+			sc.log.Warn("job result not written to the durable state", "job", j.id, "err", err)
+		}
+	}
 	sc.log.Info("job finished", "job", j.id, "status", r.Status, "wall_ms", r.WallMs, "cached", r.Cached)
 	s.cfg.Metrics.finished(lang, r.Status, e2e)
 	if client != nil {
 		client.send(wire.MsgResult, 0, r)
 		client.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: endState(r.Status), Slave: sc.id.Name, Attempt: r.Attempt})
+		s.delivered(j)
 	}
 	s.wake()
 }

@@ -35,6 +35,7 @@ type masterFlags struct {
 	logFormat, logLevel                           string
 	console, localSandbox                         string
 	jobLimits                                     jobLimitFlags
+	durable                                       durableFlags
 }
 
 func (f *masterFlags) register(fs *flag.FlagSet) {
@@ -52,6 +53,7 @@ func (f *masterFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.console, "console", "auto", "operator console on stdin: auto (when stdin is a terminal), on or off")
 	f.jobLimits.register(fs)
+	f.durable.register(fs)
 }
 
 func cmdMaster(ctx context.Context, e env, args []string) int {
@@ -99,7 +101,15 @@ func runMaster(ctx context.Context, e env, f masterFlags, log *slog.Logger, read
 		return err
 	}
 	defer ms.close()
+	store, err := f.durable.open(ctx, f.dir, bundle, log)
+	if err != nil {
+		return err
+	}
+	if store != nil {
+		defer store.Close()
+	}
 	srv, err := master.New(master.Config{
+		Store: store, Retention: f.durable.retention, StateMaxBytes: int64(f.durable.stateMax),
 		ClientAddr: f.clientAddr, SlaveAddr: f.slaveAddr, Name: f.name, Version: version,
 		Bundle: bundle, Registry: reg, HeartbeatInterval: f.heartbeat,
 		Limits: wireLimits(f.queue), JobLimits: f.jobLimits.policy, Logger: log, Metrics: metrics,
