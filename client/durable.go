@@ -67,6 +67,15 @@ func (c *Client) newSubmitSeal() (*jobSeal, []byte, error) {
 	return js, nonce, err
 }
 
+// AttachedState returns the job's state when it was attached (queued,
+// assigned, running, done or failed), or "" for a job this session
+// submitted.
+func (j *Job) AttachedState() string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.attachedState
+}
+
 // attachCall is a pending Attach: the job it carries over, if any.
 type attachCall struct {
 	old *Job
@@ -135,6 +144,7 @@ func (c *Client) attachedJob(ac *attachCall, att wire.Attached) (*Job, error) {
 		return j, nil
 	}
 	j := newJob(c, att.JobID, c.welcome.Limits.MaxOutput)
+	j.attachedState = att.State
 	if !att.Sealed {
 		return j, nil
 	}

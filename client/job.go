@@ -70,9 +70,11 @@ type Job struct {
 	nextSeq uint64
 	seen    bool
 	skipTo  uint64
-	queue   []Event       // events not yet handed to the Events channel
-	notify  chan struct{} // signalled (cap 1) when queue grows or the job ends
-	done    chan struct{} // closed when result or err is set
+	// attachedState is the job's state in the Attached that created it.
+	attachedState string
+	queue         []Event       // events not yet handed to the Events channel
+	notify        chan struct{} // signalled (cap 1) when queue grows or the job ends
+	done          chan struct{} // closed when result or err is set
 	// maxOutput bounds both the output buffered for the Outcome and the
 	// output bytes waiting in queue; past it output is dropped (see
 	// Outcome.Truncated and Event.Gap).

@@ -195,7 +195,7 @@ func (s *Server) reclaim(sc *slaveConn, held []wire.HeldJob) {
 			continue
 		}
 		j.awaitSlave, j.awaitUntil = "", time.Time{}
-		s.assignLocked(j, sc, s.cfg.Now())
+		s.placeLocked(j, sc, s.cfg.Now()) // its record says so already
 		j.assignSent, j.state = true, wire.StateRunning
 		sc.log.Info("job taken back from the slave that kept it", "job", j.id, "attempt", j.attempt, "done", h.Done)
 	}

@@ -267,6 +267,13 @@ func (s *Server) dispatch() {
 // assignLocked places j on sc at now and sets the attempt's deadline and
 // output route. s.mu is held.
 func (s *Server) assignLocked(j *job, sc *slaveConn, now time.Time) {
+	s.placeLocked(j, sc, now)
+	s.waitLogged(s.proposeLocked(&state.Command{Kind: state.KindAssign, Job: j.id, Attempt: j.attempt, Slave: sc.id.Name}), "assign", j.id)
+}
+
+// placeLocked puts j on sc in memory: the running table, the attempt's
+// deadline and its output route. s.mu is held.
+func (s *Server) placeLocked(j *job, sc *slaveConn, now time.Time) {
 	sc.lastAssigned = now
 	sc.running[j.id] = j
 	j.slave, j.state, j.assigned = sc, wire.StateAssigned, now
@@ -278,7 +285,6 @@ func (s *Server) assignLocked(j *job, sc *slaveConn, now time.Time) {
 	}
 	sc.addRoute(j.id, &route{attempt: j.attempt, client: j.client, limit: limit,
 		maxMsgs: s.cfg.Budget.Jobs.OutputMessages, sealed: j.submit.Sealed, durable: s.durable()})
-	s.waitLogged(s.proposeLocked(&state.Command{Kind: state.KindAssign, Job: j.id, Attempt: j.attempt, Slave: sc.id.Name}), "assign", j.id)
 }
 
 // sendJob delivers an assignment: the Assign message and the job's files.
@@ -605,6 +611,13 @@ func (s *Server) finishLocked(j *job, status string) {
 // clients' queues with a new attempt number. s.mu is held. It returns the
 // notifications to send once the lock is released.
 func (s *Server) requeueLocked(sc *slaveConn) []func() {
+	if s.closing && s.durable() {
+		// The master is stopping, not the slave: its jobs stay on it in
+		// the durable state, and the next start takes them back.
+		clear(sc.running)
+		sc.clearRoutes()
+		return nil
+	}
 	var lost []*job
 	for _, j := range sc.running {
 		lost = append(lost, j)

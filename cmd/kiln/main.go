@@ -33,6 +33,7 @@ Usage:
   kiln master --dir D ...                 run the master
   kiln slave --bundle FILE --master H:P   run a slave
   kiln run --bundle FILE --master H:P F   run one program and print its output
+  kiln submit F / result JOB / jobs       run a program without waiting; its result later
   kiln client [--bundle FILE] [F]         the terminal UI
   kiln admin --bundle FILE COMMAND        operate the cluster remotely
   kiln dev                                master + local slots + throwaway certs
@@ -100,6 +101,12 @@ func run(ctx context.Context, e env, args []string) int {
 		return cmdSlave(ctx, e, rest)
 	case "run":
 		return cmdRun(ctx, e, rest)
+	case "submit":
+		return cmdSubmit(ctx, e, rest)
+	case "result":
+		return cmdResult(ctx, e, rest)
+	case "jobs":
+		return cmdJobs(ctx, e, rest)
 	case "client":
 		return cmdClient(ctx, e, rest)
 	case "admin":

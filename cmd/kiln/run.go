@@ -245,6 +245,7 @@ type runOptions struct {
 	noSeal    bool
 	timeout   time.Duration
 	judge     judgeFlags
+	detach    bool // kiln result: an interrupted command leaves the job running
 	limits    struct {
 		time           time.Duration
 		memory, output sizeFlag
@@ -397,7 +398,7 @@ func cmdRun(ctx context.Context, e env, args []string) int {
 	if c == nil {
 		return code
 	}
-	defer c.Close()
+	defer func() { c.Close() }() // followAcross may replace c
 	req.Tests = tests
 	if !o.json && isTerminal(e.stderr) && int64(len(req.Source)+len(req.Stdin)) > progressThreshold {
 		req.Progress = progressLine(e.stderr, filepath.Base(req.FileName))
@@ -412,31 +413,7 @@ func cmdRun(ctx context.Context, e env, args []string) int {
 	if tests != nil {
 		return o.followTests(ctx, e, job, tests)
 	}
-	return o.follow(ctx, e, job)
-}
-
-// follow streams a job's output (unless --json), waits for its result and
-// returns the exit code. When ctx ends first, it cancels the job.
-func (o *runOptions) follow(ctx context.Context, e env, job *client.Job) int {
-	events := job.Events()
-	for open := true; open; {
-		select {
-		case ev, ok := <-events:
-			if open = ok; ok {
-				o.show(e, job, ev)
-			}
-		case <-ctx.Done():
-			return cancelJob(ctx, e, job)
-		}
-	}
-	out, err := job.Wait(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return cancelJob(ctx, e, job)
-		}
-		return reportErr(e, "run", err)
-	}
-	return o.finish(e, out)
+	return o.followAcross(ctx, e, &c, job, "run")
 }
 
 // show prints one event as it arrives.

@@ -517,7 +517,7 @@ func (s *Store) closeStorage() {
 // hclog adapts the configured slog logger for raft: warnings and errors
 // only.
 func (s *Store) hclog() hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{s.cfg.Logger}})
+	return hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Error, Output: slogWriter{s.cfg.Logger}})
 }
 
 type slogWriter struct{ l *slog.Logger }
