@@ -101,19 +101,22 @@ func runMaster(ctx context.Context, e env, f masterFlags, log *slog.Logger, read
 		return err
 	}
 	defer ms.close()
-	store, err := f.durable.open(ctx, f.dir, bundle, log)
-	if err != nil {
-		return err
-	}
-	if store != nil {
-		defer store.Close()
-	}
-	srv, err := master.New(master.Config{
-		Store: store, Retention: f.durable.retention, StateMaxBytes: int64(f.durable.stateMax),
+	cfg := master.Config{
+		Retention: f.durable.retention, StateMaxBytes: int64(f.durable.stateMax),
 		ClientAddr: f.clientAddr, SlaveAddr: f.slaveAddr, Name: f.name, Version: version,
 		Bundle: bundle, Registry: reg, HeartbeatInterval: f.heartbeat,
 		Limits: wireLimits(f.queue), JobLimits: f.jobLimits.policy, Logger: log, Metrics: metrics,
-	})
+	}
+	if _, err := master.New(cfg); err != nil {
+		return err // a bad configuration is refused before the data directory is touched
+	}
+	if cfg.Store, err = f.durable.open(ctx, f.dir, bundle, log); err != nil {
+		return err
+	}
+	if cfg.Store != nil {
+		defer cfg.Store.Close()
+	}
+	srv, err := master.New(cfg)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"kiln/certs"
 	"kiln/client"
+	"kiln/transport"
 	"kiln/transport/wire"
 )
 
@@ -214,7 +215,7 @@ func (o *runOptions) followOnce(ctx context.Context, e env, job *client.Job, cmd
 		return interruptedCode(ctx, e, cmd), false
 	case ctx.Err() != nil:
 		return cancelJob(ctx, e, job), false
-	case errors.Is(err, client.ErrConnLost):
+	case errors.Is(err, client.ErrConnLost) && reattachable(err):
 		return 0, true
 	}
 	return reportErr(e, cmd, err), false
@@ -265,4 +266,15 @@ func (o *runOptions) dialQuiet(ctx context.Context) (*client.Client, int) {
 		return nil, exitUnreachable
 	}
 	return c, 0
+}
+
+// reattachable reports whether a lost session is worth dialling again: a
+// network loss or a master shutting down, not a refusal of this key
+// (revoked, kicked, ...).
+func reattachable(err error) bool {
+	var ref *transport.RefusedError
+	if errors.As(err, &ref) {
+		return ref.Code == wire.CodeShutdown
+	}
+	return true
 }
