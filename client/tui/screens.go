@@ -199,20 +199,51 @@ func (b *browser) cd(dir string) {
 	b.load()
 }
 
-// editor is the editing pane: a text area with Save and Cancel.
+// editor is the editing pane: a text area with Save and Cancel inside one
+// frame. Cancel (or Esc) with unsaved changes asks first: a second one
+// discards them.
 type editor struct {
 	*tview.Flex
-	area *tview.TextArea
+	area     *tview.TextArea
+	path     string
+	orig     string
+	asked    bool // the last Cancel asked about unsaved changes
+	onCancel func()
 }
 
 func newEditor(path, text string, onSave func(text string), onCancel func()) *editor {
-	e := &editor{area: tview.NewTextArea().SetText(text, false)}
-	e.area.SetBorder(true).SetTitle(" Editing " + path + " — Ctrl-S save · Esc cancel ")
+	e := &editor{area: tview.NewTextArea().SetText(text, false), path: path, orig: text, onCancel: onCancel}
 	save := tview.NewButton("Ctrl-S Save").SetSelectedFunc(func() { onSave(e.area.GetText()) })
-	cancel := tview.NewButton("Esc Cancel").SetSelectedFunc(onCancel)
+	cancel := tview.NewButton("Esc Cancel").SetSelectedFunc(e.cancel)
 	buttons := tview.NewFlex().AddItem(save, 14, 0, false).AddItem(nil, 1, 0, false).AddItem(cancel, 14, 0, false).AddItem(nil, 0, 1, false)
 	e.Flex = tview.NewFlex().SetDirection(tview.FlexRow).AddItem(e.area, 0, 1, true).AddItem(buttons, 1, 0, false)
+	e.Flex.SetBorder(true)
+	e.area.SetChangedFunc(func() {
+		if e.asked {
+			e.asked = false
+			e.title()
+		}
+	})
+	e.title()
 	return e
+}
+
+func (e *editor) title() {
+	if e.asked {
+		e.Flex.SetTitle(" [yellow]Unsaved changes: Esc again discards them, Ctrl-S saves[-] ").SetTitleColor(tcell.ColorYellow)
+		return
+	}
+	e.Flex.SetTitle(" Editing " + tview.Escape(e.path) + " — Ctrl-S save · Esc cancel ").SetTitleColor(tview.Styles.TitleColor)
+}
+
+// cancel closes the editor, or asks first when the text was changed.
+func (e *editor) cancel() {
+	if e.area.GetText() != e.orig && !e.asked {
+		e.asked = true
+		e.title()
+		return
+	}
+	e.onCancel()
 }
 
 // centered puts p in the middle of the screen, for dialogs.

@@ -137,7 +137,7 @@ func (u *UI) keys(ev *tcell.EventKey) *tcell.EventKey {
 			u.saveEdit(u.edit.area.GetText())
 			return nil
 		case tcell.KeyEscape:
-			u.closePage("editor")
+			u.edit.cancel()
 			return nil
 		}
 		return ev

@@ -190,9 +190,11 @@ func TestUIConnectSelectExecuteInfoEditQuit(t *testing.T) {
 	s.key(tcell.KeyF5)
 	s.wait("edited in kiln")
 
-	s.key(tcell.KeyF6) // edit, then cancel: the file stays as saved
+	s.key(tcell.KeyF6) // edit, then cancel: Esc asks first, a second discards; the file stays as saved
 	s.wait("Editing " + src)
 	s.typeText("garbage")
+	s.key(tcell.KeyEscape)
+	s.wait("Unsaved changes: Esc again discards them, Ctrl-S saves", "Ctrl-S Save")
 	s.key(tcell.KeyEscape)
 	s.wait("F5 Execute")
 	if b2, _ := os.ReadFile(src); string(b2) != string(b) {
