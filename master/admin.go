@@ -202,8 +202,22 @@ func reply(text string, v any) (wire.AdminReply, error) {
 	if err != nil {
 		return wire.AdminReply{}, fmt.Errorf("admin: encoding reply: %w", err)
 	}
+	if n := len(text) + len(js); n > maxReply {
+		// What slaves announced (paths, options, escaped six bytes a
+		// control character in JSON) can outgrow a frame: the admin
+		// still gets an answer.
+		if len(text) > maxReply {
+			text = strings.ToValidUTF8(text[:maxReply], "") + "\n...(cut)\n"
+		}
+		text += fmt.Sprintf("(reply of %d bytes: its JSON form is left out, over the %d bytes a reply carries)\n", n, maxReply)
+		js = fmt.Appendf(nil, `{"left_out_bytes":%d}`, n)
+	}
 	return wire.AdminReply{Text: text, JSON: js}, nil
 }
+
+// maxReply bounds an admin reply's text and JSON together, under a frame
+// (wire.MaxFrame) with room for the envelope.
+const maxReply = wire.MaxFrame - 64<<10
 
 // table renders rows under a header as aligned columns.
 func table(header []string, rows [][]string) string {
