@@ -67,19 +67,64 @@ type action struct {
 type toolbar struct {
 	*tview.Flex
 	buttons []*tview.Button
+	actions []action // their keys and current labels
 }
 
 func newToolbar(actions []action) *toolbar {
-	tb := &toolbar{Flex: tview.NewFlex()}
+	tb := &toolbar{Flex: tview.NewFlex(), actions: slices.Clone(actions)}
 	for i, a := range actions {
 		b := tview.NewButton(buttonLabel(a)).SetSelectedFunc(a.do)
 		tb.buttons = append(tb.buttons, b)
 		if i > 0 {
 			tb.AddItem(nil, 1, 0, false)
 		}
-		tb.AddItem(b, 0, 1, false)
+		tb.AddItem(b, len(buttonLabel(a)), 0, false)
 	}
+	tb.AddItem(nil, 0, 1, false)
 	return tb
+}
+
+// setLabel changes the label of button i (Connect, Disconnect, ...).
+func (tb *toolbar) setLabel(i int, label string) {
+	tb.actions[i].label = label
+}
+
+// shortLabels are the words of the buttons on a narrow screen.
+var shortLabels = map[string]string{
+	"Select file": "File", "Execute": "Run", "Cancel job": "Cancel", "Disconnect": "Discon", "Reconnect": "Recon",
+}
+
+// Draw sizes each button to its label, whole, so that every button keeps
+// its key: the full labels when they fit, shorter words when not, the
+// keys alone on a very narrow screen.
+func (tb *toolbar) Draw(screen tcell.Screen) {
+	_, _, width, _ := tb.GetInnerRect()
+	labels := make([]string, len(tb.actions))
+	for variant := 0; variant < 3; variant++ {
+		total := len(tb.actions) - 1
+		for i, a := range tb.actions {
+			switch variant {
+			case 0:
+				labels[i] = buttonLabel(a)
+			case 1:
+				if s, ok := shortLabels[a.label]; ok {
+					a.label = s
+				}
+				labels[i] = buttonLabel(a)
+			default:
+				labels[i] = tcell.KeyNames[a.key]
+			}
+			total += len([]rune(labels[i]))
+		}
+		if total <= width {
+			break
+		}
+	}
+	for i, b := range tb.buttons {
+		b.SetLabel(labels[i])
+		tb.ResizeItem(b, len([]rune(labels[i])), 0)
+	}
+	tb.Flex.Draw(screen)
 }
 
 func buttonLabel(a action) string {
@@ -246,13 +291,32 @@ func (e *editor) cancel() {
 	e.onCancel()
 }
 
-// centered puts p in the middle of the screen, for dialogs.
+// centered puts p in the middle of the screen, for dialogs: width by
+// height cells, or the whole screen when it is smaller (an 80x24 terminal).
 func centered(p tview.Primitive, width, height int) tview.Primitive {
-	return tview.NewFlex().
+	col := tview.NewFlex().SetDirection(tview.FlexRow).
 		AddItem(nil, 0, 1, false).
-		AddItem(tview.NewFlex().SetDirection(tview.FlexRow).
-			AddItem(nil, 0, 1, false).
-			AddItem(p, height, 0, true).
-			AddItem(nil, 0, 1, false), width, 0, true).
+		AddItem(p, height, 0, true).
 		AddItem(nil, 0, 1, false)
+	row := tview.NewFlex().
+		AddItem(nil, 0, 1, false).
+		AddItem(col, width, 0, true).
+		AddItem(nil, 0, 1, false)
+	return &fitted{Flex: row, col: col, p: p, width: width, height: height}
+}
+
+// fitted is a centered dialog that shrinks to the screen.
+type fitted struct {
+	*tview.Flex
+	col           *tview.Flex
+	p             tview.Primitive
+	width, height int
+}
+
+// Draw sizes the dialog to the screen, then draws it.
+func (f *fitted) Draw(screen tcell.Screen) {
+	sw, sh := screen.Size()
+	f.Flex.ResizeItem(f.col, min(f.width, sw), 0)
+	f.col.ResizeItem(f.p, min(f.height, sh), 0)
+	f.Flex.Draw(screen)
 }

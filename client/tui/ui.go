@@ -329,7 +329,7 @@ func (u *UI) render() {
 	case Lost:
 		label = "Reconnect"
 	}
-	u.tools.buttons[0].SetLabel(buttonLabel(action{key: tcell.KeyF2, label: label}))
+	u.tools.setLabel(0, label)
 	u.status.SetText(statusLine(st, u.m.cfg.Now()))
 }
 
