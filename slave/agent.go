@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -243,6 +244,10 @@ func (s *Slave) health() string {
 		return s.healthMsg
 	}
 	msg := s.cfg.Executor.Health(s.cfg.MinFree)
+	if len(msg) > wire.MaxText {
+		// Load.health is refused past wire.MaxText (a path alone can be 4 KiB).
+		msg = strings.ToValidUTF8(msg[:wire.MaxText-3], "") + "..."
+	}
 	old, first := s.healthMsg, s.healthAt.IsZero()
 	s.healthMsg, s.healthAt = msg, time.Now()
 	if !first && old != msg {
