@@ -131,6 +131,9 @@ func (u *UI) keys(ev *tcell.EventKey) *tcell.EventKey {
 		return nil
 	}
 	switch front {
+	case "help":
+		u.closePage("help") // any key closes the help
+		return nil
 	case "editor":
 		switch ev.Key() {
 		case tcell.KeyCtrlS:
@@ -147,6 +150,10 @@ func (u *UI) keys(ev *tcell.EventKey) *tcell.EventKey {
 			return nil
 		}
 		return ev
+	}
+	if ev.Key() == tcell.KeyF1 || ev.Key() == tcell.KeyRune && ev.Rune() == '?' && !u.typing() {
+		u.openHelp()
+		return nil
 	}
 	for _, a := range u.actionList() {
 		if ev.Key() == a.key {
@@ -449,3 +456,39 @@ func (u *UI) closePage(name string) {
 	u.pages.RemovePage(name)
 	u.app.SetFocus(u.console)
 }
+
+// typing reports whether the focus is on a field that takes text, where
+// '?' is a character rather than the help key.
+func (u *UI) typing() bool {
+	switch u.app.GetFocus().(type) {
+	case *tview.InputField, *tview.TextArea:
+		return true
+	}
+	return false
+}
+
+// openHelp is F1 (or '?' outside text fields): every key of the client in
+// a centered box; any key closes it.
+func (u *UI) openHelp() {
+	tv := tview.NewTextView().SetDynamicColors(true).SetText(helpText)
+	tv.SetBorder(true).SetTitle(" Keys — any key closes ")
+	u.pages.AddPage("help", centered(tv, 66, 22), true, true)
+	u.app.SetFocus(tv)
+}
+
+// helpText lists the keys, as docs/client.md does.
+const helpText = `[yellow]Actions[-] (also buttons: click, or Tab to one and Enter)
+  F2      connect / disconnect / reconnect
+  F3      select a source file (Enter opens, F4 all files)
+  F8      select a tests folder
+  F5      run the selected file on the cluster
+  F6      edit it (Ctrl-S saves, Esc asks before discarding)
+  F7      Info: the connection and what the cluster can run
+  Esc     cancel the running job
+  F10     quit (also Ctrl-C)
+[yellow]Moving around[-]
+  Tab, Shift-Tab      next / previous field or button
+  ↑ ↓ PgUp PgDn       scroll the console (at the bottom it follows)
+  Home End            top / bottom of the console
+  F1 or ?             this help (? outside text fields)
+`

@@ -272,3 +272,24 @@ func TestUIConsoleFollows(t *testing.T) {
 		t.Errorf("scrolled up, the console jumped to new output:\n%s", all)
 	}
 }
+
+// TestUIHelpOverlay: F1 (and ? outside text fields) shows every key; any
+// key closes it; ? in the Address field is a character.
+func TestUIHelpOverlay(t *testing.T) {
+	s := startUI(t, Options{})
+	s.u.app.QueueUpdateDraw(func() { s.u.app.SetFocus(s.u.console) })
+	s.sim.InjectKey(tcell.KeyRune, '?', tcell.ModNone)
+	s.wait("Keys — any key closes", "F6      edit it", "F1 or ?")
+	s.key(tcell.KeyEscape)
+	s.wait("F2 Connect", "Console")
+	s.key(tcell.KeyF1)
+	s.wait("Keys — any key closes")
+	s.key(tcell.KeyEnter)
+	s.wait("Console")
+	s.u.app.QueueUpdateDraw(func() { s.u.app.SetFocus(s.u.head.addr) })
+	s.sim.InjectKey(tcell.KeyRune, '?', tcell.ModNone)
+	s.wait("Address ?")
+	if strings.Contains(strings.Join(s.screen(), "\n"), "any key closes") {
+		t.Error("? in the Address field opened the help")
+	}
+}
