@@ -32,8 +32,9 @@ const (
 	// ListJobs.
 	DefaultRetention = 24 * time.Hour
 	// DefaultStateMaxBytes bounds the payload and output the state keeps;
-	// the oldest ended jobs go first, and a Submit that does not fit even
-	// then is refused busy.
+	// ended jobs go first, the oldest of the client key whose ended jobs
+	// hold the most bytes (so one key cannot push out the others'
+	// results), and a Submit that does not fit even then is refused busy.
 	DefaultStateMaxBytes = 4 << 30
 	// DefaultReclaimAfter is how long a restored job that was on a slave
 	// waits for that slave to report it before it runs again.

@@ -38,7 +38,8 @@ const (
 	// a strike; a zero Until lifts the quarantine (strikes are kept).
 	KindQuarantine Kind = 9
 	// KindExpire drops ended jobs that finished before Now-Retention,
-	// then the oldest ended jobs while the state holds more than MaxBytes.
+	// then ended jobs while the state holds more than MaxBytes: the
+	// oldest of the owner whose ended jobs hold the most bytes first.
 	KindExpire Kind = 10
 	// KindWraps stores Wraps, the content key of the sealed Job wrapped
 	// ahead by its client for slaves, replacing earlier ones.

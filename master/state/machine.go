@@ -21,12 +21,22 @@ type Machine struct {
 	endSeq uint64 // last end counter handed out
 	bytes  int64  // sum of the records' size()
 	live   int    // unfinished jobs
-	ended  []*Job // ended jobs in EndSeq order; entries may be stale (see expireLocked)
+	ended  []*Job // ended jobs in EndSeq order
+	// held is, per owner with ended jobs, what the size cap can take
+	// back: those jobs' EndSeqs in order and their bytes (see evictLocked).
+	held map[string]*holding
+}
+
+// holding is one owner's ended jobs: their EndSeqs in order and the sum
+// of their size().
+type holding struct {
+	ends  []uint64
+	bytes int64
 }
 
 // NewMachine returns an empty state.
 func NewMachine() *Machine {
-	return &Machine{jobs: map[string]*Job{}, slaves: map[string]*Slave{}}
+	return &Machine{jobs: map[string]*Job{}, slaves: map[string]*Slave{}, held: map[string]*holding{}}
 }
 
 // Response is what Apply returns for one command: the job record after
@@ -137,9 +147,33 @@ func (m *Machine) put(old, j *Job) {
 	if j.Ended() {
 		if old != nil && old.Ended() {
 			m.ended[m.endedIndex(j.EndSeq)] = j
+			m.held[j.Owner].bytes += j.size() - old.size()
 		} else {
 			m.ended = append(m.ended, j)
+			m.hold(j)
 		}
+	}
+}
+
+// hold counts a newly ended job (the last EndSeq) in its owner's holding.
+func (m *Machine) hold(j *Job) {
+	h := m.held[j.Owner]
+	if h == nil {
+		h = &holding{}
+		m.held[j.Owner] = h
+	}
+	h.ends = append(h.ends, j.EndSeq)
+	h.bytes += j.size()
+}
+
+// unhold takes an ended job, the oldest of its owner's, out of the
+// holding.
+func (m *Machine) unhold(j *Job) {
+	h := m.held[j.Owner]
+	h.ends = h.ends[1:]
+	h.bytes -= j.size()
+	if len(h.ends) == 0 {
+		delete(m.held, j.Owner)
 	}
 }
 
@@ -236,10 +270,30 @@ func (m *Machine) expireLocked(cutoff time.Time) {
 	m.dropEnded(func(j *Job) bool { return j.Finished.Before(cutoff) })
 }
 
-// evictLocked drops the oldest ended jobs (by EndSeq) while the state
-// holds more than maxBytes.
+// evictLocked drops ended jobs while the state holds more than maxBytes:
+// each time the oldest of the owner whose ended jobs hold the most bytes
+// (ties: the smallest owner), so that one client key filling the cap
+// loses its own results first, not the other keys' (issue 12 review).
+// The choice depends only on the state: no clock, no map order.
 func (m *Machine) evictLocked(maxBytes int64) {
-	m.dropEnded(func(*Job) bool { return m.bytes > maxBytes })
+	dropped := false
+	for m.bytes > maxBytes && len(m.held) > 0 {
+		var owner string
+		var top *holding
+		for o, h := range m.held {
+			if top == nil || h.bytes > top.bytes || h.bytes == top.bytes && o < owner {
+				owner, top = o, h
+			}
+		}
+		j := m.ended[m.endedIndex(top.ends[0])]
+		m.unhold(j)
+		delete(m.jobs, j.ID)
+		m.bytes -= j.size()
+		dropped = true
+	}
+	if dropped {
+		m.ended = slices.DeleteFunc(m.ended, func(j *Job) bool { return m.jobs[j.ID] != j })
+	}
 }
 
 // dropEnded drops ended jobs in EndSeq order while drop says so.
@@ -251,6 +305,7 @@ func (m *Machine) dropEnded(drop func(*Job) bool) {
 		}
 		delete(m.jobs, j.ID)
 		m.bytes -= j.size()
+		m.unhold(j)
 		n++
 	}
 	if n > 0 {

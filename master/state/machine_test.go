@@ -140,6 +140,77 @@ func TestSubmitCaps(t *testing.T) {
 	}
 }
 
+// TestEvictLargestHolderFirst: key A fills the size cap with finished
+// results; key B's one finished, uncollected result survives A's next
+// submits and the periodic expiry, and A loses its own oldest first. The
+// same commands on a restored snapshot evict the same jobs.
+func TestEvictLargestHolderFirst(t *testing.T) {
+	const capBytes = 1000
+	run := func(m *state.Machine, c *state.Command) *state.Job {
+		c.MaxBytes = capBytes
+		return mustApply(t, m, c)
+	}
+	m := state.NewMachine()
+	b := run(m, submit("bob", "b"))
+	mustApply(t, m, result(b.ID, 1, wire.StatusOK, "bob's result"))
+	var aIDs []string
+	for i := 0; i < 30; i++ { // 30 × (1 + 99) bytes: 3 times the cap
+		j := run(m, submit("alice", "a"))
+		mustApply(t, m, result(j.ID, 1, wire.StatusOK, string(bytes.Repeat([]byte("x"), 99))))
+		aIDs = append(aIDs, j.ID)
+		if _, ok := m.Job(b.ID); !ok {
+			t.Fatalf("bob's result evicted after alice's job %d", i+1)
+		}
+	}
+	mustApply(t, m, &state.Command{Kind: state.KindExpire, Now: t0, Retention: 24 * time.Hour, MaxBytes: capBytes})
+	if _, ok := m.Job(b.ID); !ok {
+		t.Fatal("bob's result evicted by expiry")
+	}
+	if st := m.Stats(); st.Bytes > capBytes {
+		t.Fatalf("state holds %d bytes, cap %d", st.Bytes, capBytes)
+	}
+	// Alice's oldest went first: what is left of hers is her newest.
+	var kept []string
+	for _, j := range m.Jobs("alice") {
+		kept = append(kept, j.ID)
+	}
+	if len(kept) == 0 || fmt.Sprint(kept) != fmt.Sprint(aIDs[len(aIDs)-len(kept):]) {
+		t.Fatalf("alice kept %v of %v", kept, aIDs)
+	}
+	// Restored from a snapshot, the holdings evict the same way.
+	var buf bytes.Buffer
+	if _, err := m.Image().WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	r := state.NewMachine()
+	if err := r.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, mm := range []*state.Machine{m, r} {
+		j := run(mm, submit("carol", string(bytes.Repeat([]byte("c"), 300))))
+		if _, ok := mm.Job(b.ID); !ok || j.ID != fmt.Sprintf("J%d", len(aIDs)+2) {
+			t.Fatalf("after carol's submit: bob's result gone or id %s", j.ID)
+		}
+	}
+	if a, b := fmt.Sprint(ids(m)), fmt.Sprint(ids(r)); a != b {
+		t.Fatalf("live %s, restored %s", a, b)
+	}
+	// With only bob's result left to take, it goes: the cap holds.
+	big := submit("carol", string(bytes.Repeat([]byte("c"), capBytes-299)))
+	big.MaxBytes = capBytes
+	wantErr(t, m, big, state.ErrFull)
+	if _, ok := m.Job(b.ID); ok {
+		t.Fatal("bob's result kept past the cap")
+	}
+}
+
+func ids(m *state.Machine) (s []string) {
+	for _, j := range m.Jobs("") {
+		s = append(s, j.ID)
+	}
+	return s
+}
+
 func TestExpire(t *testing.T) {
 	m := state.NewMachine()
 	for i := 0; i < 4; i++ {

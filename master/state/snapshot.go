@@ -105,9 +105,12 @@ func (m *Machine) Restore(r io.Reader) error {
 		}
 	}
 	slices.SortFunc(n.ended, func(a, b *Job) int { return cmp.Compare(a.EndSeq, b.EndSeq) })
+	for _, j := range n.ended {
+		n.hold(j)
+	}
 	m.mu.Lock()
 	m.jobs, m.slaves, m.seq, m.endSeq = n.jobs, n.slaves, n.seq, n.endSeq
-	m.bytes, m.live, m.ended = n.bytes, n.live, n.ended
+	m.bytes, m.live, m.ended, m.held = n.bytes, n.live, n.ended, n.held
 	m.mu.Unlock()
 	return nil
 }
