@@ -41,7 +41,9 @@ func (m *Model) Execute(ctx context.Context) (client.Outcome, error) {
 		return out, m.fail(err)
 	}
 	m.print(Note, "Submitting %s (%s, %d bytes) ...", name, wire.LanguageOf(name), len(src))
-	job, err := c.Submit(ctx, client.Request{FileName: file, Source: src, Progress: m.progress, Seal: true, Tests: tests})
+	in := m.GetInput()
+	job, err := c.Submit(ctx, client.Request{FileName: file, Source: src, Stdin: []byte(in.Stdin), Limits: in.Limits,
+		Progress: m.progress, Seal: true, Tests: tests})
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			err = errors.New("cancelled before the master accepted the job")

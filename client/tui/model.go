@@ -36,6 +36,8 @@ import (
 	"kiln/auth"
 	"kiln/certs"
 	"kiln/client"
+	"kiln/limits"
+	"kiln/transport/wire"
 )
 
 // Conn is the state of the connection with the master.
@@ -139,6 +141,54 @@ type Model struct {
 	cancel context.CancelFunc // cancels the submit in progress
 	wg     sync.WaitGroup     // connection watchers
 	closed bool
+	input  Input // the program's stdin and limits for the next runs
+}
+
+// Input is what the next runs give the program besides its source: its
+// standard input and the limits it asks for (zero: the master's defaults).
+type Input struct {
+	Stdin  string
+	Limits wire.JobLimits
+}
+
+// SetInput sets the stdin and limits of the next runs.
+func (m *Model) SetInput(in Input) {
+	m.mu.Lock()
+	m.input = in
+	m.mu.Unlock()
+	m.print(Note, "Next runs: %s of stdin; limits %s.", sizeText(len(in.Stdin)), limitsText(in.Limits))
+}
+
+// GetInput returns the stdin and limits of the next runs.
+func (m *Model) GetInput() Input {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.input
+}
+
+func sizeText(n int) string {
+	if n == 0 {
+		return "none"
+	}
+	return limits.FormatSize(int64(n))
+}
+
+// limitsText words asked-for limits, "the master's defaults" for zeros.
+func limitsText(l wire.JobLimits) string {
+	var parts []string
+	if l.TimeMs > 0 {
+		parts = append(parts, "time "+limits.Format("time", l.TimeMs))
+	}
+	if l.MemoryBytes > 0 {
+		parts = append(parts, "memory "+limits.FormatSize(l.MemoryBytes))
+	}
+	if l.OutputBytes > 0 {
+		parts = append(parts, "output "+limits.FormatSize(l.OutputBytes))
+	}
+	if len(parts) == 0 {
+		return "the master's defaults"
+	}
+	return strings.Join(parts, ", ") + " (the rest: the master's defaults)"
 }
 
 // NewModel returns a model that reports to obs. It starts nothing. A

@@ -327,3 +327,21 @@ func TestStatusLine(t *testing.T) {
 		t.Errorf("lost: %q", lost)
 	}
 }
+
+// TestModelInputReachesProgram: the stdin set for the next runs is what
+// the program reads.
+func TestModelInputReachesProgram(t *testing.T) {
+	needLang(t, wire.LangPython)
+	c := newCluster(t)
+	src := writeSource(t, "readin.py", "print('hello ' + input())\n")
+	m, rec := newModel(t, c, src)
+	ctx := ctxT(t)
+	if err := m.Connect(ctx, m.State().Target); err != nil {
+		t.Fatal(err)
+	}
+	m.SetInput(Input{Stdin: "bob\n", Limits: wire.JobLimits{TimeMs: 3000}})
+	out, err := m.Execute(ctx)
+	if err != nil || out.Result.Status != wire.StatusOK || string(out.Stdout) != "hello bob\n" {
+		t.Fatalf("Execute: %v, %+v, stdout %q\n%s", err, out.Result, out.Stdout, rec.console())
+	}
+}

@@ -1,14 +1,17 @@
 package tui
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/gdamore/tcell/v2"
 	"github.com/rivo/tview"
 
+	"kiln/limits"
 	"kiln/transport/wire"
 )
 
@@ -91,7 +94,7 @@ func (tb *toolbar) setLabel(i int, label string) {
 
 // shortLabels are the words of the buttons on a narrow screen.
 var shortLabels = map[string]string{
-	"Select file": "File", "Execute": "Run", "Cancel job": "Cancel", "Disconnect": "Discon", "Reconnect": "Recon",
+	"Select file": "File", "Execute": "Run", "Tests": "Test", "Cancel job": "Cancel", "Disconnect": "Discon", "Reconnect": "Recon",
 }
 
 // Draw sizes each button to its label, whole, so that every button keeps
@@ -319,4 +322,99 @@ func (f *fitted) Draw(screen tcell.Screen) {
 	f.Flex.ResizeItem(f.col, min(f.width, sw), 0)
 	f.col.ResizeItem(f.p, min(f.height, sh), 0)
 	f.Flex.Draw(screen)
+}
+
+// inputForm edits the stdin and limits of the next runs: a text area for
+// stdin, three fields for the limits (empty: the master's default), Save
+// (Ctrl-S) and Cancel (Esc).
+type inputForm struct {
+	*tview.Flex
+	stdin                *tview.TextArea
+	time, memory, output *tview.InputField
+	msg                  *tview.TextView
+	onSave               func(Input)
+	onErr                func(error)
+	focus                func(tview.Primitive)
+}
+
+func newInputForm(in Input, onSave func(Input), onErr func(error), focus func(tview.Primitive)) *inputForm {
+	f := &inputForm{stdin: tview.NewTextArea().SetText(in.Stdin, false), onSave: onSave, onErr: onErr, focus: focus,
+		msg: tview.NewTextView().SetDynamicColors(true)}
+	f.stdin.SetBorder(true).SetTitle(" Standard input of the program ")
+	field := func(label, v string) *tview.InputField {
+		return tview.NewInputField().SetLabel(label).SetText(v).SetFieldWidth(12)
+	}
+	show := func(field string, v int64) string {
+		if v == 0 {
+			return ""
+		}
+		return limits.Format(field, v)
+	}
+	f.time = field("Time limit ", show("time", in.Limits.TimeMs))
+	f.memory = field("  Memory ", show("memory", in.Limits.MemoryBytes))
+	f.output = field("  Output ", show("output", in.Limits.OutputBytes))
+	row := tview.NewFlex().AddItem(f.time, 0, 1, false).AddItem(f.memory, 0, 1, false).AddItem(f.output, 0, 1, false)
+	save := tview.NewButton("Ctrl-S Save").SetSelectedFunc(f.save)
+	buttons := tview.NewFlex().AddItem(save, 13, 0, false).AddItem(nil, 1, 0, false).
+		AddItem(tview.NewTextView().SetText("Esc cancel · empty limits: the master's defaults (F7 shows them)"), 0, 1, false)
+	f.Flex = tview.NewFlex().SetDirection(tview.FlexRow).AddItem(f.stdin, 0, 1, true).AddItem(row, 1, 0, false).
+		AddItem(f.msg, 1, 0, false).AddItem(buttons, 1, 0, false)
+	f.Flex.SetBorder(true).SetTitle(" Input for the next runs (F9) ")
+	f.Flex.SetInputCapture(func(ev *tcell.EventKey) *tcell.EventKey {
+		if ev.Key() == tcell.KeyTab || ev.Key() == tcell.KeyBacktab {
+			f.cycle(ev.Key() == tcell.KeyTab)
+			return nil
+		}
+		return ev
+	})
+	return f
+}
+
+// cycle moves the focus among the text area, the fields and Save.
+func (f *inputForm) cycle(forward bool) {
+	items := []tview.Primitive{f.stdin, f.time, f.memory, f.output}
+	cur := 0
+	for i, p := range items {
+		if p.HasFocus() {
+			cur = i
+		}
+	}
+	step := 1
+	if !forward {
+		step = len(items) - 1
+	}
+	f.focus(items[(cur+step)%len(items)])
+}
+
+// save parses the fields and hands the input over, or says what is wrong.
+func (f *inputForm) save() {
+	var in Input
+	in.Stdin = f.stdin.GetText()
+	if v := strings.TrimSpace(f.time.GetText()); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			f.onErr(fmt.Errorf("time limit %q: want a duration such as 5s or 1m", v))
+			return
+		}
+		in.Limits.TimeMs = d.Milliseconds()
+	}
+	for _, x := range []struct {
+		name  string
+		field *tview.InputField
+		dst   *int64
+	}{{"memory", f.memory, &in.Limits.MemoryBytes}, {"output", f.output, &in.Limits.OutputBytes}} {
+		if v := strings.TrimSpace(x.field.GetText()); v != "" {
+			n, err := limits.ParseSize(v)
+			if err != nil || n <= 0 {
+				f.onErr(fmt.Errorf("%s limit %q: want a size such as 256MiB or 1GiB", x.name, v))
+				return
+			}
+			*x.dst = n
+		}
+	}
+	f.onSave(in)
+}
+
+func (f *inputForm) setError(err error) {
+	f.msg.SetText("[red]" + tview.Escape(err.Error()) + "[-]")
 }

@@ -37,6 +37,7 @@ type UI struct {
 	status  *tview.TextView
 	brow    *browser
 	edit    *editor
+	in      *inputForm
 	focus   []tview.Primitive // Tab order of the main page
 
 	st State // the last state seen, owned by the event loop
@@ -87,6 +88,7 @@ func (u *UI) actionList() []action {
 		{tcell.KeyF5, "Execute", u.execute},
 		{tcell.KeyF6, "Edit", u.openEditor},
 		{tcell.KeyF7, "Info", u.info},
+		{tcell.KeyF9, "Input", u.openInput},
 		{tcell.KeyEscape, "Cancel job", u.cancelJob},
 		{tcell.KeyF10, "Quit", u.Quit},
 	}
@@ -131,6 +133,16 @@ func (u *UI) keys(ev *tcell.EventKey) *tcell.EventKey {
 		return nil
 	}
 	switch front {
+	case "input":
+		if ev.Key() == tcell.KeyEscape {
+			u.closePage("input")
+			return nil
+		}
+		if ev.Key() == tcell.KeyCtrlS {
+			u.in.save()
+			return nil
+		}
+		return ev
 	case "help":
 		u.closePage("help") // any key closes the help
 		return nil
@@ -484,6 +496,7 @@ const helpText = `[yellow]Actions[-] (also buttons: click, or Tab to one and Ent
   F5      run the selected file on the cluster
   F6      edit it (Ctrl-S saves, Esc asks before discarding)
   F7      Info: the connection and what the cluster can run
+  F9      the program's stdin and limits for the next runs
   Esc     cancel the running job
   F10     quit (also Ctrl-C)
 [yellow]Moving around[-]
@@ -492,3 +505,14 @@ const helpText = `[yellow]Actions[-] (also buttons: click, or Tab to one and Ent
   Home End            top / bottom of the console
   F1 or ?             this help (? outside text fields)
 `
+
+// openInput is F9: the program's stdin and the limits it asks for, for the
+// next runs.
+func (u *UI) openInput() {
+	u.in = newInputForm(u.m.GetInput(), func(in Input) {
+		u.m.SetInput(in)
+		u.closePage("input")
+	}, func(err error) { u.in.setError(err) }, func(p tview.Primitive) { u.app.SetFocus(p) })
+	u.pages.AddPage("input", centered(u.in, 72, 20), true, true)
+	u.app.SetFocus(u.in.stdin)
+}

@@ -293,3 +293,28 @@ func TestUIHelpOverlay(t *testing.T) {
 		t.Error("? in the Address field opened the help")
 	}
 }
+
+// TestUIInputDialog: F9 takes the program's stdin and limits; a bad limit
+// is refused in the dialog, a good one reaches the model.
+func TestUIInputDialog(t *testing.T) {
+	s := startUI(t, Options{})
+	s.key(tcell.KeyF9)
+	s.wait("Input for the next runs (F9)", "Standard input of the program", "Time limit")
+	s.typeText("bob")
+	s.key(tcell.KeyTab)
+	s.typeText("2s")
+	s.key(tcell.KeyTab)
+	s.typeText("lots")
+	s.key(tcell.KeyCtrlS)
+	s.wait(`memory limit "lots": want a size such as 256MiB`)
+	s.key(tcell.KeyBackspace2)
+	s.key(tcell.KeyBackspace2)
+	s.key(tcell.KeyBackspace2)
+	s.key(tcell.KeyBackspace2)
+	s.typeText("64MiB")
+	s.key(tcell.KeyCtrlS)
+	s.wait("Next runs: 3B of stdin; limits time 2s, memory 64MiB (the rest: the master's defaults).")
+	if in := s.u.Model().GetInput(); in.Stdin != "bob" || in.Limits.TimeMs != 2000 || in.Limits.MemoryBytes != 64<<20 {
+		t.Errorf("model input = %+v", in)
+	}
+}

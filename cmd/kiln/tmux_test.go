@@ -78,9 +78,9 @@ func TestTUITmux(t *testing.T) {
 		t.Run(fmt.Sprintf("%dx%d", size[0], size[1]), func(t *testing.T) {
 			tt := startTmux(t, size[0], size[1], "env", "KILN_BUNDLE=", "KILN_MASTER=", bin, "client", hello)
 			s := tt.wait("F10 Quit", "Console", "not connected")
-			buttons := []string{"F2 Connect", "F3 File", "F8 Tests", "F5 Run", "F6 Edit", "F7 Info", "Esc Cancel", "F10 Quit"}
+			buttons := []string{"F2 Connect", "F3 File", "F8 Test", "F5 Run", "F6 Edit", "F7 Info", "F9 Input", "Esc Cancel", "F10 Quit"}
 			if size[0] >= 100 {
-				buttons = []string{"F2 Connect", "F3 Select file", "F8 Tests", "F5 Execute", "F6 Edit", "F7 Info", "Esc Cancel job", "F10 Quit"}
+				buttons = []string{"F2 Connect", "F3 Select file", "F8 Tests", "F5 Execute", "F6 Edit", "F7 Info", "F9 Input", "Esc Cancel job", "F10 Quit"}
 			}
 			for _, b := range buttons {
 				if !strings.Contains(s, b) {
