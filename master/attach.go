@@ -3,6 +3,7 @@ package master
 import (
 	"cmp"
 	"slices"
+	"strconv"
 
 	"kiln/master/state"
 	"kiln/transport/wire"
@@ -147,13 +148,20 @@ func summaryOfJob(j *job) wire.JobSummary {
 }
 
 // wraps stores a sealed job's keys wrapped ahead by its client, and
-// answers Accepted once they are written.
+// answers Accepted once they are written. A job takes one non-empty
+// Wraps: each is a durable log entry (up to 64 × 512 B), so a key
+// repeating it could otherwise keep the disk busy at its message rate.
 func (s *Server) wraps(cc *clientConn, reqID uint64, w wire.Wraps) {
 	s.mu.Lock()
 	j := s.jobs[w.JobID]
 	if j == nil || j.owner != cc.id.Fingerprint || !j.submit.Sealed {
 		s.mu.Unlock()
 		cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeNotFound, Message: "no sealed job " + truncate(w.JobID, 64) + " of this key waiting"})
+		return
+	}
+	if len(w.Wraps) == 0 || len(j.wraps) > 0 {
+		s.mu.Unlock()
+		cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeBadRequest, Message: "job " + j.id + " takes one non-empty Wraps; it has " + strconv.Itoa(len(j.wraps))})
 		return
 	}
 	keys := make(map[string][]byte, len(w.Wraps))

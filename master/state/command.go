@@ -42,7 +42,7 @@ const (
 	// oldest of the owner whose ended jobs hold the most bytes first.
 	KindExpire Kind = 10
 	// KindWraps stores Wraps, the content key of the sealed Job wrapped
-	// ahead by its client for slaves, replacing earlier ones.
+	// ahead by its client for slaves; a job that has wraps refuses more.
 	KindWraps Kind = 11
 )
 

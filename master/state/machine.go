@@ -88,8 +88,8 @@ func (m *Machine) applyLocked(c *Command) Response {
 		})
 	case KindWraps:
 		return m.change(c.Job, func(j *Job) error {
-			if j.Ended() || !j.Submit.Sealed {
-				return fmt.Errorf("%w: wraps for %s, which is %s (sealed %v)", ErrStale, j.ID, j.State, j.Submit.Sealed)
+			if j.Ended() || !j.Submit.Sealed || len(j.Wraps) > 0 {
+				return fmt.Errorf("%w: wraps for %s, which is %s (sealed %v, %d wraps already)", ErrStale, j.ID, j.State, j.Submit.Sealed, len(j.Wraps))
 			}
 			j.Wraps = c.Wraps
 			return nil

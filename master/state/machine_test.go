@@ -250,6 +250,11 @@ func TestWraps(t *testing.T) {
 	if j := mustApply(t, m, w); len(j.Wraps) != 1 || j.Wraps[0].Slave != "s1" {
 		t.Fatalf("wraps %+v", j.Wraps)
 	}
+	w2 := &state.Command{Kind: state.KindWraps, Job: "J2", Wraps: []state.Wrap{{Slave: "s2", Key: []byte("k2")}}}
+	wantErr(t, m, w2, state.ErrStale) // wraps already stored
+	if j, _ := m.Job("J2"); len(j.Wraps) != 1 || j.Wraps[0].Slave != "s1" {
+		t.Fatalf("wraps after a second Wraps %+v", j.Wraps)
+	}
 	w.Job = "J1"
 	wantErr(t, m, w, state.ErrStale) // not a sealed job
 	if st := m.Stats(); st.Bytes != int64(len("plain")+len("sealed")+2) {

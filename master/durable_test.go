@@ -1,0 +1,94 @@
+package master_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"kiln/certs"
+	"kiln/master"
+	"kiln/master/state"
+	"kiln/transport"
+	"kiln/transport/wire"
+)
+
+// durableCluster is a cluster whose master keeps its jobs in a store (in
+// memory: the log's bytes are not what these tests look at).
+func durableCluster(t *testing.T, tweak ...func(*master.Config)) (*cluster, *state.Store) {
+	t.Helper()
+	st, err := state.Open(context.Background(), state.Config{InMemory: true, Cluster: "sha256:test",
+		ElectionTimeout: 50 * time.Millisecond, StartTimeout: 10 * time.Second, MinFree: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() }) // after the master stops (cleanups run last first)
+	return newCluster(t, append([]func(*master.Config){func(cfg *master.Config) { cfg.Store = st }}, tweak...)...), st
+}
+
+// TestHostileClientRepeatsWraps: a client key sends Wraps for its sealed
+// job again and again (each would be a durable log entry of up to
+// 64 × 512 B). The first is stored; every later one, and an empty one, is
+// refused bad_request without touching the record.
+func TestHostileClientRepeatsWraps(t *testing.T) {
+	c, st := durableCluster(t)
+	b := c.issue(certs.RoleSlave, "s1", "1.0")
+	ss, err := c.dial(b, true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	// A sealing slave that runs python, with no free slot: the job stays queued.
+	ss.Send(wire.MsgRegister, 0, wire.Register{Slots: 1, Toolchains: []wire.Toolchain{{Language: "python"}}, SealKey: b.SealPublicKey()})
+	ss.Send(wire.MsgLoad, 0, wire.Load{Slots: 0})
+	c.waitLog("slave registered", "peer=s1", "sealing=true")
+	cs, err := c.dial(c.issue(certs.RoleClient, "mallory", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := []byte("sealed bytes")
+	cs.Send(wire.MsgSubmit, 1, wire.Submit{Language: "python", FileName: "a.py", SourceSize: int64(len(src)), Sealed: true, ClientKey: make([]byte, 32)})
+	if err := cs.SendFile(context.Background(), wire.NewFileHeader("1", wire.FileSource, "a.py", src), bytes.NewReader(src)); err != nil {
+		t.Fatal(err)
+	}
+	var acc wire.Accepted
+	wire.Decode(recvUntil(t, cs, wire.MsgAccepted), &acc)
+	wraps := func(b byte) wire.Wraps {
+		w := wire.Wraps{JobID: acc.JobID}
+		for i := 0; i < wire.MaxWraps; i++ {
+			w.Wraps = append(w.Wraps, wire.KeyWrap{Slave: "s" + string(rune('a'+i%26)) + string(rune('a'+i/26)), Key: bytes.Repeat([]byte{b}, wire.MaxKey)})
+		}
+		return w
+	}
+	cs.Send(wire.MsgWraps, 2, wraps(1))
+	if env := recvReply(t, cs, 2); env.Type != wire.MsgAccepted {
+		t.Fatalf("first Wraps answered %d", env.Type)
+	}
+	for i := uint64(3); i < 23; i++ {
+		w := wraps(byte(i))
+		if i == 22 {
+			w.Wraps = nil
+		}
+		cs.Send(wire.MsgWraps, i, w)
+		env := recvReply(t, cs, i)
+		var e wire.Error
+		if env.Type != wire.MsgError || wire.Decode(env, &e) != nil || e.Code != wire.CodeBadRequest {
+			t.Fatalf("Wraps %d answered %d %+v, want bad_request", i, env.Type, e)
+		}
+	}
+	j, ok := st.Machine().Job(acc.JobID)
+	if !ok || len(j.Wraps) != wire.MaxWraps || j.Wraps[0].Key[0] != 1 {
+		t.Fatalf("record %v: %d wraps, want the first Wraps' %d", ok, len(j.Wraps), wire.MaxWraps)
+	}
+}
+
+// recvReply reads s until the answer to request id.
+func recvReply(t *testing.T, s *transport.Session, id uint64) wire.Envelope {
+	t.Helper()
+	for {
+		env := recvAny(t, s)
+		if env.ID == id && (env.Type == wire.MsgAccepted || env.Type == wire.MsgError) {
+			return env
+		}
+	}
+}
