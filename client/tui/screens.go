@@ -165,7 +165,9 @@ type browser struct {
 	help    *tview.TextView
 	dir     string
 	all     bool
-	dirs    bool // picking a folder (tests), not a file
+	dirs    bool   // picking a folder (tests), not a file
+	filter  string // typed: entries containing it; with a slash, a path to go to
+	want    string // the entry to start on (the selected file's name)
 	onPick  func(path string)
 	onClose func()
 }
@@ -176,12 +178,68 @@ func newBrowser(dir string, all bool, onPick func(string), onClose func()) *brow
 	b := &browser{list: tview.NewList().ShowSecondaryText(false), where: tview.NewTextView(), help: tview.NewTextView(),
 		dir: dir, all: all, onPick: onPick, onClose: onClose}
 	b.list.SetDoneFunc(onClose)
-	b.help.SetText("Enter open/select · F4 all files / source files only · Esc close")
+	b.list.SetInputCapture(b.typed)
+	b.help.SetText("type to filter, or a path · Enter open/select · F4 all/source files · Esc close")
 	b.Flex = tview.NewFlex().SetDirection(tview.FlexRow).AddItem(b.where, 1, 0, false).
 		AddItem(b.list, 0, 1, true).AddItem(b.help, 1, 0, false)
 	b.SetBorder(true)
 	b.load()
 	return b
+}
+
+// typed handles what is typed into the list: letters filter it, a path
+// (with a slash) is opened with Enter, Backspace and Esc undo the filter.
+func (b *browser) typed(ev *tcell.EventKey) *tcell.EventKey {
+	switch ev.Key() {
+	case tcell.KeyRune:
+		if r := ev.Rune(); r > ' ' {
+			b.filter += string(r)
+			b.load()
+			return nil
+		}
+	case tcell.KeyBackspace, tcell.KeyBackspace2:
+		if b.filter != "" {
+			b.filter = b.filter[:len(b.filter)-1]
+			b.load()
+			return nil
+		}
+	case tcell.KeyEscape:
+		if b.filter != "" {
+			b.filter = ""
+			b.load()
+			return nil
+		}
+	case tcell.KeyEnter:
+		if strings.ContainsRune(b.filter, '/') || strings.HasPrefix(b.filter, "~") {
+			b.goTo(b.filter)
+			return nil
+		}
+	}
+	return ev
+}
+
+// goTo opens a typed path: a directory is listed, a file is picked.
+func (b *browser) goTo(path string) {
+	if rest, ok := strings.CutPrefix(path, "~"); ok {
+		if home, err := os.UserHomeDir(); err == nil {
+			path = home + rest
+		}
+	}
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(b.dir, path)
+	}
+	b.filter = ""
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		b.where.SetText("[red]" + tview.Escape(err.Error()) + "[-]")
+	case fi.IsDir():
+		b.cd(path)
+	case b.dirs:
+		b.cd(filepath.Dir(path))
+	default:
+		b.onPick(path)
+	}
 }
 
 // toggle switches between source files only and all files.
@@ -198,7 +256,13 @@ func (b *browser) load() {
 		filter = "all files"
 	}
 	b.SetTitle(" Select a file — " + filter + " ")
-	b.where.SetText("In " + b.dir)
+	b.where.SetDynamicColors(true).SetText("In " + tview.Escape(b.dir))
+	switch {
+	case strings.ContainsRune(b.filter, '/') || strings.HasPrefix(b.filter, "~"):
+		b.where.SetText("Go to [yellow]" + tview.Escape(b.filter) + "[-] (Enter)")
+	case b.filter != "":
+		b.where.SetText("In " + tview.Escape(b.dir) + " — filter [yellow]" + tview.Escape(b.filter) + "[-] (Backspace, Esc clears)")
+	}
 	if b.dirs {
 		b.SetTitle(" Select a tests folder (NAME.in with NAME.out or NAME.ans) ")
 		b.list.AddItem("[ Use this folder ]", "", 0, func() { b.onPick(b.dir) })
@@ -211,10 +275,15 @@ func (b *browser) load() {
 		return
 	}
 	var dirs, files []string
+	match := strings.ToLower(b.filter)
+	if strings.ContainsRune(match, '/') || strings.HasPrefix(match, "~") {
+		match = ""
+	}
 	for _, e := range entries {
 		name := e.Name()
 		switch {
 		case strings.HasPrefix(name, "."):
+		case !strings.Contains(strings.ToLower(name), match):
 		case e.IsDir():
 			dirs = append(dirs, name)
 		case b.dirs:
@@ -230,8 +299,17 @@ func (b *browser) load() {
 	for _, f := range files {
 		b.list.AddItem(f, "", 0, func() { b.onPick(filepath.Join(b.dir, f)) })
 	}
+	first := b.list.GetItemCount() - len(dirs) - len(files) // the first entry after ../ and the folder choices
 	if len(dirs)+len(files) > 0 && !b.dirs {
-		b.list.SetCurrentItem(1)
+		b.list.SetCurrentItem(first)
+	}
+	for i, f := range files {
+		if f == b.want && b.filter == "" {
+			b.list.SetCurrentItem(first + len(dirs) + i) // start on the selected file
+		}
+	}
+	if len(files) > 0 && b.filter != "" && !b.dirs {
+		b.list.SetCurrentItem(first + len(dirs)) // the first file that matches
 	}
 }
 

@@ -425,6 +425,10 @@ func (u *UI) openBrowser(forBundle bool) {
 		}
 	}
 	u.brow = newBrowser(dir, forBundle, pick, func() { u.closePage("browser") })
+	if cur := u.st.File; cur != "" && !forBundle && filepath.Dir(cur) == dir {
+		u.brow.want = filepath.Base(cur)
+		u.brow.load()
+	}
 	u.pages.AddPage("browser", centered(u.brow, 100, 26), true, true)
 	u.app.SetFocus(u.brow.list)
 }

@@ -318,3 +318,50 @@ func TestUIInputDialog(t *testing.T) {
 		t.Errorf("model input = %+v", in)
 	}
 }
+
+// TestUIBrowserFilterAndPath: the file browser starts on the selected
+// file; typing filters it, Enter picks the match; a typed path (with a
+// slash) is opened with Enter.
+func TestUIBrowserFilterAndPath(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"alpha.py", "beta.py", "gamma.c"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("print(1)\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := startUI(t, Options{Model: Config{File: filepath.Join(dir, "beta.py")}})
+	current := func() string {
+		ch := make(chan string, 1)
+		s.u.app.QueueUpdate(func() {
+			main, _ := s.u.brow.list.GetItemText(s.u.brow.list.GetCurrentItem())
+			ch <- main
+		})
+		return <-ch
+	}
+	s.key(tcell.KeyF3)
+	s.wait("Select a file", "gamma.c")
+	if c := current(); c != "beta.py" {
+		t.Errorf("the browser starts on %q, want the selected beta.py", c)
+	}
+	s.typeText("gam")
+	s.wait("filter gam")
+	if all := strings.Join(s.screen(), "\n"); strings.Contains(all, "alpha.py") {
+		t.Errorf("the filter left alpha.py:\n%s", all)
+	}
+	s.key(tcell.KeyEnter)
+	s.wait("gamma.c", "F5 Execute")
+	if f := s.u.Model().State().File; f != filepath.Join(dir, "gamma.c") {
+		t.Errorf("picked %q", f)
+	}
+	s.key(tcell.KeyF3)
+	s.wait("Select a file")
+	s.typeText("sub/")
+	s.wait("Go to sub/ (Enter)")
+	s.key(tcell.KeyEnter)
+	s.wait("In " + filepath.Join(dir, "sub"))
+	s.key(tcell.KeyEscape)
+	s.wait("F5 Execute")
+}
