@@ -92,3 +92,29 @@ func recvReply(t *testing.T, s *transport.Session, id uint64) wire.Envelope {
 		}
 	}
 }
+
+// TestHostileSlaveFloodsDurableOutput: a durable master keeps a running
+// attempt's output in memory for the job's record, counted against the
+// job's output cap before it is kept (the same check as without a store):
+// a slave sending 128 times the cap ends the job output_limit, and the
+// record written at the end holds no more than the cap.
+func TestHostileSlaveFloodsDurableOutput(t *testing.T) {
+	const limit = 256 << 10
+	c, st := durableCluster(t)
+	c.hostileSlave("evil", 4, flood(512, 64<<10), nil) // 32 MiB per job
+	r := c.honestClient("alice").run("ok.py", []byte("print('honest')\n"), wire.JobLimits{OutputBytes: limit})
+	if r.err != nil || r.res.Status != wire.StatusOutputLimit || r.output > limit {
+		t.Fatalf("%+v %+v, %d output bytes for a cap of %d", r.err, r.res, r.output, limit)
+	}
+	j, ok := st.Machine().Job(r.res.JobID)
+	if !ok || j.State != state.Failed {
+		t.Fatalf("record %v %+v", ok, j)
+	}
+	var held int64
+	for _, ch := range j.Output {
+		held += int64(len(ch.Data) + len(ch.Key))
+	}
+	if held > limit || st.Machine().Stats().Bytes > limit+1024 {
+		t.Fatalf("the record holds %d output bytes for a cap of %d", held, limit)
+	}
+}
