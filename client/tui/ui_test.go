@@ -280,12 +280,20 @@ func TestUIHelpOverlay(t *testing.T) {
 	s.u.app.QueueUpdateDraw(func() { s.u.app.SetFocus(s.u.console) })
 	s.sim.InjectKey(tcell.KeyRune, '?', tcell.ModNone)
 	s.wait("Keys — any key closes", "F6      edit it", "F1 or ?")
+	gone := func() {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); strings.Contains(strings.Join(s.screen(), "\n"), "any key closes"); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the help did not close")
+			}
+		}
+	}
 	s.key(tcell.KeyEscape)
-	s.wait("F2 Connect", "Console")
+	gone()
 	s.key(tcell.KeyF1)
 	s.wait("Keys — any key closes")
 	s.key(tcell.KeyEnter)
-	s.wait("Console")
+	gone()
 	s.u.app.QueueUpdateDraw(func() { s.u.app.SetFocus(s.u.head.addr) })
 	s.sim.InjectKey(tcell.KeyRune, '?', tcell.ModNone)
 	s.wait("Address ?")
@@ -352,10 +360,12 @@ func TestUIBrowserFilterAndPath(t *testing.T) {
 		t.Errorf("the filter left alpha.py:\n%s", all)
 	}
 	s.key(tcell.KeyEnter)
-	s.wait("gamma.c", "F5 Execute")
-	if f := s.u.Model().State().File; f != filepath.Join(dir, "gamma.c") {
-		t.Errorf("picked %q", f)
+	for deadline := time.Now().Add(10 * time.Second); s.u.Model().State().File != filepath.Join(dir, "gamma.c"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Enter on the filtered list picked %q, want gamma.c", s.u.Model().State().File)
+		}
 	}
+	s.wait("File: " + filepath.Join(dir, "gamma.c"))
 	s.key(tcell.KeyF3)
 	s.wait("Select a file")
 	s.typeText("sub/")
