@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"kiln/master/state"
@@ -105,12 +106,87 @@ func (sc *slaveConn) outputChunks(jobID string) []state.Chunk {
 	return nil
 }
 
-// keepChunk buffers one forwarded Output for the durable record. rmu is
-// held; the route's limit bounds what it keeps.
-func (r *route) keepChunk(o *wire.Output) {
-	if r.durable {
-		r.chunks = append(r.chunks, state.Chunk{Stream: o.Stream, Seq: o.Seq, Data: o.Data, Key: o.Key})
+// keepChunk buffers one forwarded Output for the durable record, charged
+// to the job's client key; false when the key's share is full. rmu is
+// held; the route's limit bounds what one attempt keeps.
+func (r *route) keepChunk(o *wire.Output) bool {
+	if !r.durable {
+		return true
 	}
+	n := int64(len(o.Data) + len(o.Key))
+	if r.held != nil && !r.held.take(r.owner, n, r.maxHeld) {
+		return false
+	}
+	r.kept += n
+	r.chunks = append(r.chunks, state.Chunk{Stream: o.Stream, Seq: o.Seq, Data: o.Data, Key: o.Key})
+	return true
+}
+
+// release gives back what the route kept (nil: nothing). rmu is held.
+func (r *route) release() {
+	if r != nil && r.held != nil && r.kept > 0 {
+		r.held.give(r.owner, r.kept)
+		r.kept = 0
+	}
+}
+
+// keyBytes counts bytes by client key: the output routes keep for durable
+// records (JobBudget.DurableOutputPerClient).
+type keyBytes struct {
+	mu sync.Mutex
+	m  map[string]int64
+}
+
+// take charges n to key unless that takes it past limit.
+func (k *keyBytes) take(key string, n, limit int64) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m[key]+n > limit {
+		return false
+	}
+	if k.m == nil {
+		k.m = map[string]int64{}
+	}
+	k.m[key] += n
+	return true
+}
+
+func (k *keyBytes) give(key string, n int64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m[key] -= n; k.m[key] <= 0 {
+		delete(k.m, key)
+	}
+}
+
+// total is what all keys hold (tests, metrics).
+func (k *keyBytes) total() int64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var t int64
+	for _, n := range k.m {
+		t += n
+	}
+	return t
+}
+
+// endForKey ends a job for its client key's doing (its slave is not
+// struck): the slave is told to cancel, the client gets status.
+func (s *Server) endForKey(sc *slaveConn, jobID string, attempt int, status, detail string) {
+	s.mu.Lock()
+	j := sc.running[jobID]
+	if j == nil || j.slave != sc || j.attempt != attempt || (j.state != wire.StateAssigned && j.state != wire.StateRunning) {
+		s.mu.Unlock()
+		return
+	}
+	cancel, client := j.assignSent, j.client
+	s.finishLocked(j, status)
+	s.mu.Unlock()
+	if cancel {
+		sc.send(wire.MsgCancel, 0, wire.Cancel{JobID: j.id})
+	}
+	sc.log.Warn("job ended by the master", "job", j.id, "status", status, "detail", truncate(detail, 200))
+	s.ended(client, j, attempt, status, detail)
 }
 
 // proposeResultLocked writes a job's end. s.mu is held.

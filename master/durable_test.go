@@ -3,6 +3,8 @@ package master_test
 import (
 	"bytes"
 	"context"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,4 +119,37 @@ func TestHostileSlaveFloodsDurableOutput(t *testing.T) {
 	if held > limit || st.Machine().Stats().Bytes > limit+1024 {
 		t.Fatalf("the record holds %d output bytes for a cap of %d", held, limit)
 	}
+}
+
+// TestHostileClientPinsDurableOutput: with a store, the output of a key's
+// running jobs is kept for their records until each ends; a key whose
+// jobs print without ending is bounded by DurableOutputPerClient. The job
+// that does not fit ends output_limit, its slave is not struck, and
+// another key's job on the same slave still keeps its output.
+func TestHostileClientPinsDurableOutput(t *testing.T) {
+	const share = 256 << 10
+	c, _ := durableCluster(t, func(cfg *master.Config) { cfg.Budget.Jobs.DurableOutputPerClient = share })
+	c.hostileSlave("loud", 8, flood(3, 64<<10), nil) // 192 KiB per job, never a Result
+	submit := func(cs *transport.Session, id uint64) {
+		src := []byte("print('x' * 10**9)\n")
+		cs.Send(wire.MsgSubmit, id, wire.Submit{Language: "python", FileName: "a.py", SourceSize: int64(len(src))})
+		if err := cs.SendFile(context.Background(), wire.NewFileHeader(strconv.FormatUint(id, 10), wire.FileSource, "a.py", src), bytes.NewReader(src)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mallory := c.honestClient("mallory").cs
+	submit(mallory, 1)
+	submit(mallory, 2)
+	var r wire.Result
+	wire.Decode(recvUntil(t, mallory, wire.MsgResult), &r)
+	if r.Status != wire.StatusOutputLimit || !strings.Contains(r.Detail, "DurableOutputPerClient") {
+		t.Fatalf("result %+v", r)
+	}
+	waitFor(t, "the ended job's output let go", func() bool { return c.srv.DurableOutputHeld() == 192<<10 })
+	if h := c.slaveInfo("loud").Health; strings.Contains(h, "strike") {
+		t.Fatalf("the slave was struck for the key's output: %q", h)
+	}
+	bob := c.honestClient("bob").cs
+	submit(bob, 1)
+	waitFor(t, "bob's output kept", func() bool { return c.srv.DurableOutputHeld() == 2*192<<10 })
 }

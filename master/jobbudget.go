@@ -11,6 +11,12 @@ type JobBudget struct {
 	// memory (pending uploads and its queued and running jobs), under
 	// Config.MaxHeldBytes for all; past it the upload is refused busy.
 	HeldBytesPerClient int64
+	// DurableOutputPerClient bounds, with a store (Config.Store), the
+	// output of one client key's running jobs the master keeps in memory
+	// for their durable records until each Result is written; past it the
+	// job whose output does not fit ends output_limit (its slave is not
+	// struck: the output is the key's, not the slave's fault).
+	DurableOutputPerClient int64
 	// UploadIdle is how long a file stream may go without delivering a
 	// chunk (64 KiB) before it is closed and its upload refused.
 	UploadIdle time.Duration
@@ -53,25 +59,27 @@ type JobBudget struct {
 // DefaultJobBudget returns the defaults documented in docs/security.md.
 func DefaultJobBudget() JobBudget {
 	return JobBudget{
-		HeldBytesPerClient: 256 << 20,
-		UploadIdle:         10 * time.Second,
-		SubmitWait:         500 * time.Millisecond,
-		FilesPerSession:    4,
-		JobsPerClient:      128,
-		JobRunTime:         60 * time.Second,
-		JobCompileTime:     60 * time.Second,
-		JobGrace:           30 * time.Second,
-		SendFileIdle:       10 * time.Second,
-		OutputMessages:     1 << 16,
-		QuarantineStrikes:  3,
-		QuarantineBase:     30 * time.Second,
-		QuarantineMax:      10 * time.Minute,
+		HeldBytesPerClient:     256 << 20,
+		DurableOutputPerClient: 256 << 20,
+		UploadIdle:             10 * time.Second,
+		SubmitWait:             500 * time.Millisecond,
+		FilesPerSession:        4,
+		JobsPerClient:          128,
+		JobRunTime:             60 * time.Second,
+		JobCompileTime:         60 * time.Second,
+		JobGrace:               30 * time.Second,
+		SendFileIdle:           10 * time.Second,
+		OutputMessages:         1 << 16,
+		QuarantineStrikes:      3,
+		QuarantineBase:         30 * time.Second,
+		QuarantineMax:          10 * time.Minute,
 	}
 }
 
 func (b JobBudget) withDefaults() JobBudget {
 	d := DefaultJobBudget()
 	setInt64(&b.HeldBytesPerClient, d.HeldBytesPerClient)
+	setInt64(&b.DurableOutputPerClient, d.DurableOutputPerClient)
 	setDur(&b.UploadIdle, d.UploadIdle)
 	setDur(&b.SubmitWait, d.SubmitWait)
 	setInt(&b.FilesPerSession, d.FilesPerSession)

@@ -284,7 +284,8 @@ func (s *Server) placeLocked(j *job, sc *slaveConn, now time.Time) {
 		limit = s.cfg.Limits.MaxOutput
 	}
 	sc.addRoute(j.id, &route{attempt: j.attempt, client: j.client, limit: limit,
-		maxMsgs: s.cfg.Budget.Jobs.OutputMessages, sealed: j.submit.Sealed, durable: s.durable()})
+		maxMsgs: s.cfg.Budget.Jobs.OutputMessages, sealed: j.submit.Sealed, durable: s.durable(),
+		owner: j.owner, held: &s.outHeld, maxHeld: s.cfg.Budget.Jobs.DurableOutputPerClient})
 }
 
 // sendJob delivers an assignment: the Assign message and the job's files.

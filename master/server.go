@@ -195,6 +195,9 @@ type Server struct {
 	// heldBy the same by client key (see JobBudget.HeldBytesPerClient).
 	held   int64
 	heldBy map[string]int64
+	// outHeld: output kept for durable records, by client key (see
+	// JobBudget.DurableOutputPerClient); its own lock, under slaves' rmu.
+	outHeld keyBytes
 	// slaveKeys is the session of each connected slave name, keySessions
 	// the session count of each client and admin key (see claim).
 	slaveKeys   map[string]*peer

@@ -57,22 +57,34 @@ type route struct {
 	// (and replayed to a client that attaches); bounded by limit.
 	durable bool
 	chunks  []state.Chunk
+	// The chunks are charged to the job's client key (owner) in held, at
+	// most maxHeld for the key; keyFull: this message did not fit.
+	owner   string
+	held    *keyBytes
+	maxHeld int64
+	kept    int64
+	keyFull bool
 }
 
 func (sc *slaveConn) addRoute(jobID string, r *route) {
 	sc.rmu.Lock()
+	sc.routes[jobID].release()
 	sc.routes[jobID] = r
 	sc.rmu.Unlock()
 }
 
 func (sc *slaveConn) dropRoute(jobID string) {
 	sc.rmu.Lock()
+	sc.routes[jobID].release()
 	delete(sc.routes, jobID)
 	sc.rmu.Unlock()
 }
 
 func (sc *slaveConn) clearRoutes() {
 	sc.rmu.Lock()
+	for _, r := range sc.routes {
+		r.release()
+	}
 	clear(sc.routes)
 	sc.rmu.Unlock()
 }
@@ -114,7 +126,10 @@ func (sc *slaveConn) routeOutput(o *wire.Output) (c *clientConn, over bool) {
 		r.over = true
 		return nil, true
 	}
-	r.keepChunk(o)
+	if !r.keepChunk(o) {
+		r.over, r.keyFull = true, true
+		return nil, true
+	}
 	return r.client, false
 }
 
@@ -367,6 +382,14 @@ func (s *Server) load(sc *slaveConn, l wire.Load) {
 // outputOver ends a job whose slave sent more output than its cap: the
 // slave is struck and told to cancel, the client gets output_limit.
 func (s *Server) outputOver(sc *slaveConn, jobID string, attempt int) {
+	sc.rmu.Lock()
+	keyFull := sc.routes[jobID] != nil && sc.routes[jobID].keyFull
+	sc.rmu.Unlock()
+	if keyFull {
+		s.endForKey(sc, jobID, attempt, wire.StatusOutputLimit,
+			fmt.Sprintf("the client key's running jobs hold %d bytes of output for their durable records (JobBudget.DurableOutputPerClient)", s.cfg.Budget.Jobs.DurableOutputPerClient))
+		return
+	}
 	s.mu.Lock()
 	j := sc.running[jobID]
 	limit := int64(0)
