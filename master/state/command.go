@@ -107,7 +107,13 @@ var (
 func (c *Command) Encode() ([]byte, error) { return msgpack.Marshal(c) }
 
 // DecodeCommand parses a command written by [Command.Encode].
-func DecodeCommand(b []byte) (*Command, error) {
+func DecodeCommand(b []byte) (_ *Command, err error) {
+	// msgpack v5.4.1 can panic on malformed input (see Restore).
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %v", ErrBadCommand, p)
+		}
+	}()
 	var c Command
 	if err := msgpack.Unmarshal(b, &c); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)

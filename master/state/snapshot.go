@@ -80,7 +80,15 @@ var ErrBadSnapshot = errors.New("bad snapshot")
 
 // Restore replaces the whole state by the snapshot read from r. On error
 // the state is left as it was.
-func (m *Machine) Restore(r io.Reader) error {
+func (m *Machine) Restore(r io.Reader) (err error) {
+	// msgpack v5.4.1 panics on some malformed input (a nil where a struct
+	// field is expected: reflect.Value.IsNil on a struct); a snapshot that
+	// does that is bad, not a reason to crash the master.
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: does not decode: %v", ErrBadSnapshot, p)
+		}
+	}()
 	n := NewMachine()
 	dec := msgpack.NewDecoder(bufio.NewReaderSize(r, 64<<10))
 	var h snapHeader
