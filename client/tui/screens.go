@@ -179,7 +179,7 @@ func newBrowser(dir string, all bool, onPick func(string), onClose func()) *brow
 		dir: dir, all: all, onPick: onPick, onClose: onClose}
 	b.list.SetDoneFunc(onClose)
 	b.list.SetInputCapture(b.typed)
-	b.help.SetText("type to filter, or a path · Enter open/select · F4 all/source files · Esc close")
+	b.help.SetText("type to filter or a path · Enter pick · F4 all files · Esc close")
 	b.Flex = tview.NewFlex().SetDirection(tview.FlexRow).AddItem(b.where, 1, 0, false).
 		AddItem(b.list, 0, 1, true).AddItem(b.help, 1, 0, false)
 	b.SetBorder(true)
