@@ -96,8 +96,8 @@ func adminCommands() []adminCmd {
 		{Command{Name: "drain", Args: "NAME", Summary: "send no new jobs to a slave; running ones finish",
 			Help: "drain NAME stops the scheduler from placing new jobs on slave NAME; the jobs it is running\n" +
 				"finish normally, and queued jobs that only it could run end with no_slave. The slave stays\n" +
-				"connected. The drain is kept by name, across the slave's reconnects, until undrain NAME\n" +
-				"(a restart of the master forgets it)."},
+				"connected. The drain is kept by name, across the slave's reconnects and (with a data\n" +
+				"directory) the master's restarts, until undrain NAME."},
 			1, 1, func(s *Server, by string, a []string) (wire.AdminReply, error) { return s.adminDrain(by, a, true) }, nil},
 		{Command{Name: "undrain", Args: "NAME", Summary: "let a drained slave take jobs again",
 			Help: "undrain NAME lets the scheduler place jobs on slave NAME again."},

@@ -207,7 +207,8 @@ func (s *Server) delivered(j *job) {
 
 // restore rebuilds the queue from the store at start: queued jobs queue
 // again; jobs that were on a slave wait for it to report them (see
-// reclaim) until ReclaimAfter, then run again. Drains come back too.
+// reclaim) until ReclaimAfter, then run again. Drains come back too, and
+// quarantines that have not run out.
 func (s *Server) restore() {
 	if s.cfg.Store == nil {
 		return
@@ -215,12 +216,19 @@ func (s *Server) restore() {
 	m := s.cfg.Store.Machine()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.cfg.Now()
 	for _, sl := range m.Slaves() {
 		if sl.Drained {
 			s.recordLocked(sl.Name).drained = true
 		}
+		if now.Before(sl.QuarantinedUntil) {
+			// Out until the same time; the next quarantine is at least
+			// twice as long (the state keeps no finer backoff).
+			r := s.recordLocked(sl.Name)
+			r.until, r.quarantines = sl.QuarantinedUntil, max(r.quarantines, 1)
+			r.reason = "quarantined before the master restarted"
+		}
 	}
-	now := s.cfg.Now()
 	n := 0
 	for _, r := range m.Unfinished() {
 		j := jobOfRecord(r)

@@ -52,7 +52,13 @@ func (s *syncBuffer) String() string {
 
 func newCluster(t *testing.T, tweak ...func(*master.Config)) *cluster {
 	t.Helper()
-	pki := authtest.New(t)
+	return clusterOf(t, authtest.New(t), tweak...)
+}
+
+// clusterOf starts a master of the cluster pki (a restarted master is a
+// second one on the same pki).
+func clusterOf(t *testing.T, pki *authtest.PKI, tweak ...func(*master.Config)) *cluster {
+	t.Helper()
 	dir, ca, mb, reg := pki.Dir, pki.CA, pki.Master, pki.Registry
 	logs := &syncBuffer{}
 	cfg := master.Config{

@@ -3,6 +3,8 @@ package master
 import (
 	"fmt"
 	"time"
+
+	"kiln/master/state"
 )
 
 // slaveRecord is what the master remembers of a slave by name, across its
@@ -75,6 +77,9 @@ func (s *Server) strikeLocked(sc *slaveConn, reason string) {
 	if d := r.strike(now, s.cfg.Budget.Jobs, reason); d > 0 {
 		sc.log.Warn("slave quarantined", "for", d, "reason", truncate(reason, 200))
 		s.cfg.Metrics.quarantined()
+		// Durable: a restarted master keeps it out until the same time.
+		s.waitLogged(s.proposeLocked(&state.Command{Kind: state.KindQuarantine, Slave: sc.id.Name, Until: r.until}),
+			"quarantine", "")
 	} else {
 		sc.log.Info("slave struck", "strikes", r.strikes, "reason", truncate(reason, 200))
 	}
