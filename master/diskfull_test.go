@@ -74,17 +74,16 @@ func fill(t *testing.T, path string, leave int64) {
 }
 
 // TestDiskFillsWhileRunning (issue 12, "a disk that fills while
-// running"): the master's data directory is on a 16 MiB tmpfs; 16 jobs
-// are accepted and running when a filler file takes the free space, down
-// to under --min-free (1 MiB here) or to the last byte. A new Submit is
-// refused busy with a reason naming the disk; the running jobs finish and
-// their results and output reach the client; once the filler is gone a
-// Submit is accepted again (raft is not shut down by a failed write); and
-// after a restart of the store on the same directory no accepted job is
-// missing. Under --min-free the reserve holds every result; with the disk
-// full to the last byte a result the log could not take is lost from the
-// state (the client had it), and that job is unfinished after a restart,
-// so it runs again: at least once, never lost.
+// running"): the master's data directory is on a 16 MiB tmpfs with a
+// 2 MiB reserve file; 16 jobs are accepted and running when a filler file
+// takes the free space, down to under --min-free (1 MiB here) or to the
+// last byte. A new Submit is refused busy with a reason naming the disk,
+// and the reserve is released; the running jobs finish and each result
+// and output reaches the client exactly once; Submits stay busy until the
+// filler is gone and the reserve written back, then one is accepted
+// again; and after a restart of the store on the same directory every
+// job that was running has its result stored (none runs again) and no
+// accepted job is missing.
 func TestDiskFillsWhileRunning(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -100,7 +99,7 @@ func diskFills(t *testing.T, leave int64) {
 	data := filepath.Join(disk, "data")
 	open := func() *state.Store {
 		st, err := state.Open(context.Background(), state.Config{Dir: data, Cluster: "sha256:diskfull",
-			ElectionTimeout: 50 * time.Millisecond, StartTimeout: 10 * time.Second, MinFree: 1 << 20})
+			ElectionTimeout: 50 * time.Millisecond, StartTimeout: 10 * time.Second, MinFree: 1 << 20, Reserve: 2 << 20})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -164,6 +163,9 @@ func diskFills(t *testing.T, leave int64) {
 		!strings.Contains(e.Message, "bytes available") || !strings.Contains(e.Message, data) {
 		t.Fatalf("Submit on a full disk answered %d %+v, want busy naming %s", env.Type, e, data)
 	}
+	if !st.ReserveReleased() {
+		t.Fatal("the disk is full but the reserve was not released")
+	}
 
 	// The running jobs finish; results and output reach the client.
 	close(release)
@@ -175,6 +177,9 @@ func diskFills(t *testing.T, leave int64) {
 		case wire.MsgResult:
 			var r wire.Result
 			wire.Decode(env, &r)
+			if _, twice := got[r.JobID]; twice {
+				t.Fatalf("job %s: a second result reached the client", r.JobID)
+			}
 			got[r.JobID] = r
 		case wire.MsgOutput:
 			var o wire.Output
@@ -188,8 +193,14 @@ func diskFills(t *testing.T, leave int64) {
 		}
 	}
 
-	// Space back: a Submit is accepted again (raft leads again at once,
-	// or within an election after a failed write).
+	// Still full: Submits stay busy while the reserve is not back.
+	env = submit(101)
+	if env.Type != wire.MsgError || wire.Decode(env, &e) != nil || e.Code != wire.CodeBusy {
+		t.Fatalf("Submit with the reserve used answered %d %+v, want busy", env.Type, e)
+	}
+
+	// Space back: a Submit is accepted again once the reserve is
+	// written back.
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
@@ -208,6 +219,12 @@ func diskFills(t *testing.T, leave int64) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	if st.ReserveReleased() {
+		t.Fatal("a Submit was accepted before the reserve was written back")
+	}
+	if fi, err := os.Stat(filepath.Join(data, "reserve")); err != nil || fi.Size() != 2<<20 {
+		t.Fatalf("reserve after space came back: %v", err)
+	}
 
 	// Restart the store on the same directory: no accepted job is missing.
 	c.stop()
@@ -221,8 +238,10 @@ func diskFills(t *testing.T, leave int64) {
 	for i, id := range accepted {
 		j, ok := st2.Machine().Job(id)
 		switch {
-		case ok && j.Result == nil && leave > 0 && i < jobs:
-			t.Fatalf("under --min-free, the result of job %s (running when the disk filled) was not kept: %s", id, j.State)
+		case ok && j.Result == nil && i < jobs:
+			t.Fatalf("the result of job %s (running when the disk filled) was not kept: %s", id, j.State)
+		case ok && i < jobs && !j.Delivered:
+			t.Fatalf("job %s: its delivery to the client was not kept (a re-attach would send it again)", id)
 		case !ok:
 			t.Fatalf("after restart, accepted job %s is missing", id)
 		case j.Result != nil:
@@ -240,5 +259,8 @@ func diskFills(t *testing.T, leave int64) {
 			t.Fatalf("after restart, job %s in state %s without a result", id, j.State)
 		}
 	}
-	t.Logf("after restart: %d jobs ended with their result, %d to run again", ended, again)
+	if ended < jobs {
+		t.Fatalf("after restart: %d jobs ended with their result, want at least the %d that were running", ended, jobs)
+	}
+	t.Logf("after restart: %d jobs ended with their result, %d to run", ended, again)
 }

@@ -29,6 +29,11 @@ type Config struct {
 	// MinFree is the space the data directory's file system must have
 	// available at start (and for [Store.CheckSpace]); default 64 MiB.
 	MinFree uint64
+	// Reserve is the size of the reserve file written in the data
+	// directory at start (Open refuses to start without it) and deleted
+	// when the disk fills, so that the results of running jobs can still
+	// be written; default DefaultReserve.
+	Reserve uint64
 	// InMemory keeps the log, stable store and snapshots in memory: no
 	// data directory, nothing survives Close (tests and benchmarks).
 	InMemory bool
@@ -68,6 +73,9 @@ func (c *Config) setDefaults() {
 	if c.MinFree == 0 {
 		c.MinFree = DefaultMinFree
 	}
+	if c.Reserve == 0 {
+		c.Reserve = DefaultReserve
+	}
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = DefaultSnapshotThreshold
 	}
@@ -102,6 +110,7 @@ type Store struct {
 	trans *raft.InmemTransport
 	bolt  *raftboltdb.BoltStore
 	dir   *dataDir
+	res   *reserve
 	once  sync.Once
 	err   error
 
@@ -177,10 +186,16 @@ func (s *Store) openStorage() (raft.LogStore, raft.StableStore, raft.SnapshotSto
 			return fail(err)
 		}
 	}
+	s.res = &reserve{path: d.file(reserveFile), size: int64(s.cfg.Reserve)}
+	if err := s.res.create(); err != nil {
+		return fail(fmt.Errorf("%w: %s: cannot write the disk reserve of %d bytes: %v (free some space)",
+			ErrDiskFull, s.res.path, s.cfg.Reserve, err))
+	}
 	if s.bolt, err = s.openBolt(false); err != nil {
 		return fail(err)
 	}
-	return s.bolt, s.bolt, snaps, nil
+	logs := &reserveLogs{LogStore: s.bolt, StableStore: s.bolt, r: s.res}
+	return logs, logs, snaps, nil
 }
 
 func (s *Store) openBolt(readOnly bool) (b *raftboltdb.BoltStore, err error) {
@@ -468,12 +483,26 @@ func (s *Store) Snapshot() error { return s.raft.Snapshot().Error() }
 
 // CheckSpace returns ErrDiskFull when the data directory's file system
 // has less than Config.MinFree available: the master refuses new jobs
-// then, and keeps finishing the accepted ones.
+// then, and keeps finishing the accepted ones, whose writes use the
+// space of the reserve file (released then, or at a write that fails
+// with ENOSPC). It keeps returning ErrDiskFull until MinFree plus the
+// reserve are available and the reserve is written again.
 func (s *Store) CheckSpace() error {
 	if s.cfg.InMemory {
 		return nil
 	}
-	return checkFree(s.cfg.Dir, s.cfg.MinFree)
+	return s.res.check(s.cfg.Dir, s.cfg.MinFree)
+}
+
+// ReserveReleased reports whether the reserve file is deleted (the disk
+// filled and it has not been written back yet).
+func (s *Store) ReserveReleased() bool {
+	if s.res == nil {
+		return false
+	}
+	s.res.mu.Lock()
+	defer s.res.mu.Unlock()
+	return s.res.released
 }
 
 // Close stops the raft node and releases the data directory. Idempotent.

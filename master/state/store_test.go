@@ -25,7 +25,7 @@ const cluster = "sha256:aaaa"
 
 func testConfig(dir string) state.Config {
 	return state.Config{Dir: dir, Cluster: cluster, ElectionTimeout: 50 * time.Millisecond,
-		SnapshotInterval: time.Hour, SnapshotThreshold: 1 << 20, StartTimeout: 10 * time.Second, MinFree: 1}
+		SnapshotInterval: time.Hour, SnapshotThreshold: 1 << 20, StartTimeout: 10 * time.Second, MinFree: 1, Reserve: 64 << 10}
 }
 
 func open(t *testing.T, cfg state.Config) *state.Store {
