@@ -254,10 +254,16 @@ func TestLiveRevocation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check := func(s *transport.Session, code string, act func()) {
+	// The promise is the master's latency: from the moment the registry
+	// file holds the change (act has returned: the other process's write
+	// and fsync are its own time, not the master's) to the moment the
+	// master decides to disconnect, read off its own log line's
+	// timestamp, so that how late this test's goroutine wakes up on a
+	// loaded machine does not count. The bound itself stays 1 s.
+	check := func(s *transport.Session, name, code string, act func()) {
 		t.Helper()
-		start := time.Now()
 		act()
+		start := time.Now()
 		env := recvUntil(t, s, wire.MsgRefused)
 		var r wire.Refused
 		if err := wire.Decode(env, &r); err != nil {
@@ -266,8 +272,8 @@ func TestLiveRevocation(t *testing.T) {
 		if r.Code != code {
 			t.Fatalf("refused with %q, want %q", r.Code, code)
 		}
-		if d := time.Since(start); d > time.Second {
-			t.Fatalf("disconnected after %v, want within 1 s", d)
+		if d := c.logTime(t, "registry change: disconnecting peer", "peer="+name, "code="+code).Sub(start); d > time.Second {
+			t.Fatalf("disconnected %v after the registry changed, want within 1 s", d)
 		}
 		select {
 		case <-s.Done():
@@ -275,15 +281,34 @@ func TestLiveRevocation(t *testing.T) {
 			t.Fatal("session still open after the refusal")
 		}
 	}
-	check(cs, wire.CodeRevokedKey, func() {
+	check(cs, "carol", wire.CodeRevokedKey, func() {
 		if _, err := other.RevokeName("carol", "left the team"); err != nil {
 			t.Fatal(err)
 		}
 	})
-	check(ss, wire.CodeVersionRetired, func() {
+	check(ss, "s-old", wire.CodeVersionRetired, func() {
 		if _, err := other.Retire(certs.RoleSlave, "0.9", "old"); err != nil {
 			t.Fatal(err)
 		}
 	})
-	c.waitLog("registry change: disconnecting peer", "peer=carol", "code=revoked_key")
+}
+
+// logTime is the time stamp of the master's first log line holding every
+// fragment (which must be logged already).
+func (c *cluster) logTime(t *testing.T, fragments ...string) time.Time {
+	t.Helper()
+	c.waitLog(fragments...)
+	for _, line := range strings.Split(c.logs.String(), "\n") {
+		if !containsAll(line, fragments) {
+			continue
+		}
+		stamp, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		at, err := time.Parse(time.RFC3339Nano, stamp)
+		if err != nil {
+			t.Fatalf("log line without a time stamp: %q: %v", line, err)
+		}
+		return at
+	}
+	t.Fatalf("master never logged a line with %q", fragments)
+	return time.Time{}
 }
