@@ -171,6 +171,17 @@ func (s *Server) wraps(cc *clientConn, reqID uint64, w wire.Wraps) {
 		rec = append(rec, state.Wrap{Slave: k.Slave, Key: k.Key})
 	}
 	j.wraps = keys
+	// A dispatch that overtook these wraps is waiting for the client to
+	// answer a WrapRequest: answer it from them.
+	if ch := j.wrapCh; ch != nil && j.slave != nil {
+		if k := keys[j.slave.id.Name]; k != nil {
+			select {
+			case ch <- wire.Wrapped{JobID: j.id, Attempt: j.wrapAttempt, WrappedKey: k}:
+				j.wrapCh = nil
+			default:
+			}
+		}
+	}
 	f := s.proposeLocked(&state.Command{Kind: state.KindWraps, Job: j.id, Wraps: rec})
 	s.mu.Unlock()
 	if f != nil {

@@ -153,3 +153,53 @@ func TestHostileClientPinsDurableOutput(t *testing.T) {
 	submit(bob, 1)
 	waitFor(t, "bob's output kept", func() bool { return c.srv.DurableOutputHeld() == 2*192<<10 })
 }
+
+// TestWrapsOvertakenByDispatch: a client that submits a sealed job and
+// leaves (kiln submit) sends its key wraps after Accepted; a free slave
+// can get the job first, and the master then asks the client to wrap. The
+// wraps that arrive next answer that request, and the client leaving
+// afterwards does not cancel the job (it once ended "the client left
+// before the job ran" although its key for the slave was stored).
+func TestWrapsOvertakenByDispatch(t *testing.T) {
+	for _, leave := range []bool{false, true} {
+		t.Run(map[bool]string{false: "wraps_answer", true: "client_leaves"}[leave], func(t *testing.T) {
+			c, _ := durableCluster(t)
+			b := c.issue(certs.RoleSlave, "s1", "1.0")
+			ss, err := c.dial(b, true, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ss.Close()
+			ss.Send(wire.MsgRegister, 0, wire.Register{Slots: 1, Toolchains: []wire.Toolchain{{Language: "python"}}, SealKey: b.SealPublicKey()})
+			ss.Send(wire.MsgLoad, 0, wire.Load{Slots: 1})
+			c.waitLog("slave registered", "peer=s1", "sealing=true")
+			cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := []byte("sealed bytes")
+			cs.Send(wire.MsgSubmit, 1, wire.Submit{Language: "python", FileName: "a.py", SourceSize: int64(len(src)), Sealed: true, ClientKey: make([]byte, 32)})
+			if err := cs.SendFile(context.Background(), wire.NewFileHeader("1", wire.FileSource, "a.py", src), bytes.NewReader(src)); err != nil {
+				t.Fatal(err)
+			}
+			var req wire.WrapRequest
+			wire.Decode(recvUntil(t, cs, wire.MsgWrapRequest), &req) // dispatched before any wraps
+			key := bytes.Repeat([]byte{7}, 48)
+			cs.Send(wire.MsgWraps, 2, wire.Wraps{JobID: req.JobID, Wraps: []wire.KeyWrap{{Slave: "s1", Key: key}}})
+			if leave {
+				if env := recvReply(t, cs, 2); env.Type != wire.MsgAccepted {
+					t.Fatalf("Wraps answered %d", env.Type)
+				}
+				cs.Close()
+			}
+			var a wire.Assign
+			wire.Decode(recvUntil(t, ss, wire.MsgAssign), &a)
+			if a.JobID != req.JobID || !bytes.Equal(a.WrappedKey, key) {
+				t.Fatalf("slave got %s with key %x, want %s with the stored wrap", a.JobID, a.WrappedKey, req.JobID)
+			}
+			if !leave {
+				cs.Close()
+			}
+		})
+	}
+}

@@ -395,6 +395,17 @@ func (s *Server) wrapFor(a assignment) ([]byte, bool) {
 	case <-t.C:
 		s.endAssignment(a, wire.StatusInternalError, "client did not wrap the key")
 	case <-cc.done:
+		// A client that submits and leaves (kiln submit) sends its key
+		// wraps after Accepted and may be gone before it reads this
+		// request: the wraps it sent first are read before its session
+		// ends, so look for them again.
+		s.mu.Lock()
+		w := j.storedWrap(sc)
+		current := a.currentLocked()
+		s.mu.Unlock()
+		if w != nil && current {
+			return w, true
+		}
 		s.endAssignment(a, wire.StatusCancelled, "the client left before the job ran")
 	case <-sc.done:
 	}
