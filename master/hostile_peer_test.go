@@ -351,7 +351,8 @@ func TestHostileSessionsPerKey(t *testing.T) {
 // master logged it as one past the cap, before TLS; the timeout on a
 // second master, where each silent connection must be closed by the
 // master's own handshake deadline ("context deadline exceeded"), never
-// before it, and its slot then serves a new client.
+// before it and within 3 s of the dials by the master's log time stamps,
+// and its slot then serves a new client.
 func TestHostileHandshakeFlood(t *testing.T) {
 	const capped = 8
 	c := newCluster(t, func(cfg *master.Config) {
@@ -422,6 +423,23 @@ func TestHostileHandshakeFlood(t *testing.T) {
 			t.Fatalf("the master did not end the %d silent handshakes on its deadline:\n%s", capped, c2.logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// The upper bound, on the master's own clock: each silent handshake
+	// ended (its log line's time stamp) within 3 s of the test starting to
+	// dial, as before, for a 1 s timeout; how late this test's goroutine
+	// then reads the close does not count.
+	for _, line := range strings.Split(c2.logs.String(), "\n") {
+		if !strings.Contains(line, "context deadline exceeded") {
+			continue
+		}
+		stamp, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		at, err := time.Parse(time.RFC3339Nano, stamp)
+		if err != nil {
+			t.Fatalf("log line without a time stamp: %q: %v", line, err)
+		}
+		if held := at.Sub(start); held > 3*timeout {
+			t.Fatalf("a silent handshake held its slot %v, past 3 s for a %v timeout", held, timeout)
+		}
 	}
 	// A slot is released just after its log line: the new client may
 	// need a second try.
