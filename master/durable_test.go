@@ -34,25 +34,8 @@ func durableCluster(t *testing.T, tweak ...func(*master.Config)) (*cluster, *sta
 // refused bad_request without touching the record.
 func TestHostileClientRepeatsWraps(t *testing.T) {
 	c, st := durableCluster(t)
-	b := c.issue(certs.RoleSlave, "s1", "1.0")
-	ss, err := c.dial(b, true, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ss.Close()
-	// A sealing slave that runs python, with no free slot: the job stays queued.
-	ss.Send(wire.MsgRegister, 0, wire.Register{Slots: 1, Toolchains: []wire.Toolchain{{Language: "python"}}, SealKey: b.SealPublicKey()})
-	ss.Send(wire.MsgLoad, 0, wire.Load{Slots: 0})
-	c.waitLog("slave registered", "peer=s1", "sealing=true")
-	cs, err := c.dial(c.issue(certs.RoleClient, "mallory", "1.0"), false, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := []byte("sealed bytes")
-	cs.Send(wire.MsgSubmit, 1, wire.Submit{Language: "python", FileName: "a.py", SourceSize: int64(len(src)), Sealed: true, ClientKey: make([]byte, 32)})
-	if err := cs.SendFile(context.Background(), wire.NewFileHeader("1", wire.FileSource, "a.py", src), bytes.NewReader(src)); err != nil {
-		t.Fatal(err)
-	}
+	sealingSlave(t, c, "s1", 0) // no free slot: the job stays queued
+	cs := submitSealed(t, c, "mallory")
 	var acc wire.Accepted
 	wire.Decode(recvUntil(t, cs, wire.MsgAccepted), &acc)
 	wraps := func(b byte) wire.Wraps {
@@ -164,24 +147,8 @@ func TestWrapsOvertakenByDispatch(t *testing.T) {
 	for _, leave := range []bool{false, true} {
 		t.Run(map[bool]string{false: "wraps_answer", true: "client_leaves"}[leave], func(t *testing.T) {
 			c, _ := durableCluster(t)
-			b := c.issue(certs.RoleSlave, "s1", "1.0")
-			ss, err := c.dial(b, true, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ss.Close()
-			ss.Send(wire.MsgRegister, 0, wire.Register{Slots: 1, Toolchains: []wire.Toolchain{{Language: "python"}}, SealKey: b.SealPublicKey()})
-			ss.Send(wire.MsgLoad, 0, wire.Load{Slots: 1})
-			c.waitLog("slave registered", "peer=s1", "sealing=true")
-			cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			src := []byte("sealed bytes")
-			cs.Send(wire.MsgSubmit, 1, wire.Submit{Language: "python", FileName: "a.py", SourceSize: int64(len(src)), Sealed: true, ClientKey: make([]byte, 32)})
-			if err := cs.SendFile(context.Background(), wire.NewFileHeader("1", wire.FileSource, "a.py", src), bytes.NewReader(src)); err != nil {
-				t.Fatal(err)
-			}
+			ss := sealingSlave(t, c, "s1", 1)
+			cs := submitSealed(t, c, "alice")
 			var req wire.WrapRequest
 			wire.Decode(recvUntil(t, cs, wire.MsgWrapRequest), &req) // dispatched before any wraps
 			key := bytes.Repeat([]byte{7}, 48)
@@ -202,4 +169,36 @@ func TestWrapsOvertakenByDispatch(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sealingSlave registers a raw slave session named name that runs python
+// with a sealing key and reports free slots; the session ends with the test.
+func sealingSlave(t *testing.T, c *cluster, name string, free int) *transport.Session {
+	t.Helper()
+	b := c.issue(certs.RoleSlave, name, "1.0")
+	ss, err := c.dial(b, true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ss.Close() })
+	ss.Send(wire.MsgRegister, 0, wire.Register{Slots: 1, Toolchains: []wire.Toolchain{{Language: "python"}}, SealKey: b.SealPublicKey()})
+	ss.Send(wire.MsgLoad, 0, wire.Load{Slots: free})
+	c.waitLog("slave registered", "peer="+name, "sealing=true")
+	return ss
+}
+
+// submitSealed dials as client key name and submits one sealed python job
+// (request 1) with its source.
+func submitSealed(t *testing.T, c *cluster, name string) *transport.Session {
+	t.Helper()
+	cs, err := c.dial(c.issue(certs.RoleClient, name, "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := []byte("sealed bytes")
+	cs.Send(wire.MsgSubmit, 1, wire.Submit{Language: "python", FileName: "a.py", SourceSize: int64(len(src)), Sealed: true, ClientKey: make([]byte, 32)})
+	if err := cs.SendFile(context.Background(), wire.NewFileHeader("1", wire.FileSource, "a.py", src), bytes.NewReader(src)); err != nil {
+		t.Fatal(err)
+	}
+	return cs
 }
