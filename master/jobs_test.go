@@ -170,6 +170,21 @@ func (fs *fakeSlave) finish(a wire.Assign) {
 	fs.sess.Send(wire.MsgResult, 0, wire.Result{JobID: a.JobID, Attempt: a.Attempt, Status: wire.StatusOK, Language: a.Language})
 }
 
+// acceptedOrError waits for the master's answer to Submit reqID: the job
+// id, or the Error.
+func acceptedOrError(t *testing.T, s *transport.Session, reqID uint64) (string, *wire.Error) {
+	t.Helper()
+	env := recvReply(t, s, reqID)
+	if env.Type == wire.MsgError {
+		var e wire.Error
+		wire.Decode(env, &e)
+		return "", &e
+	}
+	var a wire.Accepted
+	wire.Decode(env, &a)
+	return a.JobID, nil
+}
+
 // submit sends one job from a raw client session and returns its job id.
 func submit(t *testing.T, s *transport.Session, reqID uint64, file string, src []byte) (string, *wire.Error) {
 	t.Helper()
@@ -184,22 +199,7 @@ func submit(t *testing.T, s *transport.Session, reqID uint64, file string, src [
 			t.Fatal(err)
 		}
 	}
-	for {
-		env := recvAny(t, s)
-		if env.ID != reqID {
-			continue
-		}
-		switch env.Type {
-		case wire.MsgAccepted:
-			var a wire.Accepted
-			wire.Decode(env, &a)
-			return a.JobID, nil
-		case wire.MsgError:
-			var e wire.Error
-			wire.Decode(env, &e)
-			return "", &e
-		}
-	}
+	return acceptedOrError(t, s, reqID)
 }
 
 func recvAny(t *testing.T, s *transport.Session) wire.Envelope {

@@ -64,22 +64,7 @@ func submitRaw(t *testing.T, s *transport.Session, reqID uint64, sub wire.Submit
 			return "", &wire.Error{Code: "send failed"}
 		}
 	}
-	for {
-		env := recvAny(t, s)
-		if env.ID != reqID {
-			continue
-		}
-		switch env.Type {
-		case wire.MsgAccepted:
-			var a wire.Accepted
-			wire.Decode(env, &a)
-			return a.JobID, nil
-		case wire.MsgError:
-			var e wire.Error
-			wire.Decode(env, &e)
-			return "", &e
-		}
-	}
+	return acceptedOrError(t, s, reqID)
 }
 
 // The master checks a Submit's language, extension and options against
