@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,26 +38,7 @@ func (c *sealedCluster) startStrictSlave(name string, shared bool) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	s, err := slave.New(slave.Config{Bundle: c.issue(certs.RoleSlave, name), Master: c.srv.SlaveAddr(), Slots: 2,
-		LoadInterval: 100 * time.Millisecond, Executor: exe})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx) }()
-	c.t.Cleanup(sync.OnceFunc(func() { cancel(); <-done; exe.Close(); r.Close() }))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		for _, si := range c.srv.Slaves() {
-			if si.Name == name && si.Registered {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("slave %s never registered", name)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	c.runSlave(ctx, cancel, name, exe, func() { exe.Close(); r.Close() })
 }
 
 // bob compiles a file; alice, with a key of her own, sends the same text

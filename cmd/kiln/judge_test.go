@@ -7,11 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"kiln/certs"
 	"kiln/client"
 	"kiln/internal/testenv"
 	"kiln/slave"
@@ -31,26 +29,7 @@ func (c *sealedCluster) startSlaveWith(name string, extra []slave.LanguageSpec) 
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	s, err := slave.New(slave.Config{Bundle: c.issue(certs.RoleSlave, name), Master: c.srv.SlaveAddr(), Slots: 2,
-		LoadInterval: 100 * time.Millisecond, Executor: exe})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx) }()
-	c.t.Cleanup(sync.OnceFunc(func() { cancel(); <-done }))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		for _, si := range c.srv.Slaves() {
-			if si.Name == name && si.Registered {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("slave %s never registered", name)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	c.runSlave(ctx, cancel, name, exe, nil)
 }
 
 // A sealed test batch through a real master and slave: every verdict

@@ -150,6 +150,15 @@ func (c *sealedCluster) startSlave(name string, cache *slave.Cache) (stop func()
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	return c.runSlave(ctx, cancel, name, exe, nil)
+}
+
+// runSlave runs a real slave with exe until the returned stop is called
+// (or the test ends): stop cancels ctx, waits for the slave, then calls
+// after (when not nil). runSlave returns once the master can place jobs
+// on the slave.
+func (c *sealedCluster) runSlave(ctx context.Context, cancel context.CancelFunc, name string, exe *slave.Executor, after func()) (stop func()) {
+	c.t.Helper()
 	s, err := slave.New(slave.Config{Bundle: c.issue(certs.RoleSlave, name), Master: c.srv.SlaveAddr(), Slots: 2,
 		LoadInterval: 100 * time.Millisecond, Executor: exe})
 	if err != nil {
@@ -157,7 +166,13 @@ func (c *sealedCluster) startSlave(name string, cache *slave.Cache) (stop func()
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); s.Run(ctx) }()
-	stop = sync.OnceFunc(func() { cancel(); <-done })
+	stop = sync.OnceFunc(func() {
+		cancel()
+		<-done
+		if after != nil {
+			after()
+		}
+	})
 	c.t.Cleanup(stop)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
