@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
 	"go.uber.org/goleak"
 
 	"kiln/master/state"
@@ -384,7 +386,61 @@ func TestRestoreRefusesBadSnapshot(t *testing.T) {
 			t.Errorf("%s: a refused restore changed the state", name)
 		}
 	}
+	if err := state.NewMachine().Restore(bytes.NewReader(rewriteEnds(t, good, false))); err != nil {
+		t.Fatalf("the rewritten image without duplicates: %v", err)
+	}
+	if b := rewriteEnds(t, good, true); true {
+		if err := n.Restore(bytes.NewReader(b)); !errors.Is(err, state.ErrBadSnapshot) || !strings.Contains(err.Error(), "both ended at") {
+			t.Errorf("two jobs with one end number: err %v, want ErrBadSnapshot naming them", err)
+		}
+		if !bytes.Equal(image(t, n), before) {
+			t.Errorf("duplicate end numbers: a refused restore changed the state")
+		}
+	}
 	if _, err := state.DecodeCommand([]byte{0x81, 0xa4, 'k', 'i', 'n', 'd', 0x63}); !errors.Is(err, state.ErrBadCommand) {
 		t.Errorf("unknown kind: %v", err)
 	}
+}
+
+// rewriteEnds decodes a snapshot image and encodes it again; with dup,
+// its last two ended jobs carry the same end number, everything else
+// (counters included) still valid.
+func rewriteEnds(t *testing.T, img []byte, dup bool) []byte {
+	t.Helper()
+	dec := msgpack.NewDecoder(bytes.NewReader(img))
+	var hdr map[string]any
+	if err := dec.Decode(&hdr); err != nil {
+		t.Fatal(err)
+	}
+	var jobs []map[string]any
+	for {
+		var j map[string]any
+		if err := dec.Decode(&j); err != nil {
+			break
+		}
+		jobs = append(jobs, j)
+	}
+	var ended []map[string]any
+	for _, j := range jobs {
+		if _, ok := j["end_seq"]; ok {
+			ended = append(ended, j)
+		}
+	}
+	if len(ended) < 2 {
+		t.Fatalf("the image has %d ended jobs, want 2 or more", len(ended))
+	}
+	if dup {
+		ended[len(ended)-1]["end_seq"] = ended[len(ended)-2]["end_seq"]
+	}
+	var out bytes.Buffer
+	enc := msgpack.NewEncoder(&out)
+	if err := enc.Encode(hdr); err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range jobs {
+		if err := enc.Encode(j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out.Bytes()
 }

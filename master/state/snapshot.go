@@ -113,6 +113,13 @@ func (m *Machine) Restore(r io.Reader) (err error) {
 		}
 	}
 	slices.SortFunc(n.ended, func(a, b *Job) int { return cmp.Compare(a.EndSeq, b.EndSeq) })
+	// endedIndex finds an ended job by its EndSeq: two with the same one
+	// would make eviction and delivery act on the wrong record.
+	for i := 1; i < len(n.ended); i++ {
+		if a, b := n.ended[i-1], n.ended[i]; a.EndSeq == b.EndSeq {
+			return fmt.Errorf("%w: jobs %s and %s both ended at %d", ErrBadSnapshot, a.ID, b.ID, b.EndSeq)
+		}
+	}
 	for _, j := range n.ended {
 		n.hold(j)
 	}
