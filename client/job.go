@@ -206,7 +206,10 @@ func (j *Job) resultMsg(res wire.Result) bool {
 	stale := res.Attempt != 0 && res.Attempt < j.attempt
 	var err error
 	if !stale && j.seal != nil {
-		err = j.seal.openResult(j.id, &res)
+		var cut bool
+		if cut, err = j.seal.openResult(j.id, &res); cut {
+			j.truncated = true
+		}
 	}
 	if !stale && err == nil {
 		err = j.checkTestCount(res)

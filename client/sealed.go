@@ -215,39 +215,47 @@ var errUnsealedResult = errors.New("the result of a sealed job carries no output
 // ended with their last message, and the compiler output opens. It
 // replaces res.CompileOutput with its plaintext. A Result without a key is
 // accepted only for a job that failed, was cancelled or found no slave
-// before any output.
-func (s *jobSeal) openResult(jobID string, res *wire.Result) error {
+// before any output, or for output_limit: the master ended the attempt at
+// the job's output cap (docs/protocol.md). Then cut is true: the output
+// shown was authenticated message by message and is a prefix of what the
+// slave sealed, but its end and the status are the master's word, which
+// it could as well have given by dropping the session.
+func (s *jobSeal) openResult(jobID string, res *wire.Result) (cut bool, err error) {
 	s.startAttempt(res.Attempt)
 	if len(res.Key) == 0 {
+		if res.Status == wire.StatusOutputLimit {
+			res.CompileOutput, res.Verdict = nil, nil
+			return true, nil
+		}
 		failed := res.Status == wire.StatusInternalError || res.Status == wire.StatusCancelled || res.Status == wire.StatusNoSlave
 		if !failed || s.outKey != nil {
-			return fmt.Errorf("%w: %w (status %s)", seal.ErrTampered, errUnsealedResult, res.Status)
+			return false, fmt.Errorf("%w: %w (status %s)", seal.ErrTampered, errUnsealedResult, res.Status)
 		}
 		res.CompileOutput = nil
-		return nil
+		return false, nil
 	}
 	if err := s.takeKey(jobID, res.Key); err != nil {
-		return err
+		return false, err
 	}
 	for i, o := range s.openers {
 		if o == nil {
-			return fmt.Errorf("%s: %w: no output at all", s.labels[i], seal.ErrTruncated)
+			return false, fmt.Errorf("%s: %w: no output at all", s.labels[i], seal.ErrTruncated)
 		}
 		if err := o.Finish(); err != nil {
-			return fmt.Errorf("%s: %w", s.labels[i], err)
+			return false, fmt.Errorf("%s: %w", s.labels[i], err)
 		}
 	}
 	p, err := seal.Open(s.outKey, seal.LabelCompile, res.CompileOutput)
 	if err != nil {
-		return fmt.Errorf("compiler output: %w", err)
+		return false, fmt.Errorf("compiler output: %w", err)
 	}
 	v, err := seal.Open(s.outKey, seal.LabelResult, res.Verdict)
 	if err != nil {
-		return fmt.Errorf("result: %w", err)
+		return false, fmt.Errorf("result: %w", err)
 	}
 	if !bytes.Equal(v, res.VerdictBytes()) {
-		return fmt.Errorf("result: %w: status, exit code, times or sizes differ from what the slave sealed", seal.ErrTampered)
+		return false, fmt.Errorf("result: %w: status, exit code, times or sizes differ from what the slave sealed", seal.ErrTampered)
 	}
 	res.CompileOutput, res.Key, res.Verdict = p, nil, nil
-	return nil
+	return false, nil
 }

@@ -60,7 +60,8 @@ func feed(js *jobSeal, job string, msgs []wire.Output, res *wire.Result) (string
 			shown.Write(p)
 		}
 	}
-	return shown.String(), js.openResult(job, res)
+	_, err := js.openResult(job, res)
+	return shown.String(), err
 }
 
 func TestSealedOutputTampering(t *testing.T) {
@@ -142,6 +143,40 @@ func TestSealedOutputTampering(t *testing.T) {
 				t.Fatalf("intact: shown %q", shown)
 			}
 		})
+	}
+}
+
+// TestSealedOutputCutByMaster: the master ends a sealed attempt at the
+// job's output cap with an unsealed output_limit Result (a hostile slave
+// flooded it). The output already opened is kept and marked cut; any
+// other unsealed status after output is still tampering.
+func TestSealedOutputCutByMaster(t *testing.T) {
+	for _, status := range []string{wire.StatusOutputLimit, wire.StatusOK, wire.StatusInternalError} {
+		js, err := newJobSeal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs, _ := slaveOutput(t, js, "J1", 1, [][]byte{[]byte("one "), []byte("two "), []byte("three")}, nil)
+		var shown bytes.Buffer
+		for _, m := range msgs[:2] { // the master forwarded two messages, then cut
+			p, err := js.open("J1", m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			shown.Write(p)
+		}
+		res := wire.Result{JobID: "J1", Attempt: 1, Status: status, CompileOutput: []byte("forged")}
+		cut, err := js.openResult("J1", &res)
+		if status == wire.StatusOutputLimit {
+			if err != nil || !cut || res.CompileOutput != nil || shown.String() != "one two " {
+				t.Errorf("output_limit from the master: cut %v, err %v, compile %q, shown %q; want the prefix kept, marked cut",
+					cut, err, res.CompileOutput, shown.String())
+			}
+			continue
+		}
+		if cut || !errors.Is(err, seal.ErrTampered) {
+			t.Errorf("unsealed %s after output: cut %v, err %v; want tampered", status, cut, err)
+		}
 	}
 }
 
