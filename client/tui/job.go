@@ -175,7 +175,7 @@ func (m *Model) printResult(name string, src []byte, o client.Outcome) {
 			m.obs.Printed(Line{Kind: Compile, Text: strings.TrimRight(string(r.CompileOutput), "\n") + "\n"})
 		}
 		for _, l := range SourceLines(o.CompileOutput, name, src) {
-			m.print(Compile, "%s", l)
+			m.print(Compile, "%s\n", l) // a Compile line is printed as is: each hint line ends its own
 		}
 	}
 	kind := Success

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"kiln/client"
 	"kiln/transport"
 	"kiln/transport/wire"
 )
@@ -161,6 +162,21 @@ func TestModelCompileErrorShowsLines(t *testing.T) {
 	}
 	if strings.Contains(con, "wall 0 ms") || strings.Contains(con, "cpu 0 ms") {
 		t.Errorf("a compile error shows run figures of a program that never ran:\n%s", con)
+	}
+}
+
+// TestCompileHintLines: the source lines a compiler names (javac quotes
+// none) come one per line under their heading, not run together.
+func TestCompileHintLines(t *testing.T) {
+	rec := newRecorder()
+	m := NewModel(Config{}, rec)
+	t.Cleanup(m.Close)
+	src := []byte("class Main {\n  int x = 1\n  void f() { y(); }\n}\n")
+	out := "Main.java:2: error: ';' expected\n  int x = 1\n           ^\nMain.java:3: error: cannot find symbol\n"
+	m.printResult("Main.java", src, client.Outcome{Result: wire.Result{Status: wire.StatusCompileError}, CompileOutput: []byte(out)})
+	want := "Lines named by the compiler:\n    2 |   int x = 1\n    3 |   void f() { y(); }\n"
+	if got := rec.of(Compile); got != want {
+		t.Fatalf("compile hint block:\n%q\nwant\n%q", got, want)
 	}
 }
 
