@@ -24,6 +24,7 @@ package client
 
 import (
 	"context"
+	"crypto/ecdh"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -70,6 +71,10 @@ type Client struct {
 	// jobSecret is what sealed jobs' keys are derived from (see
 	// durable.go); nil: random keys.
 	jobSecret []byte
+	// outPriv is the key pair sealed jobs' output keys are wrapped for,
+	// made at the first sealed job (outputKey).
+	outMu   sync.Mutex
+	outPriv *ecdh.PrivateKey
 
 	mu      sync.Mutex
 	pending map[uint64]*call

@@ -25,8 +25,12 @@ import (
 // holding the same bundle derives them again from the nonce that Attached
 // returns, and nobody without the bundle can. See docs/security.md.
 
-// jobKeyInfo labels the derivation of a job's keys.
-const jobKeyInfo = "kiln job keys v1"
+// jobKeyInfo labels the derivation of a job's keys; outputKeyInfo that
+// of the bundle's output key pair.
+const (
+	jobKeyInfo    = "kiln job keys v1"
+	outputKeyInfo = "kiln client output key v1"
+)
 
 // jobSecret is what job keys are derived from: the bundle's private key
 // (PKCS #8), or nil when the key cannot be marshalled (the jobs then get
@@ -39,32 +43,100 @@ func jobSecret(key any) []byte {
 	return b
 }
 
-// derivedSeal returns the sealing state of the job with this nonce: its
-// content key and ephemeral X25519 key pair.
-func derivedSeal(secret, nonce []byte) (*jobSeal, error) {
+// jobKeys derives the keys of the job with this nonce: its content key,
+// and the X25519 private key that jobs submitted before the output key was
+// per bundle used (kept for attaching those; parsing it costs a scalar
+// multiplication, so it is returned as bytes).
+func jobKeys(secret, nonce []byte) (contentKey, legacyPriv []byte, err error) {
 	okm, err := hkdf.Key(sha256.New, secret, nonce, jobKeyInfo, 2*seal.KeySize)
 	if err != nil {
-		return nil, fmt.Errorf("client: job keys: %w", err)
+		return nil, nil, fmt.Errorf("client: job keys: %w", err)
 	}
-	priv, err := ecdh.X25519().NewPrivateKey(okm[seal.KeySize:])
+	return okm[:seal.KeySize], okm[seal.KeySize:], nil
+}
+
+// outputPrivateKey returns the X25519 key pair every sealed job of a
+// bundle has its output key wrapped for: derived from the bundle's secret,
+// so any process holding the bundle has it, or random (for this session
+// only) when there is no secret. See docs/security.md ("Keys").
+func outputPrivateKey(secret []byte) (*ecdh.PrivateKey, error) {
+	if secret == nil {
+		return seal.NewPrivateKey()
+	}
+	k, err := hkdf.Key(sha256.New, secret, nil, outputKeyInfo, seal.KeySize)
 	if err != nil {
-		return nil, fmt.Errorf("client: job keys: %w", err)
+		return nil, fmt.Errorf("client: output key: %w", err)
 	}
-	return &jobSeal{contentKey: okm[:seal.KeySize], priv: priv,
+	return seal.ParsePrivateKey(k)
+}
+
+// outputKey returns the session's output key pair, made at its first
+// sealed job: one scalar multiplication per session instead of one per job.
+func (c *Client) outputKey() (*ecdh.PrivateKey, error) {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	if c.outPriv == nil {
+		k, err := outputPrivateKey(c.jobSecret)
+		if err != nil {
+			return nil, err
+		}
+		c.outPriv = k
+	}
+	return c.outPriv, nil
+}
+
+// derivedSeal returns the sealing state of the job with this nonce: its
+// content key, and priv as its output key pair.
+func derivedSeal(secret, nonce []byte, priv *ecdh.PrivateKey) (*jobSeal, error) {
+	ck, _, err := jobKeys(secret, nonce)
+	if err != nil {
+		return nil, err
+	}
+	return &jobSeal{contentKey: ck, priv: priv, nonce: nonce,
 		labels: [2]string{seal.LabelStdout, seal.LabelStderr}}, nil
 }
 
 // newSubmitSeal returns the sealing state of a new job and the nonce to
 // send in Submit (nil when keys are random).
 func (c *Client) newSubmitSeal() (*jobSeal, []byte, error) {
+	priv, err := c.outputKey()
+	if err != nil {
+		return nil, nil, err
+	}
 	if c.jobSecret == nil {
-		js, err := newJobSeal()
-		return js, nil, err
+		return newJobSeal(priv), nil, nil
 	}
 	nonce := make([]byte, 32)
 	rand.Read(nonce)
-	js, err := derivedSeal(c.jobSecret, nonce)
+	js, err := derivedSeal(c.jobSecret, nonce, priv)
 	return js, nonce, err
+}
+
+// attachedSeal returns the sealing state of an attached job from its
+// nonce, after checking that its client key is this bundle's output key
+// (or, for a job submitted when output keys were per job, the one the
+// nonce gives).
+func (c *Client) attachedSeal(att wire.Attached) (*jobSeal, error) {
+	if c.jobSecret == nil || len(att.KeyNonce) == 0 {
+		return nil, ErrNotYours
+	}
+	priv, err := c.outputKey()
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(priv.PublicKey().Bytes(), att.ClientKey) {
+		_, legacy, err := jobKeys(c.jobSecret, att.KeyNonce)
+		if err != nil {
+			return nil, err
+		}
+		if priv, err = seal.ParsePrivateKey(legacy); err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(priv.PublicKey().Bytes(), att.ClientKey) {
+			return nil, ErrNotYours
+		}
+	}
+	return derivedSeal(c.jobSecret, att.KeyNonce, priv)
 }
 
 // AttachedState returns the job's state when it was attached (queued,
@@ -148,15 +220,12 @@ func (c *Client) attachedJob(ac *attachCall, att wire.Attached) (*Job, error) {
 	if !att.Sealed {
 		return j, nil
 	}
-	if c.jobSecret == nil || len(att.KeyNonce) == 0 {
-		return nil, &SealError{Job: att.JobID, Op: "attach", Err: ErrNotYours}
+	js, err := c.attachedSeal(att)
+	if errors.Is(err, ErrNotYours) {
+		return nil, &SealError{Job: att.JobID, Op: "attach", Err: err}
 	}
-	js, err := derivedSeal(c.jobSecret, att.KeyNonce)
 	if err != nil {
 		return nil, err
-	}
-	if !bytes.Equal(js.priv.PublicKey().Bytes(), att.ClientKey) {
-		return nil, &SealError{Job: att.JobID, Op: "attach", Err: ErrNotYours}
 	}
 	j.seal = js
 	return j, nil

@@ -60,7 +60,7 @@ func TestAttachSealedFromAnotherSession(t *testing.T) {
 		t.Fatal(r.err)
 	}
 	// The slave's side: the same keys, from the bundle and the nonce.
-	js, err := derivedSeal(jobSecret(m.client.Key), sub.KeyNonce)
+	js, err := derivedSeal(jobSecret(m.client.Key), sub.KeyNonce, bundleOutputKey(t, m.client.Key))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,9 +189,87 @@ func TestWrapAheadChecksEachSlave(t *testing.T) {
 	if w.JobID != "J1" || len(w.Wraps) != 1 || w.Wraps[0].Slave != "s1" {
 		t.Fatalf("wraps %+v", w)
 	}
-	js, _ := derivedSeal(jobSecret(m.client.Key), sub.KeyNonce)
+	js, _ := derivedSeal(jobSecret(m.client.Key), sub.KeyNonce, bundleOutputKey(t, m.client.Key))
 	key, err := seal.Unwrap(w.Wraps[0].Key, m.slave.SealKey, seal.InputContext("J1"))
 	if err != nil || !bytes.Equal(key, js.contentKey) {
 		t.Fatalf("the slave cannot open its wrap: %v", err)
+	}
+}
+
+// TestOutputKeyPerBundle: every sealed job of a bundle has its output key
+// wrapped for one key pair derived from the bundle (made once per session:
+// no scalar multiplication per job), with a fresh content key and nonce
+// each; a job submitted when the key pair was derived per job from its
+// nonce still attaches, and a nonce that gives neither key is not ours.
+func TestOutputKeyPerBundle(t *testing.T) {
+	m := newFakeMaster(t)
+	c, p := m.dial(t, m.client)
+	req := hello
+	req.Seal = true
+	var subs []wire.Submit
+	var mults uint64
+	for i, id := range []string{"J1", "J2"} {
+		before := seal.ScalarMults()
+		got := submit(t, c, req)
+		sub, _ := p.accept(id)
+		got()
+		if i > 0 {
+			mults = seal.ScalarMults() - before
+		}
+		subs = append(subs, sub)
+	}
+	want := bundleOutputKey(t, m.client.Key).PublicKey().Bytes()
+	if !bytes.Equal(subs[0].ClientKey, want) || !bytes.Equal(subs[1].ClientKey, want) {
+		t.Fatalf("client keys %x %x, want the bundle's %x", subs[0].ClientKey, subs[1].ClientKey, want)
+	}
+	if bytes.Equal(subs[0].KeyNonce, subs[1].KeyNonce) {
+		t.Fatal("two jobs with one nonce")
+	}
+	if mults != 0 {
+		t.Fatalf("the second sealed Submit took %d scalar multiplications, want 0", mults)
+	}
+
+	// A job of the per-job scheme: its client key is the second half of
+	// the nonce's derivation.
+	nonce := bytes.Repeat([]byte{7}, 32)
+	_, legacy, _ := jobKeys(jobSecret(m.client.Key), nonce)
+	lpriv, err := seal.ParsePrivateKey(legacy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, p2 := m.dial(t, m.client)
+	type res struct {
+		j   *Job
+		err error
+	}
+	ch := make(chan res, 1)
+	for _, tc := range []struct {
+		name   string
+		key    []byte
+		refuse bool
+	}{{"per-job key", lpriv.PublicKey().Bytes(), false}, {"another key", subs[0].ClientKey[:31:31], true}} {
+		go func() { j, err := c2.Attach(testCtx(t), "J9"); ch <- res{j, err} }()
+		p2.answerAttach(&wire.Attached{JobID: "J9", State: wire.StateRunning, Attempt: 1, Language: wire.LangPython,
+			Sealed: true, KeyNonce: nonce, ClientKey: tc.key})
+		r := <-ch
+		if tc.refuse {
+			if !errors.Is(r.err, ErrNotYours) {
+				t.Fatalf("%s: %v, want ErrNotYours", tc.name, r.err)
+			}
+			continue
+		}
+		if r.err != nil {
+			t.Fatalf("%s: %v", tc.name, r.err)
+		}
+		js, _ := derivedSeal(jobSecret(m.client.Key), nonce, lpriv)
+		msgs, result := slaveOutput(t, js, "J9", 1, [][]byte{[]byte("old\n")}, nil)
+		for _, o := range msgs {
+			p2.send(wire.MsgOutput, 0, o)
+		}
+		p2.send(wire.MsgResult, 0, result)
+		out, err := r.j.Wait(testCtx(t))
+		if err != nil || string(out.Stdout) != "old\n" {
+			t.Fatalf("%s: %q %v", tc.name, out.Stdout, err)
+		}
 	}
 }

@@ -3,7 +3,6 @@ package client
 import (
 	"bytes"
 	"crypto/ecdh"
-	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -17,27 +16,26 @@ import (
 )
 
 // jobSeal is the client's side of a sealed job: the content key its source
-// and stdin are sealed under, the ephemeral key pair its output key is
-// wrapped for, and the state of the current attempt's output. It is
-// guarded by its Job's mutex.
+// and stdin are sealed under, the key pair its output key is wrapped for
+// (the session's, see outputPrivateKey), and the state of the current
+// attempt's output. It is guarded by its Job's mutex.
 type jobSeal struct {
 	contentKey []byte
 	priv       *ecdh.PrivateKey
 	nonce      []byte // what contentKey and priv were derived from; nil: random
 
-	attempt int                     // attempt whose output is being opened
-	outKey  []byte                  // that attempt's output key, once unwrapped
-	openers [2]*seal.SequenceOpener // stdout, stderr
-	labels  [2]string
+	attempt    int                     // attempt whose output is being opened
+	outKey     []byte                  // that attempt's output key, once unwrapped
+	outWrapped []byte                  // the wrap outKey came from
+	openers    [2]*seal.SequenceOpener // stdout, stderr
+	labels     [2]string
 }
 
-func newJobSeal() (*jobSeal, error) {
-	priv, err := ecdh.X25519().GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("client: ephemeral key: %w", err)
-	}
+// newJobSeal returns the sealing state of a job with a random content key
+// whose output key is wrapped for priv.
+func newJobSeal(priv *ecdh.PrivateKey) *jobSeal {
 	return &jobSeal{contentKey: seal.NewContentKey(), priv: priv,
-		labels: [2]string{seal.LabelStdout, seal.LabelStderr}}, nil
+		labels: [2]string{seal.LabelStdout, seal.LabelStderr}}
 }
 
 // sealRequest returns req with its source and stdin sealed.
@@ -160,21 +158,29 @@ func (k *slaveKeys) get(name string, der []byte) ([]byte, error) {
 // startAttempt forgets the output state of an earlier attempt.
 func (s *jobSeal) startAttempt(attempt int) {
 	if attempt != s.attempt {
-		s.attempt, s.outKey, s.openers = attempt, nil, [2]*seal.SequenceOpener{}
+		s.attempt, s.outKey, s.outWrapped, s.openers = attempt, nil, nil, [2]*seal.SequenceOpener{}
 	}
 }
 
 // takeKey unwraps a wrapped output key of the current attempt; every wrap
-// seen in an attempt must hold the same key.
+// seen in an attempt must hold the same key. A slave sends the same wrap
+// on each stream's first message and in the Result: the bytes of the wrap
+// already unwrapped are not unwrapped again (a scalar multiplication each),
+// any other wrap is, and must hold the same key.
 func (s *jobSeal) takeKey(jobID string, wrapped []byte) error {
-	key, err := seal.Unwrap(wrapped, s.priv.Bytes(), seal.OutputContext(s.contentKey, jobID, s.attempt))
+	if s.outKey != nil && bytes.Equal(wrapped, s.outWrapped) {
+		return nil
+	}
+	key, err := seal.UnwrapWith(wrapped, s.priv, seal.OutputContext(s.contentKey, jobID, s.attempt))
 	if err != nil {
 		return fmt.Errorf("output key: %w", err)
 	}
 	if s.outKey != nil && !bytes.Equal(key, s.outKey) {
 		return fmt.Errorf("%w: two output keys in attempt %d", seal.ErrTampered, s.attempt)
 	}
-	s.outKey = key
+	if s.outKey == nil {
+		s.outKey, s.outWrapped = key, bytes.Clone(wrapped)
+	}
 	return nil
 }
 

@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"errors"
 	"testing"
 	"time"
@@ -111,7 +112,7 @@ func TestSealedOutputTampering(t *testing.T) {
 			return m
 		}, seal.ErrTruncated},
 		{"verdict of another job", func(m []wire.Output, res *wire.Result, _ []wire.Output) []wire.Output {
-			js2, _ := newJobSeal()
+			js2 := newTestJobSeal(t)
 			_, r2 := slaveOutput(t, js2, "J1", 1, nil, nil)
 			res.Verdict = r2.Verdict
 			return m
@@ -124,13 +125,10 @@ func TestSealedOutputTampering(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			js, err := newJobSeal()
-			if err != nil {
-				t.Fatal(err)
-			}
+			js := newTestJobSeal(t)
 			msgs, res := slaveOutput(t, js, "J1", 1, out, [][]byte{[]byte("err")})
 			// Another job of the same client, same attempt, different key.
-			js2, _ := newJobSeal()
+			js2 := newTestJobSeal(t)
 			other, _ := slaveOutput(t, js2, "J1", 1, [][]byte{[]byte("XXXX"), []byte("YYYY"), []byte("ZZZZ")}, nil)
 			shown, err := feed(js, "J1", tc.tamper(msgs, &res, other), &res)
 			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
@@ -152,10 +150,7 @@ func TestSealedOutputTampering(t *testing.T) {
 // other unsealed status after output is still tampering.
 func TestSealedOutputCutByMaster(t *testing.T) {
 	for _, status := range []string{wire.StatusOutputLimit, wire.StatusOK, wire.StatusInternalError} {
-		js, err := newJobSeal()
-		if err != nil {
-			t.Fatal(err)
-		}
+		js := newTestJobSeal(t)
 		msgs, _ := slaveOutput(t, js, "J1", 1, [][]byte{[]byte("one "), []byte("two "), []byte("three")}, nil)
 		var shown bytes.Buffer
 		for _, m := range msgs[:2] { // the master forwarded two messages, then cut
@@ -183,7 +178,7 @@ func TestSealedOutputCutByMaster(t *testing.T) {
 func TestSealedOutputForgedByAnotherKeyHolder(t *testing.T) {
 	// A master knows the client's public key and can wrap a key of its
 	// own for it, but not bind it to the content key it never saw.
-	js, _ := newJobSeal()
+	js := newTestJobSeal(t)
 	forger := &jobSeal{contentKey: seal.NewContentKey(), priv: js.priv, labels: js.labels}
 	msgs, res := slaveOutput(t, forger, "J1", 1, [][]byte{[]byte("forged")}, nil)
 	if _, err := feed(js, "J1", msgs, &res); !errors.Is(err, seal.ErrWrongKey) {
@@ -200,7 +195,7 @@ func TestWrapRequestChecks(t *testing.T) {
 	cl, _ := ca.Issue(certs.IssueRequest{Role: certs.RoleClient, Name: "s1", Version: "1"})
 	noKey, _ := ca.Issue(certs.IssueRequest{Role: certs.RoleSlave, Name: "s1", Version: "1", NoSealKey: true})
 	_, masterPub, _ := seal.GenerateKey()
-	js, _ := newJobSeal()
+	js := newTestJobSeal(t)
 	ok := wire.WrapRequest{JobID: "J1", Slave: "s1", SealKey: s1.SealPublicKey(), SlaveCert: s1.Cert.Raw}
 	// One cache for every request, the good one first: a remembered
 	// certificate must not let any of the bad ones through.
@@ -250,5 +245,79 @@ func TestSlaveKeysRemembered(t *testing.T) {
 	now = s1.Cert.NotAfter.Add(time.Second)
 	if _, err := keys.get("s1", s1.Cert.Raw); err == nil {
 		t.Fatal("an expired certificate accepted from the cache")
+	}
+}
+
+// newTestJobSeal returns the sealing state of a job with random keys.
+func newTestJobSeal(t *testing.T) *jobSeal {
+	t.Helper()
+	priv, err := seal.NewPrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newJobSeal(priv)
+}
+
+// bundleOutputKey returns the output key pair of a bundle's private key.
+func bundleOutputKey(t *testing.T, key any) *ecdh.PrivateKey {
+	t.Helper()
+	priv, err := outputPrivateKey(jobSecret(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return priv
+}
+
+// TestOutputKeyUnwrappedOnce: the wrap a slave repeats on each stream's
+// first message and in the Result is unwrapped once per attempt (one
+// scalar multiplication, was three, each ~50 µs); another wrap of the same
+// key is unwrapped and accepted; a wrap of another key in the same attempt
+// is refused even though it is bound to the job's content key.
+func TestOutputKeyUnwrappedOnce(t *testing.T) {
+	js := newTestJobSeal(t)
+	msgs, res := slaveOutput(t, js, "J1", 1, [][]byte{[]byte("out")}, [][]byte{[]byte("err")})
+	before := seal.ScalarMults()
+	if shown, err := feed(js, "J1", msgs, &res); err != nil || shown != "out" {
+		t.Fatalf("intact: %q %v", shown, err)
+	}
+	if n := seal.ScalarMults() - before; n != 1 {
+		t.Fatalf("opening one attempt's output took %d scalar multiplications, want 1", n)
+	}
+
+	rewrap := func(js *jobSeal, key []byte) []byte {
+		w, err := seal.Wrap(key, js.priv.PublicKey().Bytes(), seal.OutputContext(js.contentKey, "J1", 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	// The same key wrapped twice: both wraps open, to one key.
+	js = newTestJobSeal(t)
+	msgs, res = slaveOutput(t, js, "J1", 1, [][]byte{[]byte("out")}, nil)
+	key, err := seal.UnwrapWith(res.Key, js.priv, seal.OutputContext(js.contentKey, "J1", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Key = rewrap(js, key)
+	if _, err := feed(js, "J1", msgs, &res); err != nil {
+		t.Fatalf("the same key wrapped again: %v", err)
+	}
+	// Another key, properly bound, in the Result: refused.
+	js = newTestJobSeal(t)
+	msgs, res = slaveOutput(t, js, "J1", 1, [][]byte{[]byte("out")}, nil)
+	res.Key = rewrap(js, seal.NewContentKey())
+	if _, err := feed(js, "J1", msgs, &res); !errors.Is(err, seal.ErrTampered) {
+		t.Fatalf("two output keys in one attempt: %v, want ErrTampered", err)
+	}
+	// And on the second stream.
+	js = newTestJobSeal(t)
+	msgs, res = slaveOutput(t, js, "J1", 1, [][]byte{[]byte("out")}, [][]byte{[]byte("err")})
+	for i := range msgs {
+		if msgs[i].Stream == wire.StreamStderr && msgs[i].Key != nil {
+			msgs[i].Key = rewrap(js, seal.NewContentKey())
+		}
+	}
+	if _, err := feed(js, "J1", msgs, &res); !errors.Is(err, seal.ErrTampered) {
+		t.Fatalf("another output key on stderr: %v, want ErrTampered", err)
 	}
 }

@@ -158,10 +158,7 @@ func TestSealedVerdictsRefused(t *testing.T) {
 	m := newFakeMaster(t)
 	c, _ := m.dial(t, m.client)
 	newSealed := func() (*Job, []byte) {
-		js, err := newJobSeal()
-		if err != nil {
-			t.Fatal(err)
-		}
+		js := newTestJobSeal(t)
 		js.startAttempt(1)
 		js.outKey = seal.NewContentKey()
 		j := newJob(c, "J1", 1<<20)

@@ -22,7 +22,7 @@ func (s *Slave) openInputs(a wire.Assign, f files) (key, src, stdin []byte, err 
 	if !f.sealed {
 		return nil, nil, nil, fmt.Errorf("%w: the job's files are not sealed", errSealedAuth)
 	}
-	key, err = seal.Unwrap(a.WrappedKey, s.sealPriv, seal.InputContext(a.JobID))
+	key, err = seal.UnwrapWith(a.WrappedKey, s.sealPriv, seal.InputContext(a.JobID))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("%w: content key: %w", errSealedAuth, err)
 	}

@@ -19,15 +19,23 @@ func TestOpenInputsRefusesTamperedPayloads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Slave{sealPriv: b.SealKey, sealPub: b.SealPublicKey()}
+	priv, err := seal.ParsePrivateKey(b.SealKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Slave{sealPriv: priv, sealPub: b.SealPublicKey()}
 	key := seal.NewContentKey()
 	src, _ := seal.Seal(key, seal.LabelSource, []byte("print('hi')\n"))
 	stdin, _ := seal.Seal(key, seal.LabelStdin, []byte("input"))
 	wrapped, _ := seal.Wrap(key, b.SealPublicKey(), seal.Context("J1", "input"))
 	a := wire.Assign{JobID: "J1", Sealed: true, WrappedKey: wrapped, StdinSize: int64(len(stdin))}
 	f := files{source: src, stdin: stdin, sealed: true}
+	before := seal.ScalarMults()
 	if _, p, in, err := s.openInputs(a, f); err != nil || string(p) != "print('hi')\n" || string(in) != "input" {
 		t.Fatalf("intact: %q %q %v", p, in, err)
+	}
+	if n := seal.ScalarMults() - before; n != 1 {
+		t.Fatalf("opening a job's inputs took %d scalar multiplications, want 1 (the key is parsed once)", n)
 	}
 	flip := func(b []byte, i int) []byte { b = bytes.Clone(b); b[i] ^= 1; return b }
 	otherJob, _ := seal.Wrap(key, b.SealPublicKey(), seal.Context("J2", "input"))

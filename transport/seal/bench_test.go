@@ -78,3 +78,39 @@ func BenchmarkSequence(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWrap, BenchmarkUnwrap and BenchmarkUnwrapWith: a key wrap costs
+// two scalar multiplications, an unwrap from the key's bytes two, an
+// unwrap with a parsed key one.
+func BenchmarkWrap(b *testing.B) {
+	_, pub, _ := GenerateKey()
+	ck, ctx := NewContentKey(), InputContext("42")
+	for b.Loop() {
+		if _, err := Wrap(ck, pub, ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkUnwrap(b *testing.B) {
+	priv, pub, _ := GenerateKey()
+	ctx := InputContext("42")
+	w, _ := Wrap(NewContentKey(), pub, ctx)
+	for b.Loop() {
+		if _, err := Unwrap(w, priv, ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkUnwrapWith(b *testing.B) {
+	priv, pub, _ := GenerateKey()
+	k, _ := ParsePrivateKey(priv)
+	ctx := InputContext("42")
+	w, _ := Wrap(NewContentKey(), pub, ctx)
+	for b.Loop() {
+		if _, err := UnwrapWith(w, k, ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -3,6 +3,8 @@ package seal
 import (
 	"bytes"
 	"crypto/ecdh"
+	"crypto/rand"
+	"errors"
 	"fmt"
 	"testing"
 )
@@ -135,4 +137,45 @@ func testEphemeral(t testing.TB) *ecdh.PrivateKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// TestScalarMults counts what each key operation costs and checks that a
+// parsed key unwraps what the bytes do, and nothing else.
+func TestScalarMults(t *testing.T) {
+	priv, pub, _ := GenerateKey()
+	ck, ctx := NewContentKey(), Context("42", "input")
+	cost := func(f func()) uint64 {
+		before := ScalarMults()
+		f()
+		return ScalarMults() - before
+	}
+	var w []byte
+	var parsed *ecdh.PrivateKey
+	if n := cost(func() { w, _ = Wrap(ck, pub, ctx) }); n != 2 {
+		t.Errorf("Wrap: %d scalar multiplications, want 2", n)
+	}
+	if n := cost(func() { parsed, _ = ParsePrivateKey(priv) }); n != 1 {
+		t.Errorf("ParsePrivateKey: %d, want 1", n)
+	}
+	if n := cost(func() { Unwrap(w, priv, ctx) }); n != 2 {
+		t.Errorf("Unwrap: %d, want 2", n)
+	}
+	var got []byte
+	var err error
+	if n := cost(func() { got, err = UnwrapWith(w, parsed, ctx) }); n != 1 || err != nil || !bytes.Equal(got, ck) {
+		t.Errorf("UnwrapWith: %d scalar multiplications, %x, %v", n, got, err)
+	}
+	other, _ := NewPrivateKey()
+	if _, err := UnwrapWith(w, other, ctx); !errors.Is(err, ErrWrongKey) {
+		t.Errorf("UnwrapWith another key: %v", err)
+	}
+	if _, err := UnwrapWith(w, parsed, Context("43", "input")); !errors.Is(err, ErrWrongKey) {
+		t.Errorf("UnwrapWith another context: %v", err)
+	}
+	p256, _ := ecdh.P256().GenerateKey(rand.Reader)
+	for _, k := range []*ecdh.PrivateKey{nil, p256} {
+		if _, err := UnwrapWith(w, k, ctx); err == nil {
+			t.Errorf("UnwrapWith(%v) accepted", k)
+		}
+	}
 }

@@ -206,7 +206,7 @@ type Submit struct {
 	StdinSize  int64     `msgpack:"stdin_size"`
 	Limits     JobLimits `msgpack:"limits"`
 	Sealed     bool      `msgpack:"sealed,omitempty"`
-	ClientKey  []byte    `msgpack:"client_key,omitempty"` // ephemeral X25519 public key for sealed output
+	ClientKey  []byte    `msgpack:"client_key,omitempty"` // the X25519 public key sealed output keys are wrapped for (one per bundle, docs/security.md)
 	// KeyNonce, in a sealed job, is the nonce the client derived the
 	// job's content key and ClientKey from (see docs/security.md); the
 	// master keeps it and hands it back in [Attached].
