@@ -188,6 +188,8 @@ func (c *container) run(ctx context.Context, spec *Spec, o runOpts) (out Outcome
 func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outcome, d doneMsg, reuse bool, err error) {
 	cfg, lim := o.cfg, spec.Limits
 	c.released.Wait()
+	clk := stepClock{trace: cfg.Trace}
+	clk.start()
 	release := func(f *os.File) {
 		c.released.Add(1)
 		o.bg(func() { f.Close(); c.released.Done() })
@@ -197,6 +199,7 @@ func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outc
 			return out, d, false, fmt.Errorf("sandbox: %w", err)
 		}
 	}
+	clk.mark("limits")
 	w, err := newTmpfs(cfg.WorkDirBytes, c.jobUID, c.jobUID, 0o755)
 	if err != nil {
 		return out, d, false, fmt.Errorf("sandbox: work dir: %w", err)
@@ -207,17 +210,23 @@ func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outc
 		return out, d, false, fmt.Errorf("sandbox: /tmp: %w", err)
 	}
 	defer release(tmp)
+	clk.mark("tmpfs")
 	var seen map[string]stamp
 	if spec.Dir != "" {
 		if seen, err = copyIn(spec.Dir, w, c.jobUID, c.jobUID); err != nil {
 			return out, d, false, fmt.Errorf("sandbox: %w", err)
 		}
 	}
+	if err := writeFiles(w, spec.Files, c.jobUID, c.jobUID, seen); err != nil {
+		return out, d, false, fmt.Errorf("sandbox: %w", err)
+	}
+	clk.mark("files")
 	jio := newJobIO(spec)
 	if err := jio.open(); err != nil {
 		return out, d, false, fmt.Errorf("sandbox: pipes: %w", err)
 	}
 	defer jio.closeAll()
+	clk.mark("pipes")
 	msg := &runMsg{Argv: spec.Argv, Env: spec.Env, Rlimits: rlimits(lim, c.cg != nil && c.cg.memDir != ""), NoFilter: o.noFilter}
 	err = sendMsg(c.conn, envelope{T: msgRun, Run: msg}, jio.childFDs(int(w.Fd()), int(tmp.Fd()))...)
 	jio.closeChildEnds()
@@ -225,13 +234,16 @@ func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outc
 		return out, d, false, fmt.Errorf("sandbox: send run: %w", err)
 	}
 	jio.start(c.requestKill)
+	clk.mark("send")
 	var timedOut bool
 	d, timedOut, err = c.await(ctx, lim.Wall)
+	clk.mark("await")
 	if err != nil || !d.Clean {
 		// Processes may remain and hold the output pipes: end them all.
 		c.destroy()
 	}
 	jio.wait()
+	clk.mark("drain")
 	if err != nil {
 		return out, d, false, err
 	}
@@ -246,13 +258,49 @@ func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outc
 	} else if lim.MemoryBytes > 0 && d.MaxRSSKiB*1024 >= lim.MemoryBytes*9/10 && (out.Signal != 0 || out.ExitCode != 0) {
 		out.MemoryExceeded = true // RLIMIT_AS heuristic: failed near the limit
 	}
+	clk.mark("usage")
 	if spec.Dir != "" && spec.Keep != nil {
 		if out.NotKept, err = copyOut(w, spec.Dir, seen, spec.Keep, cfg.WorkDirBytes); err != nil {
 			return out, d, false, fmt.Errorf("sandbox: %w", err)
 		}
 	}
+	clk.mark("copy-out")
+	clk.init(&d)
 	reuse = d.Clean && !timedOut && !out.OutputExceeded && c.alive()
 	return out, d, reuse, nil
+}
+
+// stepClock tells StrictConfig.Trace how long each step of a run took.
+type stepClock struct {
+	trace func(string, time.Duration)
+	last  time.Time
+}
+
+func (s *stepClock) start() {
+	if s.trace != nil {
+		s.last = time.Now()
+	}
+}
+
+// mark reports the time since the last mark as step's.
+func (s *stepClock) mark(step string) {
+	if s.trace == nil {
+		return
+	}
+	now := time.Now()
+	s.trace(step, now.Sub(s.last))
+	s.last = now
+}
+
+// init reports the init's own steps, from its done message.
+func (s *stepClock) init(d *doneMsg) {
+	if s.trace == nil {
+		return
+	}
+	s.trace("init-attach", time.Duration(d.AttachNs))
+	s.trace("init-start", time.Duration(d.StartNs))
+	s.trace("init-run", time.Duration(d.WallNs-d.StartNs))
+	s.trace("init-reap", time.Duration(d.ReapNs))
 }
 
 // await waits for the job's done message, enforcing the wall limit and

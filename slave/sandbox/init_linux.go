@@ -317,11 +317,13 @@ func (r *jobRunner) prepareThread() []string {
 	return notes
 }
 
-// run runs one job to its end.
-func (r *jobRunner) run(j job) (doneMsg, error) {
-	var d doneMsg
+// run runs one job to its end. d is named so that the deferred unmounts
+// can still mark it unclean.
+func (r *jobRunner) run(j job) (d doneMsg, err error) {
 	in, out, errf, w, tmp := j.files[0], j.files[1], j.files[2], j.files[3], j.files[4]
 	defer closeFiles(j.files)
+	begin := time.Now()
+	var exitAt time.Time
 	if err := attach(w, "/w"); err != nil {
 		return d, err
 	}
@@ -333,6 +335,9 @@ func (r *jobRunner) run(j job) (doneMsg, error) {
 		e1 := unix.Unmount("/w", unix.MNT_DETACH)
 		e2 := unix.Unmount("/tmp", unix.MNT_DETACH)
 		d.Clean = d.Clean && e1 == nil && e2 == nil
+		if !exitAt.IsZero() {
+			d.ReapNs = int64(time.Since(exitAt))
+		}
 	}()
 	path, err := lookPath(j.msg.Argv[0], j.msg.Env)
 	if err != nil {
@@ -352,6 +357,7 @@ func (r *jobRunner) run(j job) (doneMsg, error) {
 	}
 	attr := &syscall.ProcAttr{Dir: "/w", Env: j.msg.Env, Files: []uintptr{in.Fd(), out.Fd(), errf.Fd()}, Sys: sys}
 	start := time.Now()
+	d.AttachNs = int64(start.Sub(begin))
 	pid, err := syscall.ForkExec(path, j.msg.Argv, attr)
 	if err != nil {
 		d.StartErr = fmt.Sprintf("exec %s: %v", j.msg.Argv[0], err)
@@ -382,6 +388,7 @@ func (r *jobRunner) run(j job) (doneMsg, error) {
 		r.running.Store(int32(pid))
 		d.Filtered = !j.msg.NoFilter
 	}
+	d.StartNs = int64(time.Since(start))
 	for !exited {
 		var ws unix.WaitStatus
 		var ru unix.Rusage
@@ -397,7 +404,8 @@ func (r *jobRunner) run(j job) (doneMsg, error) {
 			status, exited = ws, true
 		}
 	}
-	d.WallNs = int64(time.Since(start))
+	exitAt = time.Now()
+	d.WallNs = int64(exitAt.Sub(start))
 	d.Status = uint32(status)
 	d.Clean = killAll(&acc)
 	d.CPUNs, d.MaxRSSKiB = acc.cpu, acc.maxRSS

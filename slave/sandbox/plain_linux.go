@@ -30,6 +30,12 @@ func (p *Plain) Run(ctx context.Context, spec Spec) (Outcome, error) {
 	if len(spec.Argv) == 0 || spec.Dir == "" {
 		return Outcome{}, errors.New("sandbox: spec needs Argv and Dir")
 	}
+	if err := checkFiles(spec.Files); err != nil {
+		return Outcome{}, err
+	}
+	if err := putFiles(spec.Dir, spec.Files); err != nil {
+		return Outcome{}, err
+	}
 	prog, err := lookProgram(spec.Argv[0], spec.Dir, spec.Env)
 	if err != nil {
 		return Outcome{}, err
@@ -381,4 +387,22 @@ func closeAll(fs []*os.File) {
 			f.Close()
 		}
 	}
+}
+
+// putFiles writes files into dir as new files (Spec.Files).
+func putFiles(dir string, files []File) error {
+	if len(files) == 0 {
+		return nil
+	}
+	d, err := openDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(d)
+	for _, f := range files {
+		if err := createFile(d, f, -1, -1, nil); err != nil {
+			return fmt.Errorf("sandbox: write %s: %w", f.Name, err)
+		}
+	}
+	return nil
 }

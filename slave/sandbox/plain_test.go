@@ -101,6 +101,21 @@ func TestPlainEnvDirStdin(t *testing.T) {
 	}
 }
 
+// Plain writes Spec.Files into Dir, new files with their modes, and
+// refuses a name that is not a base name.
+func TestPlainFiles(t *testing.T) {
+	var out safeBuf
+	spec := Spec{Argv: []string{"./a.sh"}, Env: testEnv, Dir: t.TempDir(), Stdout: &out,
+		Files: []File{{Name: "a.sh", Mode: 0o700, Data: []byte("#!/bin/sh\necho ran\n")}}}
+	if o, err := (&Plain{}).Run(context.Background(), spec); err != nil || o.ExitCode != 0 || out.String() != "ran\n" {
+		t.Fatalf("%+v %v %q", o, err, out.String())
+	}
+	spec.Files = []File{{Name: "../a.sh"}}
+	if _, err := (&Plain{}).Run(context.Background(), spec); !errors.Is(err, ErrBadFile) {
+		t.Fatalf("name ../a.sh: %v", err)
+	}
+}
+
 func TestPlainRlimits(t *testing.T) {
 	lim := Limits{OpenFiles: 33, FileBytes: 1 << 20, MemoryBytes: 512 << 20, CPU: 1500 * time.Millisecond}
 	_, out, _ := runSh(t, "ulimit -n; ulimit -c; ulimit -f; ulimit -v; ulimit -t", lim, nil)

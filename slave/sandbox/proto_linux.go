@@ -92,6 +92,10 @@ type doneMsg struct {
 	MaxRSSKiB int64  // largest resident set of any one process
 	Clean     bool   // every process reaped and mounts removed
 	Filtered  bool   // the job ran under the syscall filter
+	// Times of the init's steps (StrictConfig.Trace): attaching the mounts,
+	// fork to the job's release, its exit to every process reaped and the
+	// mounts detached.
+	AttachNs, StartNs, ReapNs int64
 }
 
 // sendMsg sends m with fds over c.

@@ -10,7 +10,10 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
+	"strings"
 	"time"
 )
 
@@ -54,6 +57,36 @@ type Spec struct {
 	// entries and 16 levels; what Keep selected but was not copied is listed
 	// in Outcome.NotKept, never an error. Plain runs in Dir itself.
 	Keep func(name string) bool
+	// Files are put into the work directory before the run, next to the
+	// regular files of Dir (a name in both is an error), each a new file
+	// owned by the job with its Mode's permission bits (the owner may
+	// always read and write it). Their Data is only read, so it may be
+	// shared with other runs at the same time. A strict runner writes them
+	// straight into the job's private work directory, so Dir may then be
+	// empty (and Keep must be nil: there is nowhere to copy back to); Plain
+	// writes them into Dir.
+	Files []File
+}
+
+// File is one file of a [Spec] given in memory.
+type File struct {
+	Name string      // base name: no "/", not "." or ".."
+	Mode fs.FileMode // permission bits
+	Data []byte
+}
+
+// ErrBadFile is returned by Run for a Spec.Files name that is not a base
+// name. It is the request's fault.
+var ErrBadFile = errors.New("sandbox: file name is not a base name")
+
+// checkFiles refuses names of files that are not base names.
+func checkFiles(files []File) error {
+	for _, f := range files {
+		if f.Name == "" || f.Name == "." || f.Name == ".." || strings.ContainsAny(f.Name, "/\x00") {
+			return fmt.Errorf("%w: %q", ErrBadFile, f.Name)
+		}
+	}
+	return nil
 }
 
 // Outcome is what happened to a process.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"time"
 )
 
 // Errors of the strict sandbox that callers branch on.
@@ -73,6 +74,18 @@ type StrictConfig struct {
 	Exe string
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
+	// Trace, when set, is told how long each step of every run took, in
+	// order. It is for measurement (the per-step benchmarks); it is called
+	// on the run's goroutine and must return at once. Host steps: "limits"
+	// (cgroup limits and baselines), "tmpfs" (the two per-run mounts),
+	// "files" (the job's files into /w), "pipes", "send" (the run message),
+	// "await" (until the init reports the job done), "drain" (the output
+	// copiers' end), "usage" (cgroup peak and OOM count), "copy-out". The
+	// init's, within "await": "init-attach" (the mounts onto /w and /tmp),
+	// "init-start" (fork, exec, and the stopped job made ready: cgroups,
+	// filter, rlimits), "init-run" (released to the first process's exit),
+	// "init-reap" (every process killed and reaped, mounts detached).
+	Trace func(step string, d time.Duration)
 }
 
 // Capabilities says what a strict sandbox enforces on this machine.

@@ -130,6 +130,12 @@ func (s *Strict) run(ctx context.Context, spec Spec) (Outcome, bool, error) {
 	if len(spec.Argv) == 0 {
 		return Outcome{}, false, errors.New("sandbox: empty argv")
 	}
+	if spec.Dir == "" && spec.Keep != nil {
+		return Outcome{}, false, errors.New("sandbox: Keep without a Dir to copy back to")
+	}
+	if err := checkFiles(spec.Files); err != nil {
+		return Outcome{}, false, err
+	}
 	if err := ctx.Err(); err != nil {
 		return Outcome{}, false, err
 	}

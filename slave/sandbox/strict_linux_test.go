@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -131,5 +132,48 @@ func TestStrictConcurrent(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+}
+
+// Files given in memory land in /w, owned by the job with their modes,
+// without a Dir (nothing of the host's is then involved) or next to its
+// files; a name that is not a base name, a name Dir already has, and Keep
+// without a Dir are refused.
+func TestStrictFilesFromMemory(t *testing.T) {
+	r := newStrictT(t)
+	files := []File{{Name: "a.sh", Mode: 0o755, Data: []byte("#!/bin/sh\necho ran\n")}, {Name: "data", Mode: 0o640, Data: []byte("x")}}
+	runSpec := func(dir string, files []File, keep func(string) bool) (string, error) {
+		var so safeBuf
+		spec := Spec{Argv: []string{"/bin/sh", "-c", "stat -c '%n %a %u' * && ./a.sh"}, Env: []string{"PATH=/usr/bin:/bin"},
+			Dir: dir, Files: files, Keep: keep, Stdout: &so, Stderr: &so, Limits: defaultLimits()}
+		o, err := r.Run(context.Background(), spec)
+		if err == nil && o.ExitCode != 0 {
+			err = fmt.Errorf("exit %d: %s", o.ExitCode, so.String())
+		}
+		return so.String(), err
+	}
+	out, err := runSpec("", files, nil)
+	if want := "a.sh 755 1000\ndata 640 1000\nran\n"; err != nil || out != want {
+		t.Fatalf("no Dir: %q, %v; want %q", out, err, want)
+	}
+	dir := t.TempDir()
+	writeFile(t, dir, "host", "h")
+	out, err = runSpec(dir, files, keepAll)
+	if want := "a.sh 755 1000\ndata 640 1000\nhost 644 1000\nran\n"; err != nil || out != want {
+		t.Fatalf("with a Dir: %q, %v; want %q", out, err, want)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("unchanged files were copied back: %v", ents)
+	}
+	for _, name := range []string{"", ".", "..", "a/b", "/etc/passwd", "a\x00b"} {
+		if _, err := runSpec("", []File{{Name: name, Data: []byte("x")}}, nil); !errors.Is(err, ErrBadFile) {
+			t.Errorf("file name %q: %v, want ErrBadFile", name, err)
+		}
+	}
+	if _, err := runSpec(dir, []File{{Name: "host", Data: []byte("x")}}, nil); err == nil {
+		t.Error("a file over one of Dir's was accepted")
+	}
+	if _, err := runSpec("", files, keepAll); err == nil {
+		t.Error("Keep without a Dir was accepted")
 	}
 }

@@ -104,6 +104,53 @@ func copyIn(dir string, w *os.File, uid, gid int) (map[string]stamp, error) {
 	return t.seen, nil
 }
 
+// writeFiles creates files in the tmpfs w, owned by uid:gid, and records
+// them in seen when it is not nil. /w is fresh and the job has not started,
+// so nothing can be in the way; a name taken (by a file of Spec.Dir) is an
+// error.
+func writeFiles(w *os.File, files []File, uid, gid int, seen map[string]stamp) error {
+	for _, f := range files {
+		if err := createFile(int(w.Fd()), f, uid, gid, seen); err != nil {
+			return fmt.Errorf("write %s into the sandbox: %w", f.Name, err)
+		}
+	}
+	return nil
+}
+
+func createFile(dir int, f File, uid, gid int, seen map[string]stamp) error {
+	perm := uint32(f.Mode.Perm())&0o755 | 0o600 // as copyIn makes them
+	fd, err := unix.Openat(dir, f.Name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchown(fd, uid, gid); err != nil {
+		return err
+	}
+	if err := unix.Fchmod(fd, perm); err != nil { // whatever the umask
+		return err
+	}
+	for data := f.Data; len(data) > 0; {
+		n, err := unix.Write(fd, data)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	if seen == nil {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	seen[f.Name] = stamp{size: st.Size, mtime: st.Mtim, ino: st.Ino}
+	return nil
+}
+
 // copyOut copies the regular files of w that keep selects and that are
 // new or changed since copyIn back into dir, at most budget allocated
 // bytes. It returns what keep selected but was not copied, each as
