@@ -275,23 +275,22 @@ type caseOutput struct {
 // holding files, under lim, with stdin.
 func (bt *batchRun) runIn(j *jobRun, files []Artifact, extra []string, lim wire.JobLimits, stdin []byte) (caseOutput, sandbox.Outcome, error) {
 	out := caseOutput{stdout: &cappedBuffer{max: int(lim.OutputBytes)}, stderr: &cappedBuffer{max: stderrTailBytes}}
-	dir, err := os.MkdirTemp(bt.e.root, "job-")
-	if err != nil {
-		return out, sandbox.Outcome{}, err
-	}
-	defer func() {
-		if err := removeTree(dir); err != nil {
-			bt.e.log.Warn("test dir left behind", "dir", dir, "err", err)
-		}
-	}()
-	for _, f := range files {
-		if err := writeNew(dir, f.Name, f.Data, f.Mode.Perm()&0o700|0o600); err != nil {
-			return out, sandbox.Outcome{}, err
-		}
+	sf := make([]sandbox.File, len(files))
+	for i, f := range files {
+		sf[i] = sandbox.File{Name: f.Name, Mode: f.Mode.Perm()&0o700 | 0o600, Data: f.Data}
 	}
 	cj := *j
-	cj.dir = dir
+	cj.dir = ""
+	if !bt.e.inMemory() {
+		dir, cleanup, err := bt.e.jobDir(sf)
+		if err != nil {
+			return out, sandbox.Outcome{}, err
+		}
+		defer cleanup()
+		cj.dir, sf = dir, nil
+	}
 	spec := cj.runSpec(lim)
+	spec.Files = sf
 	spec.Argv = append(spec.Argv, extra...)
 	spec.Stdin, spec.Stdout, spec.Stderr = bytes.NewReader(stdin), out.stdout, out.stderr
 	o, err := bt.e.cfg.Runner.Run(bt.ctx, spec)

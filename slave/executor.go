@@ -96,6 +96,10 @@ type Executor struct {
 	mu      sync.Mutex
 	closed  bool           // set by Close: no new job
 	running sync.WaitGroup // Execute calls in progress
+
+	// trace, set by the per-step benchmarks only, is told how long each
+	// step of Execute took.
+	trace func(step string, d time.Duration)
 }
 
 // NewExecutor checks cfg, sweeps the work root and makes the private tmpfs
@@ -227,20 +231,60 @@ func (e *Executor) Execute(ctx context.Context, job Job, emit func(stream uint8,
 		res.CompileOutput = []byte(err.Error() + "\n")
 		return fail(res, wire.StatusCompileError, err.Error())
 	}
-	dir, err := os.MkdirTemp(e.root, "job-")
+	clk := stepClock{trace: e.trace}
+	clk.start()
+	defer clk.mark("result")
+	j := &jobRun{e: e, ctx: ctx, job: job, lang: lang, tc: tc, src: src, res: res, clk: &clk}
+	return j.execute(emit)
+}
+
+// inMemory reports whether the runner takes a job's files from memory
+// (sandbox.Spec.Files) instead of a job directory: the strict runner
+// writes them straight into the job's private /w, so a run needs no job
+// directory on the slave, no copy of the cached program into one, and no
+// removal. Plain runs the program in the job directory itself.
+func (e *Executor) inMemory() bool { return e.cfg.Runner.Name() != "none" }
+
+// jobDir makes a fresh job directory holding files; cleanup removes it.
+func (e *Executor) jobDir(files []sandbox.File) (dir string, cleanup func(), err error) {
+	dir, err = os.MkdirTemp(e.root, "job-")
 	if err != nil {
-		return e.internal(res, "make job dir", err)
+		return "", nil, fmt.Errorf("make job dir: %w", err)
 	}
-	defer func() {
+	cleanup = func() {
 		if err := removeTree(dir); err != nil {
 			e.log.Warn("job dir left behind", "dir", dir, "err", err)
 		}
-	}()
-	if err := writeNew(dir, src, job.Source, 0o600); err != nil {
-		return e.internal(res, "write source", err)
 	}
-	j := &jobRun{e: e, ctx: ctx, job: job, lang: lang, tc: tc, dir: dir, src: src, res: res}
-	return j.execute(emit)
+	for _, f := range files {
+		if err := writeNew(dir, f.Name, f.Data, f.Mode.Perm()&0o700|0o600); err != nil {
+			cleanup()
+			return "", nil, fmt.Errorf("write %s: %w", f.Name, err)
+		}
+	}
+	return dir, cleanup, nil
+}
+
+// stepClock tells Executor.trace how long each step of a job took.
+type stepClock struct {
+	trace func(string, time.Duration)
+	last  time.Time
+}
+
+func (s *stepClock) start() {
+	if s.trace != nil {
+		s.last = time.Now()
+	}
+}
+
+// mark reports the time since the last mark as step's.
+func (s *stepClock) mark(step string) {
+	if s == nil || s.trace == nil {
+		return
+	}
+	now := time.Now()
+	s.trace(step, now.Sub(s.last))
+	s.last = now
 }
 
 // jobRun is the state of one Execute call.
@@ -253,25 +297,84 @@ type jobRun struct {
 	dir  string
 	src  string
 	res  wire.Result
+	clk  *stepClock // nil outside Execute
 }
 
+// execute runs the job from memory when the runner allows it and the
+// program needs no compiling (an interpreted language, or a build in the
+// compile cache); otherwise it compiles in a job directory and runs there.
 func (j *jobRun) execute(emit func(uint8, []byte)) wire.Result {
+	var arts []Artifact
 	if j.lang.compiled() {
-		if done := j.build(); done {
+		argv, key, done := j.compileKey()
+		if done {
 			return j.res
 		}
+		var hit bool
+		if arts, hit = j.cached(key); !hit {
+			return j.compileAndRun(argv, key, emit)
+		}
 	}
-	return j.run(emit)
+	files := make([]sandbox.File, 0, 1+len(arts))
+	files = append(files, sandbox.File{Name: j.src, Mode: 0o600, Data: j.job.Source})
+	for _, a := range arts {
+		if !safeBaseName(a.Name) {
+			return j.e.internal(j.res, "place cached build", fmt.Errorf("cached artifact %q: %w", a.Name, ErrBadFileName))
+		}
+		files = append(files, sandbox.File{Name: a.Name, Mode: a.Mode.Perm()&0o700 | 0o600, Data: a.Data})
+	}
+	if j.e.inMemory() {
+		return j.run(files, emit)
+	}
+	dir, cleanup, err := j.e.jobDir(files)
+	if err != nil {
+		return j.e.internal(j.res, "job dir", err)
+	}
+	defer cleanup()
+	j.dir = dir
+	return j.run(nil, emit)
+}
+
+// compileAndRun compiles in a fresh job directory, stores the build in
+// the cache, and runs it there.
+func (j *jobRun) compileAndRun(argv []string, key string, emit func(uint8, []byte)) wire.Result {
+	dir, cleanup, err := j.e.jobDir([]sandbox.File{{Name: j.src, Mode: 0o600, Data: j.job.Source}})
+	if err != nil {
+		return j.e.internal(j.res, "job dir", err)
+	}
+	defer cleanup()
+	j.dir = dir
+	if j.compile(argv, key) {
+		return j.res
+	}
+	return j.run(nil, emit)
 }
 
 // build puts the compiled program into the job directory, from the cache
 // or by compiling. It reports true when the job ends here.
 func (j *jobRun) build() bool {
+	argv, key, done := j.compileKey()
+	if done {
+		return true
+	}
+	if arts, ok := j.cached(key); ok {
+		if err := j.place(arts); err != nil {
+			j.res = j.e.internal(j.res, "place cached build", err)
+			return true
+		}
+		return false
+	}
+	return j.compile(argv, key)
+}
+
+// compileKey returns the compile command and the cache key of the build.
+// It reports true when the job ends here (options refused).
+func (j *jobRun) compileKey() (argv []string, key string, done bool) {
 	argv, err := j.lang.compile(j.tc.Path, j.src, j.job.Options)
 	if err != nil {
 		j.res.CompileOutput = []byte(err.Error() + "\n")
 		j.res = fail(j.res, wire.StatusCompileError, err.Error())
-		return true
+		return nil, "", true
 	}
 	flags := argv[1:]
 	javaName := ""
@@ -284,17 +387,25 @@ func (j *jobRun) build() bool {
 	}
 	// The descriptor's hash is part of the key: a changed command line or
 	// option set never reuses a build made under the old one.
-	key := CacheKey(owner, j.lang.name+"\x00"+j.lang.hash, j.tc.Compiler, flags, javaName, j.job.Source)
-	if c := j.e.cfg.Cache; c != nil {
-		if arts, ok := c.Get(key); ok {
-			if err := j.place(arts); err != nil {
-				j.res = j.e.internal(j.res, "place cached build", err)
-				return true
-			}
-			j.res.Cached = true
-			return false
-		}
+	return argv, CacheKey(owner, j.lang.name+"\x00"+j.lang.hash, j.tc.Compiler, flags, javaName, j.job.Source), false
+}
+
+// cached returns the build stored under key, if any, and marks the
+// result cached. The artifacts' data is the cache's: read it only.
+func (j *jobRun) cached(key string) ([]Artifact, bool) {
+	c := j.e.cfg.Cache
+	if c == nil {
+		return nil, false
 	}
+	arts, ok := c.Get(key)
+	j.clk.mark("cache-get")
+	j.res.Cached = ok
+	return arts, ok
+}
+
+// compile runs the compile step in the job directory and stores the
+// build in the cache. It reports true when the job ends here.
+func (j *jobRun) compile(argv []string, key string) bool {
 	out := &cappedBuffer{max: maxCompileOutput}
 	wall, mem := compileWall, int64(compileMemory)
 	if ms := j.lang.spec.Sandbox.CompileTimeMs; ms > 0 {
@@ -394,16 +505,21 @@ func (j *jobRun) place(arts []Artifact) error {
 	return nil
 }
 
-func (j *jobRun) run(emit func(uint8, []byte)) wire.Result {
+// run runs the program, in the job directory or, when files are given,
+// in a work directory made of them (see Executor.inMemory).
+func (j *jobRun) run(files []sandbox.File, emit func(uint8, []byte)) wire.Result {
 	lim := j.job.Limits // applied in Execute
 	spec := j.runSpec(lim)
+	spec.Files = files
 	wall := spec.Limits.Wall
 	var mu sync.Mutex // emit is never called concurrently
 	tail := &tailBuffer{max: stderrTailBytes}
 	spec.Stdin = bytes.NewReader(j.job.Stdin)
 	spec.Stdout = emitWriter(&mu, wire.StreamStdout, emit, nil)
 	spec.Stderr = emitWriter(&mu, wire.StreamStderr, emit, tail)
+	j.clk.mark("spec")
 	o, err := j.e.cfg.Runner.Run(j.ctx, spec)
+	j.clk.mark("sandbox")
 	res := j.res
 	res.WallMs, res.CPUMs, res.MemoryKiB = o.Wall.Milliseconds(), o.CPU.Milliseconds(), o.PeakMemoryKiB
 	res.ExitCode, res.Signal = o.ExitCode, o.Signal

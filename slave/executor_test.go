@@ -24,13 +24,13 @@ var (
 )
 
 // toolchains detects the machine's toolchains once per test binary.
-func toolchains(t *testing.T) []wire.Toolchain {
+func toolchains(t testing.TB) []wire.Toolchain {
 	t.Helper()
 	detectOnce.Do(func() { detected = Detect(context.Background()) })
 	return detected
 }
 
-func needLang(t *testing.T, lang string) {
+func needLang(t testing.TB, lang string) {
 	t.Helper()
 	for _, tc := range toolchains(t) {
 		if tc.Language == lang {
@@ -40,7 +40,7 @@ func needLang(t *testing.T, lang string) {
 	testenv.Need(t, "a "+lang+" toolchain", errors.New("slave.Detect found none on this machine"))
 }
 
-func newExecutor(t *testing.T, runner sandbox.Runner) (*Executor, *Cache) {
+func newExecutor(t testing.TB, runner sandbox.Runner) (*Executor, *Cache) {
 	t.Helper()
 	cache, err := NewCache(t.TempDir(), 64<<20)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -38,11 +39,16 @@ type watchRunner struct {
 type stepView struct {
 	bytes int64
 	names []string
+	dir   string   // the spec's Dir
+	files []string // names of the spec's Files
 }
 
 func (w *watchRunner) Run(ctx context.Context, spec sandbox.Spec) (sandbox.Outcome, error) {
 	out, err := w.Runner.Run(ctx, spec)
-	var v stepView
+	v := stepView{dir: spec.Dir}
+	for _, f := range spec.Files {
+		v.files = append(v.files, f.Name)
+	}
 	ents, _ := os.ReadDir(spec.Dir)
 	for _, e := range ents {
 		v.names = append(v.names, e.Name())
@@ -90,6 +96,15 @@ int main(void){
 		t.Fatalf("job dir after the run step: %d bytes, %v", v.bytes, v.names)
 	}
 	t.Logf("compile and run: %v", time.Since(start))
+	// Run again from the cache: the program goes from memory into /w, with
+	// no job directory on the slave at all.
+	res, _ = execute(t, e, Job{Language: wire.LangC, FileName: "a.c", Source: src})
+	if res.Status != wire.StatusRuntimeError || res.ExitCode != 7 || !res.Cached {
+		t.Fatalf("cached: %+v", res)
+	}
+	if v := w.last(); v.dir != "" || strings.Join(v.files, " ") != "a.c main" {
+		t.Fatalf("cached run: dir %q, files %v", v.dir, v.files)
+	}
 }
 
 // The compile step keeps the program and nothing else the compiler (or

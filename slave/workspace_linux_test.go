@@ -96,8 +96,11 @@ func TestHelperKilledSlave(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	src := "import time\nprint('started', flush=True)\ntime.sleep(60)\n# " + killMarker + os.Getenv("KILN_TEST_MARKER") + "\n"
-	e.Execute(context.Background(), Job{ID: "j", Language: wire.LangPython, FileName: "a.py", Source: []byte(src),
+	// Compiled, not cached: the compile step needs a job directory, and the
+	// run happens in it (a cached or interpreted run has none at all).
+	src := "#include <stdio.h>\n#include <unistd.h>\nint main(void){puts(\"started\");fflush(stdout);sleep(60);return 0;}\n// " +
+		killMarker + os.Getenv("KILN_TEST_MARKER") + "\n"
+	e.Execute(context.Background(), Job{ID: "j", Language: wire.LangC, FileName: "a.c", Source: []byte(src),
 		Limits: wire.JobLimits{TimeMs: 60000}}, func(_ uint8, b []byte) { os.Stdout.Write(b) })
 }
 
@@ -107,7 +110,7 @@ func TestHelperKilledSlave(t *testing.T) {
 // sees leftovers, and that the next start sweeps them.
 func TestSIGKILLedSlaveLeavesNoSource(t *testing.T) {
 	testenv.Root(t, "the strict sandbox and a private tmpfs")
-	needLang(t, wire.LangPython)
+	needLang(t, wire.LangC)
 	for _, onDisk := range []bool{false, true} {
 		root := t.TempDir()
 		marker := fmt.Sprint(os.Getpid(), time.Now().UnixNano())
