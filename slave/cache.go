@@ -22,6 +22,26 @@ import (
 // maxArtifactBytes caps one cached file (a binary or a .class file).
 const maxArtifactBytes = 64 << 20
 
+// DefaultCacheMemoryBytes is the default of CacheLimits.MemoryBytes.
+const DefaultCacheMemoryBytes = 64 << 20
+
+// CacheLimits bounds a [Cache]. Entries are keyed as the cache is (per
+// client unless the cache is shared, see [CacheKey]), in memory as on disk.
+type CacheLimits struct {
+	// DiskBytes bounds the artifacts kept on disk, sealed (kiln slave
+	// --cache-size); it must be positive. Past it the least recently used
+	// entries are evicted; a set of artifacts larger than the bound is not
+	// stored. Each artifact is at most 64 MiB.
+	DiskBytes int64
+	// MemoryBytes bounds the artifacts also kept opened in memory, so that
+	// a run of a recently used build neither reads nor decrypts its files:
+	// the most recently used entries that fit (an entry larger than the
+	// bound is never kept). They are the process's own memory, like the
+	// job directories on the private tmpfs, and go with their entry. Zero
+	// means DefaultCacheMemoryBytes; negative keeps none.
+	MemoryBytes int64
+}
+
 // Artifact is one file produced by a compile step.
 type Artifact struct {
 	Name string      // base name inside the job directory
@@ -59,31 +79,52 @@ func CacheKey(owner, lang, compiler string, flags []string, fileName string, sou
 // by an HMAC of its key, so a copy of the disk (or what a killed slave
 // left) tells neither programs nor which sources were compiled. Entries
 // therefore live as long as the process: NewCache removes whatever the
-// directory holds. Cache is safe for concurrent use: two identical
-// compiles may both Put, the second is a no-op.
+// directory holds. The most recently used entries are also kept opened in
+// memory (CacheLimits.MemoryBytes). Cache is safe for concurrent use: two
+// identical compiles may both Put, the second is a no-op.
 type Cache struct {
 	dir  string
 	max  int64
 	aead cipher.AEAD
 	mac  []byte // HMAC key naming entry directories
 
-	mu    sync.Mutex
-	lru   *list.List               // of *cacheEntry, front is most recent
-	byKey map[string]*list.Element // key → element of lru
-	size  int64
+	memMax int64 // CacheLimits.MemoryBytes; 0: none
+
+	mu      sync.Mutex
+	lru     *list.List               // of *cacheEntry, front is most recent
+	byKey   map[string]*list.Element // key → element of lru
+	size    int64
+	mem     *list.List // of *cacheEntry holding arts, front is most recent
+	memSize int64      // bytes of the artifacts held in memory
 }
 
 type cacheEntry struct {
-	key  string
-	size int64
+	key   string
+	size  int64
+	arts  []Artifact    // opened artifacts kept in memory, or nil
+	memEl *list.Element // element of Cache.mem while arts is set
 }
 
-// NewCache opens (creating it if needed) a cache in dir bounded to
-// maxBytes of artifacts, and empties it: entries of an earlier process are
-// sealed under a key that died with it.
+// NewCache is OpenCache with maxBytes on disk and the default memory
+// bound.
 func NewCache(dir string, maxBytes int64) (*Cache, error) {
+	return OpenCache(dir, CacheLimits{DiskBytes: maxBytes})
+}
+
+// OpenCache opens (creating it if needed) a cache in dir bounded by l,
+// and empties it: entries of an earlier process are sealed under a key
+// that died with it.
+func OpenCache(dir string, l CacheLimits) (*Cache, error) {
+	maxBytes := l.DiskBytes
 	if maxBytes <= 0 {
 		return nil, errors.New("slave: cache size must be positive")
+	}
+	memMax := l.MemoryBytes
+	switch {
+	case memMax == 0:
+		memMax = DefaultCacheMemoryBytes
+	case memMax < 0:
+		memMax = 0
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("slave: cache: %w", err)
@@ -96,8 +137,8 @@ func NewCache(dir string, maxBytes int64) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("slave: cache: %w", err)
 	}
-	c := &Cache{dir: dir, max: maxBytes, aead: aead, mac: secret[chacha20poly1305.KeySize:],
-		lru: list.New(), byKey: map[string]*list.Element{}}
+	c := &Cache{dir: dir, max: maxBytes, aead: aead, mac: secret[chacha20poly1305.KeySize:], memMax: memMax,
+		lru: list.New(), byKey: map[string]*list.Element{}, mem: list.New()}
 	if err := c.sweep(); err != nil {
 		return nil, fmt.Errorf("slave: cache: %w", err)
 	}
@@ -145,7 +186,10 @@ func artifactAD(key, name string, mode fs.FileMode) []byte {
 	return fmt.Appendf(nil, "kiln cache v1\x00%s\x00%s\x00%o", key, name, mode.Perm())
 }
 
-// Get returns the artifacts stored under key, marking it recently used.
+// Get returns the artifacts stored under key, marking it recently used:
+// from memory when the entry is held there, else read from disk and
+// opened (and then held in memory, within its bound). The artifacts' Data
+// may be shared with other callers: read it, never modify it.
 func (c *Cache) Get(key string) ([]Artifact, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -153,17 +197,54 @@ func (c *Cache) Get(key string) ([]Artifact, bool) {
 	if !ok {
 		return nil, false
 	}
+	e := el.Value.(*cacheEntry)
+	c.lru.MoveToFront(el)
+	if e.arts != nil {
+		c.mem.MoveToFront(e.memEl)
+		return e.arts, true
+	}
 	arts, err := c.readEntry(key)
 	if err != nil || len(arts) == 0 {
 		c.removeLocked(el) // damaged on disk: forget it
 		return nil, false
 	}
-	c.lru.MoveToFront(el)
+	c.holdLocked(e, arts)
 	return arts, true
 }
 
+// holdLocked keeps e's artifacts in memory, letting go of the least
+// recently used ones past the memory bound.
+func (c *Cache) holdLocked(e *cacheEntry, arts []Artifact) {
+	if e.arts != nil || e.size > c.memMax {
+		return
+	}
+	e.arts, e.memEl = arts, c.mem.PushFront(e)
+	c.memSize += e.size
+	for c.memSize > c.memMax {
+		c.dropLocked(c.mem.Back().Value.(*cacheEntry))
+	}
+}
+
+// dropLocked lets go of e's artifacts in memory, if held.
+func (c *Cache) dropLocked(e *cacheEntry) {
+	if e.arts == nil {
+		return
+	}
+	c.mem.Remove(e.memEl)
+	c.memSize -= e.size
+	e.arts, e.memEl = nil, nil
+}
+
+// MemorySize returns the bytes of the artifacts held in memory.
+func (c *Cache) MemorySize() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.memSize
+}
+
 // Put stores arts under key, then evicts old entries past the bound. A set
-// larger than the whole cache is not stored.
+// larger than the whole cache is not stored. The cache keeps arts' Data
+// (held in memory, see Get): the caller must not modify it afterwards.
 func (c *Cache) Put(key string, arts []Artifact) error {
 	if !validKey(key) || len(arts) == 0 {
 		return errors.New("slave: cache: bad key or no artifacts")
@@ -190,8 +271,14 @@ func (c *Cache) Put(key string, arts []Artifact) error {
 		_ = os.RemoveAll(tmp)
 		return fmt.Errorf("slave: cache: %w", err)
 	}
-	c.byKey[key] = c.lru.PushFront(&cacheEntry{key, size})
+	e := &cacheEntry{key: key, size: size}
+	c.byKey[key] = c.lru.PushFront(e)
 	c.size += size
+	held := make([]Artifact, len(arts))
+	for i, a := range arts { // as they come back from disk
+		held[i] = Artifact{Name: a.Name, Mode: a.Mode.Perm()&0o700 | 0o600, Data: a.Data}
+	}
+	c.holdLocked(e, held)
 	c.evictLocked()
 	return nil
 }
@@ -239,6 +326,7 @@ func (c *Cache) evictLocked() {
 
 func (c *Cache) removeLocked(el *list.Element) {
 	e := c.lru.Remove(el).(*cacheEntry)
+	c.dropLocked(e)
 	delete(c.byKey, e.key)
 	c.size -= e.size
 	_ = os.RemoveAll(c.path(e.key))

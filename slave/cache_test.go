@@ -90,7 +90,7 @@ func TestCacheEvictsBySize(t *testing.T) {
 // the source, tampering is a miss, and a restart empties the directory.
 func TestCacheSealedAtRest(t *testing.T) {
 	dir := t.TempDir()
-	c, err := NewCache(dir, 1<<20)
+	c, err := OpenCache(dir, CacheLimits{DiskBytes: 1 << 20, MemoryBytes: -1}) // every Get reads the disk
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,6 +131,55 @@ func TestCacheSealedAtRest(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 || again.Len() != 0 {
 		t.Fatalf("a new cache kept %d entries of the last process", len(ents))
+	}
+}
+
+// The most recently used entries are kept opened in memory, within
+// CacheLimits.MemoryBytes: they are served without reading their files
+// (tampering with those does not reach them), the others are read and
+// opened again, an entry larger than the bound is never held, and an
+// entry evicted from the disk leaves memory too.
+func TestCacheHeldInMemory(t *testing.T) {
+	dir := t.TempDir()
+	c, err := OpenCache(dir, CacheLimits{DiskBytes: 2000, MemoryBytes: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := c.Put(key(i), art(400)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.MemorySize() != 800 {
+		t.Fatalf("%d bytes held in memory, want 800 (two entries under the 1000 bound)", c.MemorySize())
+	}
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			b, _ := os.ReadFile(p)
+			b[len(b)-1] ^= 1
+			os.WriteFile(p, b, 0o600)
+		}
+		return nil
+	})
+	for _, i := range []int{1, 2} {
+		arts, ok := c.Get(key(i))
+		if !ok || len(arts[0].Data) != 400 || arts[0].Mode != 0o700 {
+			t.Errorf("entry %d, held in memory: %v %+v", i, ok, arts)
+		}
+	}
+	if _, ok := c.Get(key(0)); ok {
+		t.Error("entry 0 was not read from its (tampered) file")
+	}
+	if err := c.Put(key(3), art(1500)); err != nil {
+		t.Fatal(err)
+	}
+	if arts, ok := c.Get(key(3)); !ok || len(arts[0].Data) != 1500 {
+		t.Errorf("entry over the memory bound: %v", ok)
+	}
+	// Entry 3 (1500) pushed 1 out of the disk (1500+400+400 > 2000): it
+	// leaves memory with it; entry 2 stays held.
+	if _, ok := c.Get(key(1)); ok || c.Len() != 2 || c.MemorySize() != 400 {
+		t.Errorf("after eviction: len %d, %d bytes in memory, want 2 and 400", c.Len(), c.MemorySize())
 	}
 }
 
