@@ -532,6 +532,7 @@ func (s *Server) Drain(name, by string, on bool) bool {
 		r.drained = false
 		s.waitLogged(s.proposeLocked(&state.Command{Kind: state.KindUndrain, Slave: name}), "undrain", "")
 	}
+	s.reindexNamedLocked(name)
 	s.mu.Unlock()
 	if found == nil {
 		return false

@@ -76,6 +76,7 @@ func clusterOf(t *testing.T, pki *authtest.PKI, tweak ...func(*master.Config)) *
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv.VerifyScheduler()
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}

@@ -146,6 +146,10 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 // noSlaveLocked says why no connected slave could ever run sub, or "".
 // s.mu is held.
 func (s *Server) noSlaveLocked(sub wire.Submit) string {
+	s.refreshIndexLocked(s.cfg.Now())
+	if s.index.runs(&sub) {
+		return ""
+	}
 	lang := sub.Language
 	cands := s.candidatesLocked(s.cfg.Now())
 	mine := candidatesFor(cands, sub.Sealed)
@@ -229,32 +233,30 @@ func (s *Server) dispatch() {
 	s.dispatches.Add(1)
 	s.mu.Lock()
 	now := s.cfg.Now()
-	cands := s.candidatesLocked(now)
-	sealing := candidatesFor(cands, true)
+	s.refreshIndexLocked(now)
+	if s.checkIndex {
+		s.verifyIndexLocked(now)
+	}
 	var placed []assignment
 	take := func(js []*job) int {
 		for i, j := range js {
+			if !s.index.anyFree() {
+				return -1 // no job of anyone's fits now: stop walking the queue
+			}
 			if !j.accepted {
 				continue
 			}
-			cs := cands
-			if j.submit.Sealed {
-				cs = sealing
-			}
-			cs = fitting(cs, j.submit)
-			k := pickFor(cs, j.submit.Language, j.avoid)
-			if k < 0 {
+			c := s.index.pick(&j.submit, j.avoid)
+			if c == nil {
 				continue
 			}
-			cs[k].inFlight++
-			cs[k].lastAssigned = now
-			s.assignLocked(j, cs[k].slave, now)
+			s.assignLocked(j, c.slave, now)
 			placed = append(placed, assignment{j, j.slave, j.attempt, j.source, j.stdin})
 			return i
 		}
 		return -1
 	}
-	for anyFree(cands) && s.queue.round(take) {
+	for s.index.anyFree() && s.queue.round(take) {
 	}
 	s.mu.Unlock()
 	for _, a := range placed {
@@ -276,6 +278,7 @@ func (s *Server) assignLocked(j *job, sc *slaveConn, now time.Time) {
 func (s *Server) placeLocked(j *job, sc *slaveConn, now time.Time) {
 	sc.lastAssigned = now
 	sc.running[j.id] = j
+	s.reindexLocked(sc)
 	j.slave, j.state, j.assigned = sc, wire.StateAssigned, now
 	j.assignSent = false
 	j.deadline = now.Add(s.cfg.Budget.Jobs.jobDeadline(deadlineTimeMs(j.submit)))
@@ -486,6 +489,7 @@ func (s *Server) failAttempt(sc *slaveConn, j *job, attempt int, status, detail 
 	if requeue {
 		s.waitLogged(s.proposeLocked(&state.Command{Kind: state.KindRequeue, Job: j.id, Attempt: j.attempt}), "requeue", j.id)
 		delete(sc.running, j.id)
+		s.reindexLocked(sc)
 		sc.dropRoute(j.id)
 		j.slaveWas, j.slave, j.state = sc.id.Name, nil, wire.StateQueued
 		j.attempt++
@@ -549,15 +553,19 @@ func (s *Server) checkStranded() {
 	}
 	var out []ended
 	s.mu.Lock()
-	cands := s.candidatesLocked(now)
+	s.refreshIndexLocked(now)
+	var cands []*candidate // built only when some job is stranded
 	for _, j := range s.queue.all() {
 		lang := j.submit.Language
-		if supports(candidatesFor(cands, j.submit.Sealed), lang, j.avoid) {
+		if s.index.supports(lang, j.submit.Sealed, j.avoid) {
 			j.strandedSince = time.Time{}
 			continue
 		}
 		if j.strandedSince.IsZero() {
 			j.strandedSince = now
+		}
+		if cands == nil {
+			cands = s.candidatesLocked(now)
 		}
 		// Drained slaves stay drained until an admin says otherwise:
 		// waiting for them helps nobody.
@@ -600,6 +608,7 @@ func (s *Server) finishLocked(j *job, status string) {
 	if j.slave != nil {
 		j.slaveWas = j.slave.id.Name
 		delete(j.slave.running, j.id)
+		s.reindexLocked(j.slave)
 		j.slave.dropRoute(j.id)
 		j.slave = nil
 	}
@@ -627,6 +636,7 @@ func (s *Server) requeueLocked(sc *slaveConn) []func() {
 		// The master is stopping, not the slave: its jobs stay on it in
 		// the durable state, and the next start takes them back.
 		clear(sc.running)
+		s.reindexLocked(sc)
 		sc.clearRoutes()
 		return nil
 	}
@@ -659,6 +669,7 @@ func (s *Server) requeueLocked(sc *slaveConn) []func() {
 		notes = append(notes, func() { c.send(wire.MsgJobState, 0, st) })
 	}
 	clear(sc.running)
+	s.reindexLocked(sc)
 	sc.clearRoutes()
 	return notes
 }

@@ -89,18 +89,7 @@ func (s *Server) checkLanguage(sub wire.Submit) *wire.Error {
 func (s *Server) toolchainsOf(lang string) []wire.Toolchain {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []wire.Toolchain
-	for sc := range s.slaves {
-		if !sc.registered {
-			continue
-		}
-		for _, t := range sc.reg.Toolchains {
-			if t.Language == lang && !slices.ContainsFunc(out, func(o wire.Toolchain) bool { return sameToolchain(o, t) }) {
-				out = append(out, t)
-			}
-		}
-	}
-	return out
+	return s.index.toolchains(lang)
 }
 
 // fitting keeps the candidates that can run sub as asked: a slave that

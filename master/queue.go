@@ -9,12 +9,17 @@ import "slices"
 // least recently served first, so a client that just got a slot goes
 // after every other waiting client, and one that arrives goes first. It
 // is guarded by Server.mu.
+//
+// The serving order is kept as the queue changes, not sorted for each
+// round: an owner served goes to the back, one that arrives goes in by
+// its last service time.
 type fairQueue struct {
 	byOwner map[string][]*job
-	ring    []string          // owners with queued jobs, in arrival order
+	ring    []string          // owners with queued jobs, in serving order (see order)
 	served  map[string]uint64 // when each owner last got a slot (a count of slots given)
 	clock   uint64
 	n       int
+	round0  []string // scratch: the order a round walks
 }
 
 func newFairQueue() *fairQueue {
@@ -39,10 +44,19 @@ func (q *fairQueue) pushFront(j *job) {
 	q.n++
 }
 
+// add puts a newly waiting owner in the serving order: after every owner
+// served before it (or never), before every owner served since.
 func (q *fairQueue) add(owner string) {
 	if _, ok := q.byOwner[owner]; !ok {
 		q.byOwner[owner] = nil
-		q.ring = append(q.ring, owner)
+		mine := q.served[owner]
+		i, _ := slices.BinarySearchFunc(q.ring, mine, func(o string, t uint64) int {
+			if q.served[o] <= t {
+				return -1
+			}
+			return 1
+		})
+		q.ring = slices.Insert(q.ring, i, owner)
 	}
 }
 
@@ -80,21 +94,9 @@ func (q *fairQueue) all() []*job {
 }
 
 // order returns the owners with queued jobs, least recently served first
-// (ties in arrival order).
-func (q *fairQueue) order() []string {
-	out := slices.Clone(q.ring)
-	slices.SortStableFunc(out, func(a, b string) int {
-		sa, sb := q.served[a], q.served[b]
-		switch {
-		case sa < sb:
-			return -1
-		case sa > sb:
-			return 1
-		}
-		return 0
-	})
-	return out
-}
+// (ties, owners never served, in arrival order). The slice is the queue's
+// own: callers only read it.
+func (q *fairQueue) order() []string { return q.ring }
 
 // position is j's place in the order jobs would be served if every slot
 // were free: 1 for the next one. Each owner ahead of j's in the round
@@ -125,14 +127,14 @@ func (q *fairQueue) position(j *job) int {
 // index of the job it placed, or -1 when none of them can be placed now.
 // round reports whether any job was placed.
 func (q *fairQueue) round(take func(js []*job) int) bool {
-	placed := false
-	for _, o := range q.order() {
+	start := q.clock
+	walk := append(q.round0[:0], q.ring...)
+	for _, o := range walk {
 		js := q.byOwner[o]
 		i := take(js)
 		if i < 0 {
 			continue
 		}
-		placed = true
 		q.clock++
 		q.served[o] = q.clock
 		q.byOwner[o] = slices.Delete(js, i, i+1)
@@ -141,5 +143,20 @@ func (q *fairQueue) round(take func(js []*job) int) bool {
 			q.drop(o)
 		}
 	}
-	return placed
+	if q.clock > start {
+		// The owners served this round go to the back, in the order
+		// they were served; the others keep theirs.
+		back := walk[:0]
+		kept := q.ring[:0]
+		for _, o := range q.ring {
+			if q.served[o] > start {
+				back = append(back, o)
+			} else {
+				kept = append(kept, o)
+			}
+		}
+		q.ring = append(kept, back...)
+	}
+	q.round0 = walk[:0]
+	return q.clock > start
 }

@@ -1,7 +1,10 @@
 package master
 
 import (
+	"cmp"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -37,5 +40,53 @@ func TestFairQueueRoundRobin(t *testing.T) {
 	}
 	if q.round(func([]*job) int { return -1 }) {
 		t.Fatal("a round that placed nothing says it did")
+	}
+}
+
+// TestFairQueueOrderKept: the serving order the queue keeps as it
+// changes is the one sorting the waiting owners by last service (ties
+// in arrival order) would give, through random pushes, removals and
+// rounds that place some jobs and not others.
+func TestFairQueueOrderKept(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	q := newFairQueue()
+	var arrival []string // owners waiting, in arrival order: the model
+	var queued []*job
+	for step := range 5000 {
+		owner := fmt.Sprint("k", rng.IntN(8))
+		switch op := rng.IntN(6); {
+		case op <= 1:
+			if _, ok := q.byOwner[owner]; !ok {
+				arrival = append(arrival, owner)
+			}
+			j := &job{id: fmt.Sprint("j", step), owner: owner}
+			if op == 0 {
+				q.push(j)
+			} else {
+				q.pushFront(j)
+			}
+			queued = append(queued, j)
+		case op == 2 && len(queued) > 0:
+			i := rng.IntN(len(queued))
+			if !q.remove(queued[i]) {
+				t.Fatalf("step %d: a queued job was not found", step)
+			}
+			queued = slices.Delete(queued, i, i+1)
+		default:
+			q.round(func(js []*job) int {
+				if rng.IntN(3) == 0 {
+					return -1
+				}
+				i := rng.IntN(len(js))
+				queued = slices.DeleteFunc(queued, func(j *job) bool { return j == js[i] })
+				return i
+			})
+		}
+		arrival = slices.DeleteFunc(arrival, func(o string) bool { _, ok := q.byOwner[o]; return !ok })
+		want := slices.Clone(arrival)
+		slices.SortStableFunc(want, func(a, b string) int { return cmp.Compare(q.served[a], q.served[b]) })
+		if !slices.Equal(q.order(), want) || q.len() != len(queued) {
+			t.Fatalf("step %d: order %v, want %v; %d queued, want %d", step, q.order(), want, q.len(), len(queued))
+		}
 	}
 }

@@ -13,6 +13,7 @@ type candidate struct {
 	out          string    // why the slave takes no job now (quarantined, unhealthy), or ""
 	suspect      bool      // struck since its last good job: used only when no clean slave is free
 	lastAssigned time.Time // when this slave last got a job (fair tie-breaking)
+	until        time.Time // when its quarantine ends, if it is quarantined
 	slave        *slaveConn
 }
 
@@ -46,35 +47,49 @@ const scoreEpsilon = 0.05
 func pick(cands []*candidate, lang string) int { return pickFor(cands, lang, "") }
 
 // pickFor is pick for a job that must not go back to the slave called
-// avoid (one that failed it on the slave's side; "" avoids none).
+// avoid (one that failed it on the slave's side; "" avoids none). It is
+// the scheduling policy written as a scan; the dispatcher asks
+// [slaveIndex.pick], which must choose the same slave.
+//
+// A suspect slave (one that failed a job on its side since its last good
+// one) comes after every clean one, whatever its load: a slave that
+// announces many free slots and 0 % CPU would otherwise take the next job
+// too. Among the free slaves of the first kind that has any, the lowest
+// score sets the bar; every slave whose score ties it (see tied) is as
+// good, and the one that waited longest since its last job wins, then
+// the first by name.
 func pickFor(cands []*candidate, lang, avoid string) int {
-	best := -1
-	for i, c := range cands {
-		if !c.free(lang) || (avoid != "" && c.name == avoid) {
+	for _, suspect := range [2]bool{false, true} {
+		ok := func(c *candidate) bool {
+			return c.suspect == suspect && c.free(lang) && (avoid == "" || c.name != avoid)
+		}
+		lowest := -1
+		for i, c := range cands {
+			if ok(c) && (lowest < 0 || c.score() < cands[lowest].score()) {
+				lowest = i
+			}
+		}
+		if lowest < 0 {
 			continue
 		}
-		if best < 0 || better(c, cands[best]) {
-			best = i
+		m, best := cands[lowest].score(), -1
+		for i, c := range cands {
+			if ok(c) && tied(m, c.score()) && (best < 0 || idlerThan(c, cands[best])) {
+				best = i
+			}
 		}
+		return best
 	}
-	return best
+	return -1
 }
 
-// better reports whether a should be preferred over b. A suspect slave
-// (one that failed a job on its side since its last good one) comes after
-// every clean one, whatever its load: a slave that announces many free
-// slots and 0 % CPU would otherwise take the next job too.
-func better(a, b *candidate) bool {
-	if a.suspect != b.suspect {
-		return b.suspect
-	}
-	sa, sb := a.score(), b.score()
-	if sa < sb-scoreEpsilon {
-		return true
-	}
-	if sb < sa-scoreEpsilon {
-		return false
-	}
+// tied reports whether a slave of score s is as good as the lowest score:
+// within scoreEpsilon of it.
+func tied(lowest, s float64) bool { return !(lowest < s-scoreEpsilon) }
+
+// idlerThan reports whether a waited longer than b since its last job,
+// then whether its name comes first.
+func idlerThan(a, b *candidate) bool {
 	if !a.lastAssigned.Equal(b.lastAssigned) {
 		return a.lastAssigned.Before(b.lastAssigned)
 	}

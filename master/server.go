@@ -188,6 +188,11 @@ type Server struct {
 	// slaveRecs are what the master remembers of slaves by name across
 	// sessions: drained by an admin, strikes, quarantine.
 	slaveRecs map[string]*slaveRecord
+	// index is the registered slaves as the scheduler sees them.
+	index *slaveIndex
+	// checkIndex makes every dispatch check the index against the slaves
+	// (tests only: see VerifyScheduler).
+	checkIndex bool
 	// active counts the queued, assigned and running jobs of each client
 	// key (by fingerprint), against Budget.Jobs.JobsPerClient.
 	active map[string]int
@@ -226,6 +231,7 @@ func New(cfg Config) (*Server, error) {
 		tlsCfg:  auth.ServerConfig(cfg.Bundle),
 		kick:    make(chan struct{}, 1),
 		slaves:  map[*slaveConn]struct{}{},
+		index:   newSlaveIndex(),
 		clients: map[*clientConn]struct{}{},
 		jobs:    map[string]*job{},
 		queue:   newFairQueue(),

@@ -74,7 +74,9 @@ func (s *Server) recordLocked(name string) *slaveRecord {
 func (s *Server) strikeLocked(sc *slaveConn, reason string) {
 	now := s.cfg.Now()
 	r := s.recordLocked(sc.id.Name)
-	if d := r.strike(now, s.cfg.Budget.Jobs, reason); d > 0 {
+	d := r.strike(now, s.cfg.Budget.Jobs, reason)
+	s.reindexNamedLocked(sc.id.Name)
+	if d > 0 {
 		sc.log.Warn("slave quarantined", "for", d, "reason", truncate(reason, 200))
 		s.cfg.Metrics.quarantined()
 		// Durable: a restarted master keeps it out until the same time.

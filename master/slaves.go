@@ -28,7 +28,8 @@ type slaveConn struct {
 	loadWake     time.Time // when a Load last woke the dispatcher
 	running      map[string]*job
 	lastAssigned time.Time
-	finished     int // jobs finished on this slave
+	finished     int   // jobs finished on this slave
+	slot         *slot // its place in Server.index once registered; nil after it left
 	// sealKey is the slave's X25519 sealing key, announced in Register and
 	// equal to the one its certificate carries; nil when it has none, and
 	// then no sealed job is placed on it.
@@ -134,7 +135,13 @@ func (sc *slaveConn) routeOutput(o *wire.Output) (c *clientConn, over bool) {
 }
 
 func (sc *slaveConn) candidate(rec *slaveRecord, now time.Time) *candidate {
-	c := &candidate{
+	c := sc.fill(rec, now)
+	return &c
+}
+
+// fill returns what the scheduler knows of sc at now, given its record.
+func (sc *slaveConn) fill(rec *slaveRecord, now time.Time) candidate {
+	c := candidate{
 		name: sc.id.Name, languages: sc.langs, cpuPercent: sc.load.CPUPercent,
 		inFlight: len(sc.running), slots: sc.reg.Slots,
 		lastAssigned: sc.lastAssigned, slave: sc,
@@ -146,9 +153,45 @@ func (sc *slaveConn) candidate(rec *slaveRecord, now time.Time) *candidate {
 	case rec.quarantined(now):
 		c.out = "quarantined"
 	}
+	if rec != nil && rec.quarantined(now) {
+		c.until = rec.until
+	}
 	c.drained = rec != nil && rec.drained
 	c.suspect = rec != nil && rec.strikes > 0
 	return c
+}
+
+// reindexLocked brings sc's place in the scheduler's index up to date
+// after something the scheduler reads of it changed (its jobs, its load,
+// its record). It does nothing for a slave not registered or gone. s.mu
+// is held.
+func (s *Server) reindexLocked(sc *slaveConn) {
+	if sc == nil || sc.slot == nil {
+		return
+	}
+	s.index.update(sc.slot, sc.fill(s.slaveRecs[sc.id.Name], s.cfg.Now()))
+}
+
+// reindexNamedLocked is reindexLocked for every session of the slave
+// called name (its record changed). s.mu is held.
+func (s *Server) reindexNamedLocked(name string) {
+	for _, sl := range slices.Clone(s.index.byName[name]) {
+		s.reindexLocked(sl.c.slave)
+	}
+}
+
+// refreshIndexLocked puts back the slaves whose quarantine has ended by
+// now. s.mu is held.
+func (s *Server) refreshIndexLocked(now time.Time) {
+	if s.index.wakeAt.IsZero() || now.Before(s.index.wakeAt) {
+		return
+	}
+	s.index.wakeAt = time.Time{}
+	for sc := range s.slaves {
+		if sc.slot != nil {
+			s.index.update(sc.slot, sc.fill(s.slaveRecs[sc.id.Name], now))
+		}
+	}
 }
 
 // sendFile streams one in-memory file to the slave on its own stream. The
@@ -238,6 +281,10 @@ func (s *Server) dropSlave(sc *slaveConn) {
 	sc.close()
 	s.mu.Lock()
 	delete(s.slaves, sc)
+	if sc.slot != nil {
+		s.index.remove(sc.slot)
+		sc.slot = nil
+	}
 	notes := s.requeueLocked(sc)
 	if r := s.slaveRecs[sc.id.Name]; r != nil && r.empty(s.cfg.Now()) {
 		delete(s.slaveRecs, sc.id.Name)
@@ -280,6 +327,9 @@ func (s *Server) slaveMessage(sc *slaveConn, env wire.Envelope) error {
 			sc.langs = make(map[string]bool, len(r.Toolchains))
 			for _, t := range r.Toolchains {
 				sc.langs[t.Language] = true
+			}
+			if _, ok := s.slaves[sc]; ok {
+				sc.slot = s.index.add(sc.fill(s.slaveRecs[sc.id.Name], s.cfg.Now()))
 			}
 		}
 		s.mu.Unlock()
@@ -373,6 +423,7 @@ func (s *Server) load(sc *slaveConn, l wire.Load) {
 		}
 	}
 	sc.load, sc.loadAt = l, now
+	s.reindexLocked(sc)
 	s.mu.Unlock()
 	if wake {
 		s.wake()
@@ -432,6 +483,7 @@ func (s *Server) result(sc *slaveConn, r wire.Result) {
 	}
 	if rec := s.slaveRecs[sc.id.Name]; rec != nil && r.Status != wire.StatusCancelled {
 		rec.good()
+		s.reindexLocked(sc)
 	}
 	client := j.client
 	j.outcome = outcomeOf(r)
