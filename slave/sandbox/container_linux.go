@@ -34,6 +34,15 @@ type container struct {
 
 	oomExempt bool           // the init's oom_score_adj is -1000
 	released  sync.WaitGroup // the last job's tmpfs mounts being released
+
+	// Buffers reused by each job in turn: the socket's reads (one at a
+	// time, see await) and the output copiers' (done when runJob returns).
+	rbuf recvBuf
+	obuf [2][]byte
+	// spare holds the next job's /w and /tmp, made in the background once
+	// a job ended (see runJob); nil when none is ready. Guarded by
+	// released: written by a release task, read after waiting for them.
+	spare [2]*os.File
 }
 
 // runOpts are the runner-wide settings of one run.
@@ -46,7 +55,8 @@ type runOpts struct {
 // startContainer starts the init of slot n and waits until it is ready.
 func startContainer(n int, cfg *StrictConfig, cgs *cgroups, setup *setupMsg) (*container, error) {
 	initUID := cfg.HostIDBase + 2*n
-	c := &container{slot: n, jobUID: initUID + 1, exited: make(chan struct{})}
+	c := &container{slot: n, jobUID: initUID + 1, exited: make(chan struct{}), rbuf: newRecvBuf(),
+		obuf: [2][]byte{make([]byte, drainBuf), make([]byte, drainBuf)}}
 	var err error
 	if cgs.version != "" {
 		if c.cg, err = cgs.newSlot(n, initUID); err != nil {
@@ -90,7 +100,7 @@ func startContainer(n int, cfg *StrictConfig, cgs *cgroups, setup *setupMsg) (*c
 		return fail(err)
 	}
 	c.conn.SetReadDeadline(time.Now().Add(readyTimeout))
-	m, files, err := recvMsg(c.conn)
+	m, files, err := recvMsg(c.conn, c.rbuf)
 	closeFiles(files)
 	c.conn.SetReadDeadline(time.Time{})
 	if err != nil {
@@ -163,6 +173,44 @@ func (c *container) kill() {
 	if c.cg != nil {
 		c.cg.remove()
 	}
+	c.released.Wait()
+	closeFiles(c.spare[:])
+	c.spare = [2]*os.File{}
+}
+
+// mounts returns the job's /w and /tmp: fresh tmpfs mounts, never seen by
+// any job, made ahead in the background when the last job ended.
+func (c *container) mounts(cfg *StrictConfig) (w, tmp *os.File, err error) {
+	if c.spare[0] != nil {
+		w, tmp, c.spare = c.spare[0], c.spare[1], [2]*os.File{}
+		return w, tmp, nil
+	}
+	return newMounts(cfg, c.jobUID)
+}
+
+// prepareMounts makes the next job's mounts off the jobs' latency.
+func (c *container) prepareMounts(o runOpts) {
+	c.released.Add(1)
+	o.bg(func() {
+		defer c.released.Done()
+		if w, tmp, err := newMounts(o.cfg, c.jobUID); err == nil {
+			c.spare = [2]*os.File{w, tmp}
+		}
+	})
+}
+
+// newMounts makes a job's /w, owned by its uid, and /tmp.
+func newMounts(cfg *StrictConfig, uid int) (w, tmp *os.File, err error) {
+	w, err = newTmpfs(cfg.WorkDirBytes, uid, uid, 0o755)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sandbox: work dir: %w", err)
+	}
+	tmp, err = newTmpfs(cfg.TmpBytes, 0, 0, 0o1777)
+	if err != nil {
+		w.Close()
+		return nil, nil, fmt.Errorf("sandbox: /tmp: %w", err)
+	}
+	return w, tmp, nil
 }
 
 // alive reports whether the init still runs.
@@ -200,15 +248,11 @@ func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outc
 		}
 	}
 	clk.mark("limits")
-	w, err := newTmpfs(cfg.WorkDirBytes, c.jobUID, c.jobUID, 0o755)
+	w, tmp, err := c.mounts(cfg)
 	if err != nil {
-		return out, d, false, fmt.Errorf("sandbox: work dir: %w", err)
+		return out, d, false, err
 	}
 	defer release(w)
-	tmp, err := newTmpfs(cfg.TmpBytes, 0, 0, 0o1777)
-	if err != nil {
-		return out, d, false, fmt.Errorf("sandbox: /tmp: %w", err)
-	}
 	defer release(tmp)
 	clk.mark("tmpfs")
 	var seen map[string]stamp
@@ -221,7 +265,7 @@ func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outc
 		return out, d, false, fmt.Errorf("sandbox: %w", err)
 	}
 	clk.mark("files")
-	jio := newJobIO(spec)
+	jio := newJobIO(spec, c.obuf)
 	if err := jio.open(); err != nil {
 		return out, d, false, fmt.Errorf("sandbox: pipes: %w", err)
 	}
@@ -267,6 +311,9 @@ func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outc
 	clk.mark("copy-out")
 	clk.init(&d)
 	reuse = d.Clean && !timedOut && !out.OutputExceeded && c.alive()
+	if reuse {
+		c.prepareMounts(o)
+	}
 	return out, d, reuse, nil
 }
 
@@ -304,48 +351,73 @@ func (s *stepClock) init(d *doneMsg) {
 }
 
 // await waits for the job's done message, enforcing the wall limit and
-// ctx. timedOut is true when the wall limit killed the job.
-func (c *container) await(ctx context.Context, wall time.Duration) (doneMsg, bool, error) {
-	type result struct {
-		m   envelope
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		m, files, err := recvMsg(c.conn)
-		closeFiles(files)
-		res <- result{m, err}
-	}()
-	var timer <-chan time.Time
+// ctx: past either it asks the init to kill every job process, and kills
+// the init (and with it the sandbox) if the job is not done killGrace
+// later. timedOut is true when the wall limit killed the job. The message
+// is read on the caller's goroutine; the limits act from timer callbacks.
+func (c *container) await(ctx context.Context, wall time.Duration) (d doneMsg, timedOut bool, err error) {
+	k := &killer{c: c}
 	if wall > 0 {
-		t := time.NewTimer(wall)
+		t := time.AfterFunc(wall, func() { k.kill(true) })
 		defer t.Stop()
-		timer = t.C
 	}
-	timedOut, ctxErr := false, error(nil)
-	var grace <-chan time.Time
-	for {
-		select {
-		case r := <-res:
-			if r.err != nil {
-				return doneMsg{}, timedOut, fmt.Errorf("sandbox: init lost: %w", r.err)
-			}
-			if r.m.Err != "" || r.m.Done == nil {
-				return doneMsg{}, timedOut, fmt.Errorf("sandbox init: %s", r.m.Err)
-			}
-			return *r.m.Done, timedOut, ctxErr
-		case <-timer:
-			timer, timedOut = nil, true
-			grace = c.requestKill()
-		case <-ctx.Done():
-			ctx, ctxErr = context.Background(), ctx.Err()
-			grace = c.requestKill()
-		case <-grace:
-			// The init did not answer: kill it and the whole namespace.
-			grace = nil
-			c.destroy()
-		}
+	defer context.AfterFunc(ctx, func() { k.kill(false) })()
+	m, files, rerr := recvMsg(c.conn, c.rbuf)
+	closeFiles(files)
+	timedOut, cancelled := k.stop()
+	switch {
+	case rerr != nil:
+		return doneMsg{}, timedOut, fmt.Errorf("sandbox: init lost: %w", rerr)
+	case m.Err != "" || m.Done == nil:
+		return doneMsg{}, timedOut, fmt.Errorf("sandbox init: %s", m.Err)
+	case cancelled:
+		return *m.Done, timedOut, ctx.Err()
 	}
+	return *m.Done, timedOut, nil
+}
+
+// killer kills one job on its limits, once, and arms the grace timer.
+type killer struct {
+	c         *container
+	mu        sync.Mutex
+	done      bool // the job's answer came: nothing more to kill
+	asked     bool // the init was asked to kill
+	timedOut  bool
+	cancelled bool
+	grace     *time.Timer
+}
+
+// kill asks the init to kill the job (the wall limit when timeout).
+func (k *killer) kill(timeout bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.done {
+		return
+	}
+	if timeout {
+		k.timedOut = true
+	} else {
+		k.cancelled = true
+	}
+	if k.asked {
+		return
+	}
+	k.asked = true
+	k.c.requestKill()
+	// The init did not answer: kill it and the whole namespace, which
+	// ends the read in await.
+	k.grace = time.AfterFunc(killGrace, k.c.destroy)
+}
+
+// stop ends the killer once the answer came.
+func (k *killer) stop() (timedOut, cancelled bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.done = true
+	if k.grace != nil {
+		k.grace.Stop()
+	}
+	return k.timedOut, k.cancelled
 }
 
 // setOOMScore writes adj to pid's oom_score_adj and reports whether it
@@ -357,11 +429,9 @@ func setOOMScore(pid, adj int) bool {
 	return err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(adj)
 }
 
-// requestKill asks the init to kill every job process and returns a timer
-// after which the init itself is killed.
-func (c *container) requestKill() <-chan time.Time {
+// requestKill asks the init to kill every job process.
+func (c *container) requestKill() {
 	sendMsg(c.conn, envelope{T: msgKill})
-	return time.After(killGrace)
 }
 
 // outcome turns the init's report into an Outcome.
@@ -432,14 +502,22 @@ type jobIO struct {
 	mu             sync.Mutex
 	total          int64
 	over           bool
-	kill           func() <-chan time.Time
+	kill           func()
 	inR, inW       *os.File
 	outR, outW     *os.File
 	errR, errW     *os.File
+	bufs           [2][]byte // the copiers' buffers: stdout, stderr
 	wg             sync.WaitGroup
 }
 
-func newJobIO(spec *Spec) *jobIO { return &jobIO{spec: spec, limit: spec.Limits.OutputBytes} }
+// drainBuf is the size of each output copier's buffer.
+const drainBuf = 32 << 10
+
+// newJobIO returns the plumbing of spec's run; the copiers use bufs, which
+// are free again once wait returned.
+func newJobIO(spec *Spec, bufs [2][]byte) *jobIO {
+	return &jobIO{spec: spec, limit: spec.Limits.OutputBytes, bufs: bufs}
+}
 
 func (j *jobIO) open() error {
 	var err error
@@ -478,25 +556,37 @@ func (j *jobIO) closeAll() {
 
 // start copies stdin in and stdout/stderr out, counting output against the
 // limit and calling kill once when it is exceeded.
-func (j *jobIO) start(kill func() <-chan time.Time) {
+func (j *jobIO) start(kill func()) {
 	j.kill = kill
-	j.wg.Add(3)
-	go func() {
-		defer j.wg.Done()
-		if j.spec.Stdin != nil {
+	j.wg.Add(2)
+	if empty(j.spec.Stdin) {
+		j.inW.Close() // at EOF for the job at once, no copier
+	} else {
+		j.wg.Add(1)
+		go func() {
+			defer j.wg.Done()
 			io.Copy(j.inW, j.spec.Stdin)
-		}
-		j.inW.Close()
-	}()
-	go j.drain(j.outR, j.spec.Stdout, &j.stdout)
-	go j.drain(j.errR, j.spec.Stderr, &j.stderr)
+			j.inW.Close()
+		}()
+	}
+	go j.drain(j.outR, j.spec.Stdout, &j.stdout, j.bufs[0])
+	go j.drain(j.errR, j.spec.Stderr, &j.stderr, j.bufs[1])
+}
+
+// empty reports whether r is nil or a reader that says it holds nothing
+// (bytes.Reader, strings.Reader).
+func empty(r io.Reader) bool {
+	if r == nil {
+		return true
+	}
+	l, ok := r.(interface{ Len() int })
+	return ok && l.Len() == 0
 }
 
 type counter struct{ n int64 }
 
-func (j *jobIO) drain(r *os.File, w io.Writer, c *counter) {
+func (j *jobIO) drain(r *os.File, w io.Writer, c *counter, buf []byte) {
 	defer j.wg.Done()
-	buf := make([]byte, 32<<10)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {

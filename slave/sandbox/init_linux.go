@@ -57,7 +57,8 @@ func runInit(mode string) int {
 	}
 	conn := fc.(*net.UnixConn)
 	defer conn.Close()
-	m, _, err := recvMsg(conn)
+	rbuf := newRecvBuf()
+	m, _, err := recvMsg(conn, rbuf)
 	if err != nil || m.T != msgSetup || m.Setup == nil {
 		fmt.Fprintln(os.Stderr, "sandbox init: no setup message:", err)
 		return 1
@@ -76,7 +77,7 @@ func runInit(mode string) int {
 	kind, count, _ := strings.Cut(mode, ":")
 	n, _ := strconv.Atoi(count)
 	adj, _ := os.ReadFile("/proc/self/oom_score_adj")
-	r := &jobRunner{oomReset: strings.TrimSpace(string(adj)) != "0", conn: conn, jobUID: m.Setup.JobUID, cgroupV2: kind == "v2", cgFDs: min(max(n, 0), maxCgFDs), jobFilter: m.Setup.JobFilter, jobs: make(chan job)}
+	r := &jobRunner{oomReset: strings.TrimSpace(string(adj)) != "0", conn: conn, jobUID: m.Setup.JobUID, cgroupV2: kind == "v2", cgFDs: min(max(n, 0), maxCgFDs), jobFilter: m.Setup.JobFilter, jobs: make(chan job), rbuf: rbuf}
 	ready := make(chan []string)
 	go r.loop(ready)
 	notes = append(notes, <-ready...)
@@ -241,6 +242,8 @@ type jobRunner struct {
 	killing   atomic.Bool  // a kill was requested for the current job
 	running   atomic.Int32 // pid of the current job's first process, or 0
 	busy      atomic.Bool
+	rbuf      recvBuf // serve's reads, one at a time
+	ipcFresh  bool    // the fork thread's IPC namespace is new, unused by any job
 }
 
 // serve reads host messages until the host goes away.
@@ -250,7 +253,7 @@ func (r *jobRunner) serve() {
 		unix.Kill(-1, unix.SIGKILL)
 	}()
 	for {
-		m, files, err := recvMsg(r.conn)
+		m, files, err := recvMsg(r.conn, r.rbuf)
 		if err != nil {
 			return
 		}
@@ -277,6 +280,7 @@ func (r *jobRunner) serve() {
 func (r *jobRunner) loop(ready chan<- []string) {
 	runtime.LockOSThread()
 	notes := r.prepareThread()
+	r.freshIPC()
 	ready <- notes
 	for j := range r.jobs {
 		d, err := r.run(j)
@@ -288,7 +292,18 @@ func (r *jobRunner) loop(ready chan<- []string) {
 		if sendMsg(r.conn, m) != nil {
 			return
 		}
+		r.freshIPC() // the next job's, off its latency
 	}
+}
+
+// freshIPC moves the fork thread into a new IPC namespace, which the next
+// job's processes inherit (namespaces belong to threads: the init's other
+// threads, made by Go's template thread, never join it). Each job gets
+// its own, as with CLONE_NEWIPC at its fork, but made while the sandbox
+// waits for the job rather than on the job's start. The namespace of the
+// last job is freed with its last process.
+func (r *jobRunner) freshIPC() {
+	r.ipcFresh = unix.Unshare(unix.CLONE_NEWIPC) == nil
 }
 
 // prepareThread gives the fork thread what every job inherits.
@@ -346,16 +361,21 @@ func (r *jobRunner) run(j job) (d doneMsg, err error) {
 		return d, nil
 	}
 	sys := &syscall.SysProcAttr{
-		Credential:   &syscall.Credential{Uid: uint32(r.jobUID), Gid: uint32(r.jobUID), NoSetGroups: true},
-		Setsid:       true,
-		Ptrace:       true,
-		Unshareflags: syscall.CLONE_NEWIPC,
-		Pdeathsig:    syscall.SIGKILL,
+		Credential: &syscall.Credential{Uid: uint32(r.jobUID), Gid: uint32(r.jobUID), NoSetGroups: true},
+		Setsid:     true,
+		Ptrace:     true,
+		Pdeathsig:  syscall.SIGKILL,
 	}
 	if r.cgDir >= 0 {
 		sys.UseCgroupFD, sys.CgroupFD = true, r.cgDir
 	}
 	attr := &syscall.ProcAttr{Dir: "/w", Env: j.msg.Env, Files: []uintptr{in.Fd(), out.Fd(), errf.Fd()}, Sys: sys}
+	if !r.ipcFresh {
+		if r.freshIPC(); !r.ipcFresh {
+			return d, errors.New("no new IPC namespace for the job")
+		}
+	}
+	r.ipcFresh = false // this job's from here on
 	start := time.Now()
 	d.AttachNs = int64(start.Sub(begin))
 	pid, err := syscall.ForkExec(path, j.msg.Argv, attr)

@@ -115,11 +115,17 @@ func sendMsg(c *net.UnixConn, m envelope, fds ...int) error {
 	return err
 }
 
-// recvMsg reads one message from c. Received descriptors are returned as
-// files (close-on-exec); the caller owns them.
-func recvMsg(c *net.UnixConn) (envelope, []*os.File, error) {
+// recvBuf is a buffer for recvMsg. Each end of a socket keeps one and
+// reads one message at a time into it: the protocol's messages are
+// decoded into fresh values, so it is free again when recvMsg returns.
+type recvBuf []byte
+
+func newRecvBuf() recvBuf { return make(recvBuf, maxPacket+1) }
+
+// recvMsg reads one message from c into buf. Received descriptors are
+// returned as files (close-on-exec); the caller owns them.
+func recvMsg(c *net.UnixConn, buf recvBuf) (envelope, []*os.File, error) {
 	var m envelope
-	buf := make([]byte, maxPacket+1)
 	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 	if err != nil {

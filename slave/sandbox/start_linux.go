@@ -46,7 +46,8 @@ func (r *jobRunner) startJob(pid int, m *runMsg, acc *usage) (job int, status un
 		acc.addCPU(&ru)
 		return 0, status, true, nil
 	}
-	job, err = r.launch(pid, m)
+	var cpus unix.CPUSet
+	job, err = r.launch(pid, m, &cpus)
 	unix.Kill(pid, unix.SIGKILL)
 	if err != nil {
 		if job > 0 {
@@ -54,7 +55,7 @@ func (r *jobRunner) startJob(pid int, m *runMsg, acc *usage) (job int, status un
 		}
 		return 0, status, true, err
 	}
-	if err := r.release(job, m.Rlimits); err != nil {
+	if err := r.release(job, m.Rlimits, &cpus); err != nil {
 		unix.Kill(job, unix.SIGKILL)
 		return 0, status, true, err
 	}
@@ -62,8 +63,9 @@ func (r *jobRunner) startJob(pid int, m *runMsg, acc *usage) (job int, status un
 }
 
 // launch makes the stopped launcher fork the job's first process and
-// prepares it; the launcher is left stopped.
-func (r *jobRunner) launch(pid int, m *runMsg) (int, error) {
+// prepares it; the launcher is left stopped. cpus receives the CPU set
+// the job gets back at its release.
+func (r *jobRunner) launch(pid int, m *runMsg, cpus *unix.CPUSet) (int, error) {
 	if err := unix.PtraceSetOptions(pid, unix.PTRACE_O_TRACEFORK|unix.PTRACE_O_EXITKILL); err != nil {
 		return 0, fmt.Errorf("ptrace options: %w", err)
 	}
@@ -74,10 +76,10 @@ func (r *jobRunner) launch(pid int, m *runMsg) (int, error) {
 	// The copy is a new task; left to the scheduler it may start on the
 	// other CPU, behind whatever runs there (on a loaded machine this cost
 	// ~2 ms a job). Pinned to this thread's CPU, it runs as soon as the
-	// init waits for it; it gets the launcher's CPU set back before it runs
-	// anything of its own.
-	var all unix.CPUSet
-	if err := unix.SchedGetaffinity(pid, &all); err != nil {
+	// init waits for it, and so does each system call injected into it
+	// (the cgroup move and the filter); it gets the launcher's CPU set back
+	// at its release, before it runs anything of its own.
+	if err := unix.SchedGetaffinity(pid, cpus); err != nil {
 		return 0, fmt.Errorf("affinity: %w", err)
 	}
 	if cpu, ok := currentCPU(); ok {
@@ -88,9 +90,6 @@ func (r *jobRunner) launch(pid int, m *runMsg) (int, error) {
 	child, err := t.fork()
 	if err != nil {
 		return child, err
-	}
-	if err := unix.SchedSetaffinity(child, &all); err != nil {
-		return child, fmt.Errorf("affinity: %w", err)
 	}
 	c := t.adopt(child)
 	// v1: move the copy into the slot's groups, whose "tasks" files the
@@ -114,8 +113,8 @@ func (r *jobRunner) launch(pid int, m *runMsg) (int, error) {
 }
 
 // release applies the rlimits to the stopped job process, resets its OOM
-// score and lets it go.
-func (r *jobRunner) release(pid int, limits []rlimitSpec) error {
+// score and its CPU set, and lets it go.
+func (r *jobRunner) release(pid int, limits []rlimitSpec, cpus *unix.CPUSet) error {
 	for _, l := range limits {
 		lim := unix.Rlimit{Cur: l.Cur, Max: l.Max}
 		if err := unix.Prlimit(pid, l.Resource, &lim, nil); err != nil {
@@ -127,6 +126,9 @@ func (r *jobRunner) release(pid int, limits []rlimitSpec) error {
 	// not inherit that.
 	if r.oomReset {
 		os.WriteFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", []byte("0"), 0)
+	}
+	if err := unix.SchedSetaffinity(pid, cpus); err != nil {
+		return fmt.Errorf("affinity: %w", err)
 	}
 	if err := unix.PtraceDetach(pid); err != nil {
 		return fmt.Errorf("detach: %w", err)
