@@ -132,7 +132,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		version = id.Version
 	}
 	w, err := transport.Hello(ctx, s, wire.Hello{Proto: wire.ProtocolVersion, Role: id.Role, Name: id.Name, Version: version,
-		Features: []string{wire.FeatureTests}})
+		Features: []string{wire.FeatureTests, wire.FeatureInline}})
 	if err != nil {
 		s.Close()
 		return nil, err

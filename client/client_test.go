@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -355,5 +356,74 @@ func TestCloseIdempotent(t *testing.T) {
 	}
 	if _, err := c.Info(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Errorf("Info after Close: %v", err)
+	}
+}
+
+// TestSubmitInline: to a master that echoes the "inline" feature, small
+// files travel inside the Submit with their SHA-256 (none when sealed)
+// and on no stream; a stdin too large for what is left keeps its stream
+// while the source stays inline; a master without the feature gets
+// streams (TestSubmitRoundTrip).
+func TestSubmitInline(t *testing.T) {
+	m := newFakeMaster(t)
+	m.features = []string{wire.FeatureInline}
+	c, p := m.dial(t, m.client)
+	if !slices.Contains(m.hello.Features, wire.FeatureInline) {
+		t.Fatalf("hello features %v, want %q", m.hello.Features, wire.FeatureInline)
+	}
+	req := hello
+	req.Stdin = []byte("input")
+	var progress []int64
+	req.Progress = func(sent, total int64) { progress = append(progress, sent, total) }
+	got := submit(t, c, req)
+	sub, files := p.accept("j1")
+	got()
+	if !files[0].inline || !files[1].inline || string(files[0].data) != string(hello.Source) || string(files[1].data) != "input" {
+		t.Fatalf("files = %+v, want both inline", files)
+	}
+	if err := wire.CheckInline(sub.Inline, sub.SourceSize, sub.StdinSize, false); err != nil {
+		t.Fatalf("inline files do not check: %v", err)
+	}
+	if total := int64(len(hello.Source) + 5); len(progress) != 2 || progress[0] != total || progress[1] != total {
+		t.Errorf("progress = %v, want one call %d/%d", progress, total, total)
+	}
+
+	// A stdin over what the source leaves of MaxInline: source inline,
+	// stdin on its stream. It is the first file stream of this session,
+	// so job 1 opened none.
+	big := req
+	big.Progress = nil
+	big.Stdin = make([]byte, wire.MaxInline-len(hello.Source)+1)
+	got = submit(t, c, big)
+	sub, files = p.accept("j2")
+	got()
+	if !files[0].inline || files[1].inline || len(files[1].data) != len(big.Stdin) || files[1].hdr.Kind != wire.FileStdin {
+		t.Fatalf("source inline %v, stdin inline %v (%d bytes)", files[0].inline, files[1].inline, len(files[1].data))
+	}
+	if len(sub.Stdin) != 0 || sub.StdinSize != int64(len(big.Stdin)) {
+		t.Errorf("submit stdin %d bytes inline, size %d", len(sub.Stdin), sub.StdinSize)
+	}
+
+	// A source over MaxInline goes on a stream, and the small stdin
+	// rides in the Submit.
+	large := hello
+	large.Source = make([]byte, wire.MaxInline+1)
+	large.Stdin = []byte("in")
+	got = submit(t, c, large)
+	_, files = p.accept("j3")
+	got()
+	if files[0].inline || len(files[0].data) != len(large.Source) || !files[1].inline || string(files[1].data) != "in" {
+		t.Fatalf("source inline %v, stdin inline %v", files[0].inline, files[1].inline)
+	}
+
+	// Sealed: the ciphertext rides inline, without a SHA-256 (its AEAD
+	// authenticates it end to end), never the plaintext.
+	sealed := hello
+	sealed.Seal = true
+	got = submit(t, c, sealed)
+	sub, files = p.accept("j4")
+	got()
+	if !sub.Sealed || !files[0].inline || sub.SourceSHA256 != nil || strings.Contains(string(sub.Source), "hello") || sub.SourceSize != int64(len(sub.Source)) {
+		t.Fatalf("sealed submit: sealed %v inline %v sum %x source %q", sub.Sealed, files[0].inline, sub.SourceSHA256, sub.Source)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -54,8 +55,9 @@ type peer struct {
 }
 
 type file struct {
-	hdr  wire.FileHeader
-	data []byte
+	hdr    wire.FileHeader
+	data   []byte
+	inline bool // it came inside the Submit (hdr then holds its size and sum)
 }
 
 func newFakeMaster(t *testing.T) *fakeMaster {
@@ -173,7 +175,7 @@ func (p *peer) acceptFiles() {
 			continue
 		}
 		select {
-		case p.files <- file{hdr, data}:
+		case p.files <- file{hdr: hdr, data: data}:
 		case <-p.s.Done():
 			return
 		}
@@ -233,7 +235,8 @@ func (p *peer) file() file {
 	return file{}
 }
 
-// accept reads a Submit and its files and answers Accepted{job}.
+// accept reads a Submit and its files, inline or on streams, and answers
+// Accepted{job}.
 func (p *peer) accept(job string) (wire.Submit, []file) {
 	p.t.Helper()
 	env := p.recv(wire.MsgSubmit)
@@ -241,9 +244,16 @@ func (p *peer) accept(job string) (wire.Submit, []file) {
 	if err := wire.Decode(env, &sub); err != nil {
 		p.t.Fatal(err)
 	}
-	files := []file{p.file()}
+	take := func(kind string, data, sum []byte) file {
+		if len(data) == 0 {
+			return p.file()
+		}
+		return file{hdr: wire.FileHeader{JobID: strconv.FormatUint(env.ID, 10), Kind: kind, Size: int64(len(data)),
+			SHA256: sum, Sealed: sub.Sealed}, data: data, inline: true}
+	}
+	files := []file{take(wire.FileSource, sub.Source, sub.SourceSHA256)}
 	if sub.StdinSize > 0 {
-		files = append(files, p.file())
+		files = append(files, take(wire.FileStdin, sub.Stdin, sub.StdinSHA256))
 	}
 	p.send(wire.MsgAccepted, env.ID, wire.Accepted{JobID: job})
 	return sub, files

@@ -111,12 +111,18 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
 	if req.Tests != nil {
 		sub.Tests = len(req.Tests.Cases)
 	}
+	streamed := c.inline(&sub, req)
 	if err := c.send(ctx, wire.MsgSubmit, id, sub); err != nil {
 		c.unregister(id)
 		return nil, err
 	}
-	if err := c.uploadUntilAnswered(ctx, id, p, name, req); err != nil {
-		return nil, err
+	if n := sub.Inline.Size(); n > 0 && req.Progress != nil {
+		req.Progress(int64(n), int64(len(req.Source)+len(req.Stdin)))
+	}
+	if streamed.Source || streamed.Stdin {
+		if err := c.uploadUntilAnswered(ctx, id, p, name, req, streamed); err != nil {
+			return nil, err
+		}
 	}
 	r, err := c.await(ctx, id, p)
 	if err != nil {
@@ -131,6 +137,39 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
 		}
 	}
 	return r.job, nil
+}
+
+// streams says which files of a Submit travel on file streams.
+type streams struct{ Source, Stdin bool }
+
+// inlineHeadroom is the room a Submit's other fields may take next to its
+// inline files: a file name, 32 options, keys and limits at their field
+// limits fit in it.
+const inlineHeadroom = 32 << 10
+
+// inline puts req's files inside sub when the master speaks
+// wire.FeatureInline and they fit in wire.MaxInline: the source first, then
+// the stdin in what is left (a large stdin keeps its stream while a small
+// source rides in the Submit). It returns the files left for streams.
+func (c *Client) inline(sub *wire.Submit, req Request) streams {
+	st := streams{Source: true, Stdin: len(req.Stdin) > 0}
+	if !wire.HasFeature(c.welcome.Features, wire.FeatureInline) {
+		return st
+	}
+	room := wire.MaxInline
+	if f := c.welcome.Limits.MaxFrame; f > 0 {
+		// Leave the rest of the Submit room under a smaller frame cap.
+		room = min(room, f-inlineHeadroom)
+	}
+	if len(req.Source) <= room {
+		sub.Inline.Set(wire.FileSource, req.Source, req.Seal)
+		st.Source, room = false, room-len(req.Source)
+	}
+	if st.Stdin && len(req.Stdin) <= room {
+		sub.Inline.Set(wire.FileStdin, req.Stdin, req.Seal)
+		st.Stdin = false
+	}
+	return st
 }
 
 // sealRequest seals req's payloads under a fresh content key and checks
@@ -157,11 +196,11 @@ func (c *Client) sealRequest(req Request) (*jobSeal, Request, error) {
 // uploadUntilAnswered uploads the request's files while watching for an
 // early answer: an Error (busy, no_slave, ...) stops the upload. On return
 // with a nil error, the answer, if it came, is back in p.reply for await.
-func (c *Client) uploadUntilAnswered(ctx context.Context, id uint64, p *call, name string, req Request) error {
+func (c *Client) uploadUntilAnswered(ctx context.Context, id uint64, p *call, name string, req Request, st streams) error {
 	uctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	upErr := make(chan error, 1)
-	go func() { upErr <- c.upload(uctx, id, name, req) }()
+	go func() { upErr <- c.upload(uctx, id, name, req, st) }()
 	select {
 	case err := <-upErr:
 		if err != nil {
@@ -189,17 +228,21 @@ func (c *Client) uploadUntilAnswered(ctx context.Context, id uint64, p *call, na
 	}
 }
 
-// upload sends the source and, if any, the stdin of request id on file
-// streams.
-func (c *Client) upload(ctx context.Context, id uint64, name string, req Request) error {
+// upload sends the files of request id that st names on file streams
+// (the others travelled inline in the Submit).
+func (c *Client) upload(ctx context.Context, id uint64, name string, req Request, st streams) error {
 	total := int64(len(req.Source) + len(req.Stdin))
 	var sent atomic.Int64
+	if !st.Source {
+		sent.Add(int64(len(req.Source)))
+	}
 	files := []struct {
 		kind, name string
 		data       []byte
-	}{{wire.FileSource, name, req.Source}, {wire.FileStdin, "stdin", req.Stdin}}
+		stream     bool
+	}{{wire.FileSource, name, req.Source, st.Source}, {wire.FileStdin, "stdin", req.Stdin, st.Stdin}}
 	for _, f := range files {
-		if f.kind == wire.FileStdin && len(f.data) == 0 {
+		if !f.stream {
 			continue
 		}
 		hdr := wire.FileHeader{JobID: requestID(id), Kind: f.kind, Name: f.name, Size: int64(len(f.data)), Sealed: true}

@@ -30,6 +30,13 @@ type clientConn struct {
 	// streams waiting for theirs.
 	subSignal chan struct{}
 	files     chan struct{} // a token per file stream being read
+	// waiting counts the file streams waiting for their Submit, by
+	// request id and kind ("7/source"): a Submit that carries that file
+	// inline too is refused.
+	waiting map[string]int
+	// inlined remembers the last requests whose files all came inline: a
+	// file stream for one is refused at once.
+	inlined []string
 }
 
 // closedReq is a request whose files are not wanted, and the answer it got.
@@ -43,7 +50,7 @@ const maxClosed = 64
 
 func newClientConn(p *peer, b JobBudget) *clientConn {
 	return &clientConn{peer: p, pending: map[string]*upload{}, jobs: map[string]*job{},
-		subSignal: make(chan struct{}), files: make(chan struct{}, b.FilesPerSession)}
+		subSignal: make(chan struct{}), files: make(chan struct{}, b.FilesPerSession), waiting: map[string]int{}}
 }
 
 // closeReqLocked remembers that request key is over. s.mu is held.
@@ -64,9 +71,18 @@ func (cc *clientConn) closedLocked(key string) (wire.Error, bool) {
 	return wire.Error{}, false
 }
 
-// upload is a Submit waiting for its files, which travel on their own
-// streams. It exists only from its Submit: a file stream without one waits
-// for it (JobBudget.SubmitWait), unread, then is closed.
+// inlinedLocked remembers that request key's files all came inline.
+// s.mu is held.
+func (cc *clientConn) inlinedLocked(key string) {
+	if len(cc.inlined) >= maxClosed {
+		cc.inlined = slices.Delete(cc.inlined, 0, 1)
+	}
+	cc.inlined = append(cc.inlined, key)
+}
+
+// upload is a Submit waiting for its files, which travel inline in it or
+// on their own streams. It exists only from its Submit: a file stream
+// without one waits for it (JobBudget.SubmitWait), unread, then is closed.
 type upload struct {
 	reqID    uint64
 	submit   wire.Submit
@@ -79,6 +95,8 @@ type upload struct {
 	started  time.Time
 	failed   bool  // answered with an Error; its files are discarded
 	held     int64 // bytes of its files counted in Server.held
+	// inSrc and inStdin are set for the files that came inline.
+	inSrc, inStdin bool
 }
 
 func (u *upload) complete() bool {
@@ -244,12 +262,20 @@ func (s *Server) clientMessage(ctx context.Context, cc *clientConn, env wire.Env
 }
 
 // submit validates a Submit and opens its upload, or answers it with an
-// Error at once; the files of a refused Submit are closed unread.
+// Error at once; the files of a refused Submit are closed unread. A Submit
+// whose files all came inline is queued at once.
 func (s *Server) submit(cc *clientConn, reqID uint64, sub wire.Submit) {
 	key := strconv.FormatUint(reqID, 10)
+	// The job keeps its files as payloads, not in its Submit (nor in its
+	// durable record's Submit).
+	in := sub.Inline
+	sub.Inline = wire.Inline{}
 	e := s.checkSubmit(&sub)
 	if e == nil {
 		e = checkTests(cc, &sub)
+	}
+	if e == nil {
+		e = checkInline(cc, &sub, in)
 	}
 	s.mu.Lock()
 	prev, closed := cc.closedLocked(key)
@@ -260,17 +286,93 @@ func (s *Server) submit(cc *clientConn, reqID uint64, sub wire.Submit) {
 		e = s.admitSubmitLocked(cc, key)
 	}
 	if e == nil {
-		cc.pending[key] = &upload{reqID: reqID, submit: sub, started: s.cfg.Now()}
-	} else if _, dup := cc.pending[key]; !dup && !closed {
-		cc.closeReqLocked(key, *e)
+		e = bothWaysLocked(cc, key, in)
+	}
+	var u *upload
+	if e == nil {
+		u = &upload{reqID: reqID, submit: sub, started: s.cfg.Now()}
+		if e = s.takeInlineLocked(cc, u, in); e != nil {
+			s.releaseLocked(cc.id.Fingerprint, &u.held)
+		}
+	}
+	queue := false
+	switch {
+	case e == nil && u.complete():
+		queue = true
+		cc.inlinedLocked(key)
+	case e == nil:
+		cc.pending[key] = u
+	default:
+		if _, dup := cc.pending[key]; !dup && !closed {
+			cc.closeReqLocked(key, *e)
+		}
 	}
 	close(cc.subSignal)
 	cc.subSignal = make(chan struct{})
 	s.mu.Unlock()
-	if e != nil {
+	switch {
+	case e != nil:
 		cc.log.Info("submit refused", "code", e.Code, "reason", truncate(e.Message, 200))
 		cc.send(wire.MsgError, reqID, *e)
+	case queue:
+		s.enqueue(cc, reqID, u)
 	}
+}
+
+// checkInline refuses inline files from a session that did not negotiate
+// wire.FeatureInline, and inline files that do not match the sizes the
+// Submit announces or their SHA-256 (wire.CheckInline).
+func checkInline(cc *clientConn, sub *wire.Submit, in wire.Inline) *wire.Error {
+	bad := func(msg string) *wire.Error { return &wire.Error{Code: wire.CodeBadRequest, Message: msg} }
+	switch {
+	case in.Size() == 0:
+		return nil
+	case !wire.HasFeature(cc.hello.Features, wire.FeatureInline):
+		return bad("inline files need the \"inline\" feature in Hello")
+	}
+	if err := wire.CheckInline(in, sub.SourceSize, sub.StdinSize, sub.Sealed); err != nil {
+		return bad(err.Error())
+	}
+	return nil
+}
+
+// bothWaysLocked refuses a Submit carrying inline a file whose stream is
+// already waiting for it. s.mu is held.
+func bothWaysLocked(cc *clientConn, key string, in wire.Inline) *wire.Error {
+	for _, f := range []struct {
+		kind   string
+		inline bool
+	}{{wire.FileSource, len(in.Source) > 0}, {wire.FileStdin, len(in.Stdin) > 0}} {
+		if f.inline && cc.waiting[key+"/"+f.kind] > 0 {
+			return &wire.Error{Code: wire.CodeBadRequest,
+				Message: fmt.Sprintf("request %s sent its %s both inline and on a file stream", key, f.kind)}
+		}
+	}
+	return nil
+}
+
+// takeInlineLocked charges a Submit's inline files to the budgets, as
+// streamed bytes are (see charge), and gives them to its upload. s.mu is
+// held.
+func (s *Server) takeInlineLocked(cc *clientConn, u *upload, in wire.Inline) *wire.Error {
+	if in.Size() == 0 {
+		return nil
+	}
+	if err := s.chargeLocked(cc, u, int64(in.Size())); err != nil {
+		var a *answer
+		if errors.As(err, &a) {
+			return &a.e
+		}
+		return &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
+	}
+	s.cfg.Metrics.bytes("upload", in.Size())
+	if len(in.Source) > 0 {
+		u.source, u.srcSum, u.haveSrc, u.inSrc = payload{in.Source}, in.SourceSHA256, true, true
+	}
+	if len(in.Stdin) > 0 {
+		u.stdin, u.stdinSum, u.haveIn, u.inStdin = payload{in.Stdin}, in.StdinSHA256, true, true
+	}
+	return nil
 }
 
 // checkSubmit checks a Submit against the master's limits and sets its
@@ -370,6 +472,10 @@ func (s *Server) streamCloseTimeout() time.Duration {
 // errNoSubmit reports a file stream whose Submit never came.
 var errNoSubmit = errors.New("no Submit for this file")
 
+// errInlined reports a file stream for a request whose files all came
+// inline in its Submit (the job goes on with those).
+var errInlined = errors.New("a file stream for a Submit that carried its files inline")
+
 // receiveFile reads one uploaded file into its upload, charging the
 // master's budgets as its bytes arrive, or refuses it and the upload.
 func (s *Server) receiveFile(cc *clientConn, hdr wire.FileHeader, body io.ReadCloser) {
@@ -378,16 +484,21 @@ func (s *Server) receiveFile(cc *clientConn, hdr wire.FileHeader, body io.ReadCl
 		cc.log.Warn("upload refused", "job", truncate(key, 40), "err", "file for no request")
 		return
 	}
-	u := s.awaitSubmit(cc, key)
+	u := s.awaitSubmit(cc, key, hdr.Kind)
 	if u == nil {
 		s.mu.Lock()
+		inlined := slices.Contains(cc.inlined, key)
 		_, answered := cc.closedLocked(key)
+		answered = answered || inlined
 		if !answered {
 			cc.closeReqLocked(key, wire.Error{Code: wire.CodeBadRequest,
 				Message: fmt.Sprintf("its file came more than %s before the Submit", s.cfg.Budget.Jobs.SubmitWait)})
 		}
 		s.mu.Unlock()
-		if !answered {
+		switch {
+		case inlined:
+			cc.log.Warn("upload refused", "job", key, "kind", truncate(hdr.Kind, 20), "err", errInlined)
+		case !answered:
 			cc.log.Warn("upload refused", "job", key, "kind", truncate(hdr.Kind, 20), "err", errNoSubmit)
 		}
 		return
@@ -430,21 +541,38 @@ func (s *Server) receiveFile(cc *clientConn, hdr wire.FileHeader, body io.ReadCl
 
 // awaitSubmit returns the upload a file stream of request key belongs to,
 // waiting up to JobBudget.SubmitWait for its Submit; nil when the request
-// was refused or its Submit did not come.
-func (s *Server) awaitSubmit(cc *clientConn, key string) *upload {
+// was refused, its files all came inline or its Submit did not come. While
+// it waits the stream counts in cc.waiting under key and kind.
+func (s *Server) awaitSubmit(cc *clientConn, key, kind string) *upload {
 	t := time.NewTimer(s.cfg.Budget.Jobs.SubmitWait)
 	defer t.Stop()
+	wkey := key + "/" + kind
+	s.mu.Lock()
+	cc.waiting[wkey]++
+	first := cc.subSignal
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if cc.waiting[wkey]--; cc.waiting[wkey] <= 0 {
+			delete(cc.waiting, wkey)
+		}
+		s.mu.Unlock()
+	}()
 	for {
 		s.mu.Lock()
 		u := cc.pending[key]
 		_, closed := cc.closedLocked(key)
+		inlined := slices.Contains(cc.inlined, key)
 		sig := cc.subSignal
 		s.mu.Unlock()
 		switch {
 		case u != nil && !u.failed:
 			return u
-		case u != nil || closed:
+		case u != nil || closed || inlined:
 			return nil
+		}
+		if sig == first {
+			cc.log.Debug("file stream waits for its Submit", "job", key, "kind", truncate(kind, 20))
 		}
 		select {
 		case <-sig:
@@ -461,16 +589,18 @@ func (s *Server) checkFile(u *upload, hdr wire.FileHeader) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var want int64
-	var have bool
+	var have, inline bool
 	switch hdr.Kind {
 	case wire.FileSource:
-		want, have = u.submit.SourceSize, u.haveSrc
+		want, have, inline = u.submit.SourceSize, u.haveSrc, u.inSrc
 	case wire.FileStdin:
-		want, have = u.submit.StdinSize, u.haveIn
+		want, have, inline = u.submit.StdinSize, u.haveIn, u.inStdin
 	default:
 		return fmt.Errorf("unknown file kind %q", truncate(hdr.Kind, 20))
 	}
 	switch {
+	case inline:
+		return fmt.Errorf("the %s came both inline in the Submit and on a file stream", hdr.Kind)
 	case want == 0:
 		return fmt.Errorf("a %s the Submit did not announce", hdr.Kind)
 	case hdr.Size != want:
@@ -513,9 +643,14 @@ func (s *Server) readFile(cc *clientConn, u *upload, hdr wire.FileHeader, body i
 // so that a few keys at their share cannot lock every other client out.
 // Past any of these the upload is refused busy.
 func (s *Server) charge(cc *clientConn, u *upload, n int64) error {
-	owner := cc.id.Fingerprint
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.chargeLocked(cc, u, n)
+}
+
+// chargeLocked is charge with s.mu held.
+func (s *Server) chargeLocked(cc *clientConn, u *upload, n int64) error {
+	owner := cc.id.Fingerprint
 	light := s.heldBy[owner]+n <= s.cfg.Limits.MaxSource+s.cfg.Limits.MaxStdin
 	switch {
 	case u.failed:

@@ -291,10 +291,12 @@ func (s *Server) placeLocked(j *job, sc *slaveConn, now time.Time) {
 		owner: j.owner, held: &s.outHeld, maxHeld: s.cfg.Budget.Jobs.DurableOutputPerClient})
 }
 
-// sendJob delivers an assignment: the Assign message and the job's files.
-// A sealed job first needs its content key wrapped for the slave by the
-// client (see wrapFor). A file that cannot be delivered fails this
-// attempt only (see failAttempt), never the slave's session.
+// sendJob delivers an assignment: the Assign message and the job's files,
+// inline in it when the slave speaks wire.FeatureInline and they fit in
+// wire.MaxInline, else on file streams. A sealed job first needs its
+// content key wrapped for the slave by the client (see wrapFor). A file
+// that cannot be delivered fails this attempt only (see failAttempt),
+// never the slave's session.
 func (s *Server) sendJob(a assignment) {
 	j, sc := a.j, a.sc
 	s.notify(j, wire.JobState{JobID: j.id, State: wire.StateAssigned, Slave: sc.id.Name, Attempt: a.attempt})
@@ -305,12 +307,17 @@ func (s *Server) sendJob(a assignment) {
 			return
 		}
 	}
-	sc.send(wire.MsgAssign, 0, wire.Assign{
+	as := wire.Assign{
 		JobID: j.id, Attempt: a.attempt, Language: j.submit.Language, FileName: j.submit.FileName,
 		SourceSize: a.source.size(), StdinSize: a.stdin.size(), Limits: j.submit.Limits,
 		Sealed: j.submit.Sealed, WrappedKey: wrapped, ClientKey: j.submit.ClientKey, Owner: j.owner,
 		Options: j.submit.Options, Tests: j.submit.Tests,
-	})
+	}
+	inline := wire.HasFeature(sc.hello.Features, wire.FeatureInline) && as.SourceSize+as.StdinSize <= wire.MaxInline
+	if inline {
+		as.Inline = inlineFiles(j, a)
+	}
+	sc.send(wire.MsgAssign, 0, as)
 	s.mu.Lock()
 	cancelNow := false
 	if a.currentLocked() {
@@ -322,18 +329,8 @@ func (s *Server) sendJob(a assignment) {
 		sc.log.Info("job cancel forwarded", "job", j.id)
 		sc.send(wire.MsgCancel, 0, wire.Cancel{JobID: j.id})
 	}
-	idle := s.cfg.Budget.Jobs.SendFileIdle
-	if err := sc.sendFile(idle, j.id, wire.FileSource, j.submit.FileName, a.source, j.srcSum, j.submit.Sealed); err != nil {
-		sc.log.Warn("source not delivered", "job", j.id, "err", err)
-		s.failAttempt(sc, j, a.attempt, wire.StatusInternalError, fmt.Sprintf("source not delivered to slave %s: %v", sc.id.Name, err), true)
+	if !inline && !s.sendFiles(a) {
 		return
-	}
-	if a.stdin.size() > 0 {
-		if err := sc.sendFile(idle, j.id, wire.FileStdin, "stdin", a.stdin, j.stdinSum, j.submit.Sealed); err != nil {
-			sc.log.Warn("stdin not delivered", "job", j.id, "err", err)
-			s.failAttempt(sc, j, a.attempt, wire.StatusInternalError, fmt.Sprintf("stdin not delivered to slave %s: %v", sc.id.Name, err), true)
-			return
-		}
 	}
 	s.mu.Lock()
 	current := a.currentLocked()
@@ -344,6 +341,49 @@ func (s *Server) sendJob(a assignment) {
 	if current {
 		s.notify(j, wire.JobState{JobID: j.id, State: wire.StateRunning, Slave: sc.id.Name, Attempt: a.attempt})
 	}
+}
+
+// inlineFiles returns an assignment's files for its Assign, with the
+// SHA-256 sums the client sent (the master checked them) or, for a job
+// without them, computed here; a sealed job's files need none.
+func inlineFiles(j *job, a assignment) wire.Inline {
+	var in wire.Inline
+	if a.source.size() > 0 {
+		in.Source, in.SourceSHA256 = a.source.flat(), j.srcSum
+	}
+	if a.stdin.size() > 0 {
+		in.Stdin, in.StdinSHA256 = a.stdin.flat(), j.stdinSum
+	}
+	if j.submit.Sealed {
+		return in
+	}
+	if len(in.Source) > 0 && len(in.SourceSHA256) == 0 {
+		in.Set(wire.FileSource, in.Source, false)
+	}
+	if len(in.Stdin) > 0 && len(in.StdinSHA256) == 0 {
+		in.Set(wire.FileStdin, in.Stdin, false)
+	}
+	return in
+}
+
+// sendFiles streams an assignment's files to its slave; false when one
+// could not be delivered and the attempt failed.
+func (s *Server) sendFiles(a assignment) bool {
+	j, sc := a.j, a.sc
+	idle := s.cfg.Budget.Jobs.SendFileIdle
+	if err := sc.sendFile(idle, j.id, wire.FileSource, j.submit.FileName, a.source, j.srcSum, j.submit.Sealed); err != nil {
+		sc.log.Warn("source not delivered", "job", j.id, "err", err)
+		s.failAttempt(sc, j, a.attempt, wire.StatusInternalError, fmt.Sprintf("source not delivered to slave %s: %v", sc.id.Name, err), true)
+		return false
+	}
+	if a.stdin.size() > 0 {
+		if err := sc.sendFile(idle, j.id, wire.FileStdin, "stdin", a.stdin, j.stdinSum, j.submit.Sealed); err != nil {
+			sc.log.Warn("stdin not delivered", "job", j.id, "err", err)
+			s.failAttempt(sc, j, a.attempt, wire.StatusInternalError, fmt.Sprintf("stdin not delivered to slave %s: %v", sc.id.Name, err), true)
+			return false
+		}
+	}
+	return true
 }
 
 // wrapFor asks the client of a sealed job to wrap its content key for the

@@ -34,11 +34,20 @@ type fakeSlave struct {
 	jobs    chan wire.Assign
 	cancels chan string
 	ran     []string
+	// streams counts the file streams received, inline the Assigns that
+	// carried their files inline.
+	streams, inline int
 }
 
 func (c *cluster) fakeSlave(name string, slots int, hold bool, langs ...string) *fakeSlave {
 	c.t.Helper()
-	s, err := c.dial(c.issue(certs.RoleSlave, name, "1.0"), true, "")
+	return c.fakeSlaveWith(name, slots, hold, nil, langs...)
+}
+
+// fakeSlaveWith is fakeSlave announcing features in its Hello.
+func (c *cluster) fakeSlaveWith(name string, slots int, hold bool, features []string, langs ...string) *fakeSlave {
+	c.t.Helper()
+	s, err := c.dialHello(c.issue(certs.RoleSlave, name, "1.0"), true, wire.Hello{Features: features})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -87,6 +96,7 @@ func (fs *fakeSlave) acceptFiles() {
 		body.Close()
 		fs.mu.Lock()
 		fs.files[hdr.JobID+"/"+hdr.Kind] = buf.Bytes()
+		fs.streams++
 		fs.mu.Unlock()
 	}
 }
@@ -130,6 +140,18 @@ func (fs *fakeSlave) loop() {
 		}
 		fs.mu.Lock()
 		fs.ran = append(fs.ran, a.JobID)
+		if a.Inline.Size() > 0 {
+			if err := wire.CheckInline(a.Inline, a.SourceSize, a.StdinSize, a.Sealed); err != nil {
+				fs.t.Errorf("fake slave %s: Assign %s: %v", fs.name, a.JobID, err)
+			}
+			fs.inline++
+		}
+		if len(a.Source) > 0 {
+			fs.files[a.JobID+"/source"] = a.Source
+		}
+		if len(a.Stdin) > 0 {
+			fs.files[a.JobID+"/stdin"] = a.Stdin
+		}
 		fs.mu.Unlock()
 		if fs.hold {
 			select {

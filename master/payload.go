@@ -40,6 +40,16 @@ func (p payload) bytes() []byte {
 	return bytes.Join(p, nil)
 }
 
+// flat returns the payload as one slice, without a copy when it is one
+// chunk (a payload is never written after it is read, so the slice may be
+// shared).
+func (p payload) flat() []byte {
+	if len(p) == 1 {
+		return p[0]
+	}
+	return p.bytes()
+}
+
 // errLonger reports a file stream with more bytes than its header said.
 var errLonger = errors.New("file longer than its header says")
 

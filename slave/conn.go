@@ -40,18 +40,50 @@ type conn struct {
 type files struct {
 	source, stdin         []byte
 	haveSource, haveStdin bool
+	inSource, inStdin     bool // the file came inline in the Assign
 	sealed                bool
 	at                    time.Time
 	err                   error // a file of the job that could not be received
 }
 
+// errBothWays reports a file that came both inline in its Assign and on
+// a file stream.
+var errBothWays = errors.New("a file came both inline in the Assign and on a file stream")
+
 // add records a received file, or the error that ended its stream.
 func (f *files) add(hdr wire.FileHeader, data []byte, err error) {
-	if err != nil {
+	switch {
+	case err != nil:
+		f.err = err
+	case (hdr.Kind == wire.FileSource && f.inSource) || (hdr.Kind == wire.FileStdin && f.inStdin):
+		f.err = errBothWays
+	default:
+		f.set(hdr, data)
+	}
+}
+
+// inline adds the files that came inside Assign a, after checking them
+// against its sizes and sums; a file that came on a stream too is an
+// error.
+func (f *files) inline(a wire.Assign, in wire.Inline) {
+	if in.Size() == 0 {
+		return
+	}
+	if err := wire.CheckInline(in, a.SourceSize, a.StdinSize, a.Sealed); err != nil {
 		f.err = err
 		return
 	}
-	f.set(hdr, data)
+	if (len(in.Source) > 0 && f.haveSource) || (len(in.Stdin) > 0 && f.haveStdin) {
+		f.err = errBothWays
+		return
+	}
+	f.sealed = f.sealed || a.Sealed
+	if len(in.Source) > 0 {
+		f.source, f.haveSource, f.inSource = in.Source, true, true
+	}
+	if len(in.Stdin) > 0 {
+		f.stdin, f.haveStdin, f.inStdin = in.Stdin, true, true
+	}
 }
 
 func (f *files) set(hdr wire.FileHeader, data []byte) {
@@ -263,9 +295,12 @@ func (j *job) checkReady() {
 }
 
 // assign registers a job with the keeper and starts its goroutine, owned
-// by the Slave: it may outlive this session.
+// by the Slave: it may outlive this session. Files that came inline in
+// the Assign are checked (wire.CheckInline) and given to the job at once.
 func (c *conn) assign(runCtx context.Context, a wire.Assign) {
 	jctx, cancel := context.WithCancel(runCtx)
+	in := a.Inline
+	a.Inline = wire.Inline{} // the job and its keeper entry hold the files once, in files
 	j := &job{assign: a, ready: make(chan struct{})}
 	j.kept = c.s.keep.add(a, cancel)
 	c.mu.Lock()
@@ -274,6 +309,7 @@ func (c *conn) assign(runCtx context.Context, a wire.Assign) {
 		j.files = *o
 		delete(c.orphans, a.JobID)
 	}
+	j.files.inline(a, in)
 	j.checkReady()
 	c.mu.Unlock()
 	c.log.Debug("job assigned", "job", a.JobID, "attempt", a.Attempt, "lang", a.Language)

@@ -38,6 +38,12 @@ func TestFrameBytes(t *testing.T) {
 			"00000008 93 0e cd012c c401 80"},
 		{"accepted id 2^32", MsgAccepted, 1 << 32, &Accepted{JobID: "J", Position: 200},
 			"0000001a 93 07 cf0000000100000000 c40d 82 a3 6a6f62 a1 4a a3 706f73 ccc8"},
+		// An inline file is two flat keys of the Submit ("source",
+		// "source_sha256"); an empty Inline adds no key at all.
+		{"submit inline", MsgSubmit, 1, &Submit{Language: "c", SourceSize: 2, Inline: Inline{Source: []byte("hi"), SourceSHA256: []byte{1}}},
+			"00000060 93 06 01 c45b" +
+				"87 a4 6c616e67 a1 63 a4 66696c65 a0 ab 736f757263655f73697a65 d30000000000000002 aa 737464696e5f73697a65 d30000000000000000" +
+				" a6 6c696d697473 80 a6 736f75726365 c402 6869 ad 736f757263655f736861323536 c401 01"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -211,4 +217,42 @@ func TestFileHeaderCheck(t *testing.T) {
 	if err := bad.Check(); !errors.Is(err, ErrMalformed) {
 		t.Errorf("short sha256: %v", err)
 	}
+}
+
+func TestCheckInline(t *testing.T) {
+	src, in := []byte("int main(){}"), []byte("42\n")
+	var ok Inline
+	ok.Set(FileSource, src, false)
+	ok.Set(FileStdin, in, false)
+	if err := CheckInline(ok, 12, 3, false); err != nil {
+		t.Fatal(err)
+	}
+	if ok.Size() != 15 || len(ok.SourceSHA256) != 32 || len(ok.StdinSHA256) != 32 {
+		t.Fatalf("Set = %+v", ok)
+	}
+	var sealed Inline
+	sealed.Set(FileSource, src, true)
+	if sealed.SourceSHA256 != nil || CheckInline(sealed, 12, 0, true) != nil {
+		t.Fatalf("sealed inline file: %+v", sealed)
+	}
+	if err := CheckInline(Inline{}, 12, 3, false); err != nil {
+		t.Errorf("no inline file: %v", err)
+	}
+	bad := func(name string, in Inline, src, stdin int64, sealed bool) {
+		t.Helper()
+		if err := CheckInline(in, src, stdin, sealed); !errors.Is(err, ErrInline) {
+			t.Errorf("%s: %v, want ErrInline", name, err)
+		}
+	}
+	bad("size differs", ok, 13, 3, false)
+	bad("stdin size differs", ok, 12, 2, false)
+	bad("no sum, not sealed", sealed, 12, 0, false)
+	flipped := ok
+	flipped.Source = append([]byte{}, src...)
+	flipped.Source[0] ^= 1
+	bad("flipped byte", flipped, 12, 3, false)
+	bad("flipped byte, sealed with a sum", flipped, 12, 3, true)
+	short := ok
+	short.StdinSHA256 = short.StdinSHA256[:31]
+	bad("short sum", short, 12, 3, false)
 }

@@ -20,7 +20,7 @@ const MaxItems = 1024
 // decoded, so that what a peer can make the other side keep per message is
 // a small constant rather than a multiple of the frame size. Payload fields
 // (Output.Data, Result.CompileOutput, AdminReply fields) are bounded by the
-// frame size only.
+// frame size only; inline files ([Inline]) by [MaxInline].
 const (
 	// MaxName bounds names: peers, slaves, masters (certificate names are
 	// at most 64 bytes; the rest is room for growth).
@@ -144,6 +144,19 @@ func (s *Submit) checkFields(f *fields) {
 	for _, o := range s.Options {
 		f.str("option", o, MaxShort)
 	}
+	s.Inline.checkFields(f)
+}
+
+// checkFields bounds the inline files: each and both together at most
+// MaxInline bytes, each sum at most 64 bytes (CheckInline wants 32).
+func (in *Inline) checkFields(f *fields) {
+	f.bin("source", in.Source, MaxInline)
+	f.bin("stdin", in.Stdin, MaxInline)
+	if n := in.Size(); n > MaxInline {
+		f.fail("inline files", n, MaxInline, "bytes")
+	}
+	f.bin("source_sha256", in.SourceSHA256, 64)
+	f.bin("stdin_sha256", in.StdinSHA256, 64)
 }
 
 func (a *Accepted) checkFields(f *fields) { f.str("job", a.JobID, MaxShort) }
@@ -171,6 +184,7 @@ func (a *Assign) checkFields(f *fields) {
 	for _, o := range a.Options {
 		f.str("option", o, MaxShort)
 	}
+	a.Inline.checkFields(f)
 }
 
 func (o *Output) checkFields(f *fields) {

@@ -1,7 +1,9 @@
 package wire
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 )
 
@@ -28,3 +30,61 @@ func NewFileHeader(jobID, kind, name string, data []byte) FileHeader {
 	sum := sha256.Sum256(data)
 	return FileHeader{JobID: jobID, Kind: kind, Name: name, Size: int64(len(data)), SHA256: sum[:]}
 }
+
+// MaxInline is the most bytes of files one [Submit] or [Assign] carries
+// inline ([Inline]), source and stdin together: files up to it save a
+// file stream each (open, header, data, close and window updates), and
+// larger ones go on streams. It is well under [MaxFrame], so that an
+// inline message never crowds the control stream.
+const MaxInline = 64 << 10
+
+// ErrInline reports inline files that do not match their message: a size
+// that differs from the announced one, or a missing or wrong SHA-256.
+var ErrInline = errors.New("inline file does not match its message")
+
+// CheckInline checks the inline files of a Submit or Assign against the
+// sizes it announces: a file that is inline must have exactly its
+// announced size and, unless sealed, a SHA-256 sum that matches (a sealed
+// file may leave it empty: its AEAD authenticates it). Its errors wrap
+// [ErrInline].
+func CheckInline(in Inline, sourceSize, stdinSize int64, sealed bool) error {
+	if err := checkInlineFile(FileSource, in.Source, in.SourceSHA256, sourceSize, sealed); err != nil {
+		return err
+	}
+	return checkInlineFile(FileStdin, in.Stdin, in.StdinSHA256, stdinSize, sealed)
+}
+
+func checkInlineFile(kind string, data, sum []byte, size int64, sealed bool) error {
+	switch {
+	case len(data) == 0:
+		return nil
+	case int64(len(data)) != size:
+		return fmt.Errorf("%w: inline %s of %d bytes, %d announced", ErrInline, kind, len(data), size)
+	case sealed && len(sum) == 0:
+		return nil
+	case len(sum) != sha256.Size:
+		return fmt.Errorf("%w: inline %s: sha256 is %d bytes, want %d", ErrInline, kind, len(sum), sha256.Size)
+	}
+	if got := sha256.Sum256(data); !bytes.Equal(got[:], sum) {
+		return fmt.Errorf("%w: inline %s: SHA-256 mismatch", ErrInline, kind)
+	}
+	return nil
+}
+
+// Set puts data inline as the file of kind (FileSource or FileStdin),
+// with its SHA-256 sum unless sealed.
+func (in *Inline) Set(kind string, data []byte, sealed bool) {
+	var sum []byte
+	if !sealed {
+		s := sha256.Sum256(data)
+		sum = s[:]
+	}
+	if kind == FileStdin {
+		in.Stdin, in.StdinSHA256 = data, sum
+		return
+	}
+	in.Source, in.SourceSHA256 = data, sum
+}
+
+// Size is the number of bytes inline.
+func (in Inline) Size() int { return len(in.Source) + len(in.Stdin) }

@@ -61,6 +61,8 @@ func FuzzDecodeBody(f *testing.F) {
 		&Hello{Features: make([]string, MaxFeatures+1)},
 		&Register{Toolchains: make([]Toolchain, MaxToolchains+1)},
 		&AdminRequest{Args: []string{string(make([]byte, MaxText+1))}},
+		&Submit{SourceSize: 3, Inline: Inline{Source: []byte("src"), SourceSHA256: make([]byte, 32), Stdin: []byte("in")}},
+		&Assign{Inline: Inline{Source: make([]byte, MaxInline/2), Stdin: make([]byte, MaxInline/2+1)}},
 	} {
 		e, _ := Encode(typeOf(v), 0, v)
 		f.Add(uint8(e.Type), e.Body)

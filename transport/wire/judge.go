@@ -25,6 +25,11 @@ const (
 	// sends a batch only to a master that echoed it; a master assigns a
 	// batch only to a slave that announced it.
 	FeatureTests = "tests"
+	// FeatureInline: small files inside Submit and Assign ([Inline]). A
+	// client sends them inline only to a master that echoed it; a master
+	// sends them inline only to a slave that announced it, and refuses an
+	// inline Submit from a session that did not.
+	FeatureInline = "inline"
 )
 
 // Test batch bounds.

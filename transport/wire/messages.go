@@ -35,7 +35,8 @@ const (
 	MsgError MsgType = 8
 	// MsgJobState carries [JobState], master → client, on every lifecycle change of a job.
 	MsgJobState MsgType = 9
-	// MsgAssign carries [Assign], master → slave; the source (and stdin) follow on file streams.
+	// MsgAssign carries [Assign], master → slave; the source (and stdin)
+	// travel inline in it ([Inline]) or follow on file streams.
 	MsgAssign MsgType = 10
 	// MsgOutput carries [Output], slave → master → client, a chunk of output as it is produced.
 	MsgOutput MsgType = 11
@@ -197,8 +198,9 @@ type JobLimits struct {
 }
 
 // Submit asks the master to run one program. The source and, when
-// StdinSize > 0, the stdin follow on file streams whose header JobID is the
-// envelope ID of this Submit, as a decimal string.
+// StdinSize > 0, the stdin travel inline in it ([Inline]) or follow on
+// file streams whose header JobID is the envelope ID of this Submit, as a
+// decimal string.
 type Submit struct {
 	Language   string    `msgpack:"lang"`
 	FileName   string    `msgpack:"file"`
@@ -222,6 +224,23 @@ type Submit struct {
 	// [TestBundle]): the stdin file holds the bundle of this many cases.
 	// Only a session that negotiated [FeatureTests] may send it.
 	Tests int `msgpack:"tests,omitempty"`
+	// Inline carries small files in this message instead of on file
+	// streams; only a session that negotiated [FeatureInline] may send it.
+	Inline `msgpack:",inline"`
+}
+
+// Inline carries a job's small files inside its [Submit] or [Assign]
+// (feature [FeatureInline]), instead of a file stream each: a file is
+// inline when its field is not empty, and then travels on no stream.
+// SourceSize (StdinSize) must equal its length, and both files together
+// are at most [MaxInline] bytes. SourceSHA256 and StdinSHA256 are the
+// SHA-256 sums of the inline files, required unless the job is sealed
+// (a sealed file's AEAD authenticates it end to end); see [CheckInline].
+type Inline struct {
+	Source       []byte `msgpack:"source,omitempty"`
+	SourceSHA256 []byte `msgpack:"source_sha256,omitempty"`
+	Stdin        []byte `msgpack:"stdin,omitempty"`
+	StdinSHA256  []byte `msgpack:"stdin_sha256,omitempty"`
 }
 
 // Accepted tells the client its job is queued.
@@ -256,7 +275,9 @@ type JobState struct {
 	Detail  string `msgpack:"detail,omitempty"`
 }
 
-// Assign hands a job to a slave. Its files follow on file streams.
+// Assign hands a job to a slave. Its files travel inline in it
+// ([Inline], to a slave that announced [FeatureInline]) or follow on file
+// streams.
 type Assign struct {
 	JobID      string    `msgpack:"job"`
 	Attempt    int       `msgpack:"attempt"`
@@ -274,6 +295,8 @@ type Assign struct {
 	// Options and Tests are the Submit's.
 	Options []string `msgpack:"options,omitempty"`
 	Tests   int      `msgpack:"tests,omitempty"`
+	// Inline carries the job's files when they are small (see [Inline]).
+	Inline `msgpack:",inline"`
 }
 
 // Output stream identifiers.
