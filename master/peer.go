@@ -90,18 +90,30 @@ func (q *sendQueue) push(e wire.Envelope) (ok bool, queued int64) {
 	return true, q.bytes
 }
 
-// pop takes the oldest message, if any.
-func (q *sendQueue) pop() (wire.Envelope, bool) {
+// sendBatch is about the most a peer's send loop writes at once: what is
+// queued, oldest first, up to the message that reaches it.
+const sendBatch = 32 << 10
+
+// popBatch appends to dst the oldest messages, at least one if any is
+// queued, until they hold sendBatch bytes, and takes them off the queue.
+func (q *sendQueue) popBatch(dst []wire.Envelope) []wire.Envelope {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.msgs) == 0 {
-		return wire.Envelope{}, false
+	var c int64
+	n := 0
+	for n < len(q.msgs) && c < sendBatch {
+		c += envelopeCost(q.msgs[n])
+		n++
 	}
-	e := q.msgs[0]
-	q.msgs[0] = wire.Envelope{}
-	q.msgs = q.msgs[1:]
-	q.release(envelopeCost(e))
-	return e, true
+	dst = append(dst, q.msgs[:n]...)
+	clear(q.msgs[:n])
+	if n == len(q.msgs) {
+		q.msgs = q.msgs[:0] // reuse the array from its start
+	} else {
+		q.msgs = q.msgs[n:]
+	}
+	q.release(c)
+	return dst
 }
 
 // drop releases everything queued (the peer is gone).
@@ -152,12 +164,15 @@ func (p *peer) send(t wire.MsgType, id uint64, body any) {
 	}
 }
 
-// sendLoop writes queued messages until the peer closes.
+// sendLoop writes queued messages until the peer closes: whatever is
+// queued when it looks, in one write (see Session.SendEnvelopes), so that
+// under load the messages of many jobs share a record and a system call.
 func (p *peer) sendLoop() {
 	defer p.q.drop()
+	var batch []wire.Envelope
 	for {
-		e, ok := p.q.pop()
-		if !ok {
+		batch = p.q.popBatch(batch[:0])
+		if len(batch) == 0 {
 			select {
 			case <-p.done:
 				return
@@ -165,7 +180,9 @@ func (p *peer) sendLoop() {
 			}
 			continue
 		}
-		if err := p.sess.SendEnvelope(e); err != nil {
+		err := p.sess.SendEnvelopes(batch)
+		clear(batch) // the bodies are sent: do not keep them alive
+		if err != nil {
 			p.close()
 			return
 		}

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"sync/atomic"
@@ -125,4 +126,47 @@ func TestBatchConnPassThrough(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSendEnvelopesIsOneSocketWrite: several queued messages leave in one
+// write system call and arrive whole and in order; a message over the
+// frame cap is not sent, nor those after it, while those before it are,
+// and the session stays up.
+func TestSendEnvelopesIsOneSocketWrite(t *testing.T) {
+	c, s, cc := countedPair(t)
+	var es []wire.Envelope
+	for i := range 20 {
+		e, err := wire.Encode(wire.MsgJobState, uint64(i), wire.JobState{JobID: "J1", State: wire.StateAssigned, Attempt: i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		es = append(es, e)
+	}
+	before := cc.writes.Load()
+	if err := c.SendEnvelopes(es); err != nil {
+		t.Fatal(err)
+	}
+	if got := cc.writes.Load() - before; got != 1 {
+		t.Errorf("20 messages: %d socket writes, want 1", got)
+	}
+	recv := func(want int) {
+		t.Helper()
+		e, err := s.Recv()
+		var st wire.JobState
+		if err != nil || wire.Decode(e, &st) != nil || st.Attempt != want || e.ID != uint64(want) {
+			t.Fatalf("received %+v (id %d, %v), want attempt %d", st, e.ID, err, want)
+		}
+	}
+	for i := range 20 {
+		recv(i)
+	}
+	huge := wire.Envelope{Type: wire.MsgOutput, Body: make([]byte, testConfig().MaxFrame+1)}
+	if err := c.SendEnvelopes([]wire.Envelope{es[3], huge, es[4]}); !errors.Is(err, wire.ErrFrameTooLarge) {
+		t.Fatalf("a batch with a message over the cap: %v, want ErrFrameTooLarge", err)
+	}
+	if err := c.SendEnvelopes(es[5:6]); err != nil {
+		t.Fatalf("the session did not stay up: %v", err)
+	}
+	recv(3)
+	recv(5)
 }

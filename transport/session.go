@@ -247,14 +247,45 @@ func (s *Session) Send(t wire.MsgType, id uint64, body any) error {
 // SendEnvelope is [Session.Send] for a message already encoded (for
 // example one queued as bytes, so that the queue can count them).
 func (s *Session) SendEnvelope(e wire.Envelope) error {
-	t := e.Type
+	return s.SendEnvelopes([]wire.Envelope{e})
+}
+
+// SendEnvelopes is [Session.SendEnvelope] for several messages, written
+// in order with one write on the control stream: one yamux frame, and as
+// few TLS records and system calls as their size allows (see
+// [watchedConn]), where sending them one by one costs one of each per
+// message. A message over the frame cap is not sent, nor any after it
+// (the error wraps wire.ErrFrameTooLarge); those before it are.
+func (s *Session) SendEnvelopes(es []wire.Envelope) error {
+	if len(es) == 0 {
+		return nil
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	b, err := wire.AppendFrame(s.wbuf[:0], e, s.cfg.MaxFrame)
-	if err != nil {
-		return fmt.Errorf("transport: send %v to %s: %w", t, s.peer, err)
+	b := s.wbuf[:0]
+	var tooLarge error
+	t := es[0].Type
+	for _, e := range es {
+		var err error
+		if b, err = wire.AppendFrame(b, e, s.cfg.MaxFrame); err != nil {
+			tooLarge = fmt.Errorf("transport: send %v to %s: %w", e.Type, s.peer, err)
+			break
+		}
+		t = e.Type
 	}
 	s.wbuf = b
+	if len(b) == 0 {
+		return tooLarge
+	}
+	if err := s.writeLocked(t, b); err != nil {
+		return err
+	}
+	return tooLarge
+}
+
+// writeLocked writes frames b (the last of type t) on the control
+// stream; s.wmu is held.
+func (s *Session) writeLocked(t wire.MsgType, b []byte) error {
 	if s.isClosed() {
 		return fmt.Errorf("transport: send %v: %w", t, ErrClosed)
 	}

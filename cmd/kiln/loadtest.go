@@ -24,6 +24,11 @@ type loadtestOptions struct {
 	delay, step, drain            time.Duration
 	rates                         string
 	profile                       string
+	// master is the kiln binary to run as the master ("" for this one),
+	// so that two builds are compared under one harness; inMemory runs
+	// it with --in-memory (no durable state).
+	master   string
+	inMemory bool
 }
 
 func cmdLoadtest(ctx context.Context, e env, args []string) int {
@@ -39,6 +44,8 @@ func cmdLoadtest(ctx context.Context, e env, args []string) int {
 	fs.DurationVar(&o.step, "step", 4*time.Second, "duration of each step")
 	fs.DurationVar(&o.drain, "drain", 10*time.Second, "how long a step waits for its last results")
 	fs.StringVar(&o.profile, "master-profile", "", "write a CPU profile of the master to `FILE`")
+	fs.StringVar(&o.master, "master", "", "kiln `BINARY` to run as the master (default: this one), to compare two builds under the same harness")
+	fs.BoolVar(&o.inMemory, "in-memory", false, "run the master with --in-memory (no durable job state)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: kiln loadtest [flags]\n\n"+
 			"Runs a real master (this binary, `kiln master`, as a child process with a\n"+
@@ -89,7 +96,7 @@ func (o *loadtestOptions) run(ctx context.Context, e env, rates []float64) error
 	if err != nil {
 		return err
 	}
-	m, err := startChildMaster(ctx, dir, o.profile)
+	m, err := startChildMaster(ctx, dir, o)
 	if err != nil {
 		return err
 	}
@@ -207,10 +214,13 @@ type childMaster struct {
 	clientAddr, slaveAddr string
 }
 
-// startChildMaster runs this binary as a master on two free loopback ports
+// startChildMaster runs o.master (or this binary) as a master on two free loopback ports
 // of dir's cluster and waits until it accepts connections.
-func startChildMaster(ctx context.Context, dir, profile string) (*childMaster, error) {
+func startChildMaster(ctx context.Context, dir string, o *loadtestOptions) (*childMaster, error) {
 	exe, err := os.Executable()
+	if o.master != "" {
+		exe, err = o.master, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -221,16 +231,20 @@ func startChildMaster(ctx context.Context, dir, profile string) (*childMaster, e
 	if m.slaveAddr, err = loopbackPort(); err != nil {
 		return nil, err
 	}
-	m.cmd = exec.Command(exe, "master", "--dir", dir, "--client-addr", m.clientAddr, "--slave-addr", m.slaveAddr,
-		"--console", "off", "--log-level", "error", "--queue", "100000")
+	args := []string{"master", "--dir", dir, "--client-addr", m.clientAddr, "--slave-addr", m.slaveAddr,
+		"--console", "off", "--log-level", "error", "--queue", "100000"}
+	if o.inMemory {
+		args = append(args, "--in-memory")
+	}
+	m.cmd = exec.Command(exe, args...)
 	m.cmd.Stdout, m.cmd.Stderr = os.Stderr, os.Stderr
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "KILN_CPUPROFILE=") {
 			m.cmd.Env = append(m.cmd.Env, kv)
 		}
 	}
-	if profile != "" {
-		m.cmd.Env = append(m.cmd.Env, "KILN_CPUPROFILE="+profile)
+	if o.profile != "" {
+		m.cmd.Env = append(m.cmd.Env, "KILN_CPUPROFILE="+o.profile)
 	}
 	if err := m.cmd.Start(); err != nil {
 		return nil, err
