@@ -16,8 +16,9 @@ import (
 // The master's durable state (issue 12). With Config.Store set, every job
 // is a record in the raft state machine of master/state, written at
 // Submit (before Accepted), at Assign, Requeue and Cancel (proposed under
-// s.mu, so in order, not waited for), and at its end (the Result with the
-// output, written before the client is told); drains too. A restart
+// s.mu, so in order, not waited for; Assign and Deliver lazily, riding in
+// the next entry: see proposeLazyLocked), and at its end (the Result with
+// the output, written before the client is told); drains too. A restart
 // restores the unfinished jobs: queued ones queue again, assigned ones
 // wait a grace period for their slave to report them (Register.held),
 // then run again. Clients find their jobs again with Attach and ListJobs.
@@ -55,14 +56,32 @@ func (s *Server) proposeLocked(c *state.Command) *state.Future {
 	return s.cfg.Store.Propose(c)
 }
 
-// waitLogged waits for f and logs a failure: for commands whose outcome
-// changes nothing the master does next.
+// proposeLazyLocked is proposeLocked for Assign and Deliver, which nobody
+// waits for: they cause no log write of their own but ride in the next
+// entry (state.Store.ProposeLazy, at most state.Config.LazyDelay later).
+// A crash may lose them: a lost Deliver only means the result is marked
+// delivered again at the next Attach; a lost Assign leaves the job queued
+// in the log at the attempt its slave may be running, which the state's
+// KindRestart moves to the next attempt at the next Open, so that the
+// restarted job never runs under an attempt number a slave may hold
+// (reclaim cancels the slave's copy as stale). s.mu is held.
+func (s *Server) proposeLazyLocked(c *state.Command) *state.Future {
+	if s.cfg.Store == nil {
+		return nil
+	}
+	c.Now = s.cfg.Now()
+	return s.cfg.Store.ProposeLazy(c)
+}
+
+// waitLogged logs f's failure when it comes (on the store's goroutine, so
+// that nothing of the master waits for a lazy command): for commands
+// whose outcome changes nothing the master does next.
 func (s *Server) waitLogged(f *state.Future, what, job string) {
 	if f == nil {
 		return
 	}
-	s.goRun(func() {
-		if _, err := f.Wait(); err != nil && !errors.Is(err, state.ErrEnded) {
+	f.OnDone(func(_ *state.Job, err error) {
+		if err != nil && !errors.Is(err, state.ErrEnded) {
 			s.log.Warn("durable state not updated", "what", what, "job", job, "err", err)
 		}
 	})
@@ -200,7 +219,7 @@ func (s *Server) delivered(j *job) {
 		return
 	}
 	s.mu.Lock()
-	f := s.proposeLocked(&state.Command{Kind: state.KindDeliver, Job: j.id})
+	f := s.proposeLazyLocked(&state.Command{Kind: state.KindDeliver, Job: j.id})
 	s.mu.Unlock()
 	s.waitLogged(f, "deliver", j.id)
 }

@@ -270,7 +270,7 @@ func (s *Server) dispatch() {
 // output route. s.mu is held.
 func (s *Server) assignLocked(j *job, sc *slaveConn, now time.Time) {
 	s.placeLocked(j, sc, now)
-	s.waitLogged(s.proposeLocked(&state.Command{Kind: state.KindAssign, Job: j.id, Attempt: j.attempt, Slave: sc.id.Name}), "assign", j.id)
+	s.waitLogged(s.proposeLazyLocked(&state.Command{Kind: state.KindAssign, Job: j.id, Attempt: j.attempt, Slave: sc.id.Name}), "assign", j.id)
 }
 
 // placeLocked puts j on sc in memory: the running table, the attempt's

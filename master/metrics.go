@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"kiln/master/state"
 	"kiln/transport/wire"
 )
 
@@ -22,6 +23,8 @@ import (
 //	kiln_quarantines_total              slaves quarantined for slave-side failures (counter)
 //	kiln_slaves_out{reason}             connected slaves taking no job: quarantined, unhealthy (gauge)
 //	kiln_held_upload_bytes              uploaded bytes held in memory, counted as they arrive (gauge)
+//	kiln_state_entries_total            durable state: log entries written, one fsync each (counter; WatchStore)
+//	kiln_state_commands_total           durable state: commands in those entries (counter; WatchStore)
 //	kiln_slaves{state}                  registered slaves: available, drained, out (gauge; WatchCluster)
 //	kiln_capacity_slots                 slots of the slaves that take jobs now (gauge; WatchCluster)
 //	kiln_running_jobs                   jobs running on slaves (gauge; WatchCluster)
@@ -44,6 +47,7 @@ type Metrics struct {
 	slavesOut atomic.Pointer[func() (int, int)]
 	held      atomic.Pointer[func() int64]
 	cluster   atomic.Pointer[func() []SlaveInfo]
+	store     atomic.Pointer[func() state.WriteStats]
 }
 
 // Bucket bounds of the latency histograms, in seconds: round numbers, so
@@ -91,7 +95,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Slaves quarantined for slave-side failures (internal errors, missed deadlines, output over the cap)."})
 	out := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kiln_slaves_out",
 		Help: "Connected slaves that take no job now, by reason (quarantined, unhealthy)."}, []string{"reason"})
-	reg.MustRegister(m.peerCount, m.jobs, m.dispatch, m.e2e, m.refusals, m.transfer, queue, held, m.quarant,
+	storeStat := func(f func(state.WriteStats) uint64) func() float64 {
+		return func() float64 {
+			if st := m.store.Load(); st != nil {
+				return float64(f((*st)()))
+			}
+			return 0
+		}
+	}
+	entries := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kiln_state_entries_total",
+		Help: "Log entries the durable state wrote (one fsync each)."}, storeStat(func(w state.WriteStats) uint64 { return w.Entries }))
+	commands := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kiln_state_commands_total",
+		Help: "Commands in the log entries the durable state wrote (group commit: several per entry)."}, storeStat(func(w state.WriteStats) uint64 { return w.Commands }))
+	reg.MustRegister(m.peerCount, m.jobs, m.dispatch, m.e2e, m.refusals, m.transfer, queue, held, m.quarant, entries, commands,
 		slavesOutCollector{m, out}, clusterCollector{m})
 	for _, r := range []string{wire.RoleSlave, wire.RoleClient, wire.RoleAdmin} {
 		m.peerCount.WithLabelValues(r)
@@ -107,6 +123,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) WatchQueue(queueLen func() int) {
 	if m != nil {
 		m.queueLen.Store(&queueLen)
+	}
+}
+
+// WatchStore makes the kiln_state_* counters report stats (usually
+// state.Store.WriteStats), read at every scrape.
+func (m *Metrics) WatchStore(stats func() state.WriteStats) {
+	if m != nil {
+		m.store.Store(&stats)
 	}
 }
 

@@ -121,6 +121,9 @@ func runMaster(ctx context.Context, e env, f masterFlags, log *slog.Logger, read
 		return err
 	}
 	metrics.WatchQueue(srv.QueueLen)
+	if cfg.Store != nil {
+		metrics.WatchStore(cfg.Store.WriteStats)
+	}
 	if err := srv.Listen(); err != nil {
 		return err
 	}

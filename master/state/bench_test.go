@@ -127,3 +127,70 @@ func BenchmarkDisk10k(b *testing.B) {
 		}
 	}
 }
+
+// masterJob runs one job through the store the way the master does:
+// Submit waited for (Accepted), Assign proposed lazily, Result waited
+// for (before the client is told), Deliver proposed lazily.
+func masterJob(b testing.TB, s *state.Store, src, out []byte) {
+	c := submit("alice", "")
+	c.New.Source = src
+	j, err := s.Propose(c).Wait()
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.ProposeLazy(cmd(state.KindAssign, j.ID, 1))
+	if _, err := s.Propose(&state.Command{Kind: state.KindResult, Now: t0, Job: j.ID, Attempt: 1,
+		Result: &wire.Result{JobID: j.ID, Attempt: 1, Status: wire.StatusOK}, Output: []state.Chunk{{Stream: 1, Data: out}}}).Wait(); err != nil {
+		b.Fatal(err)
+	}
+	s.ProposeLazy(cmd(state.KindDeliver, j.ID, 0))
+}
+
+// BenchmarkMasterJobs runs jobs from 1, 4 and 16 goroutines with the
+// master's pattern of waits (masterJob) against a store on disk, and
+// reports the log entries (one fsync each) written per job, counted
+// from the log itself: group commit and lazy commands at work.
+//
+//	go test -run XXX -bench MasterJobs -benchtime 1000x ./master/state
+func BenchmarkMasterJobs(b *testing.B) {
+	src, out := make([]byte, 300), make([]byte, 200)
+	for _, conc := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("c%d", conc), func(b *testing.B) {
+			s, err := state.Open(context.Background(), testConfig(b.TempDir()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			first := written(s, false)
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for w := 0; w < conc; w++ {
+				n := b.N / conc
+				if w < b.N%conc {
+					n++
+				}
+				wg.Go(func() {
+					for i := 0; i < n; i++ {
+						masterJob(b, s, src, out)
+					}
+				})
+			}
+			wg.Wait()
+			el := time.Since(start)
+			b.StopTimer()
+			last := written(s, true)
+			b.ReportMetric(float64(b.N)/el.Seconds(), "jobs/s")
+			b.ReportMetric(float64(last-first)/float64(b.N), "entries/job")
+		})
+	}
+}
+
+// written returns the log entries the store wrote; with closed, after
+// closing it (its last lazy commands written), less its stop mark.
+func written(s *state.Store, closed bool) uint64 {
+	if !closed {
+		return s.WriteStats().Entries
+	}
+	s.Close()
+	return s.WriteStats().Entries - 1
+}

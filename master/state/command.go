@@ -44,12 +44,21 @@ const (
 	// KindWraps stores Wraps, the content key of the sealed Job wrapped
 	// ahead by its client for slaves; a job that has wraps refuses more.
 	KindWraps Kind = 11
+	// KindStop marks a clean Close: every command proposed before it is
+	// in the log. The state is clean while it is the last command.
+	KindStop Kind = 12
+	// KindRestart, written by Open when the state is not clean (the last
+	// run crashed), moves every queued job to its next attempt: an Assign
+	// proposed lazily may have been lost with its slave already running
+	// that attempt, so the attempt number is never used twice.
+	KindRestart Kind = 13
 )
 
 var kindNames = map[Kind]string{
 	KindSubmit: "submit", KindAssign: "assign", KindResult: "result", KindRequeue: "requeue",
 	KindCancel: "cancel", KindDeliver: "deliver", KindDrain: "drain", KindUndrain: "undrain",
 	KindQuarantine: "quarantine", KindExpire: "expire", KindWraps: "wraps",
+	KindStop: "stop", KindRestart: "restart",
 }
 
 func (k Kind) String() string {

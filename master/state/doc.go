@@ -37,6 +37,18 @@
 // and a disk with less than [Config.MinFree] bytes available. It never
 // resets or repairs anything by itself.
 //
+// # Writes
+//
+// One goroutine (the proposer) writes the proposed commands in order,
+// one log entry (one fsync) at a time, each entry holding every command
+// proposed while the previous one was written (group commit). Commands
+// proposed with [Store.ProposeLazy] cause no write of their own: they
+// wait for the next entry, at most [Config.LazyDelay]. Close writes what
+// is pending and then a [KindStop] mark; Open of a state without that
+// mark (a crash) writes [KindRestart], which moves every queued job to
+// its next attempt, because a lost lazy Assign may have left a slave
+// running the job under the attempt the log still has queued.
+//
 // # Concurrency
 //
 // A [Store] and a [Machine] are safe for concurrent use. Lock order: the

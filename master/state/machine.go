@@ -25,6 +25,8 @@ type Machine struct {
 	// held is, per owner with ended jobs, what the size cap can take
 	// back: those jobs' EndSeqs in order and their bytes (see evictLocked).
 	held map[string]*holding
+	// clean: the last command applied is a KindStop.
+	clean bool
 }
 
 // holding is one owner's ended jobs: their EndSeqs in order and the sum
@@ -55,7 +57,21 @@ func (m *Machine) Apply(c *Command) Response {
 }
 
 func (m *Machine) applyLocked(c *Command) Response {
+	m.clean = c.Kind == KindStop
 	switch c.Kind {
+	case KindStop:
+		return Response{}
+	case KindRestart:
+		var queued []string
+		for id, j := range m.jobs {
+			if j.State == Queued {
+				queued = append(queued, id)
+			}
+		}
+		for _, id := range queued {
+			m.change(id, func(j *Job) error { j.Attempt++; return nil })
+		}
+		return Response{}
 	case KindSubmit:
 		return m.submitLocked(c)
 	case KindAssign:
@@ -360,6 +376,26 @@ func (m *Machine) slavesLocked() []Slave {
 	}
 	slices.SortFunc(out, func(a, b Slave) int { return cmp.Compare(a.Name, b.Name) })
 	return out
+}
+
+// Clean reports whether the last command applied is a KindStop: the
+// store was closed cleanly, with no command proposed and not written.
+func (m *Machine) Clean() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.clean
+}
+
+// queued reports whether a job is queued.
+func (m *Machine) queued() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, j := range m.jobs {
+		if j.State == Queued {
+			return true
+		}
+	}
+	return false
 }
 
 // Stats is the size of the state.

@@ -29,12 +29,13 @@ type snapHeader struct {
 	EndSeq  uint64  `msgpack:"end_seq"`
 	Slaves  []Slave `msgpack:"slaves"`
 	Jobs    int     `msgpack:"jobs"`
+	Clean   bool    `msgpack:"clean,omitempty"`
 }
 
 // Image copies the state's tables (not the records, which are immutable).
 func (m *Machine) Image() *Image {
 	m.mu.RLock()
-	img := &Image{header: snapHeader{Version: snapshotVersion, Seq: m.seq, EndSeq: m.endSeq}}
+	img := &Image{header: snapHeader{Version: snapshotVersion, Seq: m.seq, EndSeq: m.endSeq, Clean: m.clean}}
 	img.jobs = make([]*Job, 0, len(m.jobs))
 	for _, j := range m.jobs {
 		img.jobs = append(img.jobs, j)
@@ -98,7 +99,7 @@ func (m *Machine) Restore(r io.Reader) (err error) {
 	if h.Version != snapshotVersion {
 		return fmt.Errorf("%w: version %d, this build reads %d", ErrBadSnapshot, h.Version, snapshotVersion)
 	}
-	n.seq, n.endSeq = h.Seq, h.EndSeq
+	n.seq, n.endSeq, n.clean = h.Seq, h.EndSeq, h.Clean
 	for i := range h.Slaves {
 		s := h.Slaves[i]
 		n.slaves[s.Name] = &s
@@ -125,7 +126,7 @@ func (m *Machine) Restore(r io.Reader) (err error) {
 	}
 	m.mu.Lock()
 	m.jobs, m.slaves, m.seq, m.endSeq = n.jobs, n.slaves, n.seq, n.endSeq
-	m.bytes, m.live, m.ended, m.held = n.bytes, n.live, n.ended, n.held
+	m.bytes, m.live, m.ended, m.held, m.clean = n.bytes, n.live, n.ended, n.held, n.clean
 	m.mu.Unlock()
 	return nil
 }

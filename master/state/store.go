@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -50,6 +51,9 @@ type Config struct {
 	// StartTimeout bounds Open's wait for leadership and for the log to
 	// be applied; default 30 s.
 	StartTimeout time.Duration
+	// LazyDelay bounds how long a command proposed with ProposeLazy waits
+	// for another command to share its log entry; default 20 ms.
+	LazyDelay time.Duration
 	// NoSync skips fsync on the log (benchmarks only: a crash loses
 	// acknowledged commands).
 	NoSync bool
@@ -64,6 +68,7 @@ const (
 	DefaultSnapshotInterval  = 30 * time.Second
 	DefaultElectionTimeout   = 200 * time.Millisecond
 	DefaultStartTimeout      = 30 * time.Second
+	DefaultLazyDelay         = 20 * time.Millisecond
 )
 
 func (c *Config) setDefaults() {
@@ -90,6 +95,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.StartTimeout == 0 {
 		c.StartTimeout = DefaultStartTimeout
+	}
+	if c.LazyDelay == 0 {
+		c.LazyDelay = DefaultLazyDelay
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -118,10 +126,12 @@ type Store struct {
 	// goroutine (started by Open, stopped by Close).
 	pmu          sync.Mutex
 	pending      []*Future
+	eager        int // commands in pending proposed with Propose
 	stopped      bool
 	wakeProposer chan struct{}
 	proposerDone chan struct{}
-	waiters      sync.WaitGroup
+
+	entries, commands atomic.Uint64 // WriteStats
 }
 
 // Open checks and locks the data directory, restores the state from the
@@ -327,6 +337,12 @@ func (s *Store) waitLeader(ctx context.Context) error {
 	if err := s.raft.Barrier(left).Error(); err != nil {
 		return fmt.Errorf("state: applying the log: %w", err)
 	}
+	if !s.m.Clean() && s.m.queued() {
+		// The last run did not close the store: see KindRestart.
+		if _, err := s.Apply(ctx, &Command{Kind: KindRestart, Now: time.Now()}); err != nil {
+			return fmt.Errorf("state: moving the queued jobs of a crashed run to their next attempt: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -347,14 +363,28 @@ func (s *Store) Apply(ctx context.Context, c *Command) (*Job, error) {
 // Propose hands c to the store's proposer and returns at once. Commands
 // are handed to raft in the order they were proposed, so a caller may
 // propose under its own lock and wait outside it.
-func (s *Store) Propose(c *Command) *Future {
-	f := &Future{kind: c.Kind, done: make(chan struct{})}
+func (s *Store) Propose(c *Command) *Future { return s.propose(c, false) }
+
+// ProposeLazy is Propose for a command nobody waits for: it causes no
+// log write of its own but goes into the next entry written for a
+// command proposed with Propose, or Config.LazyDelay after it was
+// proposed when none comes, or at Close, whichever is first; still in
+// proposal order. A crash may lose it (with whatever was proposed after
+// it and not yet written): the caller must cope with that (the master
+// does so for Assign through KindRestart).
+func (s *Store) ProposeLazy(c *Command) *Future { return s.propose(c, true) }
+
+func (s *Store) propose(c *Command, lazy bool) *Future {
+	f := &Future{kind: c.Kind, lazy: lazy, done: make(chan struct{})}
 	b, err := c.Encode()
 	if err != nil {
 		f.finish(nil, fmt.Errorf("state: encode %s: %w", c.Kind, err))
 		return f
 	}
 	f.data = b
+	if lazy {
+		f.at = time.Now()
+	}
 	s.pmu.Lock()
 	if s.stopped {
 		s.pmu.Unlock()
@@ -362,6 +392,9 @@ func (s *Store) Propose(c *Command) *Future {
 		return f
 	}
 	s.pending = append(s.pending, f)
+	if !lazy {
+		s.eager++
+	}
 	s.pmu.Unlock()
 	select {
 	case s.wakeProposer <- struct{}{}:
@@ -374,31 +407,58 @@ func (s *Store) Propose(c *Command) *Future {
 // command larger than this gets an entry of its own).
 const maxEntryBytes = 4 << 20
 
-// proposer packs the commands proposed while raft was busy into one log
-// entry (group commit: one entry, one fsync), hands the entries to raft
-// in order, and answers each command's Future once its entry is applied.
-// raft.Apply returns once the leader loop took the entry, so while one
-// entry is written the next batch gathers.
+// proposer writes the pending commands, one log entry at a time (group
+// commit: one entry, one fsync, for every command proposed while the
+// previous entry was being written). It cuts the next entry only once the
+// previous one is applied: an entry handed to raft while another is being
+// written would wait behind it anyway, and would carry only the commands
+// proposed before it was cut instead of all of those proposed during
+// the write. Lazy commands alone wait for Config.LazyDelay. At Close it
+// writes what is pending, then stops.
 func (s *Store) proposer() {
 	defer close(s.proposerDone)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for {
 		s.pmu.Lock()
-		batch, rest := cut(s.pending)
-		s.pending = rest
-		stopped := s.stopped
+		batch, wait, stopped := s.nextBatchLocked()
 		s.pmu.Unlock()
-		if stopped {
-			for _, f := range append(batch, rest...) {
-				f.finish(nil, fmt.Errorf("%w: the store is closed", ErrNotLeader))
-			}
+		switch {
+		case len(batch) > 0:
+			s.writeBatch(batch)
+		case stopped:
 			return
-		}
-		if len(batch) == 0 {
+		case wait > 0:
+			timer.Reset(wait)
+			select {
+			case <-s.wakeProposer:
+			case <-timer.C:
+			}
+			timer.Stop()
+		default:
 			<-s.wakeProposer
-			continue
 		}
-		s.applyBatch(batch)
 	}
+}
+
+// nextBatchLocked returns the commands to write now, or how long to wait
+// for the oldest lazy one when only lazy commands are pending. pmu is held.
+func (s *Store) nextBatchLocked() (batch []*Future, wait time.Duration, stopped bool) {
+	if len(s.pending) == 0 {
+		return nil, 0, s.stopped
+	}
+	if s.eager == 0 && !s.stopped {
+		if wait := time.Until(s.pending[0].at.Add(s.cfg.LazyDelay)); wait > 0 {
+			return nil, wait, false
+		}
+	}
+	batch, s.pending = cut(s.pending)
+	for _, f := range batch {
+		if !f.lazy {
+			s.eager--
+		}
+	}
+	return batch, 0, s.stopped
 }
 
 // cut takes the first commands of pending that fit in one entry.
@@ -411,8 +471,9 @@ func cut(pending []*Future) (batch, rest []*Future) {
 	return pending[:n:n], pending[n:]
 }
 
-// applyBatch hands one entry to raft and answers its commands when done.
-func (s *Store) applyBatch(batch []*Future) {
+// writeBatch writes one entry, waits until it is applied and answers its
+// commands.
+func (s *Store) writeBatch(batch []*Future) {
 	cmds := make([][]byte, len(batch))
 	for i, f := range batch {
 		cmds[i] = f.data
@@ -424,20 +485,32 @@ func (s *Store) applyBatch(batch []*Future) {
 		}
 		return
 	}
-	af := s.raft.Apply(b, 0)
-	s.waiters.Go(func() {
-		rs, err := entryResult(af)
-		for i, f := range batch {
-			switch {
-			case err != nil:
-				f.finish(nil, fmt.Errorf("state: %s: %w", f.kind, err))
-			case i < len(rs):
-				f.finish(rs[i].Job, rs[i].Err)
-			default:
-				f.finish(nil, fmt.Errorf("state: %s: no answer in its entry", f.kind))
-			}
+	rs, err := entryResult(s.raft.Apply(b, 0))
+	if err == nil {
+		s.entries.Add(1)
+		s.commands.Add(uint64(len(batch)))
+	}
+	for i, f := range batch {
+		switch {
+		case err != nil:
+			f.finish(nil, fmt.Errorf("state: %s: %w", f.kind, err))
+		case i < len(rs):
+			f.finish(rs[i].Job, rs[i].Err)
+		default:
+			f.finish(nil, fmt.Errorf("state: %s: no answer in its entry", f.kind))
 		}
-	})
+	}
+}
+
+// WriteStats counts what the store wrote since Open.
+type WriteStats struct {
+	Entries  uint64 // log entries written (one fsync each with a data directory)
+	Commands uint64 // commands in them
+}
+
+// WriteStats returns what the store wrote since Open.
+func (s *Store) WriteStats() WriteStats {
+	return WriteStats{Entries: s.entries.Load(), Commands: s.commands.Load()}
 }
 
 // entryResult waits for an entry and returns its commands' answers.
@@ -461,14 +534,41 @@ func entryResult(af raft.ApplyFuture) ([]Response, error) {
 type Future struct {
 	kind Kind
 	data []byte
+	lazy bool      // proposed with ProposeLazy
+	at   time.Time // when, for a lazy one
 	done chan struct{}
-	job  *Job
-	err  error
+
+	mu       sync.Mutex
+	finished bool
+	then     func(*Job, error)
+	job      *Job
+	err      error
 }
 
 func (f *Future) finish(j *Job, err error) {
-	f.job, f.err = j, err
+	f.mu.Lock()
+	f.job, f.err, f.finished = j, err, true
+	then := f.then
+	f.mu.Unlock()
 	close(f.done)
+	if then != nil {
+		then(j, err)
+	}
+}
+
+// OnDone makes fn run with the command's answer once it is applied or
+// failed, on the store's writing goroutine (or at once, on the caller's,
+// when it already is): for a caller that does not wait, without a
+// goroutine of its own. fn must be quick and must not propose.
+func (f *Future) OnDone(fn func(*Job, error)) {
+	f.mu.Lock()
+	if !f.finished {
+		f.then = fn
+		f.mu.Unlock()
+		return
+	}
+	f.mu.Unlock()
+	fn(f.job, f.err)
 }
 
 // Wait waits until the command is committed and applied (or failed) and
@@ -509,7 +609,13 @@ func (s *Store) ReserveReleased() bool {
 func (s *Store) Close() error {
 	s.once.Do(func() {
 		if s.proposerDone != nil {
+			// Everything proposed is written, then the mark that the
+			// store was closed cleanly (see KindStop).
+			stop := &Future{kind: KindStop, done: make(chan struct{})}
+			stop.data, _ = (&Command{Kind: KindStop, Now: time.Now()}).Encode()
 			s.pmu.Lock()
+			s.pending = append(s.pending, stop)
+			s.eager++
 			s.stopped = true
 			s.pmu.Unlock()
 			select {
@@ -521,7 +627,6 @@ func (s *Store) Close() error {
 		if s.raft != nil {
 			s.err = s.raft.Shutdown().Error()
 		}
-		s.waiters.Wait()
 		if s.trans != nil {
 			s.trans.Close()
 		}
