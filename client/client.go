@@ -57,7 +57,17 @@ type Config struct {
 	Logger *slog.Logger
 	// Transport tunes the session; zero fields take transport.DefaultConfig() values.
 	Transport transport.Config
+	// SealAhead is how many slaves per language a sealed job's key is
+	// wrapped for in its Submit: the ones this session's jobs of the
+	// language last went to, whose certificates passed the checks of a
+	// WrapRequest. A job assigned to one of them skips the WrapRequest
+	// round trip; each costs two scalar multiplications (~0.1 ms of CPU)
+	// per job. 0 means DefaultSealAhead; negative: none.
+	SealAhead int
 }
+
+// DefaultSealAhead is the default of Config.SealAhead.
+const DefaultSealAhead = 2
 
 // Client is a session with a master. See the package doc for its
 // concurrency rules.
@@ -65,6 +75,7 @@ type Client struct {
 	s       *transport.Session
 	ca      *x509.Certificate // the cluster CA, which slave certificates must chain to
 	keys    *slaveKeys        // slave sealing keys checked against ca
+	ahead   *aheadSlaves      // slaves the next sealed jobs' keys are wrapped for in their Submit
 	welcome wire.Welcome
 	log     *slog.Logger
 	nextID  atomic.Uint64
@@ -132,7 +143,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		version = id.Version
 	}
 	w, err := transport.Hello(ctx, s, wire.Hello{Proto: wire.ProtocolVersion, Role: id.Role, Name: id.Name, Version: version,
-		Features: []string{wire.FeatureTests, wire.FeatureInline}})
+		Features: []string{wire.FeatureTests, wire.FeatureInline, wire.FeatureSubmitWraps}})
 	if err != nil {
 		s.Close()
 		return nil, err
@@ -140,6 +151,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	c := newClient(s, w, cfg.Logger)
 	c.ca = cfg.Bundle.CA
 	c.keys = newSlaveKeys(c.ca)
+	c.ahead = newAheadSlaves(cfg.SealAhead)
 	c.jobSecret = jobSecret(cfg.Bundle.Key)
 	c.start()
 	return c, nil
@@ -405,6 +417,7 @@ func (c *Client) wrapRequest(env wire.Envelope) error {
 		c.mu.Unlock()
 	} else {
 		ans.WrappedKey = wrapped
+		c.ahead.learn(j.seal.language, req.Slave, req.SlaveCert)
 	}
 	c.wg.Add(1)
 	go func() {

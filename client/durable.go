@@ -227,6 +227,7 @@ func (c *Client) attachedJob(ac *attachCall, att wire.Attached) (*Job, error) {
 	if err != nil {
 		return nil, err
 	}
+	js.language = att.Language
 	j.seal = js
 	return j, nil
 }

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"crypto/ecdh"
+	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -22,7 +23,8 @@ import (
 type jobSeal struct {
 	contentKey []byte
 	priv       *ecdh.PrivateKey
-	nonce      []byte // what contentKey and priv were derived from; nil: random
+	nonce      []byte // what contentKey was derived from; nil: random
+	language   string // the job's, for aheadSlaves
 
 	attempt    int                     // attempt whose output is being opened
 	outKey     []byte                  // that attempt's output key, once unwrapped
@@ -153,6 +155,104 @@ func (k *slaveKeys) get(name string, der []byte) ([]byte, error) {
 	k.m[id] = slaveKey{key, until}
 	k.mu.Unlock()
 	return key, nil
+}
+
+// aheadSlaves remembers, per language, the slaves this session's sealed
+// jobs last went to: name and certificate of each WrapRequest the client
+// answered (its certificate passed sealKeyOfSlave), so that the next job's
+// key is wrapped for them in its Submit (bound to a nonce of the job's,
+// seal.SubmitInputContext) and the master can assign it to one of them
+// without a WrapRequest round trip. At most n slaves per language, the
+// most recent first, and maxAheadLanguages languages. Safe for concurrent
+// use; a nil *aheadSlaves remembers nothing.
+type aheadSlaves struct {
+	n  int
+	mu sync.Mutex
+	m  map[string][]aheadSlave
+}
+
+type aheadSlave struct {
+	name string
+	cert []byte // DER, checked again (slaveKeys) at each use
+}
+
+// maxAheadLanguages bounds aheadSlaves; past it the map starts over.
+const maxAheadLanguages = 64
+
+// newAheadSlaves returns the memory of n slaves per language (see
+// Config.SealAhead), or nil for none.
+func newAheadSlaves(n int) *aheadSlaves {
+	if n == 0 {
+		n = DefaultSealAhead
+	}
+	if n < 0 {
+		return nil
+	}
+	return &aheadSlaves{n: n}
+}
+
+// learn records that a job of lang went to slave name, whose certificate
+// cert passed the checks.
+func (a *aheadSlaves) learn(lang, name string, cert []byte) {
+	if a == nil || lang == "" {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil || (len(a.m) >= maxAheadLanguages && a.m[lang] == nil) {
+		a.m = map[string][]aheadSlave{}
+	}
+	l := a.m[lang]
+	for i, s := range l {
+		if s.name == name && bytes.Equal(s.cert, cert) {
+			if i > 0 { // most recent first
+				copy(l[1:i+1], l[:i])
+				l[0] = s
+			}
+			return
+		}
+	}
+	l = append([]aheadSlave{{name, bytes.Clone(cert)}}, l...)
+	a.m[lang] = l[:min(len(l), a.n)]
+}
+
+// list returns the slaves to wrap a job of lang for.
+func (a *aheadSlaves) list(lang string) []aheadSlave {
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.m[lang]
+}
+
+// wrapInSubmit wraps the job's content key for the slaves its language's
+// jobs last went to (aheadSlaves), each certificate checked again
+// (slaveKeys: a certificate that expired is skipped), bound to a fresh
+// nonce. It returns nothing when there is no such slave.
+func (s *jobSeal) wrapInSubmit(keys *slaveKeys, ahead *aheadSlaves) (nonce []byte, wraps []wire.KeyWrap, err error) {
+	slaves := ahead.list(s.language)
+	if len(slaves) == 0 {
+		return nil, nil, nil
+	}
+	nonce = make([]byte, wire.WrapNonceSize)
+	rand.Read(nonce)
+	context := seal.SubmitInputContext(nonce)
+	for _, sl := range slaves {
+		key, err := keys.get(sl.name, sl.cert)
+		if err != nil {
+			continue
+		}
+		w, err := seal.Wrap(s.contentKey, key, context)
+		if err != nil {
+			return nil, nil, err
+		}
+		wraps = append(wraps, wire.KeyWrap{Slave: sl.name, Key: w})
+	}
+	if len(wraps) == 0 {
+		return nil, nil, nil
+	}
+	return nonce, wraps, nil
 }
 
 // startAttempt forgets the output state of an earlier attempt.

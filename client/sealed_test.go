@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ecdh"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -319,5 +320,104 @@ func TestOutputKeyUnwrappedOnce(t *testing.T) {
 	}
 	if _, err := feed(js, "J1", msgs, &res); !errors.Is(err, seal.ErrTampered) {
 		t.Fatalf("another output key on stderr: %v, want ErrTampered", err)
+	}
+}
+
+// TestSubmitWrapsForSlavesSeen: once a WrapRequest for slave s1 checked
+// out, the session's next sealed jobs of that language carry their key
+// wrapped for s1 in the Submit, bound to a fresh nonce (not to a job id);
+// a slave whose WrapRequest was refused is not wrapped for, nor is any
+// slave for another language, nor anything for a master that did not
+// echo the feature.
+func TestSubmitWrapsForSlavesSeen(t *testing.T) {
+	m := newFakeMaster(t)
+	m.mu.Lock()
+	m.features = []string{wire.FeatureSubmitWraps}
+	m.mu.Unlock()
+	c, p := m.dial(t, m.client)
+	req := hello
+	req.Seal = true
+	run := func(req Request, id string) wire.Submit {
+		t.Helper()
+		got := submit(t, c, req)
+		sub, _ := p.accept(id)
+		got()
+		return sub
+	}
+	wrapReq := func(job, slave string) wire.Wrapped {
+		t.Helper()
+		p.send(wire.MsgWrapRequest, 0, wire.WrapRequest{JobID: job, Attempt: 1, Slave: slave, SealKey: m.slave.SealPublicKey(), SlaveCert: m.slave.Cert.Raw})
+		var w wire.Wrapped
+		wire.Decode(p.recv(wire.MsgWrapped), &w)
+		return w
+	}
+	if sub := run(req, "J1"); len(sub.Wraps) != 0 || sub.WrapNonce != nil {
+		t.Fatalf("first job: %d wraps, nonce %x; no slave seen yet", len(sub.Wraps), sub.WrapNonce)
+	}
+	if w := wrapReq("J1", "s1"); w.Refused != "" {
+		t.Fatal(w.Refused)
+	}
+	checkWraps := func(sub wire.Submit) {
+		t.Helper()
+		if len(sub.Wraps) != 1 || sub.Wraps[0].Slave != "s1" || len(sub.WrapNonce) != wire.WrapNonceSize {
+			t.Fatalf("Submit wraps %+v, nonce %x; want one for s1", sub.Wraps, sub.WrapNonce)
+		}
+		ck, _, _ := jobKeys(jobSecret(m.client.Key), sub.KeyNonce)
+		k, err := seal.Unwrap(sub.Wraps[0].Key, m.slave.SealKey, seal.SubmitInputContext(sub.WrapNonce))
+		if err != nil || !bytes.Equal(k, ck) {
+			t.Fatalf("s1 cannot open its wrap: %v", err)
+		}
+		if _, err := seal.Unwrap(sub.Wraps[0].Key, m.slave.SealKey, seal.InputContext("J2")); !errors.Is(err, seal.ErrWrongKey) {
+			t.Fatalf("the Submit's wrap opened as a job id's: %v", err)
+		}
+	}
+	sub2 := run(req, "J2")
+	checkWraps(sub2)
+	// A request naming s2 with s1's certificate is refused, and s2 is not
+	// remembered.
+	if w := wrapReq("J2", "s2"); w.Refused == "" {
+		t.Fatal("a certificate under another name was wrapped for")
+	}
+	sub3 := run(req, "J3")
+	checkWraps(sub3)
+	if bytes.Equal(sub2.WrapNonce, sub3.WrapNonce) {
+		t.Fatal("two jobs with one wrap nonce")
+	}
+	c9 := req
+	c9.FileName = "a.c"
+	if sub := run(c9, "J4"); len(sub.Wraps) != 0 {
+		t.Fatalf("a C job wrapped for %+v, a slave seen for python", sub.Wraps)
+	}
+
+	m.mu.Lock()
+	m.features = nil
+	m.mu.Unlock()
+	c, p = m.dial(t, m.client)
+	run(req, "J5")
+	wrapReq("J5", "s1")
+	if sub := run(req, "J6"); len(sub.Wraps) != 0 {
+		t.Fatalf("wraps %+v in a Submit to a master without the feature", sub.Wraps)
+	}
+}
+
+// TestAheadSlavesBound: at most n slaves per language, the most recent
+// first; a slave seen again moves to the front.
+func TestAheadSlavesBound(t *testing.T) {
+	a := newAheadSlaves(2)
+	for _, s := range []string{"s1", "s2", "s3", "s2"} {
+		a.learn("python", s, []byte(s))
+	}
+	l := a.list("python")
+	if len(l) != 2 || l[0].name != "s2" || l[1].name != "s3" {
+		t.Fatalf("remembered %+v, want s2, s3", l)
+	}
+	if newAheadSlaves(-1).list("python") != nil || newAheadSlaves(0).n != DefaultSealAhead {
+		t.Fatal("SealAhead -1 must remember nothing, 0 the default")
+	}
+	for i := range maxAheadLanguages + 1 {
+		a.learn(strconv.Itoa(i), "s1", nil)
+	}
+	if len(a.m) > maxAheadLanguages {
+		t.Fatalf("%d languages remembered", len(a.m))
 	}
 }

@@ -87,6 +87,7 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
 		if js, req, err = c.sealRequest(req); err != nil {
 			return nil, err
 		}
+		js.language = req.Language
 	}
 	if req.Tests != nil {
 		if req.Stdin, err = c.packTests(req.Tests, js); err != nil {
@@ -107,6 +108,12 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
 	}
 	if js != nil {
 		sub.Sealed, sub.ClientKey, sub.KeyNonce = true, js.priv.PublicKey().Bytes(), js.nonce
+		if wire.HasFeature(c.welcome.Features, wire.FeatureSubmitWraps) {
+			if sub.WrapNonce, sub.Wraps, err = js.wrapInSubmit(c.keys, c.ahead); err != nil {
+				c.unregister(id)
+				return nil, err
+			}
+		}
 	}
 	if req.Tests != nil {
 		sub.Tests = len(req.Tests.Cases)

@@ -385,6 +385,12 @@ func (s *Server) checkSubmit(sub *wire.Submit) *wire.Error {
 		return e
 	}
 	switch {
+	case (len(sub.Wraps) > 0 || len(sub.WrapNonce) > 0) && !sub.Sealed:
+		return bad(wire.CodeBadRequest, "key wraps for a job that is not sealed")
+	case len(sub.WrapNonce) > 0 && len(sub.WrapNonce) != wire.WrapNonceSize:
+		return bad(wire.CodeBadRequest, "wrap_nonce is %d bytes, want %d", len(sub.WrapNonce), wire.WrapNonceSize)
+	case len(sub.Wraps) > 0 && len(sub.WrapNonce) == 0:
+		return bad(wire.CodeBadRequest, "key wraps without their wrap_nonce")
 	case sub.SourceSize <= 0:
 		return bad(wire.CodeBadRequest, "empty source file")
 	case sub.SourceSize > s.cfg.Limits.MaxSource:

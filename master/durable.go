@@ -361,10 +361,23 @@ func (s *Server) expireLoop(ctx context.Context) {
 	}
 }
 
-// storedWrap returns the key a sealed job's client wrapped ahead for sc.
-// s.mu is held.
-func (j *job) storedWrap(sc *slaveConn) []byte {
-	return j.wraps[sc.id.Name]
+// storedWrap returns the key a sealed job's client wrapped ahead for sc:
+// after Accepted (Wraps, bound to the job id: nonce is nil) or in its
+// Submit (bound to nonce, used only for a slave that announced
+// wire.FeatureSubmitWraps). s.mu is held.
+func (j *job) storedWrap(sc *slaveConn) (key, nonce []byte) {
+	if k := j.wraps[sc.id.Name]; k != nil {
+		return k, nil
+	}
+	if len(j.submit.Wraps) == 0 || !wire.HasFeature(sc.hello.Features, wire.FeatureSubmitWraps) {
+		return nil, nil
+	}
+	for _, w := range j.submit.Wraps {
+		if w.Slave == sc.id.Name {
+			return w.Key, j.submit.WrapNonce
+		}
+	}
+	return nil, nil
 }
 
 // sealSlavesLocked lists the connected slaves with a sealing key that run

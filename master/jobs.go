@@ -300,17 +300,17 @@ func (s *Server) placeLocked(j *job, sc *slaveConn, now time.Time) {
 func (s *Server) sendJob(a assignment) {
 	j, sc := a.j, a.sc
 	s.notify(j, wire.JobState{JobID: j.id, State: wire.StateAssigned, Slave: sc.id.Name, Attempt: a.attempt})
-	var wrapped []byte
+	var wrapped, nonce []byte
 	if j.submit.Sealed {
 		var ok bool
-		if wrapped, ok = s.wrapFor(a); !ok {
+		if wrapped, nonce, ok = s.wrapFor(a); !ok {
 			return
 		}
 	}
 	as := wire.Assign{
 		JobID: j.id, Attempt: a.attempt, Language: j.submit.Language, FileName: j.submit.FileName,
 		SourceSize: a.source.size(), StdinSize: a.stdin.size(), Limits: j.submit.Limits,
-		Sealed: j.submit.Sealed, WrappedKey: wrapped, ClientKey: j.submit.ClientKey, Owner: j.owner,
+		Sealed: j.submit.Sealed, WrappedKey: wrapped, WrapNonce: nonce, ClientKey: j.submit.ClientKey, Owner: j.owner,
 		Options: j.submit.Options, Tests: j.submit.Tests,
 	}
 	inline := wire.HasFeature(sc.hello.Features, wire.FeatureInline) && as.SourceSize+as.StdinSize <= wire.MaxInline
@@ -386,30 +386,33 @@ func (s *Server) sendFiles(a assignment) bool {
 	return true
 }
 
-// wrapFor asks the client of a sealed job to wrap its content key for the
-// assigned slave, sending the slave's certificate so the client can check
-// the key, and waits for the answer. It returns the wrapped key, or false
-// when the assignment is over: the slave went away (the job is re-queued,
-// and the next assignment asks again), or the job ended here because the
-// client refused, cancelled, left or did not answer within WrapTimeout.
-func (s *Server) wrapFor(a assignment) ([]byte, bool) {
+// wrapFor returns the content key of a sealed job wrapped for the
+// assigned slave, and the nonce it is bound to when the client wrapped it
+// in the Submit (nil: bound to the job id). Unless the client wrapped it
+// ahead for that slave, it asks the client, sending the slave's
+// certificate so the client can check the key, and waits for the answer.
+// It returns false when the assignment is over: the slave went away (the
+// job is re-queued, and the next assignment asks again), or the job ended
+// here because the client refused, cancelled, left or did not answer
+// within WrapTimeout.
+func (s *Server) wrapFor(a assignment) (wrapped, nonce []byte, ok bool) {
 	j, sc := a.j, a.sc
 	ch := make(chan wire.Wrapped, 1)
 	s.mu.Lock()
 	cc := j.client
-	if w := j.storedWrap(sc); w != nil && a.currentLocked() {
+	if w, n := j.storedWrap(sc); w != nil && a.currentLocked() {
 		s.mu.Unlock()
-		return w, true // wrapped ahead by the client for this slave
+		return w, n, true // wrapped ahead by the client for this slave
 	}
 	if cc == nil && s.durable() && a.currentLocked() {
 		s.mu.Unlock()
 		s.endAssignment(a, wire.StatusInternalError, fmt.Sprintf("the client is away and did not wrap the job's key for slave %s ahead", sc.id.Name))
-		return nil, false
+		return nil, nil, false
 	}
 	if cc == nil || !a.currentLocked() {
 		s.mu.Unlock()
 		s.endAssignment(a, wire.StatusCancelled, "the client left before the job ran")
-		return nil, false
+		return nil, nil, false
 	}
 	j.wrapCh, j.wrapAttempt = ch, a.attempt
 	s.mu.Unlock()
@@ -433,7 +436,7 @@ func (s *Server) wrapFor(a assignment) ([]byte, bool) {
 		case len(w.WrappedKey) == 0:
 			s.endAssignment(a, wire.StatusCancelled, "cancelled before it ran")
 		default:
-			return w.WrappedKey, true
+			return w.WrappedKey, nil, true
 		}
 	case <-t.C:
 		s.endAssignment(a, wire.StatusInternalError, "client did not wrap the key")
@@ -443,16 +446,16 @@ func (s *Server) wrapFor(a assignment) ([]byte, bool) {
 		// request: the wraps it sent first are read before its session
 		// ends, so look for them again.
 		s.mu.Lock()
-		w := j.storedWrap(sc)
+		w, n := j.storedWrap(sc)
 		current := a.currentLocked()
 		s.mu.Unlock()
 		if w != nil && current {
-			return w, true
+			return w, n, true
 		}
 		s.endAssignment(a, wire.StatusCancelled, "the client left before the job ran")
 	case <-sc.done:
 	}
-	return nil, false
+	return nil, nil, false
 }
 
 // currentLocked reports whether the assignment still stands: the job is

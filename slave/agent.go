@@ -311,7 +311,7 @@ func (s *Slave) session(ctx context.Context, host HostInfo) (welcomed bool, err 
 	}
 	hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	w, err := transport.Hello(hctx, sess, wire.Hello{Role: wire.RoleSlave, Name: s.id.Name, Version: s.cfg.Version,
-		Features: []string{wire.FeatureTests, wire.FeatureInline}})
+		Features: []string{wire.FeatureTests, wire.FeatureInline, wire.FeatureSubmitWraps}})
 	cancel()
 	if err != nil {
 		return false, err // Hello closed the session

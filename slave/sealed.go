@@ -22,7 +22,14 @@ func (s *Slave) openInputs(a wire.Assign, f files) (key, src, stdin []byte, err 
 	if !f.sealed {
 		return nil, nil, nil, fmt.Errorf("%w: the job's files are not sealed", errSealedAuth)
 	}
-	key, err = seal.UnwrapWith(a.WrappedKey, s.sealPriv, seal.InputContext(a.JobID))
+	// The client wrapped the key for this slave either in its Submit,
+	// bound to a nonce of its own (the master names the nonce), or when
+	// the master asked, bound to the job id.
+	context := seal.InputContext(a.JobID)
+	if len(a.WrapNonce) > 0 {
+		context = seal.SubmitInputContext(a.WrapNonce)
+	}
+	key, err = seal.UnwrapWith(a.WrappedKey, s.sealPriv, context)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("%w: content key: %w", errSealedAuth, err)
 	}

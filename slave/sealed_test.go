@@ -39,6 +39,14 @@ func TestOpenInputsRefusesTamperedPayloads(t *testing.T) {
 	}
 	flip := func(b []byte, i int) []byte { b = bytes.Clone(b); b[i] ^= 1; return b }
 	otherJob, _ := seal.Wrap(key, b.SealPublicKey(), seal.Context("J2", "input"))
+	// The key wrapped in the Submit, bound to the client's nonce.
+	nonce := bytes.Repeat([]byte{1}, 32)
+	ahead, _ := seal.Wrap(key, b.SealPublicKey(), seal.SubmitInputContext(nonce))
+	aa := a
+	aa.WrappedKey, aa.WrapNonce = ahead, nonce
+	if _, p, _, err := s.openInputs(aa, f); err != nil || string(p) != "print('hi')\n" {
+		t.Fatalf("key wrapped in the Submit: %q %v", p, err)
+	}
 	cases := map[string]func(a *wire.Assign, f *files){
 		"source bit flipped":       func(a *wire.Assign, f *files) { f.source = flip(f.source, len(f.source)-3) },
 		"stdin bit flipped":        func(a *wire.Assign, f *files) { f.stdin = flip(f.stdin, seal.HeaderSize+1) },
@@ -46,6 +54,11 @@ func TestOpenInputsRefusesTamperedPayloads(t *testing.T) {
 		"key of another job":       func(a *wire.Assign, f *files) { a.WrappedKey = otherJob },
 		"key altered":              func(a *wire.Assign, f *files) { a.WrappedKey = flip(a.WrappedKey, 40) },
 		"files not sealed":         func(a *wire.Assign, f *files) { f.sealed = false },
+		"Submit's key, no nonce":   func(a *wire.Assign, f *files) { a.WrappedKey = ahead },
+		"Submit's key, other nonce": func(a *wire.Assign, f *files) {
+			a.WrappedKey, a.WrapNonce = ahead, bytes.Repeat([]byte{2}, 32)
+		},
+		"job's key named a Submit's": func(a *wire.Assign, f *files) { a.WrapNonce = nonce },
 	}
 	for name, tamper := range cases {
 		a2, f2 := a, f

@@ -10,6 +10,13 @@ import (
 // client for the slave that runs the job.
 func InputContext(jobID string) []byte { return Context(jobID, "input") }
 
+// SubmitInputContext is the wrap context of a job's content key wrapped
+// by the client in its Submit, before the master named the job: it is
+// bound to nonce, 32 random bytes the client draws per job and the slave
+// receives in the Assign. It never equals an InputContext (three parts,
+// not two).
+func SubmitInputContext(nonce []byte) []byte { return Context("submit", string(nonce), "input") }
+
 // OutputContext is the wrap context of the output key of one attempt of a
 // job, wrapped by the slave for the client's ephemeral key. Besides the
 // job, the purpose and the attempt it holds a value derived from the job's

@@ -88,8 +88,10 @@ const (
 	// MaxHeld bounds Register.Held: the jobs a slave keeps through a
 	// lost session (its slots plus finished results not yet delivered).
 	MaxHeld = 256
-	// MaxWraps bounds Wraps.Wraps and Info.SealSlaves.
+	// MaxWraps bounds Wraps.Wraps, Submit.Wraps and Info.SealSlaves.
 	MaxWraps = 64
+	// WrapNonceSize is the size of Submit.WrapNonce.
+	WrapNonceSize = 32
 	// MaxJobList bounds JobList.Jobs.
 	MaxJobList = 500
 )

@@ -140,6 +140,11 @@ func (s *Submit) checkFields(f *fields) {
 	f.str("file", s.FileName, MaxText)
 	f.bin("client_key", s.ClientKey, MaxKey)
 	f.bin("key_nonce", s.KeyNonce, MaxKey)
+	f.bin("wrap_nonce", s.WrapNonce, MaxKey)
+	f.count("wraps", len(s.Wraps), MaxWraps)
+	for i := range s.Wraps {
+		s.Wraps[i].checkFields(f)
+	}
 	f.count("options", len(s.Options), MaxOptions)
 	for _, o := range s.Options {
 		f.str("option", o, MaxShort)
@@ -178,6 +183,7 @@ func (a *Assign) checkFields(f *fields) {
 	f.str("lang", a.Language, MaxShort)
 	f.str("file", a.FileName, MaxText)
 	f.bin("wrapped_key", a.WrappedKey, MaxKey)
+	f.bin("wrap_nonce", a.WrapNonce, MaxKey)
 	f.bin("client_key", a.ClientKey, MaxKey)
 	f.str("owner", a.Owner, MaxShort)
 	f.count("options", len(a.Options), MaxOptions)

@@ -63,6 +63,9 @@ func FuzzDecodeBody(f *testing.F) {
 		&AdminRequest{Args: []string{string(make([]byte, MaxText+1))}},
 		&Submit{SourceSize: 3, Inline: Inline{Source: []byte("src"), SourceSHA256: make([]byte, 32), Stdin: []byte("in")}},
 		&Assign{Inline: Inline{Source: make([]byte, MaxInline/2), Stdin: make([]byte, MaxInline/2+1)}},
+		// and a sealed job's key wrapped in its Submit, then its Assign
+		&Submit{Sealed: true, WrapNonce: make([]byte, 32), Wraps: []KeyWrap{{Slave: "s1", Key: make([]byte, 81)}, {Slave: "s2", Key: make([]byte, 81)}}},
+		&Assign{Sealed: true, WrappedKey: make([]byte, 81), WrapNonce: make([]byte, 32)},
 	} {
 		e, _ := Encode(typeOf(v), 0, v)
 		f.Add(uint8(e.Type), e.Body)

@@ -30,6 +30,12 @@ const (
 	// sends them inline only to a slave that announced it, and refuses an
 	// inline Submit from a session that did not.
 	FeatureInline = "inline"
+	// FeatureSubmitWraps: a sealed job's key wrapped in its Submit
+	// (Submit.Wraps, Submit.WrapNonce, Assign.WrapNonce). A client sends
+	// them only to a master that echoed it; a master uses them only for a
+	// slave that announced it, and asks the client (WrapRequest) for any
+	// other.
+	FeatureSubmitWraps = "submit-wraps"
 )
 
 // Test batch bounds.

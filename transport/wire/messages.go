@@ -214,9 +214,13 @@ type Submit struct {
 	// master keeps it and hands it back in [Attached].
 	KeyNonce []byte `msgpack:"key_nonce,omitempty"`
 	// Wraps, in a sealed job, are the content key wrapped by the client
-	// for slaves that run the language, so that the master can dispatch
-	// the job while the client is away.
-	Wraps []KeyWrap `msgpack:"wraps,omitempty"`
+	// for slaves it expects the job may go to, bound to WrapNonce (32
+	// random bytes) instead of the job id the client does not know yet
+	// (seal.SubmitInputContext), so that the master can assign the job to
+	// one of them without a WrapRequest. At most MaxWraps; only to a
+	// master that echoed [FeatureSubmitWraps].
+	Wraps     []KeyWrap `msgpack:"wraps,omitempty"`
+	WrapNonce []byte    `msgpack:"wrap_nonce,omitempty"`
 	// Options are compiler options among those the language allows
 	// ([Toolchain.Options]), for example "-std=c++20".
 	Options []string `msgpack:"options,omitempty"`
@@ -288,7 +292,12 @@ type Assign struct {
 	Limits     JobLimits `msgpack:"limits"`
 	Sealed     bool      `msgpack:"sealed,omitempty"`
 	WrappedKey []byte    `msgpack:"wrapped_key,omitempty"`
-	ClientKey  []byte    `msgpack:"client_key,omitempty"`
+	// WrapNonce, when set, says WrappedKey came with the Submit and is
+	// bound to this nonce (seal.SubmitInputContext) rather than to the job
+	// id (seal.InputContext). Only to a slave that announced
+	// [FeatureSubmitWraps].
+	WrapNonce []byte `msgpack:"wrap_nonce,omitempty"`
+	ClientKey []byte `msgpack:"client_key,omitempty"`
 	// Owner is the fingerprint of the submitting client's key; the slave
 	// keeps its compile cache apart per owner.
 	Owner string `msgpack:"owner,omitempty"`
