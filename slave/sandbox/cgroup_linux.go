@@ -155,6 +155,7 @@ type slotCgroup struct {
 	ooms    int64               // OOM kills counted before the job started
 	files   map[string]*os.File // open control files, by path
 	last    [2]int64            // limits in force: memory, procs (0: unset)
+	rbuf    []byte              // read's buffer
 }
 
 // newSlot creates the groups of slot n; initUID is the init's host uid
@@ -365,14 +366,18 @@ func (s *slotCgroup) write(dir, file, v string) error {
 	return nil
 }
 
+// read returns the start of dir/file, in a buffer valid until the next
+// read (the slot's runs, one at a time, are its only readers).
 func (s *slotCgroup) read(dir, file string) []byte {
 	f, err := s.open(dir, file)
 	if err != nil {
 		return nil
 	}
-	buf := make([]byte, 4096)
-	n, _ := f.ReadAt(buf, 0)
-	return buf[:n]
+	if s.rbuf == nil {
+		s.rbuf = make([]byte, 4096)
+	}
+	n, _ := f.ReadAt(s.rbuf, 0)
+	return s.rbuf[:n]
 }
 
 func (s *slotCgroup) readInt(dir, file string) int64 {

@@ -188,11 +188,18 @@ func (c *container) mounts(cfg *StrictConfig) (w, tmp *os.File, err error) {
 	return newMounts(cfg, c.jobUID)
 }
 
-// prepareMounts makes the next job's mounts off the jobs' latency.
-func (c *container) prepareMounts(o runOpts) {
+// release lets go of a job's mounts in the background, off the job's
+// latency (freeing a tmpfs's pages and superblock), and when next is set
+// makes the next job's there too. The next job waits for it (see runJob).
+func (c *container) release(o runOpts, mounts [2]*os.File, next *bool) {
 	c.released.Add(1)
+	more := *next // deferred: the run's final answer
 	o.bg(func() {
 		defer c.released.Done()
+		closeFiles(mounts[:])
+		if !more {
+			return
+		}
 		if w, tmp, err := newMounts(o.cfg, c.jobUID); err == nil {
 			c.spare = [2]*os.File{w, tmp}
 		}
@@ -238,10 +245,6 @@ func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outc
 	c.released.Wait()
 	clk := stepClock{trace: cfg.Trace}
 	clk.start()
-	release := func(f *os.File) {
-		c.released.Add(1)
-		o.bg(func() { f.Close(); c.released.Done() })
-	}
 	if c.cg != nil {
 		if err := c.cg.limit(lim.MemoryBytes, procsOr(lim.Procs)); err != nil {
 			return out, d, false, fmt.Errorf("sandbox: %w", err)
@@ -252,8 +255,7 @@ func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outc
 	if err != nil {
 		return out, d, false, err
 	}
-	defer release(w)
-	defer release(tmp)
+	defer c.release(o, [2]*os.File{w, tmp}, &reuse)
 	clk.mark("tmpfs")
 	var seen map[string]stamp
 	if spec.Dir != "" {
@@ -311,9 +313,6 @@ func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outc
 	clk.mark("copy-out")
 	clk.init(&d)
 	reuse = d.Clean && !timedOut && !out.OutputExceeded && c.alive()
-	if reuse {
-		c.prepareMounts(o)
-	}
 	return out, d, reuse, nil
 }
 

@@ -13,8 +13,16 @@ import (
 //
 //	go test -run '^$' -bench TrivialFilterOverhead -benchtime 300x ./slave/sandbox/
 func BenchmarkTrivialFilterOverhead(b *testing.B) {
-	dir := trivialBinary(b)
-	argv := []string{"./true"}
+	benchFilter(b, trivialBinary(b), "./true")
+}
+
+// BenchmarkPythonFilterOverhead is the same with Python's hello world,
+// whose start-up makes about a thousand system calls.
+func BenchmarkPythonFilterOverhead(b *testing.B) {
+	benchFilter(b, pythonHello(b), "/usr/bin/python3", "-B", "main.py")
+}
+
+func benchFilter(b *testing.B, dir string, argv ...string) {
 	on := warmRunner(b, StrictConfig{})
 	off := warmRunner(b, StrictConfig{MaxIdle: -1}) // nothing pooled yet
 	off.Close()
