@@ -29,6 +29,7 @@ type loadtestOptions struct {
 	// it with --in-memory (no durable state).
 	master   string
 	inMemory bool
+	streams  bool
 }
 
 func cmdLoadtest(ctx context.Context, e env, args []string) int {
@@ -46,6 +47,7 @@ func cmdLoadtest(ctx context.Context, e env, args []string) int {
 	fs.StringVar(&o.profile, "master-profile", "", "write a CPU profile of the master to `FILE`")
 	fs.StringVar(&o.master, "master", "", "kiln `BINARY` to run as the master (default: this one), to compare two builds under the same harness")
 	fs.BoolVar(&o.inMemory, "in-memory", false, "run the master with --in-memory (no durable job state)")
+	fs.BoolVar(&o.streams, "streams", false, "send each job's source on a file stream (as before feature inline) instead of inside Submit and Assign")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: kiln loadtest [flags]\n\n"+
 			"Runs a real master (this binary, `kiln master`, as a child process with a\n"+
@@ -102,6 +104,7 @@ func (o *loadtestOptions) run(ctx context.Context, e env, rates []float64) error
 	}
 	defer m.stop()
 	cfg.ClientAddr, cfg.SlaveAddr, cfg.Master = m.clientAddr, m.slaveAddr, m.sample
+	cfg.Streams = o.streams
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -110,27 +113,41 @@ func (o *loadtestOptions) run(ctx context.Context, e env, rates []float64) error
 		return err
 	}
 	defer setup.Close()
-	fmt.Fprintf(e.stdout, "%d slaves x %d slots, %d client sessions over %d keys, slave delay %v; connected in %.1f s\n",
-		o.slaves, o.slots, o.sessions, o.keys, o.delay, time.Since(start).Seconds())
+	files, state := "inline", "durable state"
+	if o.streams {
+		files = "on file streams"
+	}
+	if o.inMemory {
+		state = "in memory"
+	}
+	fmt.Fprintf(e.stdout, "%d slaves x %d slots, %d client sessions over %d keys, slave delay %v, sources %s, master %s; connected in %.1f s\n",
+		o.slaves, o.slots, o.sessions, o.keys, o.delay, files, state, time.Since(start).Seconds())
 	setup.Run(ctx, loadtest.Step{Rate: 100, Duration: time.Second}, o.drain) // warm up: slaves registered, pools filled
 	idle := setup.Idle(ctx, 3*time.Second)
 	fmt.Fprintf(e.stdout, "master idle with every peer connected: %.1f%% of a core\n", idle*100)
-	fmt.Fprintf(e.stdout, "%9s %9s %9s %7s %6s %12s %9s %9s %9s %10s %10s %10s %10s\n", "offered", "submitted", "routed/s",
-		"busy", "behind", "master-cpu/j", "-idle/j", "master%", "harness%", "assign-p50", "assign-p99", "result-p50", "result-p99")
+	fmt.Fprintf(e.stdout, "%9s %9s %9s %7s %6s %12s %9s %9s %9s %10s %10s %10s %10s %11s\n", "offered", "submitted", "routed/s",
+		"busy", "behind", "master-cpu/j", "-idle/j", "master%", "harness%", "assign-p50", "assign-p99", "result-p50", "result-p99", "syscalls/j")
 	for _, r := range rates {
 		if ctx.Err() != nil {
 			break
 		}
 		h0, t0 := selfCPU(), time.Now()
+		r0, w0 := m.syscalls()
 		rep := setup.Run(ctx, loadtest.Step{Rate: r, Duration: o.step}, o.drain)
+		r1, w1 := m.syscalls()
+		calls := "-"
+		if rep.Routed > 0 && w1 > 0 {
+			n := float64(rep.Routed)
+			calls = fmt.Sprintf("%.1fr %.1fw", float64(r1-r0)/n, float64(w1-w0)/n)
+		}
 		harness := (selfCPU() - h0).Seconds() / time.Since(t0).Seconds()
 		marginal := 0.0
 		if rep.JobsPerS > 0 {
 			marginal = (rep.MasterCPU - idle) / rep.JobsPerS * 1000
 		}
-		fmt.Fprintf(e.stdout, "%9.0f %9d %9.0f %7d %6d %10.3fms %7.3fms %8.0f%% %8.0f%% %10s %10s %10s %10s\n", rep.Offered, rep.Submitted,
+		fmt.Fprintf(e.stdout, "%9.0f %9d %9.0f %7d %6d %10.3fms %7.3fms %8.0f%% %8.0f%% %10s %10s %10s %10s %11s\n", rep.Offered, rep.Submitted,
 			rep.JobsPerS, rep.Busy, rep.Behind, float64(rep.MasterCPUPerJob.Microseconds())/1000, marginal, rep.MasterCPU*100, harness*100,
-			round(rep.AssignP50), round(rep.AssignP99), round(rep.ResultP50), round(rep.ResultP99))
+			round(rep.AssignP50), round(rep.AssignP99), round(rep.ResultP50), round(rep.ResultP99), calls)
 	}
 	if err := setup.Check(); err != nil {
 		return err
@@ -290,6 +307,30 @@ func (m *childMaster) sample() (time.Duration, int64) {
 		}
 	}
 	return cpu, rss
+}
+
+// syscalls returns the read and write system calls the master made so far
+// (/proc/PID/io syscr and syscw; zero when unreadable): a count that,
+// unlike CPU time, does not grow when other processes share the cores.
+func (m *childMaster) syscalls() (reads, writes int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", m.cmd.Process.Pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "syscr:":
+			reads = n
+		case "syscw:":
+			writes = n
+		}
+	}
+	return reads, writes
 }
 
 // stop ends the master (SIGTERM, so that a CPU profile is written) and

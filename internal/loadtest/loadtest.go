@@ -13,9 +13,10 @@
 //
 // # Protocol flow per job
 //
-// client: Submit, source file stream → master: Accepted, JobState;
-// master → slave: Assign, source file stream; slave: Result (after
-// Config.SlaveDelay) → master → client: Result.
+// client: Submit with its source inline → master: Accepted, JobState;
+// master → slave: Assign with the source inline; slave: Result (after
+// Config.SlaveDelay) → master → client: Result. With Config.Streams the
+// source follows Submit and Assign on a file stream instead.
 package loadtest
 
 import (
@@ -43,6 +44,10 @@ type Config struct {
 	Sessions int
 	// SlaveDelay is how long a slave takes to answer a job (0: at once).
 	SlaveDelay time.Duration
+	// Streams makes the peers send each job's source on a file stream,
+	// as before feature inline; by default it travels inside Submit and
+	// Assign, as kiln's client and slave send a small file.
+	Streams bool
 	// Master reports the master's CPU time used so far and its resident
 	// memory in bytes; nil when unknown.
 	Master func() (cpu time.Duration, rss int64)
@@ -253,6 +258,15 @@ func (s *Setup) SlaveJobs() []int {
 		out[i] = int(sl.assigned.Load())
 	}
 	return out
+}
+
+// InlineAssigns returns how many Assigns carried their source inline.
+func (s *Setup) InlineAssigns() int {
+	n := 0
+	for _, sl := range s.slaves {
+		n += int(sl.inline.Load())
+	}
+	return n
 }
 
 // Close closes every session and waits for their goroutines.

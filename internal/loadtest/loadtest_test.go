@@ -20,8 +20,14 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // TestRoutesEveryJob runs the real master in-process against 4 simulated
 // slaves of 4 slots and 40 client sessions over 8 keys, at 60 jobs/s for
 // 1.5 s: every job submitted gets its own result, none is lost or
-// misrouted, and every slave takes a share.
+// misrouted, and every slave takes a share; with the source inline in
+// Submit and Assign, and on file streams.
 func TestRoutesEveryJob(t *testing.T) {
+	t.Run("inline", func(t *testing.T) { routesEveryJob(t, false) })
+	t.Run("streams", func(t *testing.T) { routesEveryJob(t, true) })
+}
+
+func routesEveryJob(t *testing.T, streams bool) {
 	pki := authtest.New(t)
 	srv, err := master.New(master.Config{
 		ClientAddr: "127.0.0.1:0", SlaveAddr: "127.0.0.1:0", Version: "1.0",
@@ -44,7 +50,7 @@ func TestRoutesEveryJob(t *testing.T) {
 	}()
 	defer func() { cancel(); <-done }()
 	cfg := loadtest.Config{ClientAddr: srv.ClientAddr(), SlaveAddr: srv.SlaveAddr(), Slots: 4, Sessions: 40,
-		SlaveDelay: 2 * time.Millisecond}
+		SlaveDelay: 2 * time.Millisecond, Streams: streams}
 	for i := range 4 {
 		cfg.Slaves = append(cfg.Slaves, pki.Issue(certs.RoleSlave, fmt.Sprintf("sim-%d", i), "1.0"))
 	}
@@ -70,6 +76,9 @@ func TestRoutesEveryJob(t *testing.T) {
 	if rep.AssignP50 <= 0 || rep.ResultP50 < rep.AssignP50 || rep.ResultP99 < rep.ResultP50 {
 		t.Fatalf("latencies out of order: %+v", rep)
 	}
+	if n, all := setup.InlineAssigns(), sum(setup.SlaveJobs()); streams && n != 0 || !streams && n != all {
+		t.Fatalf("%d of %d Assigns carried the source inline (streams %v)", n, all, streams)
+	}
 	for i, n := range setup.SlaveJobs() {
 		if n == 0 {
 			t.Errorf("slave %d got no job: %v", i, setup.SlaveJobs())
@@ -87,4 +96,12 @@ func waitSlaves(t *testing.T, srv *master.Server, n int) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+func sum(ns []int) int {
+	t := 0
+	for _, n := range ns {
+		t += n
+	}
+	return t
 }

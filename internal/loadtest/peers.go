@@ -3,6 +3,7 @@ package loadtest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"strconv"
@@ -19,17 +20,24 @@ import (
 // source is every job's program.
 var source = []byte("print(1)\n")
 
+// sourceSum is the SHA-256 of source, sent with it inline.
+var sourceSum = sha256.Sum256(source)
+
 // dial connects b to addr and says Hello, retrying busy refusals (the
 // master's handshake bound) after their hint, bounded by ctx.
-func dial(ctx context.Context, addr string, b *certs.Bundle) (*transport.Session, error) {
+func dial(ctx context.Context, addr string, b *certs.Bundle, streams bool) (*transport.Session, error) {
 	id, err := auth.IdentityOf(b.Cert)
 	if err != nil {
 		return nil, err
 	}
+	var features []string
+	if !streams {
+		features = []string{wire.FeatureInline}
+	}
 	for {
 		s, err := transport.Dial(ctx, addr, auth.ClientConfig(b, "127.0.0.1"), transport.Config{})
 		if err == nil {
-			_, err = transport.Hello(ctx, s, wire.Hello{Role: id.Role, Name: id.Name, Version: id.Version})
+			_, err = transport.Hello(ctx, s, wire.Hello{Role: id.Role, Name: id.Name, Version: id.Version, Features: features})
 			if err == nil {
 				return s, nil
 			}
@@ -54,13 +62,14 @@ type slave struct {
 	name     string
 	slots    int
 	assigned atomic.Int64
+	inline   atomic.Int64 // Assigns with the source inside
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	pending  map[string]*wire.Assign // seen Assign or source, not both; a nil Assign: source first
 }
 
 func startSlave(ctx context.Context, setup *Setup, b *certs.Bundle, slots int) (*slave, error) {
-	s, err := dial(ctx, setup.cfg.SlaveAddr, b)
+	s, err := dial(ctx, setup.cfg.SlaveAddr, b, setup.cfg.Streams)
 	if err != nil {
 		return nil, err
 	}
@@ -106,6 +115,11 @@ func (sl *slave) recv() {
 		}
 		sl.setup.assigned.Store(a.JobID, now())
 		sl.assigned.Add(1)
+		if len(a.Source) > 0 {
+			sl.inline.Add(1)
+			sl.answerAfterDelay(a) // inline: no stream follows
+			continue
+		}
 		sl.arrived(a.JobID, a)
 	}
 }
@@ -139,6 +153,11 @@ func (sl *slave) arrived(jobID string, a *wire.Assign) {
 	if a == nil {
 		a = other
 	}
+	sl.answerAfterDelay(a)
+}
+
+// answerAfterDelay answers a after Config.SlaveDelay.
+func (sl *slave) answerAfterDelay(a *wire.Assign) {
 	if d := sl.setup.cfg.SlaveDelay; d > 0 {
 		sl.wg.Add(1)
 		time.AfterFunc(d, func() {
@@ -176,7 +195,7 @@ type session struct {
 }
 
 func startSession(ctx context.Context, setup *Setup, b *certs.Bundle) (*session, error) {
-	s, err := dial(ctx, setup.cfg.ClientAddr, b)
+	s, err := dial(ctx, setup.cfg.ClientAddr, b, setup.cfg.Streams)
 	if err != nil {
 		return nil, err
 	}
@@ -213,8 +232,14 @@ func (cs *session) send() {
 		cs.mu.Unlock()
 		j.submit.Store(now())
 		sub := wire.Submit{Language: wire.LangPython, FileName: "load.py", SourceSize: int64(len(source))}
+		if !cs.setup.cfg.Streams {
+			sub.Source, sub.SourceSHA256 = source, sourceSum[:]
+		}
 		if cs.sess.Send(wire.MsgSubmit, j.req, sub) != nil {
 			return
+		}
+		if !cs.setup.cfg.Streams {
+			continue
 		}
 		hdr := wire.NewFileHeader(strconv.FormatUint(j.req, 10), wire.FileSource, "load.py", source)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
