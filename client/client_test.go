@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -425,5 +426,29 @@ func TestSubmitInline(t *testing.T) {
 	got()
 	if !sub.Sealed || !files[0].inline || sub.SourceSHA256 != nil || strings.Contains(string(sub.Source), "hello") || sub.SourceSize != int64(len(sub.Source)) {
 		t.Fatalf("sealed submit: sealed %v inline %v sum %x source %q", sub.Sealed, files[0].inline, sub.SourceSHA256, sub.Source)
+	}
+}
+
+// TestSubmitInlineUnderSmallFrame: under a master frame cap too small for
+// wire.MaxInline and the rest of the Submit, a file inlines only when the
+// whole Submit fits the cap, else it takes a stream.
+func TestSubmitInlineUnderSmallFrame(t *testing.T) {
+	m := newFakeMaster(t)
+	m.features = []string{wire.FeatureInline}
+	m.limits = testLimits
+	m.limits.MaxFrame = 16 << 10
+	c, p := m.dial(t, m.client)
+	for i, tc := range []struct {
+		size   int
+		inline bool
+	}{{16<<10 - 400, true}, {16<<10 - 200, false}} {
+		req := hello
+		req.Source = make([]byte, tc.size)
+		got := submit(t, c, req)
+		_, files := p.accept(fmt.Sprint("j", i))
+		got()
+		if files[0].inline != tc.inline || len(files[0].data) != tc.size {
+			t.Errorf("%d-byte source under a 16 KiB frame: inline %v, want %v", tc.size, files[0].inline, tc.inline)
+		}
 	}
 }

@@ -39,8 +39,10 @@ type fakeMaster struct {
 	mu     sync.Mutex
 	refuse *wire.Refused // refuse the next Hello with this, when set
 	hello  wire.Hello    // the last Hello received
-	// features are echoed in Welcome.
+	// features are echoed in Welcome, and limits announced (testLimits
+	// when zero).
 	features []string
+	limits   wire.Limits
 
 	ln  net.Listener
 	wg  sync.WaitGroup
@@ -129,7 +131,10 @@ func (m *fakeMaster) handshake(ctx context.Context, t *testing.T, conn net.Conn)
 		conn.Close()
 		return nil, err
 	}
-	s, err := transport.Server(ctx, conn, transport.Config{})
+	m.mu.Lock()
+	maxFrame := m.limits.MaxFrame // the session refuses a frame over the cap it announces
+	m.mu.Unlock()
+	s, err := transport.Server(ctx, conn, transport.Config{MaxFrame: maxFrame})
 	if err != nil {
 		return nil, err
 	}
@@ -140,13 +145,16 @@ func (m *fakeMaster) handshake(ctx context.Context, t *testing.T, conn net.Conn)
 	}
 	m.mu.Lock()
 	m.hello = h
-	refuse, features := m.refuse, m.features
+	refuse, features, limits := m.refuse, m.features, m.limits
 	m.mu.Unlock()
+	if limits == (wire.Limits{}) {
+		limits = testLimits
+	}
 	if refuse != nil {
 		transport.RefuseWith(s, *refuse)
 		return nil, nil
 	}
-	if err := s.Send(wire.MsgWelcome, 0, wire.Welcome{SessionID: "s1", HeartbeatMs: 1000, Master: "fake", Limits: testLimits, Features: features}); err != nil {
+	if err := s.Send(wire.MsgWelcome, 0, wire.Welcome{SessionID: "s1", HeartbeatMs: 1000, Master: "fake", Limits: limits, Features: features}); err != nil {
 		s.Close()
 		return nil, err
 	}

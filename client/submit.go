@@ -149,24 +149,30 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
 // streams says which files of a Submit travel on file streams.
 type streams struct{ Source, Stdin bool }
 
-// inlineHeadroom is the room a Submit's other fields may take next to its
-// inline files: a file name, 32 options, keys and limits at their field
-// limits fit in it.
-const inlineHeadroom = 32 << 10
+// inlineHeadroom is how far under the master's frame cap a Submit with
+// inline files may come before its exact size is worth measuring.
+const inlineHeadroom = 128 << 10
 
 // inline puts req's files inside sub when the master speaks
 // wire.FeatureInline and they fit in wire.MaxInline: the source first, then
 // the stdin in what is left (a large stdin keeps its stream while a small
-// source rides in the Submit). It returns the files left for streams.
+// source rides in the Submit). Under a frame cap too small for that and
+// the Submit's other fields, only what fits goes inline. It returns the
+// files left for streams.
 func (c *Client) inline(sub *wire.Submit, req Request) streams {
 	st := streams{Source: true, Stdin: len(req.Stdin) > 0}
 	if !wire.HasFeature(c.welcome.Features, wire.FeatureInline) {
 		return st
 	}
 	room := wire.MaxInline
-	if f := c.welcome.Limits.MaxFrame; f > 0 {
-		// Leave the rest of the Submit room under a smaller frame cap.
-		room = min(room, f-inlineHeadroom)
+	if f := c.welcome.Limits.MaxFrame; f > 0 && f < wire.MaxInline+inlineHeadroom {
+		e, err := wire.Encode(wire.MsgSubmit, ^uint64(0), sub)
+		if err != nil {
+			return st
+		}
+		// The envelope and the inline fields' keys, length prefixes and
+		// sums take under 256 bytes.
+		room = min(room, f-len(e.Body)-256)
 	}
 	if len(req.Source) <= room {
 		sub.Inline.Set(wire.FileSource, req.Source, req.Seal)
