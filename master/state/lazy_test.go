@@ -169,3 +169,26 @@ func TestCleanSurvivesSnapshot(t *testing.T) {
 		t.Fatal("clean after another command")
 	}
 }
+
+// TestSnapshotThresholdFollowsState: raft's snapshot threshold is the
+// number of job records held (at least the configured one), so that a large
+// state is not encoded again every few thousand entries; a restart on a
+// large state starts with it.
+func TestSnapshotThresholdFollowsState(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	cfg.SnapshotThreshold = 16
+	s := open(t, cfg)
+	if got := s.SnapshotThreshold(); got != 16 {
+		t.Fatalf("threshold %d on an empty state, want 16", got)
+	}
+	runJobs(t, s, 300) // 300 records, 450 entries
+	if got := s.SnapshotThreshold(); got < 200 || got > 300 {
+		t.Fatalf("threshold %d with %d records, want about as many", got, s.Machine().Stats().Jobs)
+	}
+	s.Close()
+	s = open(t, cfg)
+	if got := s.SnapshotThreshold(); got != 300 {
+		t.Fatalf("threshold %d after a restart with 300 records, want 300", got)
+	}
+}
