@@ -132,6 +132,9 @@ type Store struct {
 	stopped      bool
 	wakeProposer chan struct{}
 	proposerDone chan struct{}
+	stored       chan struct{}  // a log write ended (signalLogs)
+	answers      chan *inflight // entries handed to raft, to answer in order
+	answererDone chan struct{}
 
 	entries, commands atomic.Uint64 // WriteStats
 	threshold         atomic.Uint64 // raft's snapshot threshold (tuneSnapshots)
@@ -313,14 +316,17 @@ func (s *Store) start(ctx context.Context, logs raft.LogStore, stable raft.Stabl
 			return fmt.Errorf("state: bootstrap: %w", err)
 		}
 	}
-	r, err := raft.NewRaft(rc, &fsm{m: s.m}, logs, stable, snaps, trans)
+	s.stored = make(chan struct{}, 1)
+	r, err := raft.NewRaft(rc, &fsm{m: s.m}, &signalLogs{LogStore: logs, stored: s.stored}, stable, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrCorrupt, s.cfg.Dir, err)
 	}
 	s.raft = r
 	s.threshold.Store(rc.SnapshotThreshold)
 	s.wakeProposer, s.proposerDone = make(chan struct{}, 1), make(chan struct{})
+	s.answers, s.answererDone = make(chan *inflight, 16), make(chan struct{})
 	go s.proposer()
+	go s.answerer()
 	return s.waitLeader(ctx)
 }
 
@@ -415,23 +421,30 @@ const maxEntryBytes = 4 << 20
 // proposer writes the pending commands, one log entry at a time (group
 // commit: one entry, one fsync, for every command proposed while the
 // previous entry was being written). It cuts the next entry only once the
-// previous one is applied: an entry handed to raft while another is being
-// written would wait behind it anyway, and would carry only the commands
-// proposed before it was cut instead of all of those proposed during
-// the write. Lazy commands alone wait for Config.LazyDelay. At Close it
-// writes what is pending, then stops.
+// log write of the previous one has ended: an entry handed to raft while
+// another is being written would wait behind it anyway, and would carry
+// only the commands proposed before it was cut instead of all of those
+// proposed during the write. It does not wait for the previous entry to
+// be applied (the answerer does): the next write overlaps it. Lazy
+// commands alone wait for Config.LazyDelay. At Close it writes what is
+// pending, waits until it is applied, then stops.
 func (s *Store) proposer() {
 	defer close(s.proposerDone)
+	defer close(s.answers)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	var last *inflight
 	for {
 		s.pmu.Lock()
 		batch, wait, stopped := s.nextBatchLocked()
 		s.pmu.Unlock()
 		switch {
 		case len(batch) > 0:
-			s.writeBatch(batch)
+			last = s.writeBatch(batch)
 		case stopped:
+			if last != nil {
+				<-last.done
+			}
 			return
 		case wait > 0:
 			timer.Reset(wait)
@@ -476,9 +489,16 @@ func cut(pending []*Future) (batch, rest []*Future) {
 	return pending[:n:n], pending[n:]
 }
 
-// writeBatch writes one entry, waits until it is applied and answers its
-// commands.
-func (s *Store) writeBatch(batch []*Future) {
+// inflight is an entry handed to raft, with its commands.
+type inflight struct {
+	af    raft.ApplyFuture
+	batch []*Future
+	done  chan struct{} // closed once its commands are answered
+}
+
+// writeBatch hands one entry to raft and returns once its log write has
+// ended (or the entry failed); the answerer answers its commands.
+func (s *Store) writeBatch(batch []*Future) *inflight {
 	cmds := make([][]byte, len(batch))
 	for i, f := range batch {
 		cmds[i] = f.data
@@ -488,25 +508,61 @@ func (s *Store) writeBatch(batch []*Future) {
 		for _, f := range batch {
 			f.finish(nil, fmt.Errorf("state: encode entry: %w", err))
 		}
-		return
+		return nil
 	}
-	rs, err := entryResult(s.raft.Apply(b, 0))
-	if err == nil {
-		if s.entries.Add(1)%tuneEvery == 0 {
-			s.tuneSnapshots()
+	select { // a signal of an earlier write (raft's own entries) is stale
+	case <-s.stored:
+	default:
+	}
+	e := &inflight{af: s.raft.Apply(b, 0), batch: batch, done: make(chan struct{})}
+	s.answers <- e
+	select {
+	case <-s.stored:
+	case <-e.done:
+	}
+	return e
+}
+
+// answerer waits for the entries handed to raft, in order, and answers
+// their commands (and runs their OnDone functions).
+func (s *Store) answerer() {
+	defer close(s.answererDone)
+	for e := range s.answers {
+		rs, err := entryResult(e.af)
+		if err == nil {
+			if s.entries.Add(1)%tuneEvery == 0 {
+				s.tuneSnapshots()
+			}
+			s.commands.Add(uint64(len(e.batch)))
 		}
-		s.commands.Add(uint64(len(batch)))
-	}
-	for i, f := range batch {
-		switch {
-		case err != nil:
-			f.finish(nil, fmt.Errorf("state: %s: %w", f.kind, err))
-		case i < len(rs):
-			f.finish(rs[i].Job, rs[i].Err)
-		default:
-			f.finish(nil, fmt.Errorf("state: %s: no answer in its entry", f.kind))
+		for i, f := range e.batch {
+			switch {
+			case err != nil:
+				f.finish(nil, fmt.Errorf("state: %s: %w", f.kind, err))
+			case i < len(rs):
+				f.finish(rs[i].Job, rs[i].Err)
+			default:
+				f.finish(nil, fmt.Errorf("state: %s: no answer in its entry", f.kind))
+			}
 		}
+		close(e.done)
 	}
+}
+
+// signalLogs wraps the raft log store: the end of each StoreLogs (raft's
+// leader writing entries) is signalled to the proposer.
+type signalLogs struct {
+	raft.LogStore
+	stored chan struct{}
+}
+
+func (l *signalLogs) StoreLogs(logs []*raft.Log) error {
+	err := l.LogStore.StoreLogs(logs)
+	select {
+	case l.stored <- struct{}{}:
+	default:
+	}
+	return err
 }
 
 // tuneEvery is how many entries the proposer writes between two looks
@@ -522,7 +578,7 @@ const tuneEvery = 64
 // The log between two snapshots, replayed at a restart, holds then up to
 // as many entries as there are records (about half the state's bytes: a
 // job's payload and output are in its Submit and Result entries). Changes
-// smaller than a quarter are not made. Called at Open and by the proposer.
+// smaller than a quarter are not made. Called at Open and by the answerer.
 func (s *Store) tuneSnapshots() {
 	want := max(s.cfg.SnapshotThreshold, uint64(s.m.Stats().Jobs))
 	cur := s.threshold.Load()
@@ -593,7 +649,7 @@ func (f *Future) finish(j *Job, err error) {
 }
 
 // OnDone makes fn run with the command's answer once it is applied or
-// failed, on the store's writing goroutine (or at once, on the caller's,
+// failed, on the store's answering goroutine (or at once, on the caller's,
 // when it already is): for a caller that does not wait, without a
 // goroutine of its own. fn must be quick and must not propose.
 func (f *Future) OnDone(fn func(*Job, error)) {
@@ -662,6 +718,9 @@ func (s *Store) Close() error {
 		}
 		if s.raft != nil {
 			s.err = s.raft.Shutdown().Error()
+		}
+		if s.answererDone != nil {
+			<-s.answererDone
 		}
 		if s.trans != nil {
 			s.trans.Close()
