@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -69,17 +70,35 @@ func (s *stepTimes) reset() {
 
 // report gives each step's median as a metric and logs them as a table.
 func (s *stepTimes) report(b *testing.B) {
+	for step, p50 := range s.medians() {
+		b.ReportMetric(p50, step+"-us")
+	}
+	s.log(b, b.N)
+}
+
+// medians returns each step's median in microseconds.
+func (s *stepTimes) medians() map[string]float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := map[string]float64{}
+	for _, step := range s.order {
+		l := slices.Clone(s.times[step])
+		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+		m[step] = float64(l[len(l)/2].Nanoseconds()) / 1e3
+	}
+	return m
+}
+
+// log logs each step's median, in the order of the steps.
+func (s *stepTimes) log(t testing.TB, runs int) {
+	m := s.medians()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var lines []string
 	for _, step := range s.order {
-		l := slices.Clone(s.times[step])
-		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
-		p50 := float64(l[len(l)/2].Nanoseconds()) / 1e3
-		b.ReportMetric(p50, step+"-us")
-		lines = append(lines, fmt.Sprintf("%-12s %8.1f us", step, p50))
+		lines = append(lines, fmt.Sprintf("%-12s %8.1f us", step, m[step]))
 	}
-	b.Logf("p50 per step over %d runs:\n%s", b.N, strings.Join(lines, "\n"))
+	t.Logf("p50 per step over %d runs:\n%s", runs, strings.Join(lines, "\n"))
 }
 
 func benchSteps(b *testing.B, job Job) {
@@ -111,4 +130,74 @@ func benchSteps(b *testing.B, job Job) {
 	}
 	b.StopTimer()
 	st.report(b)
+}
+
+// TestJobStepsOverSession times a cached job from the master's side of a
+// real session (loopback mutual TLS): the Assign, with its source inline,
+// sent, to the Result received, against the executor's own time for the
+// job and the sandbox's steps inside it, so that the session's share
+// (decoding the Assign, the keeper, the job goroutine, a slot, the Output
+// and Result messages, TLS both ways) is the round trip minus Execute. It
+// is a measurement, run on demand:
+//
+//	KILN_JOB_STEPS=300 go test -run TestJobStepsOverSession -v ./slave/
+func TestJobStepsOverSession(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("KILN_JOB_STEPS"))
+	if n <= 0 {
+		t.Skip("a measurement: set KILN_JOB_STEPS to the number of jobs")
+	}
+	needLang(t, wire.LangC)
+	testenv.Root(t, "the strict sandbox (uid mappings, cgroups)")
+	src, err := os.ReadFile(filepath.Join("..", "examples", "hello.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st stepTimes
+	r, err := sandbox.NewStrict(sandbox.StrictConfig{Trace: st.add})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	e, _ := newExecutor(t, r)
+	var exec time.Duration // the executor's steps of the current job, summed
+	e.trace = func(step string, d time.Duration) {
+		exec += d
+		st.add(step, d)
+	}
+	mb, sb := newPKI(t)
+	m := startMaster(t, mb, welcomeAll)
+	s, err := New(Config{Bundle: sb, Master: m.ln.Addr().String(), Slots: 1, Executor: e, LoadInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	ms := m.next(t)
+	var in wire.Inline
+	in.Set(wire.FileSource, src, false)
+	job := func(i int) time.Duration {
+		id := fmt.Sprint("j", i)
+		start := time.Now()
+		ms.assign(t, wire.Assign{JobID: id, Attempt: 1, Language: wire.LangC, FileName: "hello.c", Owner: "o",
+			SourceSize: int64(len(src)), Inline: in, Limits: wire.JobLimits{TimeMs: 5000}})
+		res, _ := ms.jobResult(t, id)
+		if res.Status != wire.StatusOK || (i > 0 && !res.Cached) {
+			t.Fatalf("%s: %+v", id, res)
+		}
+		return time.Since(start)
+	}
+	for i := range 5 { // compiled, cached, the pool warm
+		job(i)
+	}
+	st.reset()
+	for i := range n {
+		exec = 0
+		rtt := job(5 + i)
+		st.add("round-trip", rtt)
+		st.add("execute", exec)
+		st.add("session", rtt-exec)
+	}
+	st.log(t, n)
 }
