@@ -326,6 +326,7 @@ func (c *conn) assign(runCtx context.Context, a wire.Assign) {
 			c.log.Info("job abandoned: slave stopping", "job", a.JobID)
 			return
 		}
+		c.s.keep.cork(j.kept) // the last Output messages leave with the Result
 		out.finish(&res)
 		res.JobID, res.Attempt, res.Slave = a.JobID, a.Attempt, c.s.id.Name
 		c.s.keep.finish(j.kept, &res, time.Now())

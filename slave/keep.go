@@ -54,6 +54,11 @@ type kept struct {
 	result    *wire.Result
 	endedAt   time.Time
 	lostAt    time.Time // when its session was lost; zero while one is up
+	// corked, set once the job ran, holds its last Output messages in
+	// pending (encoded, for the current session) so that they leave with
+	// its Result in one write (see cork).
+	corked  bool
+	pending []wire.Envelope
 }
 
 func newKeeper(grace time.Duration, maxBytes int64, log *slog.Logger) *keeper {
@@ -102,12 +107,33 @@ func (k *keeper) output(j *kept, m wire.Output) bool {
 			k.bytes += n
 		}
 	}
-	if k.sess != nil {
-		if err := k.sess.Send(wire.MsgOutput, 0, &m); err != nil {
-			k.log.Debug("output not sent", "job", m.JobID, "err", err)
+	if k.sess == nil {
+		return true
+	}
+	if j.corked {
+		e, err := wire.Encode(wire.MsgOutput, 0, &m)
+		if err != nil {
+			k.log.Debug("output not encoded", "job", m.JobID, "err", err)
+			return true
 		}
+		j.pending = append(j.pending, e)
+		return true
+	}
+	if err := k.sess.Send(wire.MsgOutput, 0, &m); err != nil {
+		k.log.Debug("output not sent", "job", m.JobID, "err", err)
 	}
 	return true
+}
+
+// cork holds j's further Output messages until its Result: a job that
+// ran ends with a few (a sealed job's last message of each stream), and
+// sent with the Result in one write they cost one TLS record and one
+// system call instead of one each. Called once the job's run is over, so
+// that nothing waits behind it.
+func (k *keeper) cork(j *kept) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	j.corked = true
 }
 
 // finish keeps j's Result and sends it on the current session, if any.
@@ -118,11 +144,17 @@ func (k *keeper) finish(j *kept, res *wire.Result, now time.Time) {
 		return
 	}
 	j.result, j.endedAt, j.cancel = res, now, func() {}
+	pending := j.pending
+	j.corked, j.pending = false, nil
 	if k.sess == nil {
 		k.log.Info("job done while the master is away; result kept", "job", j.a.JobID, "status", res.Status)
 		return
 	}
-	if err := k.sess.Send(wire.MsgResult, 0, res); err != nil {
+	e, err := wire.Encode(wire.MsgResult, 0, res)
+	if err == nil {
+		err = k.sess.SendEnvelopes(append(pending, e))
+	}
+	if err != nil {
 		k.log.Warn("result not sent; kept for the next session", "job", j.a.JobID, "err", err)
 		return
 	}
@@ -184,6 +216,7 @@ func (k *keeper) detach(sess *transport.Session, now time.Time) {
 	}
 	k.sess = nil
 	for _, j := range k.jobs {
+		j.pending = nil // in j.msgs: replayed on the next session
 		switch {
 		case k.grace <= 0 || !j.started || j.overflow:
 			k.dropLocked(j)
