@@ -483,7 +483,7 @@ func (s *Server) result(sc *slaveConn, r wire.Result) {
 	}
 	if rec := s.slaveRecs[sc.id.Name]; rec != nil && r.Status != wire.StatusCancelled {
 		rec.good()
-		s.reindexLocked(sc)
+		s.reindexNamedLocked(sc.id.Name) // the record is the name's: every session of it
 	}
 	client := j.client
 	j.outcome = outcomeOf(r)

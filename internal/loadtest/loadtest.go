@@ -260,13 +260,14 @@ func (s *Setup) SlaveJobs() []int {
 	return out
 }
 
-// InlineAssigns returns how many Assigns carried their source inline.
-func (s *Setup) InlineAssigns() int {
-	n := 0
+// InlineAssigns returns how many Assigns carried their source inline,
+// and how many file streams the slaves received.
+func (s *Setup) InlineAssigns() (inline, streams int) {
 	for _, sl := range s.slaves {
-		n += int(sl.inline.Load())
+		inline += int(sl.inline.Load())
+		streams += int(sl.streams.Load())
 	}
-	return n
+	return inline, streams
 }
 
 // Close closes every session and waits for their goroutines.

@@ -76,8 +76,9 @@ func routesEveryJob(t *testing.T, streams bool) {
 	if rep.AssignP50 <= 0 || rep.ResultP50 < rep.AssignP50 || rep.ResultP99 < rep.ResultP50 {
 		t.Fatalf("latencies out of order: %+v", rep)
 	}
-	if n, all := setup.InlineAssigns(), sum(setup.SlaveJobs()); streams && n != 0 || !streams && n != all {
-		t.Fatalf("%d of %d Assigns carried the source inline (streams %v)", n, all, streams)
+	n, files := setup.InlineAssigns()
+	if all := sum(setup.SlaveJobs()); streams && (n != 0 || files != all) || !streams && (n != all || files != 0) {
+		t.Fatalf("%d of %d Assigns carried the source inline, %d file streams (streams %v)", n, all, files, streams)
 	}
 	for i, n := range setup.SlaveJobs() {
 		if n == 0 {

@@ -63,6 +63,7 @@ type slave struct {
 	slots    int
 	assigned atomic.Int64
 	inline   atomic.Int64 // Assigns with the source inside
+	streams  atomic.Int64 // file streams received
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	pending  map[string]*wire.Assign // seen Assign or source, not both; a nil Assign: source first
@@ -130,6 +131,7 @@ func (sl *slave) files() {
 		if err != nil {
 			return
 		}
+		sl.streams.Add(1)
 		io.Copy(io.Discard, rc)
 		rc.Close()
 		if hdr.Kind == wire.FileSource {
