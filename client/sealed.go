@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,8 +24,9 @@ import (
 type jobSeal struct {
 	contentKey []byte
 	priv       *ecdh.PrivateKey
-	nonce      []byte // what contentKey was derived from; nil: random
-	language   string // the job's, for aheadSlaves
+	nonce      []byte   // what contentKey was derived from; nil: random
+	language   string   // the job's, for aheadSlaves
+	ahead      []string // the slaves its key was wrapped for in the Submit
 
 	attempt    int                     // attempt whose output is being opened
 	outKey     []byte                  // that attempt's output key, once unwrapped
@@ -168,8 +170,26 @@ func (k *slaveKeys) get(name string, der []byte) ([]byte, error) {
 type aheadSlaves struct {
 	n  int
 	mu sync.Mutex
-	m  map[string][]aheadSlave
+	m  map[string]*aheadLang
 }
+
+// aheadLang is what aheadSlaves keeps for one language: the slaves, and
+// how the wraps in the Submits fared. A master that spreads jobs over
+// more slaves than n (it takes the idlest: round robin among equals)
+// rarely picks one of them, and each wrap costs two scalar
+// multiplications: after aheadMissLimit first attempts in a row went to
+// another slave, the next aheadSkip jobs of the language are not wrapped
+// ahead, then it tries again.
+type aheadLang struct {
+	slaves []aheadSlave
+	misses int // first attempts in a row assigned to a slave not wrapped for
+	skip   int // jobs still to submit without wraps
+}
+
+const (
+	aheadMissLimit = 8
+	aheadSkip      = 64
+)
 
 type aheadSlave struct {
 	name string
@@ -200,9 +220,14 @@ func (a *aheadSlaves) learn(lang, name string, cert []byte) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.m == nil || (len(a.m) >= maxAheadLanguages && a.m[lang] == nil) {
-		a.m = map[string][]aheadSlave{}
+		a.m = map[string]*aheadLang{}
 	}
-	l := a.m[lang]
+	al := a.m[lang]
+	if al == nil {
+		al = &aheadLang{}
+		a.m[lang] = al
+	}
+	l := al.slaves
 	for i, s := range l {
 		if s.name == name && bytes.Equal(s.cert, cert) {
 			if i > 0 { // most recent first
@@ -213,17 +238,47 @@ func (a *aheadSlaves) learn(lang, name string, cert []byte) {
 		}
 	}
 	l = append([]aheadSlave{{name, bytes.Clone(cert)}}, l...)
-	a.m[lang] = l[:min(len(l), a.n)]
+	al.slaves = l[:min(len(l), a.n)]
 }
 
-// list returns the slaves to wrap a job of lang for.
+// list returns the slaves to wrap a job of lang for: none while wrapping
+// ahead is skipped for lang.
 func (a *aheadSlaves) list(lang string) []aheadSlave {
 	if a == nil {
 		return nil
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.m[lang]
+	al := a.m[lang]
+	if al == nil {
+		return nil
+	}
+	if al.skip > 0 {
+		al.skip--
+		return nil
+	}
+	return al.slaves
+}
+
+// assigned records where the first attempt of a job whose key was wrapped
+// in its Submit went: to one of the slaves wrapped for (a hit) or not.
+func (a *aheadSlaves) assigned(js *jobSeal, slave string) {
+	if a == nil || len(js.ahead) == 0 {
+		return
+	}
+	hit := slices.Contains(js.ahead, slave)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	al := a.m[js.language]
+	switch {
+	case al == nil:
+	case hit:
+		al.misses = 0
+	default:
+		if al.misses++; al.misses >= aheadMissLimit {
+			al.misses, al.skip = 0, aheadSkip
+		}
+	}
 }
 
 // wrapInSubmit wraps the job's content key for the slaves its language's
@@ -251,6 +306,9 @@ func (s *jobSeal) wrapInSubmit(keys *slaveKeys, ahead *aheadSlaves) (nonce []byt
 	}
 	if len(wraps) == 0 {
 		return nil, nil, nil
+	}
+	for _, w := range wraps {
+		s.ahead = append(s.ahead, w.Slave)
 	}
 	return nonce, wraps, nil
 }

@@ -383,6 +383,21 @@ func TestSubmitWrapsForSlavesSeen(t *testing.T) {
 	if bytes.Equal(sub2.WrapNonce, sub3.WrapNonce) {
 		t.Fatal("two jobs with one wrap nonce")
 	}
+	// The master says where each went: J3 to a slave not wrapped for.
+	p.send(wire.MsgJobState, 0, wire.JobState{JobID: "J3", State: wire.StateAssigned, Slave: "s9", Attempt: 1})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.ahead.mu.Lock()
+		misses := c.ahead.m["python"].misses
+		c.ahead.mu.Unlock()
+		if misses == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the assignment of J3 elsewhere counted %d misses, want 1", misses)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	c9 := req
 	c9.FileName = "a.c"
 	if sub := run(c9, "J4"); len(sub.Wraps) != 0 {
@@ -419,5 +434,37 @@ func TestAheadSlavesBound(t *testing.T) {
 	}
 	if len(a.m) > maxAheadLanguages {
 		t.Fatalf("%d languages remembered", len(a.m))
+	}
+}
+
+// TestAheadSlavesPause: a master that keeps sending the first attempts
+// to slaves not wrapped for pauses wrapping ahead for aheadSkip jobs after
+// aheadMissLimit of them in a row; a hit resets the count.
+func TestAheadSlavesPause(t *testing.T) {
+	a := newAheadSlaves(1)
+	a.learn("python", "s1", []byte("c1"))
+	js := &jobSeal{language: "python", ahead: []string{"s1"}}
+	for range aheadMissLimit - 1 {
+		a.assigned(js, "s2")
+	}
+	a.assigned(js, "s1") // a hit: the count starts over
+	for range aheadMissLimit - 1 {
+		a.assigned(js, "s3")
+	}
+	if len(a.list("python")) != 1 {
+		t.Fatal("paused before aheadMissLimit misses in a row")
+	}
+	a.assigned(js, "s3")
+	for i := range aheadSkip {
+		if l := a.list("python"); l != nil {
+			t.Fatalf("job %d of the pause wrapped for %+v", i, l)
+		}
+	}
+	if l := a.list("python"); len(l) != 1 || l[0].name != "s1" {
+		t.Fatalf("after the pause: %+v", l)
+	}
+	a.assigned(&jobSeal{language: "python"}, "s2") // not wrapped ahead: counts for nothing
+	if a.m["python"].misses != 0 {
+		t.Fatal("a job without wraps counted as a miss")
 	}
 }

@@ -94,10 +94,6 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
 			return nil, err
 		}
 	}
-	id, p, err := c.register(&call{submit: true, seal: js, maxOutput: outputBound(req.Limits, c.welcome.Limits)})
-	if err != nil {
-		return nil, err
-	}
 	sub := wire.Submit{
 		Language:   req.Language,
 		Options:    req.Options,
@@ -110,10 +106,13 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Job, error) {
 		sub.Sealed, sub.ClientKey, sub.KeyNonce = true, js.priv.PublicKey().Bytes(), js.nonce
 		if wire.HasFeature(c.welcome.Features, wire.FeatureSubmitWraps) {
 			if sub.WrapNonce, sub.Wraps, err = js.wrapInSubmit(c.keys, c.ahead); err != nil {
-				c.unregister(id)
 				return nil, err
 			}
 		}
+	}
+	id, p, err := c.register(&call{submit: true, seal: js, maxOutput: outputBound(req.Limits, c.welcome.Limits)})
+	if err != nil {
+		return nil, err
 	}
 	if req.Tests != nil {
 		sub.Tests = len(req.Tests.Cases)
