@@ -99,14 +99,18 @@ func (c *conn) takeSlot() bool {
 // with the label of its index in a sealed job.
 func (o *output) verdict(v wire.TestVerdict) {
 	data := wire.EncodeValue(&v)
+	var key []byte
 	if o.key != nil {
+		if key = o.wrappedKey(); key == nil {
+			return // see finish
+		}
 		var err error
 		if data, err = seal.Seal(o.key, wire.TestLabel("verdict", v.Index), data); err != nil {
 			o.k.log.Warn("verdict not sealed", "job", o.a.JobID, "err", err)
 			return
 		}
 	}
-	o.k.testResult(o.j, wire.TestResult{JobID: o.a.JobID, Attempt: o.a.Attempt, Index: v.Index, Data: data, Key: o.wrapped})
+	o.k.testResult(o.j, wire.TestResult{JobID: o.a.JobID, Attempt: o.a.Attempt, Index: v.Index, Data: data, Key: key})
 }
 
 // testResult sends a verdict on the current session. Unlike Output it is

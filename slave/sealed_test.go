@@ -3,6 +3,7 @@ package slave
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 
 	"kiln/certs"
@@ -66,5 +67,27 @@ func TestOpenInputsRefusesTamperedPayloads(t *testing.T) {
 		if _, p, _, err := s.openInputs(a2, f2); !errors.Is(err, errSealedAuth) || p != nil {
 			t.Errorf("%s: source %q, err %v; want errSealedAuth and nothing to run", name, p, err)
 		}
+	}
+}
+
+// TestOutputKeyWrapRefused: the output key is wrapped for the client
+// while the job starts; a client key of the wrong size fails at once, one
+// of low order (no shared secret) when the wrap is done: no output is
+// sent and the job ends internal_error without a key.
+func TestOutputKeyWrapRefused(t *testing.T) {
+	ck := seal.NewContentKey()
+	o := &output{a: wire.Assign{JobID: "J1", Attempt: 1, Sealed: true, ClientKey: make([]byte, 31)}}
+	if err := o.seal(ck); err == nil {
+		t.Fatal("a 31-byte client key was accepted")
+	}
+	o = &output{a: wire.Assign{JobID: "J1", Attempt: 1, Sealed: true, ClientKey: make([]byte, 32)}}
+	if err := o.seal(ck); err != nil {
+		t.Fatal(err)
+	}
+	o.emit(wire.StreamStdout, []byte("not sent")) // o.k is nil: sending would panic
+	res := wire.Result{Status: wire.StatusOK, CompileOutput: []byte("warning")}
+	o.finish(&res)
+	if res.Status != wire.StatusInternalError || !strings.Contains(res.Detail, "wrap the output key") || res.Key != nil || res.CompileOutput != nil {
+		t.Fatalf("result %+v", res)
 	}
 }

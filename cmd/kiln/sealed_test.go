@@ -5,6 +5,9 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -320,5 +323,59 @@ func TestSealedJobsWrapInSubmit(t *testing.T) {
 		if mults != 6 {
 			t.Fatalf("job %d: %d scalar multiplications, want 6", i, mults)
 		}
+	}
+}
+
+// TestSealedLatency measures (it asserts nothing) the latency of a cached
+// trivial C job, one at a time, with the whole cluster in this process
+// (no sandbox): sealed with the key wrapped in the Submit, sealed with
+// the key wrapped on the master's WrapRequest (a client with SealAhead
+// -1), and not sealed, interleaved. Run with
+//
+//	KILN_SEAL_LATENCY=600 go test -run TestSealedLatency -v ./cmd/kiln/
+func TestSealedLatency(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("KILN_SEAL_LATENCY"))
+	if n <= 0 {
+		t.Skip("a measurement: set KILN_SEAL_LATENCY to the number of rounds")
+	}
+	testenv.Command(t, "gcc")
+	c := newSealedCluster(t)
+	cache, err := slave.NewCache(t.TempDir(), 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.startSlave("s1", cache)
+	ctx := context.Background()
+	asked, err := client.Dial(ctx, client.Config{Bundle: c.issue(certs.RoleClient, "bob"), Master: c.srv.ClientAddr(), SealAhead: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer asked.Close()
+	src := []byte("#include <stdio.h>\nint main(void) { puts(\"hi\"); return 0; }\n")
+	kinds := []struct {
+		name   string
+		c      *client.Client
+		sealed bool
+	}{{"sealed, wrapped in the Submit", c.client, true}, {"sealed, WrapRequest", asked, true}, {"not sealed", c.client, false}}
+	lat := make([][]time.Duration, len(kinds))
+	for i := range n + 20 {
+		for k, kind := range kinds {
+			t0 := time.Now()
+			j, err := kind.c.Submit(ctx, client.Request{FileName: "c.c", Source: src, Seal: kind.sealed})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := j.Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if i >= 20 { // warm: compiled, slave keys remembered
+				lat[k] = append(lat[k], time.Since(t0))
+			}
+		}
+	}
+	for k, kind := range kinds {
+		l := lat[k]
+		slices.Sort(l)
+		t.Logf("%-30s p25 %v  p50 %v  p75 %v", kind.name, l[len(l)/4].Round(time.Microsecond), l[len(l)/2].Round(time.Microsecond), l[3*len(l)/4].Round(time.Microsecond))
 	}
 }
