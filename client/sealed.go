@@ -257,7 +257,7 @@ func (a *aheadSlaves) list(lang string) []aheadSlave {
 		al.skip--
 		return nil
 	}
-	return al.slaves
+	return slices.Clone(al.slaves) // learn reorders al.slaves in place
 }
 
 // assigned records where the first attempt of a job whose key was wrapped

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/ecdh"
 	"errors"
+	"runtime"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -467,4 +469,39 @@ func TestAheadSlavesPause(t *testing.T) {
 	if a.m["python"].misses != 0 {
 		t.Fatal("a job without wraps counted as a miss")
 	}
+}
+
+// TestAheadSlavesConcurrent: jobs submitted while WrapRequests reorder
+// the slaves (run with -race: the list a job wraps for is its own).
+func TestAheadSlavesConcurrent(t *testing.T) {
+	a := newAheadSlaves(4)
+	names := []string{"s1", "s2", "s3", "s4"}
+	for _, s := range names {
+		a.learn("python", s, []byte(s))
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		<-start
+		for i := range 20000 {
+			a.learn("python", names[i%4], []byte(names[i%4]))
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		<-start
+		for range 20000 {
+			l := a.list("python")
+			runtime.Gosched()
+			for _, s := range l {
+				if len(s.name) != 2 {
+					t.Errorf("slave %q", s.name)
+				}
+			}
+		}
+	}()
+	close(start)
+	wg.Wait()
 }
