@@ -1,7 +1,9 @@
 package master
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"kiln/master/state"
@@ -139,7 +141,9 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 	j.accepted = true
 	size := j.source.size()
 	s.mu.Unlock()
-	cc.log.Debug("job queued", "job", j.id, "lang", lang, "file", truncate(u.submit.FileName, 100), "bytes", size)
+	if cc.log.Enabled(context.Background(), slog.LevelDebug) {
+		cc.log.Debug("job queued", "job", j.id, "lang", lang, "file", truncate(u.submit.FileName, 100), "bytes", size)
+	}
 	s.wake()
 }
 
@@ -260,10 +264,26 @@ func (s *Server) dispatch() {
 	}
 	s.mu.Unlock()
 	for _, a := range placed {
-		a.sc.log.Debug("job assigned", "job", a.j.id, "client", a.j.clientID, "lang", a.j.submit.Language, "attempt", a.attempt)
+		if a.sc.log.Enabled(context.Background(), slog.LevelDebug) {
+			a.sc.log.Debug("job assigned", "job", a.j.id, "client", a.j.clientID, "lang", a.j.submit.Language, "attempt", a.attempt)
+		}
 		s.cfg.Metrics.dispatched(a.j.assigned.Sub(a.j.created))
-		s.goRun(func() { s.sendJob(a) })
+		if a.waits() {
+			s.goRun(func() { s.sendJob(a) })
+		} else {
+			s.sendJob(a) // queues its messages and returns: no goroutine per job
+		}
 	}
+}
+
+// waits reports whether sending a may block: a sealed job waits for its
+// key to be wrapped, files too large to travel inline stream.
+func (a assignment) waits() bool { return a.j.submit.Sealed || !a.inline() }
+
+// inline reports whether a's files travel inside its Assign: the slave
+// speaks wire.FeatureInline and they fit in wire.MaxInline.
+func (a assignment) inline() bool {
+	return wire.HasFeature(a.sc.hello.Features, wire.FeatureInline) && a.source.size()+a.stdin.size() <= wire.MaxInline
 }
 
 // assignLocked places j on sc at now and sets the attempt's deadline and
@@ -313,7 +333,7 @@ func (s *Server) sendJob(a assignment) {
 		Sealed: j.submit.Sealed, WrappedKey: wrapped, WrapNonce: nonce, ClientKey: j.submit.ClientKey, Owner: j.owner,
 		Options: j.submit.Options, Tests: j.submit.Tests,
 	}
-	inline := wire.HasFeature(sc.hello.Features, wire.FeatureInline) && as.SourceSize+as.StdinSize <= wire.MaxInline
+	inline := a.inline()
 	if inline {
 		as.Inline = inlineFiles(j, a)
 	}

@@ -1,10 +1,12 @@
 package wire
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
+	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -108,14 +110,34 @@ func MsgTypes() []MsgType {
 	return ts
 }
 
+// bodyTypes is the pointer type NewBody returns for each message type,
+// worked out once from NewBody and only read after: checking a body's
+// type then allocates no zero body.
+var bodyTypes = sync.OnceValue(func() map[MsgType]reflect.Type {
+	m := map[MsgType]reflect.Type{}
+	for t := MsgType(1); t != 0; t++ {
+		if v, err := NewBody(t); err == nil {
+			m[t] = reflect.TypeOf(v)
+		}
+	}
+	return m
+})
+
+// bodyType returns the type NewBody(t) returns, without making one.
+func bodyType(t MsgType) (reflect.Type, error) {
+	if wt, ok := bodyTypes()[t]; ok {
+		return wt, nil
+	}
+	return nil, fmt.Errorf("%w %d", ErrUnknownType, t)
+}
+
 // checkBody reports whether v (a body struct or a pointer to one) has the Go
 // type that t carries.
 func checkBody(t MsgType, v any) error {
-	want, err := NewBody(t)
+	wt, err := bodyType(t)
 	if err != nil {
 		return err
 	}
-	wt := reflect.TypeOf(want)
 	if vt := reflect.TypeOf(v); vt != wt && vt != wt.Elem() {
 		return fmt.Errorf("%w: %v for %v", ErrBodyType, vt, t)
 	}
@@ -128,12 +150,51 @@ func Encode(t MsgType, id uint64, body any) (Envelope, error) {
 	if err := checkBody(t, body); err != nil {
 		return Envelope{}, err
 	}
-	b, err := msgpack.Marshal(body)
+	enc := encoders.Get().(*encoder)
+	enc.buf.Reset()
+	enc.enc.Reset(&enc.buf)
+	err := enc.enc.Encode(body)
+	b := bytes.Clone(enc.buf.Bytes()) // the body's only allocation
+	if enc.buf.Cap() <= maxPooledEncoder {
+		encoders.Put(enc)
+	}
 	if err != nil {
 		return Envelope{}, fmt.Errorf("wire: encode %v: %w", t, err)
 	}
 	return Envelope{Type: t, ID: id, Body: b}, nil
 }
+
+// encoder is a msgpack encoder with the buffer it writes to, recycled
+// between messages (encoders): a body then costs one allocation of its
+// own size, where msgpack.Marshal grew a fresh buffer for each.
+type encoder struct {
+	buf bytes.Buffer
+	enc *msgpack.Encoder
+}
+
+// encoders holds idle encoders; one whose buffer grew past
+// maxPooledEncoder (a large Info or Output) is dropped instead.
+var encoders = sync.Pool{New: func() any {
+	e := &encoder{}
+	e.enc = msgpack.NewEncoder(&e.buf)
+	return e
+}}
+
+const maxPooledEncoder = 64 << 10
+
+// decoder is a msgpack decoder with the reader it reads a body from,
+// recycled between messages (decoders) as msgpack.Unmarshal recycles
+// its decoder but not its reader.
+type decoder struct {
+	r   bytes.Reader
+	dec *msgpack.Decoder
+}
+
+var decoders = sync.Pool{New: func() any {
+	d := &decoder{}
+	d.dec = msgpack.NewDecoder(&d.r)
+	return d
+}}
 
 // Decode unmarshals e.Body into v, which must be a pointer to the struct
 // e.Type carries (see [NewBody]). The body is checked by [Validate] first,
@@ -141,17 +202,23 @@ func Encode(t MsgType, id uint64, body any) (Envelope, error) {
 // limit after (an error wrapping [ErrFieldLimit]), so that what a peer can
 // make the receiver keep per message is small. Unknown fields are ignored.
 func Decode(e Envelope, v any) error {
-	want, err := NewBody(e.Type)
+	want, err := bodyType(e.Type)
 	if err != nil {
 		return err
 	}
-	if reflect.TypeOf(v) != reflect.TypeOf(want) {
+	if reflect.TypeOf(v) != want {
 		return fmt.Errorf("%w: %T for %v", ErrBodyType, v, e.Type)
 	}
 	if err := Validate(e.Body); err != nil {
 		return fmt.Errorf("wire: %v body: %w", e.Type, err)
 	}
-	if err := msgpack.Unmarshal(e.Body, v); err != nil {
+	dec := decoders.Get().(*decoder)
+	dec.r.Reset(e.Body)
+	dec.dec.Reset(&dec.r)
+	err = dec.dec.Decode(v)
+	dec.r.Reset(nil) // keep no body alive in the pool
+	decoders.Put(dec)
+	if err != nil {
 		return fmt.Errorf("wire: %v body: %w: %v", e.Type, ErrMalformed, err)
 	}
 	if err := checkFields(v); err != nil {

@@ -1,6 +1,9 @@
 package wire
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 // BenchmarkEncode and BenchmarkDecode are the cost of the messages every
 // job sends through the master (issue 15).
@@ -47,5 +50,38 @@ func benchMessages() []benchMessage {
 		{MsgResult, Result{JobID: "J123456", Attempt: 1, Status: StatusOK, Language: "python", WallMs: 12, CPUMs: 9, MemoryKiB: 9000}},
 		{MsgAssign, Assign{JobID: "J123456", Attempt: 1, Language: "python", FileName: "hello.py", SourceSize: 20, Owner: "3f2a"}},
 		{MsgSubmit, Submit{Language: "python", FileName: "hello.py", SourceSize: 20}},
+	}
+}
+
+// TestEncodeBodiesOwnTheirBytes: Encode recycles its buffer, so every
+// body it returns must be a copy: bodies encoded earlier still decode to
+// what they held after many more encodes, from several goroutines.
+func TestEncodeBodiesOwnTheirBytes(t *testing.T) {
+	done := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			var es []Envelope
+			for i := range 200 {
+				e, err := Encode(MsgJobState, 0, JobState{JobID: "J", State: StateQueued, Attempt: g*1000 + i})
+				if err != nil {
+					done <- err
+					return
+				}
+				es = append(es, e)
+			}
+			for i, e := range es {
+				var st JobState
+				if err := Decode(e, &st); err != nil || st.Attempt != g*1000+i {
+					done <- fmt.Errorf("body %d of goroutine %d decodes to attempt %d (%v)", i, g, st.Attempt, err)
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
