@@ -342,3 +342,17 @@ func (s *Server) verifyIndexLocked(now time.Time) {
 		}
 	}
 }
+
+// verifyDispatchedLocked panics when a dispatch left a job queued that a
+// slave could take (head-of-line blocking, or a kind of job wrongly
+// passed over): a test-only check (Server.checkIndex). s.mu is held.
+func (s *Server) verifyDispatchedLocked() {
+	for i, j := range s.queue.all() {
+		if i == 200 {
+			return
+		}
+		if c := s.index.pick(&j.submit, j.avoid); j.accepted && c != nil {
+			panic(fmt.Sprintf("master: dispatch left job %s queued while slave %s could take it", j.id, c.name))
+		}
+	}
+}

@@ -242,6 +242,10 @@ func (s *Server) dispatch() {
 		s.verifyIndexLocked(now)
 	}
 	var placed []assignment
+	// Slots only go while a dispatch runs: a kind of job that found none
+	// finds none later in it, and the jobs of that kind behind it are
+	// passed over at the cost of a map lookup.
+	var blocked map[jobKind]bool
 	take := func(js []*job) int {
 		for i, j := range js {
 			if !s.index.anyFree() {
@@ -250,8 +254,18 @@ func (s *Server) dispatch() {
 			if !j.accepted {
 				continue
 			}
+			k, simple := kindOf(j)
+			if simple && blocked[k] {
+				continue
+			}
 			c := s.index.pick(&j.submit, j.avoid)
 			if c == nil {
+				if simple {
+					if blocked == nil {
+						blocked = map[jobKind]bool{}
+					}
+					blocked[k] = true
+				}
 				continue
 			}
 			s.assignLocked(j, c.slave, now)
@@ -261,6 +275,9 @@ func (s *Server) dispatch() {
 		return -1
 	}
 	for s.index.anyFree() && s.queue.round(take) {
+	}
+	if s.checkIndex {
+		s.verifyDispatchedLocked()
 	}
 	s.mu.Unlock()
 	for _, a := range placed {
@@ -274,6 +291,19 @@ func (s *Server) dispatch() {
 			s.sendJob(a) // queues its messages and returns: no goroutine per job
 		}
 	}
+}
+
+// jobKind is what the scheduler asks of a slave for a job without
+// compiler options or a slave to avoid: two such jobs of one kind fit the
+// same slaves.
+type jobKind struct {
+	lang          string
+	sealed, tests bool
+}
+
+// kindOf returns j's kind, and whether j is that simple.
+func kindOf(j *job) (jobKind, bool) {
+	return jobKind{j.submit.Language, j.submit.Sealed, j.submit.Tests > 0}, len(j.submit.Options) == 0 && j.avoid == ""
 }
 
 // waits reports whether sending a may block: a sealed job waits for its

@@ -848,3 +848,42 @@ func TestStrandedJobEnds(t *testing.T) {
 		}
 	}
 }
+
+// TestNoHeadOfLineBlocking: a client's job whose language has a free slot
+// runs at once even behind its own jobs of a language whose slaves are
+// full, and those stay queued in order; every dispatch is checked to
+// leave no placeable job queued (VerifyScheduler).
+func TestNoHeadOfLineBlocking(t *testing.T) {
+	c := newCluster(t)
+	cSlave := c.fakeSlave("c1", 1, true, "c")
+	py := c.fakeSlave("py", 2, true, "python")
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 6; i++ {
+		if _, e := submit(t, cs, uint64(i), "x.c", []byte("int main(){}")); e != nil {
+			t.Fatal(e)
+		}
+	}
+	pyJob, e := submit(t, cs, 7, "x.py", []byte("print(1)"))
+	if e != nil {
+		t.Fatal(e)
+	}
+	select {
+	case a := <-py.jobs:
+		if a.JobID != pyJob {
+			t.Fatalf("python slave got %s, want %s", a.JobID, pyJob)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the python job waited behind the C jobs")
+	}
+	select {
+	case <-cSlave.jobs:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the C slave got no job")
+	}
+	if n := len(cSlave.jobs); n != 0 {
+		t.Fatalf("the 1-slot C slave got %d more jobs", n)
+	}
+}
