@@ -620,9 +620,13 @@ func (s *Server) checkDeadlines() {
 	}
 	var out []late
 	s.mu.Lock()
-	for _, j := range s.jobs {
-		if j.slave != nil && !j.deadline.IsZero() && now.After(j.deadline) {
-			out = append(out, late{j.slave, j, j.attempt, j.deadline.Sub(j.assigned)})
+	// Only placed jobs have a deadline: walk the slaves' running jobs,
+	// not the queue.
+	for sc := range s.slaves {
+		for _, j := range sc.running {
+			if j.slave != nil && !j.deadline.IsZero() && now.After(j.deadline) {
+				out = append(out, late{j.slave, j, j.attempt, j.deadline.Sub(j.assigned)})
+			}
 		}
 	}
 	s.mu.Unlock()

@@ -17,6 +17,16 @@
 // attempt to client, with the bytes counted against the job's cap) have a
 // lock of their own, so that Output never takes Server.mu; the lock order
 // is Server.mu, then slaveConn.rmu.
+//
+// # Scheduling
+//
+// The dispatcher serves the fair queue (one FIFO per client key, round
+// robin) and places each job through the slave index (slaveIndex), which
+// is kept current under Server.mu as slaves register, report their load,
+// take and end jobs, are struck, drained or leave quarantine, so that a
+// placement costs O(classes × log slaves) and no work grows with the
+// queue once no slot is free. pickFor states the policy as a scan; tests
+// check the index against it at every dispatch.
 package master
 
 import (
