@@ -27,8 +27,10 @@ type container struct {
 	slot    int
 	jobUID  int // host uid of the job
 	cmd     *exec.Cmd
-	conn    *net.UnixConn
-	cg      *slotCgroup // nil without cgroups
+	conn    *net.UnixConn // the control socket: setup, ready, kill
+	jobs    *net.UnixConn // the jobs socket: run, done
+	seq     uint64        // the last run's number (see proto_linux.go)
+	cg      *slotCgroup   // nil without cgroups
 	exited  chan struct{}
 	destroy func()
 
@@ -67,21 +69,18 @@ func startContainer(n int, cfg *StrictConfig, cgs *cgroups, setup *setupMsg) (*c
 		c.kill()
 		return nil, fmt.Errorf("sandbox: start: %w", err)
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
+	var initEnd, jobsEnd *os.File
+	if c.conn, initEnd, err = socketPair("sandbox-control"); err != nil {
 		return fail(err)
 	}
-	hostEnd, initEnd := os.NewFile(uintptr(fds[0]), "sandbox-host"), os.NewFile(uintptr(fds[1]), "sandbox-init")
-	fc, err := net.FileConn(hostEnd)
-	hostEnd.Close()
-	if err != nil {
+	if c.jobs, jobsEnd, err = socketPair("sandbox-jobs"); err != nil {
 		initEnd.Close()
 		return fail(err)
 	}
-	c.conn = fc.(*net.UnixConn)
-	c.cmd = initCommand(cfg, cgs, c.cg, initUID, initEnd)
+	c.cmd = initCommand(cfg, cgs, c.cg, initUID, initEnd, jobsEnd)
 	err = c.cmd.Start()
 	initEnd.Close()
+	jobsEnd.Close()
 	if c.cg != nil {
 		c.cg.closePassed()
 	}
@@ -117,8 +116,25 @@ func startContainer(n int, cfg *StrictConfig, cgs *cgroups, setup *setupMsg) (*c
 	return c, nil
 }
 
+// socketPair makes a SOCK_SEQPACKET pair: the host's end, and the init's
+// (blocking, for the init to inherit).
+func socketPair(name string) (*net.UnixConn, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	hostEnd, initEnd := os.NewFile(uintptr(fds[0]), name+"-host"), os.NewFile(uintptr(fds[1]), name+"-init")
+	fc, err := net.FileConn(hostEnd)
+	hostEnd.Close()
+	if err != nil {
+		initEnd.Close()
+		return nil, nil, err
+	}
+	return fc.(*net.UnixConn), initEnd, nil
+}
+
 // initCommand builds the command that starts an init in new namespaces.
-func initCommand(cfg *StrictConfig, cgs *cgroups, cg *slotCgroup, initUID int, sock *os.File) *exec.Cmd {
+func initCommand(cfg *StrictConfig, cgs *cgroups, cg *slotCgroup, initUID int, sock, jobs *os.File) *exec.Cmd {
 	// The mode tells the init which cgroup descriptors follow the socket:
 	// "v1:N" (N "tasks" files), "v2:1" (the job group's directory) or
 	// "none:0" when the machine offers no cgroups to this slave.
@@ -134,7 +150,7 @@ func initCommand(cfg *StrictConfig, cgs *cgroups, cg *slotCgroup, initUID int, s
 		Setsid:                     true,
 		Pdeathsig:                  syscall.SIGKILL,
 	}
-	extra := []*os.File{sock}
+	extra := []*os.File{sock, jobs}
 	if cg != nil {
 		extra = append(extra, cg.pass...)
 		mode = "v1:" + strconv.Itoa(len(cg.pass))
@@ -165,6 +181,9 @@ func initCommand(cfg *StrictConfig, cgs *cgroups, cg *slotCgroup, initUID int, s
 func (c *container) kill() {
 	if c.conn != nil {
 		c.conn.Close()
+	}
+	if c.jobs != nil {
+		c.jobs.Close()
 	}
 	if c.cmd != nil {
 		c.cmd.Process.Kill()
@@ -274,15 +293,17 @@ func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outc
 	defer jio.closeAll()
 	clk.mark("pipes")
 	msg := &runMsg{Argv: spec.Argv, Env: spec.Env, Rlimits: rlimits(lim, c.cg != nil && c.cg.memDir != ""), NoFilter: o.noFilter}
-	err = sendMsg(c.conn, envelope{T: msgRun, Run: msg}, jio.childFDs(int(w.Fd()), int(tmp.Fd()))...)
+	c.seq++
+	seq := c.seq
+	err = sendMsg(c.jobs, envelope{T: msgRun, Seq: seq, Run: msg}, jio.childFDs(int(w.Fd()), int(tmp.Fd()))...)
 	jio.closeChildEnds()
 	if err != nil {
 		return out, d, false, fmt.Errorf("sandbox: send run: %w", err)
 	}
-	jio.start(c.requestKill)
+	jio.start(func() { c.requestKill(seq) })
 	clk.mark("send")
 	var timedOut bool
-	d, timedOut, err = c.await(ctx, lim.Wall)
+	d, timedOut, err = c.await(ctx, seq, lim.Wall)
 	clk.mark("await")
 	if err != nil || !d.Clean {
 		// Processes may remain and hold the output pipes: end them all.
@@ -354,14 +375,14 @@ func (s *stepClock) init(d *doneMsg) {
 // the init (and with it the sandbox) if the job is not done killGrace
 // later. timedOut is true when the wall limit killed the job. The message
 // is read on the caller's goroutine; the limits act from timer callbacks.
-func (c *container) await(ctx context.Context, wall time.Duration) (d doneMsg, timedOut bool, err error) {
-	k := &killer{c: c}
+func (c *container) await(ctx context.Context, seq uint64, wall time.Duration) (d doneMsg, timedOut bool, err error) {
+	k := &killer{c: c, seq: seq}
 	if wall > 0 {
 		t := time.AfterFunc(wall, func() { k.kill(true) })
 		defer t.Stop()
 	}
 	defer context.AfterFunc(ctx, func() { k.kill(false) })()
-	m, files, rerr := recvMsg(c.conn, c.rbuf)
+	m, files, rerr := recvMsg(c.jobs, c.rbuf)
 	closeFiles(files)
 	timedOut, cancelled := k.stop()
 	switch {
@@ -378,6 +399,7 @@ func (c *container) await(ctx context.Context, wall time.Duration) (d doneMsg, t
 // killer kills one job on its limits, once, and arms the grace timer.
 type killer struct {
 	c         *container
+	seq       uint64 // the run
 	mu        sync.Mutex
 	done      bool // the job's answer came: nothing more to kill
 	asked     bool // the init was asked to kill
@@ -402,7 +424,7 @@ func (k *killer) kill(timeout bool) {
 		return
 	}
 	k.asked = true
-	k.c.requestKill()
+	k.c.requestKill(k.seq)
 	// The init did not answer: kill it and the whole namespace, which
 	// ends the read in await.
 	k.grace = time.AfterFunc(killGrace, k.c.destroy)
@@ -428,9 +450,9 @@ func setOOMScore(pid, adj int) bool {
 	return err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(adj)
 }
 
-// requestKill asks the init to kill every job process.
-func (c *container) requestKill() {
-	sendMsg(c.conn, envelope{T: msgKill})
+// requestKill asks the init to kill every process of run seq.
+func (c *container) requestKill(seq uint64) {
+	sendMsg(c.conn, envelope{T: msgKill, Seq: seq})
 }
 
 // outcome turns the init's report into an Outcome.

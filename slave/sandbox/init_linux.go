@@ -28,8 +28,9 @@ import (
 const (
 	initEnv   = "KILN_SANDBOX_INIT"
 	initArg0  = "kiln-sandbox-init"
-	sockFD    = 3 // protocol socket
-	cgFD0     = 4 // first v1 "tasks" file or v2 job cgroup directory
+	sockFD    = 3 // control socket
+	jobsFD    = 4 // jobs socket, blocking, read by the fork thread
+	cgFD0     = 5 // first v1 "tasks" file or v2 job cgroup directory
 	maxCgFDs  = 2
 	cleanWait = 2 * time.Second // longest the init tries to kill leftovers
 )
@@ -57,6 +58,7 @@ func runInit(mode string) int {
 	}
 	conn := fc.(*net.UnixConn)
 	defer conn.Close()
+	unix.CloseOnExec(jobsFD) // every descriptor of the init but stdio is close-on-exec
 	rbuf := newRecvBuf()
 	m, _, err := recvMsg(conn, rbuf)
 	if err != nil || m.T != msgSetup || m.Setup == nil {
@@ -77,7 +79,7 @@ func runInit(mode string) int {
 	kind, count, _ := strings.Cut(mode, ":")
 	n, _ := strconv.Atoi(count)
 	adj, _ := os.ReadFile("/proc/self/oom_score_adj")
-	r := &jobRunner{oomReset: strings.TrimSpace(string(adj)) != "0", conn: conn, jobUID: m.Setup.JobUID, cgroupV2: kind == "v2", cgFDs: min(max(n, 0), maxCgFDs), jobFilter: m.Setup.JobFilter, jobs: make(chan job), rbuf: rbuf}
+	r := &jobRunner{oomReset: strings.TrimSpace(string(adj)) != "0", conn: conn, jobUID: m.Setup.JobUID, cgroupV2: kind == "v2", cgFDs: min(max(n, 0), maxCgFDs), jobFilter: m.Setup.JobFilter, rbuf: rbuf}
 	ready := make(chan []string)
 	go r.loop(ready)
 	notes = append(notes, <-ready...)
@@ -222,8 +224,9 @@ func pivot(root string) error {
 	return unix.Chdir("/")
 }
 
-// job is one run handed from the socket reader to the fork thread.
+// job is one run read by the fork thread.
 type job struct {
+	seq   uint64
 	msg   *runMsg
 	files []*os.File // stdin, stdout, stderr, /w mount, /tmp mount
 }
@@ -233,43 +236,42 @@ type jobRunner struct {
 	conn      *net.UnixConn
 	jobUID    int
 	cgroupV2  bool
-	cgFDs     int    // cgroup descriptors passed from cgFD0 on
-	jobFilter []byte // the job's syscall filter, a sock_filter array
-	oomReset  bool   // the init's oom_score_adj is not 0: reset the job's
-	jobs      chan job
-	cgDir     int          // v2: job cgroup directory, or -1
-	cgTasks   []int        // v1: the slot's "tasks" files, joined by each job
-	killing   atomic.Bool  // a kill was requested for the current job
-	running   atomic.Int32 // pid of the current job's first process, or 0
-	busy      atomic.Bool
-	rbuf      recvBuf // serve's reads, one at a time
-	ipcFresh  bool    // the fork thread's IPC namespace is new, unused by any job
+	cgFDs     int           // cgroup descriptors passed from cgFD0 on
+	jobFilter []byte        // the job's syscall filter, a sock_filter array
+	oomReset  bool          // the init's oom_score_adj is not 0: reset the job's
+	cgDir     int           // v2: job cgroup directory, or -1
+	cgTasks   []int         // v1: the slot's "tasks" files, joined by each job
+	killSeq   atomic.Uint64 // the latest run a kill was asked for
+	current   atomic.Uint64 // the run being started or running
+	running   atomic.Int32  // pid of the current job's first process, or 0
+	rbuf      recvBuf       // serve's reads, one at a time
+	jbuf      recvBuf       // the fork thread's reads
+	ipcFresh  bool          // the fork thread's IPC namespace is new, unused by any job
 }
 
-// serve reads host messages until the host goes away.
+// killed reports whether a kill was asked for run seq (or a later one).
+func (r *jobRunner) killed(seq uint64) bool { return r.killSeq.Load() >= seq }
+
+// serve reads the control socket until the host goes away, then kills
+// every process and returns.
 func (r *jobRunner) serve() {
-	defer func() {
-		close(r.jobs)
-		unix.Kill(-1, unix.SIGKILL)
-	}()
+	defer unix.Kill(-1, unix.SIGKILL)
 	for {
 		m, files, err := recvMsg(r.conn, r.rbuf)
+		closeFiles(files)
 		if err != nil {
 			return
 		}
-		switch {
-		case m.T == msgKill:
-			closeFiles(files)
-			r.killing.Store(true)
-			if r.running.Load() != 0 {
-				unix.Kill(-1, unix.SIGKILL)
-			}
-		case m.T == msgRun && m.Run != nil && len(files) == 5 && r.busy.CompareAndSwap(false, true):
-			r.killing.Store(false)
-			r.jobs <- job{msg: m.Run, files: files}
-		default:
-			closeFiles(files)
-			sendMsg(r.conn, envelope{T: msgDone, Err: "unexpected " + m.T + " message"})
+		if m.T != msgKill {
+			continue
+		}
+		for old := r.killSeq.Load(); m.Seq > old && !r.killSeq.CompareAndSwap(old, m.Seq); old = r.killSeq.Load() {
+		}
+		// A kill of an earlier run (late) or of a run not read yet leaves
+		// the current job alone; the fork thread checks killed for the
+		// latter once it started it (running is set before that check).
+		if r.running.Load() != 0 && r.killed(r.current.Load()) {
+			unix.Kill(-1, unix.SIGKILL)
 		}
 	}
 }
@@ -281,15 +283,26 @@ func (r *jobRunner) loop(ready chan<- []string) {
 	runtime.LockOSThread()
 	notes := r.prepareThread()
 	r.freshIPC()
+	r.jbuf = newRecvBuf()
 	ready <- notes
-	for j := range r.jobs {
-		d, err := r.run(j)
-		r.busy.Store(false)
-		m := envelope{T: msgDone, Done: &d}
+	for {
+		m, files, err := recvMsgFD(jobsFD, r.jbuf)
 		if err != nil {
-			m.Err = err.Error()
+			return // the host went away; serve ends the init
 		}
-		if sendMsg(r.conn, m) != nil {
+		var d doneMsg
+		if m.T == msgRun && m.Run != nil && len(files) == 5 {
+			r.current.Store(m.Seq)
+			d, err = r.run(job{seq: m.Seq, msg: m.Run, files: files})
+		} else {
+			closeFiles(files)
+			err = fmt.Errorf("unexpected %s message", m.T)
+		}
+		reply := envelope{T: msgDone, Done: &d}
+		if err != nil {
+			reply.Err = err.Error()
+		}
+		if sendMsgFD(jobsFD, reply) != nil {
 			return
 		}
 		r.freshIPC() // the next job's, off its latency
@@ -389,14 +402,14 @@ func (r *jobRunner) run(j job) (d doneMsg, err error) {
 	errf.Close()
 	r.running.Store(int32(pid))
 	defer r.running.Store(0)
-	if r.killing.Load() {
+	if r.killed(j.seq) {
 		unix.Kill(-1, unix.SIGKILL)
 	}
 	var acc usage
 	pid, status, exited, err := r.startJob(pid, j.msg, &acc)
 	if err != nil {
 		killAll(&acc)
-		if r.killing.Load() {
+		if r.killed(j.seq) {
 			// Killed on request while starting: the job's verdict, not a fault.
 			d.Status, d.Clean = uint32(unix.SIGKILL), true
 			d.WallNs = int64(time.Since(start))

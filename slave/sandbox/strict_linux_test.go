@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -175,5 +176,47 @@ func TestStrictFilesFromMemory(t *testing.T) {
 	}
 	if _, err := runSpec("", files, keepAll); err == nil {
 		t.Error("Keep without a Dir was accepted")
+	}
+}
+
+// Kills travel on the control socket and runs on the jobs socket, which
+// are not ordered with each other: a kill carries its run's number, so a
+// late kill of the last run leaves the next one alone, and a kill that
+// overtakes its run's message still kills that run.
+func TestKillIsForItsRun(t *testing.T) {
+	r := newStrictT(t)
+	c, err := r.get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { wg.Wait(); r.put(c, false) }) // before r.Close, which waits for c
+	run := func(script string, so *safeBuf) Outcome {
+		spec := Spec{Argv: []string{"/bin/sh", "-c", script}, Env: []string{"PATH=/usr/bin:/bin"}, Stdout: so, Stderr: so, Limits: defaultLimits()}
+		o, _, reuse, err := c.run(context.Background(), &spec, runOpts{cfg: &r.cfg, bg: r.background})
+		if err != nil || !reuse {
+			t.Errorf("%q: %v (reuse %v)", script, err, reuse)
+		}
+		return o
+	}
+	run("true", &safeBuf{})
+	// A kill of that run, arriving while the next one runs.
+	last := c.seq
+	var so safeBuf
+	done := make(chan Outcome, 1)
+	wg.Go(func() { done <- run("echo started; sleep 0.5; echo ok", &so) })
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(so.String(), "started"); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the run never started")
+		}
+	}
+	c.requestKill(last)
+	if o := <-done; o.ExitCode != 0 || so.String() != "started\nok\n" {
+		t.Fatalf("a late kill of the last run reached the next: %+v %q", o, so.String())
+	}
+	c.requestKill(c.seq + 1) // ahead of its run's message
+	start := time.Now()
+	if o := run("sleep 5", &safeBuf{}); o.Signal != int(syscall.SIGKILL) || time.Since(start) > 3*time.Second {
+		t.Fatalf("a kill ahead of its run: %+v after %v", o, time.Since(start))
 	}
 }
