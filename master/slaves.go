@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -142,7 +143,7 @@ func (sc *slaveConn) candidate(rec *slaveRecord, now time.Time) *candidate {
 // fill returns what the scheduler knows of sc at now, given its record.
 func (sc *slaveConn) fill(rec *slaveRecord, now time.Time) candidate {
 	c := candidate{
-		name: sc.id.Name, languages: sc.langs, cpuPercent: sc.load.CPUPercent,
+		name: sc.id.Name, languages: sc.langs, cpuPercent: cpuFigure(sc.load.CPUPercent),
 		inFlight: len(sc.running), slots: sc.reg.Slots,
 		lastAssigned: sc.lastAssigned, slave: sc,
 	}
@@ -422,12 +423,29 @@ func (s *Server) load(sc *slaveConn, l wire.Load) {
 			sc.log.Info("slave reports itself healthy again")
 		}
 	}
+	l.CPUPercent = cpuFigure(l.CPUPercent)
 	sc.load, sc.loadAt = l, now
 	s.reindexLocked(sc)
 	s.mu.Unlock()
 	if wake {
 		s.wake()
 	}
+}
+
+// cpuFigure is a slave's reported CPU use as the scheduler orders
+// slaves by it: within 0-100, and 100 for a figure that is not a number.
+// The report is the slave's word: a NaN has no place in the index's
+// order (every comparison with it is false), and with one there the
+// treap could not find the slaves it holds (a drained slave stayed
+// picked, others were lost, and a cycle hung the dispatcher under s.mu).
+func cpuFigure(v float64) float64 {
+	switch {
+	case math.IsNaN(v) || v > 100:
+		return 100
+	case v < 0:
+		return 0
+	}
+	return v
 }
 
 // outputOver ends a job whose slave sent more output than its cap: the
