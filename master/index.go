@@ -189,6 +189,37 @@ func (x *slaveIndex) anyFree() bool { return x.free > 0 }
 // ("" avoids none), or nil when none has a free slot for it: the slave
 // [pickFor] would choose among the candidates [fitting] keeps.
 func (x *slaveIndex) pick(sub *wire.Submit, avoid string) *candidate {
+	return x.pickWrapped(sub, avoid, nil, nil)
+}
+
+// pickJob is pick for queued job j, preferring, among the slaves that tie
+// for the lowest score, one its client wrapped the job's key for
+// ([pickWrapped]). s.mu is held.
+func (x *slaveIndex) pickJob(j *job) *candidate {
+	if !j.submit.Sealed || len(j.wraps) == 0 && len(j.submit.Wraps) == 0 {
+		return x.pick(&j.submit, j.avoid)
+	}
+	names := make([]string, 0, len(j.wraps)+len(j.submit.Wraps))
+	for name := range j.wraps {
+		names = append(names, name)
+	}
+	for _, w := range j.submit.Wraps {
+		names = append(names, w.Slave)
+	}
+	return x.pickWrapped(&j.submit, j.avoid, names, j.wrappedFor)
+}
+
+// wrappedFor reports whether j can go to sc without a WrapRequest.
+func (j *job) wrappedFor(sc *slaveConn) bool {
+	k, _ := j.storedWrap(sc)
+	return k != nil
+}
+
+// pickWrapped is pick preferring, among the slaves that tie for the
+// lowest score, those of names for which wrapped is true: the slave
+// [pickWrapped] (the scan) would choose. It looks at the named slaves
+// only (at most wire.MaxWraps of them in a Submit), not at every one.
+func (x *slaveIndex) pickWrapped(sub *wire.Submit, avoid string, names []string, wrapped func(*slaveConn) bool) *candidate {
 	classes := x.byLang[sub.Language]
 	if x.free == 0 || len(classes) == 0 {
 		return nil
@@ -219,6 +250,23 @@ func (x *slaveIndex) pick(sub *wire.Submit, avoid string) *candidate {
 			continue
 		}
 		var best *tnode
+		for _, name := range names {
+			if name == avoid {
+				continue
+			}
+			for _, sl := range x.byName[name] {
+				if sl.tree == nil || sl.tree != sl.class.tree(suspect) || !sl.c.languages[sub.Language] ||
+					!tied(lowest, sl.node.score) || !sl.class.fits(sub) || !wrapped(sl.c.slave) {
+					continue
+				}
+				if best == nil || idler(&sl.node, best) {
+					best = &sl.node
+				}
+			}
+		}
+		if best != nil {
+			return &best.sl.c
+		}
 		for _, cl := range classes {
 			if n := cl.tree(suspect).idlest(lowest); n != nil && (best == nil || idler(n, best)) && cl.fits(sub) {
 				best = n
@@ -332,7 +380,11 @@ func (s *Server) verifyIndexLocked(now time.Time) {
 			break
 		}
 		cs := fitting(candidatesFor(cands, j.submit.Sealed), j.submit)
-		k, c := pickFor(cs, j.submit.Language, j.avoid), s.index.pick(&j.submit, j.avoid)
+		var wrapped func(*slaveConn) bool
+		if j.submit.Sealed {
+			wrapped = j.wrappedFor
+		}
+		k, c := pickWrapped(cs, j.submit.Language, j.avoid, wrapped), s.index.pickJob(j)
 		switch {
 		case k < 0 && c == nil:
 		case k < 0 || c == nil:
@@ -351,7 +403,7 @@ func (s *Server) verifyDispatchedLocked() {
 		if i == 200 {
 			return
 		}
-		if c := s.index.pick(&j.submit, j.avoid); j.accepted && c != nil {
+		if c := s.index.pickJob(j); j.accepted && c != nil {
 			panic(fmt.Sprintf("master: dispatch left job %s queued while slave %s could take it", j.id, c.name))
 		}
 	}

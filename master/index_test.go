@@ -310,3 +310,102 @@ func BenchmarkDispatch(b *testing.B) {
 		}
 	}
 }
+
+// pickJobChecked asks the index for queued job j, checks the scan agrees,
+// and returns the name picked ("" for none).
+func (r *schedRig) pickJobChecked(j *job) string {
+	r.t.Helper()
+	r.s.refreshIndexLocked(r.now)
+	c := r.s.index.pickJob(j)
+	cs := fitting(candidatesFor(r.s.candidatesLocked(r.now), j.submit.Sealed), j.submit)
+	k := pickWrapped(cs, j.submit.Language, j.avoid, j.wrappedFor)
+	switch {
+	case k < 0 && c == nil:
+		return ""
+	case k < 0 || c == nil:
+		r.t.Fatalf("job %+v: the scan picks %d, the index %v", j.submit, k, c)
+	case cs[k].name != c.name:
+		r.t.Fatalf("job %+v: the scan picks %s (%.3f), the index %s (%.3f)", j.submit, cs[k].name, cs[k].score(), c.name, c.score())
+	}
+	return c.name
+}
+
+// TestIndexPrefersWrappedSlave: among slaves that tie for the lowest
+// score, a sealed job goes to one its client wrapped its key for (no
+// WrapRequest round trip), never to a busier one for that, and only to
+// a slave that can take the Submit's wraps.
+func TestIndexPrefersWrappedSlave(t *testing.T) {
+	r := newSchedRig(t)
+	sl := map[string]*slaveConn{}
+	for _, n := range []string{"a", "b", "c", "old"} {
+		sl[n] = r.register(n, 4, true, false, wire.Toolchain{Language: "python"})
+		if n != "old" {
+			sl[n].hello.Features = append(sl[n].hello.Features, wire.FeatureSubmitWraps)
+		}
+	}
+	wrapsFor := func(names ...string) *job {
+		j := &job{submit: wire.Submit{Language: "python", Sealed: true, WrapNonce: make([]byte, wire.WrapNonceSize)}}
+		for _, n := range names {
+			j.submit.Wraps = append(j.submit.Wraps, wire.KeyWrap{Slave: n, Key: []byte{1}})
+		}
+		return j
+	}
+	if got := r.pickJobChecked(wrapsFor()); got != "a" {
+		t.Fatalf("no wraps: %q, want a (idle alike, first by name)", got)
+	}
+	if got := r.pickJobChecked(wrapsFor("c")); got != "c" {
+		t.Fatalf("wrapped for c: %q, want c", got)
+	}
+	if got := r.pickJobChecked(wrapsFor("old")); got != "a" {
+		t.Fatalf("wrapped only for a slave without submit-wraps: %q, want a", got)
+	}
+	after := wrapsFor()
+	after.wraps = map[string][]byte{"old": {1}} // wrapped after Accepted: any slave can use it
+	if got := r.pickJobChecked(after); got != "old" {
+		t.Fatalf("wrapped for old after Accepted: %q, want old", got)
+	}
+	r.load(sl["c"], 3, "") // within scoreEpsilon: still a tie
+	if got := r.pickJobChecked(wrapsFor("c")); got != "c" {
+		t.Fatalf("c 3 %% busier: %q, want c", got)
+	}
+	r.load(sl["c"], 20, "") // past it: the wrap does not buy a busier slave
+	if got := r.pickJobChecked(wrapsFor("c")); got != "a" {
+		t.Fatalf("c 20 %% busier: %q, want a", got)
+	}
+	j := wrapsFor("b", "c")
+	j.avoid = "b"
+	if got := r.pickJobChecked(j); got != "a" {
+		t.Fatalf("wrapped for b and c, avoiding b, c busy: %q, want a", got)
+	}
+	r.load(sl["c"], 0, "")
+	if got := r.pickJobChecked(j); got != "c" {
+		t.Fatalf("wrapped for b and c, avoiding b: %q, want c", got)
+	}
+	// Random loads and assignments: the index and the scan agree.
+	rng := rand.New(rand.NewPCG(7, 15))
+	names := []string{"a", "b", "c", "old", "gone"}
+	for i := range 2000 {
+		sc := sl[names[rng.IntN(4)]]
+		switch rng.IntN(3) {
+		case 0:
+			r.load(sc, float64(rng.IntN(12)), "")
+		case 1:
+			if len(sc.running) < sc.reg.Slots {
+				r.assign(sc)
+			}
+		default:
+			r.finish(sc)
+		}
+		var w []string
+		for _, n := range names {
+			if rng.IntN(3) == 0 {
+				w = append(w, n)
+			}
+		}
+		j := wrapsFor(w...)
+		if i%5 == 0 {
+			j.avoid = names[rng.IntN(4)]
+		}
+		r.pickJobChecked(j)
+	}
+}

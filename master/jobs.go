@@ -258,7 +258,7 @@ func (s *Server) dispatch() {
 			if simple && blocked[k] {
 				continue
 			}
-			c := s.index.pick(&j.submit, j.avoid)
+			c := s.index.pickJob(j)
 			if c == nil {
 				if simple {
 					if blocked == nil {

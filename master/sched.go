@@ -58,7 +58,14 @@ func pick(cands []*candidate, lang string) int { return pickFor(cands, lang, "")
 // score sets the bar; every slave whose score ties it (see tied) is as
 // good, and the one that waited longest since its last job wins, then
 // the first by name.
-func pickFor(cands []*candidate, lang, avoid string) int {
+func pickFor(cands []*candidate, lang, avoid string) int { return pickWrapped(cands, lang, avoid, nil) }
+
+// pickWrapped is pickFor for a sealed job whose client wrapped its key
+// ahead for some slaves (wrapped reports which; nil: none): among the
+// slaves that tie for the lowest score, those it can go to without a
+// WrapRequest round trip to its client come first, then the rule of
+// pickFor. The preference never takes a job to a busier slave.
+func pickWrapped(cands []*candidate, lang, avoid string, wrapped func(*slaveConn) bool) int {
 	for _, suspect := range [2]bool{false, true} {
 		ok := func(c *candidate) bool {
 			return c.suspect == suspect && c.free(lang) && (avoid == "" || c.name != avoid)
@@ -73,6 +80,16 @@ func pickFor(cands []*candidate, lang, avoid string) int {
 			continue
 		}
 		m, best := cands[lowest].score(), -1
+		if wrapped != nil {
+			for i, c := range cands {
+				if ok(c) && tied(m, c.score()) && wrapped(c.slave) && (best < 0 || idlerThan(c, cands[best])) {
+					best = i
+				}
+			}
+			if best >= 0 {
+				return best
+			}
+		}
 		for i, c := range cands {
 			if ok(c) && tied(m, c.score()) && (best < 0 || idlerThan(c, cands[best])) {
 				best = i

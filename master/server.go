@@ -26,7 +26,10 @@
 // take and end jobs, are struck, drained or leave quarantine, so that a
 // placement costs O(classes × log slaves) and no work grows with the
 // queue once no slot is free. pickFor states the policy as a scan; tests
-// check the index against it at every dispatch.
+// check the index against it at every dispatch. A sealed job whose client
+// wrapped its key ahead goes, among the slaves that tie for the lowest
+// score, to one it wrapped for (pickWrapped): no WrapRequest round trip,
+// never a busier slave.
 package master
 
 import (
