@@ -49,6 +49,7 @@ func Main() bool {
 
 // runInit is the whole life of an init; it returns the exit code.
 func runInit(mode string) int {
+	inheritNothing()
 	f := os.NewFile(sockFD, "sandbox-socket")
 	fc, err := net.FileConn(f)
 	f.Close()
@@ -343,6 +344,26 @@ func (r *jobRunner) prepareThread() []string {
 		r.cgTasks = append(r.cgTasks, fd)
 	}
 	return notes
+}
+
+// inheritNothing marks every descriptor of the init but stdio
+// close-on-exec, the ones the host passed and any the slave process
+// itself inherited without the flag (from its service manager, a shell or
+// a wrapper: a log pipe, /dev/null, a socket): forked and executed by the
+// init, a job of any client would hold them all. The init's own
+// descriptors are made close-on-exec where it takes them.
+func inheritNothing() {
+	if unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC) == nil {
+		return
+	}
+	var lim unix.Rlimit
+	n := uint64(1 << 16)
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil && lim.Cur < n {
+		n = lim.Cur
+	}
+	for fd := 3; fd < int(n); fd++ {
+		unix.CloseOnExec(fd)
+	}
 }
 
 // run runs one job to its end. d is named so that the deferred unmounts
