@@ -1,8 +1,10 @@
 package master_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -68,6 +70,17 @@ func TestHostileSlaveLoadNaN(t *testing.T) {
 	}
 	if n := assigned.Load(); n != before {
 		t.Errorf("the unhealthy slave got %d jobs", n-before)
+	}
+	// The admin's view of the slaves, JSON included (NaN is no JSON),
+	// is not blinded by one slave's figures.
+	evil.Send(wire.MsgLoad, 0, wire.Load{Slots: 4, CPUPercent: math.Inf(-1), Load1: math.NaN(), Load5: math.Inf(1), Load15: -1})
+	c.waitLog("slave reports itself healthy again", "peer=evil")
+	ad := c.admin(certs.RoleAdmin, "ops")
+	for _, args := range [][]string{{"server", "list"}, {"server", "list", "-o", "wide"}} {
+		r, e := ad.run(args...)
+		if e != nil || !strings.Contains(r.Text, "evil") || !json.Valid(r.JSON) {
+			t.Errorf("%v: %+v %+v", args, r, e)
+		}
 	}
 	evil.Close()
 	<-done

@@ -423,8 +423,7 @@ func (s *Server) load(sc *slaveConn, l wire.Load) {
 			sc.log.Info("slave reports itself healthy again")
 		}
 	}
-	l.CPUPercent = cpuFigure(l.CPUPercent)
-	sc.load, sc.loadAt = l, now
+	sc.load, sc.loadAt = saneLoad(l), now
 	s.reindexLocked(sc)
 	s.mu.Unlock()
 	if wake {
@@ -432,12 +431,28 @@ func (s *Server) load(sc *slaveConn, l wire.Load) {
 	}
 }
 
-// cpuFigure is a slave's reported CPU use as the scheduler orders
-// slaves by it: within 0-100, and 100 for a figure that is not a number.
-// The report is the slave's word: a NaN has no place in the index's
-// order (every comparison with it is false), and with one there the
-// treap could not find the slaves it holds (a drained slave stayed
-// picked, others were lost, and a cycle hung the dispatcher under s.mu).
+// saneLoad is a slave's load report as the master keeps it. The report
+// is the slave's word: its CPU use is taken within 0-100 (see cpuFigure),
+// and a load average that is not a finite figure of at least 0 counts as
+// 0, so that no slave can put NaN or an infinity into the admin's JSON
+// (json.Marshal refuses them: one slave's report made "server list" fail
+// for every admin) or the metrics.
+func saneLoad(l wire.Load) wire.Load {
+	l.CPUPercent = cpuFigure(l.CPUPercent)
+	for _, v := range []*float64{&l.Load1, &l.Load5, &l.Load15} {
+		if math.IsNaN(*v) || math.IsInf(*v, 0) || *v < 0 {
+			*v = 0
+		}
+	}
+	return l
+}
+
+// cpuFigure is a slave's reported CPU use as the scheduler orders slaves
+// by it: within 0-100, and 100 for a figure that is not a number. A NaN
+// has no place in the index's order (every comparison with it is false):
+// with one there the treap could not find the slaves it holds (an
+// unhealthy slave stayed picked, others were lost, and a cycle hung the
+// dispatcher under s.mu).
 func cpuFigure(v float64) float64 {
 	switch {
 	case math.IsNaN(v) || v > 100:
