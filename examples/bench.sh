@@ -11,7 +11,8 @@
 # Usage: examples/bench.sh [JOBS] [FILE]   (default 200 examples/hello.c)
 # MASTER_FLAGS adds flags to `kiln master` (default: none, so the master
 # keeps its durable state in DIR/data; MASTER_FLAGS=--in-memory measures
-# the master without it). The last block repeats the issue-15 figures.
+# the master without it); FILE_PATH=0 skips the file-path benchmark. The
+# last block repeats the issue-15 figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KILN=${KILN:-bin/kiln}
@@ -83,7 +84,9 @@ own=$(ms_per_job "$(awk -v a="$client" -v b=$((m1 - m0)) -v c=$((s1 - s0)) -v d=
 echo "  Kiln's own (client + master + slave + sandboxes - bare): $own"
 
 echo "== the file path: 256 MiB over mutual TLS + yamux against raw TLS, interleaved"
-if command -v go >/dev/null; then
+if [ "${FILE_PATH:-1}" = 0 ]; then
+  echo "  (FILE_PATH=0: skipped)"
+elif command -v go >/dev/null; then
   go test -run '^$' -bench 'FileStreamVsRawTLS' -benchtime 3x ./transport/ | grep -o '[0-9.]* \(cpu-ratio\|ratio\|rawtls-MB/s\|stream-MB/s\)' | sed 's/^/  /' | tee "$dir/file"
 else
   echo "  (no Go toolchain: skipped)"
