@@ -16,7 +16,8 @@ import (
 // "leave" fills everything a pooled sandbox could carry over (SysV shared
 // memory, semaphores and message queues under a known key and private
 // ones, a POSIX message queue, a POSIX shm object, files in /w and /tmp,
-// its own program in /w replaced, a daemon holding an abstract socket);
+// its own program in /w replaced, a daemon holding an abstract socket,
+// TCP and UDP sockets bound in the sandbox's network namespace);
 // "look" reports what of it the next job finds; "check" prints the
 // program's own greeting.
 const poolProbe = `#define _GNU_SOURCE
@@ -34,6 +35,7 @@ const poolProbe = `#define _GNU_SOURCE
 #include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #define KEY 0x6b326e72
@@ -62,15 +64,20 @@ static void leave(void) {
 	if (mf >= 0) { write(mf, "#!/bin/sh\necho pwned\n", 21); close(mf); }
 	int s = socket(AF_UNIX, SOCK_STREAM, 0);
 	int bound = bind(s, (struct sockaddr *)&addr, sizeof addr) == 0 && listen(s, 4) == 0 ? 0 : errno;
+	struct sockaddr_in in = {AF_INET, htons(4242)};
+	in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int tcp = socket(AF_INET, SOCK_STREAM, 0), udp = socket(AF_INET, SOCK_DGRAM, 0);
+	int inet = bind(tcp, (struct sockaddr *)&in, sizeof in) == 0 && listen(tcp, 4) == 0 &&
+		bind(udp, (struct sockaddr *)&in, sizeof in) == 0 ? 0 : errno;
 	pid_t kid = fork();
 	if (kid == 0) {
 		setsid();
 		if (fork() == 0) { for (;;) pause(); }
 		for (;;) pause();
 	}
-	printf("shm %d priv %d sem %d msg %d sent %d mq %d mqsend %d pshm %d w %d tmp %d main %d bound %d fork %d\n",
+	printf("shm %d priv %d sem %d msg %d sent %d mq %d mqsend %d pshm %d w %d tmp %d main %d bound %d inet %d fork %d\n",
 		err(shm), err(priv), err(sem), err(q), err(sent), mq == (mqd_t)-1 ? errno : 0, err(mqs), err(psh),
-		err(wf), err(tf), err(mf), bound, kid > 0 ? 0 : errno);
+		err(wf), err(tf), err(mf), bound, inet, kid > 0 ? 0 : errno);
 }
 
 static int lines(const char *path) {
@@ -95,6 +102,7 @@ static void list(const char *dir) {
 
 static void look(void) {
 	printf("sysv %d %d %d\n", lines("/proc/sysvipc/shm"), lines("/proc/sysvipc/sem"), lines("/proc/sysvipc/msg"));
+	printf("inet %d %d\n", lines("/proc/net/tcp"), lines("/proc/net/udp"));
 	printf("keys %d %d %d\n", err(shmget(KEY, 0, 0)), err(semget(KEY, 0, 0)), err(msgget(KEY, 0)));
 	printf("mq %d\n", mq_open("/kiln-rt2", O_RDONLY) == (mqd_t)-1 ? errno : 0);
 	printf("pshm %d\n", err(shm_open("/kiln-rt2", O_RDONLY, 0)));
@@ -175,7 +183,7 @@ func TestPooledSlotLeavesNothingToNextClient(t *testing.T) {
 	t.Logf("alice left: %s", left)
 	// What the kernel let the job make; the filter may deny some of it
 	// (then there is nothing to leave), but these it allows.
-	for _, want := range []string{"shm 0 ", "priv 0 ", "sem 0 ", "msg 0 ", "sent 0 ", "w 0 ", "tmp 0 ", "main 0 ", "bound 0 ", "fork 0"} {
+	for _, want := range []string{"shm 0 ", "priv 0 ", "sem 0 ", "msg 0 ", "sent 0 ", "w 0 ", "tmp 0 ", "main 0 ", "bound 0 ", "inet 0 ", "fork 0"} {
 		if !strings.Contains(left, want) {
 			t.Errorf("alice's job could not make what it leaves behind (%q): %s", want, left)
 		}
@@ -185,7 +193,7 @@ func TestPooledSlotLeavesNothingToNextClient(t *testing.T) {
 	if bobRes.Cached {
 		t.Errorf("bob's run used alice's cached build")
 	}
-	for _, want := range []string{"sysv 0 0 0\n", "keys 2 2 2\n", "mq 2\n", "pshm 2\n", "/tmp:\n", "connect 111\n", "others 0\n", "fds 4: 0=pipe:[", " 3=/proc/"} {
+	for _, want := range []string{"sysv 0 0 0\n", "inet 0 0\n", "keys 2 2 2\n", "mq 2\n", "pshm 2\n", "/tmp:\n", "connect 111\n", "others 0\n", "fds 4: 0=pipe:[", " 3=/proc/"} {
 		if !strings.Contains(seen, want) {
 			t.Errorf("bob's job, after alice's in the same sandbox: want %q in\n%s", want, seen)
 		}
