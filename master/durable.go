@@ -253,6 +253,12 @@ func (s *Server) restore() {
 		j := jobOfRecord(r)
 		s.jobs[j.id] = j
 		s.active[j.owner]++
+		// Its files are held in memory again, as before the restart:
+		// they count against the budgets (see chargeLocked) until the
+		// job ends, or its key could upload its share a second time.
+		j.held = j.source.size() + j.stdin.size()
+		s.held += j.held
+		s.heldBy[j.owner] += j.held
 		if r.State == state.Assigned {
 			j.awaitSlave, j.awaitUntil = r.Slave, now.Add(s.cfg.ReclaimAfter)
 			j.state = wire.StateAssigned
