@@ -419,7 +419,7 @@ func (s *Server) admitSubmitLocked(cc *clientConn, key string) *wire.Error {
 		return busy("too many uploads in flight on this session (%d)", maxPending)
 	case s.active[cc.id.Fingerprint] >= s.cfg.Budget.Jobs.JobsPerClient:
 		return busy("this key has %d jobs queued or running, its limit", s.active[cc.id.Fingerprint])
-	case s.queue.len() >= s.cfg.Limits.MaxQueue:
+	case s.queue.len()+s.writing >= s.cfg.Limits.MaxQueue:
 		return busy("queue full (%d jobs waiting)", s.cfg.Limits.MaxQueue)
 	}
 	return nil

@@ -108,7 +108,7 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 		refuse(wire.CodeNoSlave, msg, false)
 		return
 	}
-	if s.queue.len() >= s.cfg.Limits.MaxQueue {
+	if s.queue.len()+s.writing >= s.cfg.Limits.MaxQueue {
 		refuse(wire.CodeBusy, fmt.Sprintf("queue full (%d jobs waiting)", s.cfg.Limits.MaxQueue), true)
 		return
 	}
@@ -116,8 +116,18 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 		refuse(wire.CodeBusy, fmt.Sprintf("this key has %d jobs queued or running, its limit", n), true)
 		return
 	}
+	// The job counts from here: a durable master lets go of s.mu while it
+	// writes the Submit (newJobIDLocked), and the key's Submits on its
+	// other sessions, checked meanwhile, must see it, or they all passed
+	// the limits at once.
+	s.active[owner]++
+	s.writing++
 	id, e := s.newJobIDLocked(cc, u)
+	s.writing--
 	if e != nil {
+		if s.active[owner]--; s.active[owner] <= 0 {
+			delete(s.active, owner)
+		}
 		refuse(e.Code, e.Message, e.RetryAfterMs > 0)
 		return
 	}
@@ -130,7 +140,6 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 	s.jobs[j.id] = j
 	cc.jobs[j.id] = j
 	cc.submitted++
-	s.active[owner]++
 	s.queue.push(j)
 	pos := s.queue.position(j)
 	// Accepted is queued under the lock (send never blocks), so the job is

@@ -207,8 +207,12 @@ type Server struct {
 	// (tests only: see VerifyScheduler).
 	checkIndex bool
 	// active counts the queued, assigned and running jobs of each client
-	// key (by fingerprint), against Budget.Jobs.JobsPerClient.
+	// key (by fingerprint), against Budget.Jobs.JobsPerClient, and the
+	// jobs whose Submit is being written (see enqueue).
 	active map[string]int
+	// writing counts the Submits being written to the durable state,
+	// against Limits.MaxQueue with the queue (see enqueue).
+	writing int
 	// held is the bytes of uploaded files in memory (see MaxHeldBytes);
 	// heldBy the same by client key (see JobBudget.HeldBytesPerClient).
 	held   int64
