@@ -138,7 +138,10 @@ int main(void) {
 	if (strncmp(mode, "leave", 5) == 0) leave();
 	else if (strncmp(mode, "look", 4) == 0) look();
 	else puts("probe here");
-	printf("pid %d\n", getpid());
+	char ns[64] = "";
+	ssize_t n = readlink("/proc/self/ns/pid", ns, sizeof ns - 1);
+	ns[n > 0 ? n : 0] = 0;
+	printf("pidns %s\npid %d\n", ns, getpid());
 	return 0;
 }
 `
@@ -147,8 +150,8 @@ int main(void) {
 // faster in issue 15 (the next job's /w, /tmp and IPC namespace made
 // ahead, programs written from memory into /w) through the real slave:
 // client alice's job fills everything a pooled sandbox could carry over,
-// then client bob's job, in the same sandbox (its PID namespace: its pid
-// is higher), must find none of it; alice's cached program then runs as
+// then client bob's job, in the same sandbox (the same PID namespace, a
+// higher pid), must find none of it; alice's cached program then runs as
 // compiled, not as her job rewrote it in /w. No job holds a descriptor
 // but its stdio (the slave's own inherited ones included).
 func TestPooledSlotLeavesNothingToNextClient(t *testing.T) {
@@ -201,13 +204,20 @@ func TestPooledSlotLeavesNothingToNextClient(t *testing.T) {
 	if strings.Contains(seen, "alice") {
 		t.Errorf("bob's job found alice's objects:\n%s", seen)
 	}
-	if pid(left) >= pid(seen) {
-		t.Fatalf("the jobs did not share a pooled sandbox (pid %d, then %d in a new PID namespace)", pid(left), pid(seen))
+	if ns := pidNS(left); ns == "" || ns != pidNS(seen) || pid(left) >= pid(seen) {
+		t.Fatalf("the jobs did not share a pooled sandbox (PID namespaces %q and %q, pids %d and %d)", ns, pidNS(seen), pid(left), pid(seen))
 	}
 	again, out := job("alice", "check")
 	if !again.Cached || !strings.HasPrefix(out, "probe here\n") {
 		t.Errorf("alice's cached program, after her job replaced /w/main: cached %v, printed %q", again.Cached, out)
 	}
+}
+
+// pidNS returns the PID namespace a probe ran in (one per sandbox).
+func pidNS(out string) string {
+	_, rest, _ := strings.Cut(out, "pidns ")
+	ns, _, _ := strings.Cut(rest, "\n")
+	return ns
 }
 
 // pid returns the number after "pid " in a probe's output.
