@@ -231,9 +231,9 @@ func (e *Executor) Execute(ctx context.Context, job Job, emit func(stream uint8,
 		res.CompileOutput = []byte(err.Error() + "\n")
 		return fail(res, wire.StatusCompileError, err.Error())
 	}
-	clk := stepClock{trace: e.trace}
-	clk.start()
-	defer clk.mark("result")
+	clk := sandbox.StepClock{Trace: e.trace}
+	clk.Start()
+	defer clk.Mark("result")
 	j := &jobRun{e: e, ctx: ctx, job: job, lang: lang, tc: tc, src: src, res: res, clk: &clk}
 	return j.execute(emit)
 }
@@ -265,28 +265,6 @@ func (e *Executor) jobDir(files []sandbox.File) (dir string, cleanup func(), err
 	return dir, cleanup, nil
 }
 
-// stepClock tells Executor.trace how long each step of a job took.
-type stepClock struct {
-	trace func(string, time.Duration)
-	last  time.Time
-}
-
-func (s *stepClock) start() {
-	if s.trace != nil {
-		s.last = time.Now()
-	}
-}
-
-// mark reports the time since the last mark as step's.
-func (s *stepClock) mark(step string) {
-	if s == nil || s.trace == nil {
-		return
-	}
-	now := time.Now()
-	s.trace(step, now.Sub(s.last))
-	s.last = now
-}
-
 // jobRun is the state of one Execute call.
 type jobRun struct {
 	e    *Executor
@@ -297,7 +275,7 @@ type jobRun struct {
 	dir  string
 	src  string
 	res  wire.Result
-	clk  *stepClock // nil outside Execute
+	clk  *sandbox.StepClock // nil outside Execute
 }
 
 // execute runs the job from memory when the runner allows it and the
@@ -398,7 +376,7 @@ func (j *jobRun) cached(key string) ([]Artifact, bool) {
 		return nil, false
 	}
 	arts, ok := c.Get(key)
-	j.clk.mark("cache-get")
+	j.clk.Mark("cache-get")
 	j.res.Cached = ok
 	return arts, ok
 }
@@ -517,9 +495,9 @@ func (j *jobRun) run(files []sandbox.File, emit func(uint8, []byte)) wire.Result
 	spec.Stdin = bytes.NewReader(j.job.Stdin)
 	spec.Stdout = emitWriter(&mu, wire.StreamStdout, emit, nil)
 	spec.Stderr = emitWriter(&mu, wire.StreamStderr, emit, tail)
-	j.clk.mark("spec")
+	j.clk.Mark("spec")
 	o, err := j.e.cfg.Runner.Run(j.ctx, spec)
-	j.clk.mark("sandbox")
+	j.clk.Mark("sandbox")
 	res := j.res
 	res.WallMs, res.CPUMs, res.MemoryKiB = o.Wall.Milliseconds(), o.CPU.Milliseconds(), o.PeakMemoryKiB
 	res.ExitCode, res.Signal = o.ExitCode, o.Signal

@@ -262,20 +262,20 @@ func (c *container) run(ctx context.Context, spec *Spec, o runOpts) (out Outcome
 func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outcome, d doneMsg, reuse bool, err error) {
 	cfg, lim := o.cfg, spec.Limits
 	c.released.Wait()
-	clk := stepClock{trace: cfg.Trace}
-	clk.start()
+	clk := StepClock{Trace: cfg.Trace}
+	clk.Start()
 	if c.cg != nil {
 		if err := c.cg.limit(lim.MemoryBytes, procsOr(lim.Procs)); err != nil {
 			return out, d, false, fmt.Errorf("sandbox: %w", err)
 		}
 	}
-	clk.mark("limits")
+	clk.Mark("limits")
 	w, tmp, err := c.mounts(cfg)
 	if err != nil {
 		return out, d, false, err
 	}
 	defer c.release(o, [2]*os.File{w, tmp}, &reuse)
-	clk.mark("tmpfs")
+	clk.Mark("tmpfs")
 	var seen map[string]stamp
 	if spec.Dir != "" {
 		if seen, err = copyIn(spec.Dir, w, c.jobUID, c.jobUID); err != nil {
@@ -285,13 +285,13 @@ func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outc
 	if err := writeFiles(w, spec.Files, c.jobUID, c.jobUID, seen); err != nil {
 		return out, d, false, fmt.Errorf("sandbox: %w", err)
 	}
-	clk.mark("files")
+	clk.Mark("files")
 	jio := newJobIO(spec, c.obuf)
 	if err := jio.open(); err != nil {
 		return out, d, false, fmt.Errorf("sandbox: pipes: %w", err)
 	}
 	defer jio.closeAll()
-	clk.mark("pipes")
+	clk.Mark("pipes")
 	msg := &runMsg{Argv: spec.Argv, Env: spec.Env, Rlimits: rlimits(lim, c.cg != nil && c.cg.memDir != ""), NoFilter: o.noFilter}
 	c.seq++
 	seq := c.seq
@@ -301,16 +301,16 @@ func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outc
 		return out, d, false, fmt.Errorf("sandbox: send run: %w", err)
 	}
 	jio.start(func() { c.requestKill(seq) })
-	clk.mark("send")
+	clk.Mark("send")
 	var timedOut bool
 	d, timedOut, err = c.await(ctx, seq, lim.Wall)
-	clk.mark("await")
+	clk.Mark("await")
 	if err != nil || !d.Clean {
 		// Processes may remain and hold the output pipes: end them all.
 		c.destroy()
 	}
 	jio.wait()
-	clk.mark("drain")
+	clk.Mark("drain")
 	if err != nil {
 		return out, d, false, err
 	}
@@ -325,49 +325,27 @@ func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outc
 	} else if lim.MemoryBytes > 0 && d.MaxRSSKiB*1024 >= lim.MemoryBytes*9/10 && (out.Signal != 0 || out.ExitCode != 0) {
 		out.MemoryExceeded = true // RLIMIT_AS heuristic: failed near the limit
 	}
-	clk.mark("usage")
+	clk.Mark("usage")
 	if spec.Dir != "" && spec.Keep != nil {
 		if out.NotKept, err = copyOut(w, spec.Dir, seen, spec.Keep, cfg.WorkDirBytes); err != nil {
 			return out, d, false, fmt.Errorf("sandbox: %w", err)
 		}
 	}
-	clk.mark("copy-out")
+	clk.Mark("copy-out")
 	clk.init(&d)
 	reuse = d.Clean && !timedOut && !out.OutputExceeded && c.alive()
 	return out, d, reuse, nil
 }
 
-// stepClock tells StrictConfig.Trace how long each step of a run took.
-type stepClock struct {
-	trace func(string, time.Duration)
-	last  time.Time
-}
-
-func (s *stepClock) start() {
-	if s.trace != nil {
-		s.last = time.Now()
-	}
-}
-
-// mark reports the time since the last mark as step's.
-func (s *stepClock) mark(step string) {
-	if s.trace == nil {
-		return
-	}
-	now := time.Now()
-	s.trace(step, now.Sub(s.last))
-	s.last = now
-}
-
 // init reports the init's own steps, from its done message.
-func (s *stepClock) init(d *doneMsg) {
-	if s.trace == nil {
+func (s *StepClock) init(d *doneMsg) {
+	if s.Trace == nil {
 		return
 	}
-	s.trace("init-attach", time.Duration(d.AttachNs))
-	s.trace("init-start", time.Duration(d.StartNs))
-	s.trace("init-run", time.Duration(d.WallNs-d.StartNs))
-	s.trace("init-reap", time.Duration(d.ReapNs))
+	s.Trace("init-attach", time.Duration(d.AttachNs))
+	s.Trace("init-start", time.Duration(d.StartNs))
+	s.Trace("init-run", time.Duration(d.WallNs-d.StartNs))
+	s.Trace("init-reap", time.Duration(d.ReapNs))
 }
 
 // await waits for the job's done message, enforcing the wall limit and
