@@ -2,10 +2,6 @@ package master_test
 
 import (
 	"context"
-	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -13,42 +9,9 @@ import (
 	"kiln/certs"
 	"kiln/master"
 	"kiln/master/state"
+	"kiln/master/state/statetest"
 	"kiln/transport/wire"
 )
-
-// copyDir copies the files of dir to a new directory: the data directory
-// as a crash would leave it, taken while nothing is being written.
-func copyDir(t *testing.T, dir string) string {
-	t.Helper()
-	to := t.TempDir()
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(to, rel), 0o700)
-		}
-		in, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		out, err := os.Create(filepath.Join(to, rel))
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(out, in)
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return to
-}
 
 // TestCrashLosesLazyAssign: an Assign is written lazily (with the next
 // entry, or LazyDelay later), so a crash can lose it while its slave runs
@@ -96,7 +59,7 @@ func TestCrashLosesLazyAssign(t *testing.T) {
 	if rec, _ := st.Machine().Job(id); rec.State != state.Queued {
 		t.Fatalf("the Assign was written at once (%s): the test proves nothing", rec.State)
 	}
-	crashed := copyDir(t, dir)
+	crashed := statetest.CrashImage(t, dir)
 	s1.Close()
 	cl.Close()
 	c.stop()

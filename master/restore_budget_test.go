@@ -11,6 +11,7 @@ import (
 	"kiln/certs"
 	"kiln/master"
 	"kiln/master/state"
+	"kiln/master/state/statetest"
 	"kiln/transport/wire"
 )
 
@@ -56,7 +57,7 @@ func TestRestoredJobsChargedToBudget(t *testing.T) {
 	if _, e := submitInline(t, cs, 3, inlineSubmit("c.py", src, nil)); e == nil || e.Code != wire.CodeBusy {
 		t.Fatalf("third job before the restart: got %+v, want busy for the key's share", e)
 	}
-	crashed := copyDir(t, dir)
+	crashed := statetest.CrashImage(t, dir)
 	cs.Close()
 	c.stop()
 

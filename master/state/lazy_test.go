@@ -3,39 +3,12 @@ package state_test
 import (
 	"context"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"kiln/master/state"
+	"kiln/master/state/statetest"
 )
-
-// crashImage copies the data directory of an open store: what a crash
-// leaves on disk, taken while nothing is being written.
-func crashImage(t *testing.T, dir string) string {
-	t.Helper()
-	to := t.TempDir()
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(to, rel), 0o700)
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(to, rel), b, 0o600)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return to
-}
 
 // TestLazyRidesNextEntry: a lazy command causes no write of its own: it
 // goes into the entry of the next command proposed with Propose, in
@@ -124,7 +97,7 @@ func TestCrashMovesQueuedJobsOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.ProposeLazy(cmd(state.KindAssign, a.ID, 1)) // lost in the crash
-	crashed := crashImage(t, dir)
+	crashed := statetest.CrashImage(t, dir)
 
 	cfg.Dir = crashed
 	s2 := open(t, cfg)
