@@ -27,20 +27,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-freeport() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. examples/proc.sh # freeport, cpu, tree
 hz=$(getconf CLK_TCK)
-# cpu PID: user+system clock ticks of the process itself.
-cpu() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-# tree PID: ticks of every live descendant of PID, with the children each reaped.
-tree() {
-  local total=0 kids k
-  kids=$(cat /proc/"$1"/task/*/children 2>/dev/null || true)
-  for k in $kids; do
-    [ -r "/proc/$k/stat" ] || continue
-    total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$k/stat") + $(tree "$k")))
-  done
-  echo "$total"
-}
 ms_per_job() { awk -v t="$1" -v hz="$hz" -v n="$2" 'BEGIN { printf "%.2f", t / hz * 1000 / n }'; }
 
 cport=$(freeport); sport=$(freeport)

@@ -15,17 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 old=$1 new=$2 jobs=${3:-400} file=${4:-examples/hello.c} rounds=${5:-3}
-freeport() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-tree() {
-  local total=0 kids k
-  kids=$(cat /proc/"$1"/task/*/children 2>/dev/null || true)
-  for k in $kids; do
-    [ -r "/proc/$k/stat" ] || continue
-    total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$k/stat") + $(tree "$k")))
-  done
-  echo "$total"
-}
+. examples/proc.sh # freeport, cpu, tree
 per_job() { awk -v t="$1" -v n="$jobs" 'BEGIN { printf "%.2f", t * 10 / n }'; }
 one() { # one(NAME SLAVE_BINARY)
   local d mp sp cport sport lat thr s0 s1 t0 t1
