@@ -344,6 +344,7 @@ func (s *StepClock) init(d *doneMsg) {
 	}
 	s.Trace("init-attach", time.Duration(d.AttachNs))
 	s.Trace("init-start", time.Duration(d.StartNs))
+	s.Trace("init-cgroup", time.Duration(d.JoinNs))
 	s.Trace("init-run", time.Duration(d.WallNs-d.StartNs))
 	s.Trace("init-reap", time.Duration(d.ReapNs))
 }

@@ -248,6 +248,7 @@ type jobRunner struct {
 	rbuf      recvBuf       // serve's reads, one at a time
 	jbuf      recvBuf       // the fork thread's reads
 	ipcFresh  bool          // the fork thread's IPC namespace is new, unused by any job
+	joinNs    int64         // how long the current job's v1 cgroup joins took
 }
 
 // killed reports whether a kill was asked for run seq (or a later one).
@@ -427,6 +428,7 @@ func (r *jobRunner) run(j job) (d doneMsg, err error) {
 		unix.Kill(-1, unix.SIGKILL)
 	}
 	var acc usage
+	r.joinNs = 0
 	pid, status, exited, err := r.startJob(pid, j.msg, &acc)
 	if err != nil {
 		killAll(&acc)
@@ -443,6 +445,7 @@ func (r *jobRunner) run(j job) (d doneMsg, err error) {
 		d.Filtered = !j.msg.NoFilter
 	}
 	d.StartNs = int64(time.Since(start))
+	d.JoinNs = r.joinNs
 	for !exited {
 		var ws unix.WaitStatus
 		var ru unix.Rusage

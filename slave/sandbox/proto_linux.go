@@ -104,8 +104,8 @@ type doneMsg struct {
 	Filtered  bool   // the job ran under the syscall filter
 	// Times of the init's steps (StrictConfig.Trace): attaching the mounts,
 	// fork to the job's release, its exit to every process reaped and the
-	// mounts detached.
-	AttachNs, StartNs, ReapNs int64
+	// mounts detached; within the start, the v1 cgroup joins.
+	AttachNs, StartNs, ReapNs, JoinNs int64
 }
 
 // sendMsg sends m with fds over c.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -95,12 +96,16 @@ func (r *jobRunner) launch(pid int, m *runMsg, cpus *unix.CPUSet) (int, error) {
 	// v1: move the copy into the slot's groups, whose "tasks" files the
 	// host opened (the kernel checks the opener's credentials). It has run
 	// nothing yet, so nothing of it is charged elsewhere but its page tables.
+	// Each join is a cgroup migration, which can wait for an RCU grace
+	// period (wall time, no CPU): see "init-cgroup" in docs/performance.md.
 	cpid := []byte(strconv.Itoa(child))
+	joinStart := time.Now()
 	for _, fd := range r.cgTasks {
 		if _, err := unix.Write(fd, cpid); err != nil {
 			return child, fmt.Errorf("join cgroup: %w", err)
 		}
 	}
+	r.joinNs = int64(time.Since(joinStart))
 	if !m.NoFilter {
 		if len(r.jobFilter) == 0 {
 			return child, errors.New("no job syscall filter")

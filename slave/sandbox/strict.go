@@ -83,7 +83,8 @@ type StrictConfig struct {
 	// copiers' end), "usage" (cgroup peak and OOM count), "copy-out". The
 	// init's, within "await": "init-attach" (the mounts onto /w and /tmp),
 	// "init-start" (fork, exec, and the stopped job made ready: cgroups,
-	// filter, rlimits), "init-run" (released to the first process's exit),
+	// filter, rlimits), "init-cgroup" (within "init-start", the v1 cgroup
+	// joins; 0 under v2), "init-run" (released to the first process's exit),
 	// "init-reap" (every process killed and reaped, mounts detached).
 	Trace func(step string, d time.Duration)
 }
