@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -237,18 +238,19 @@ type jobRunner struct {
 	conn      *net.UnixConn
 	jobUID    int
 	cgroupV2  bool
-	cgFDs     int           // cgroup descriptors passed from cgFD0 on
-	jobFilter []byte        // the job's syscall filter, a sock_filter array
-	oomReset  bool          // the init's oom_score_adj is not 0: reset the job's
-	cgDir     int           // v2: job cgroup directory, or -1
-	cgTasks   []int         // v1: the slot's "tasks" files, joined by each job
-	killSeq   atomic.Uint64 // the latest run a kill was asked for
-	current   atomic.Uint64 // the run being started or running
-	running   atomic.Int32  // pid of the current job's first process, or 0
-	rbuf      recvBuf       // serve's reads, one at a time
-	jbuf      recvBuf       // the fork thread's reads
-	ipcFresh  bool          // the fork thread's IPC namespace is new, unused by any job
-	joinNs    int64         // how long the current job's v1 cgroup joins took
+	cgFDs     int            // cgroup descriptors passed from cgFD0 on
+	jobFilter []byte         // the job's syscall filter, a sock_filter array
+	oomReset  bool           // the init's oom_score_adj is not 0: reset the job's
+	cgDir     int            // v2: job cgroup directory, or -1
+	cgTasks   []int          // v1: the slot's "tasks" files, joined by each job
+	killSeq   atomic.Uint64  // the latest run a kill was asked for
+	current   atomic.Uint64  // the run being started or running
+	running   atomic.Int32   // pid of the current job's first process, or 0
+	rbuf      recvBuf        // serve's reads, one at a time
+	jbuf      recvBuf        // the fork thread's reads
+	ipcFresh  bool           // the fork thread's IPC namespace is new, unused by any job
+	joinNs    int64          // how long the current job's v1 cgroup joins took
+	childGone chan os.Signal // SIGCHLD, for the fork thread's wait for the job
 }
 
 // killed reports whether a kill was asked for run seq (or a later one).
@@ -283,6 +285,8 @@ func (r *jobRunner) serve() {
 // with it and never leaks to other goroutines.
 func (r *jobRunner) loop(ready chan<- []string) {
 	runtime.LockOSThread()
+	r.childGone = make(chan os.Signal, 1)
+	signal.Notify(r.childGone, unix.SIGCHLD)
 	notes := r.prepareThread()
 	r.freshIPC()
 	r.jbuf = newRecvBuf()
@@ -449,12 +453,16 @@ func (r *jobRunner) run(j job) (d doneMsg, err error) {
 	for !exited {
 		var ws unix.WaitStatus
 		var ru unix.Rusage
-		wpid, err := unix.Wait4(-1, &ws, unix.WALL, &ru)
+		wpid, err := unix.Wait4(-1, &ws, unix.WALL|unix.WNOHANG, &ru)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
 			return d, fmt.Errorf("wait: %w", err)
+		}
+		if wpid == 0 {
+			r.awaitChild()
+			continue
 		}
 		acc.reaped(wpid, &ru)
 		if wpid == pid && (ws.Exited() || ws.Signaled()) {
@@ -467,6 +475,27 @@ func (r *jobRunner) run(j job) (d doneMsg, err error) {
 	d.Clean = killAll(&acc)
 	d.CPUNs, d.MaxRSSKiB = acc.cpu, acc.maxRSS
 	return d, nil
+}
+
+// childPoll bounds the fork thread's wait for a SIGCHLD, in case one is
+// not sent (a child whose exit signal is not SIGCHLD).
+const childPoll = 50 * time.Millisecond
+
+// awaitChild waits until a child of the init may have changed state. The
+// fork thread waits for its job parked on a channel rather than in a
+// blocking wait4: a goroutine in a system call keeps its P, and while a P
+// is in a system call the Go runtime's monitor thread (sysmon) cannot
+// sleep, polling every 20 µs to 10 ms and preempting the job on its CPU at
+// each wake-up (~0.5 ms of a 11 ms Python run; docs/performance.md,
+// "Python in the sandbox"). Parked, the init leaves every P idle and its
+// monitor asleep until the signal.
+func (r *jobRunner) awaitChild() {
+	t := time.NewTimer(childPoll)
+	select {
+	case <-r.childGone:
+	case <-t.C:
+	}
+	t.Stop()
 }
 
 // killAll kills every process left in the PID namespace and reaps them.
