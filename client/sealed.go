@@ -212,7 +212,7 @@ func newAheadSlaves(n int) *aheadSlaves {
 }
 
 // learn records that a job of lang went to slave name, whose certificate
-// cert passed the checks.
+// cert passed the checks; it replaces an older certificate of that name.
 func (a *aheadSlaves) learn(lang, name string, cert []byte) {
 	if a == nil || lang == "" {
 		return
@@ -237,6 +237,9 @@ func (a *aheadSlaves) learn(lang, name string, cert []byte) {
 			return
 		}
 	}
+	// A slave has one certificate at a time: one of the same name is an
+	// older one (re-issued), not wrapped for again.
+	l = slices.DeleteFunc(l, func(s aheadSlave) bool { return s.name == name })
 	l = append([]aheadSlave{{name, bytes.Clone(cert)}}, l...)
 	al.slaves = l[:min(len(l), a.n)]
 }
@@ -302,7 +305,7 @@ func (s *jobSeal) wrapInSubmit(keys *slaveKeys, ahead *aheadSlaves) (nonce []byt
 		if err != nil {
 			return nil, nil, err
 		}
-		wraps = append(wraps, wire.KeyWrap{Slave: sl.name, Key: w})
+		wraps = append(wraps, wire.KeyWrap{Slave: sl.name, Key: w, SealKey: key})
 	}
 	if len(wraps) == 0 {
 		return nil, nil, nil

@@ -370,7 +370,9 @@ func (s *Server) expireLoop(ctx context.Context) {
 // storedWrap returns the key a sealed job's client wrapped ahead for sc:
 // after Accepted (Wraps, bound to the job id: nonce is nil) or in its
 // Submit (bound to nonce, used only for a slave that announced
-// wire.FeatureSubmitWraps). s.mu is held.
+// wire.FeatureSubmitWraps, and only if the wrap names no sealing key or
+// sc's: a wrap made for an older certificate of the same name is not
+// used). s.mu is held.
 func (j *job) storedWrap(sc *slaveConn) (key, nonce []byte) {
 	if k := j.wraps[sc.id.Name]; k != nil {
 		return k, nil
@@ -379,7 +381,7 @@ func (j *job) storedWrap(sc *slaveConn) (key, nonce []byte) {
 		return nil, nil
 	}
 	for _, w := range j.submit.Wraps {
-		if w.Slave == sc.id.Name {
+		if w.Slave == sc.id.Name && (len(w.SealKey) == 0 || bytes.Equal(w.SealKey, sc.sealKey)) {
 			return w.Key, j.submit.WrapNonce
 		}
 	}

@@ -20,6 +20,13 @@ type HeldJob struct {
 type KeyWrap struct {
 	Slave string `msgpack:"slave"`
 	Key   []byte `msgpack:"key"`
+	// SealKey is the slave's public sealing key the wrap was made for (a
+	// Submit's wraps, optional): the master uses the wrap only for a slave
+	// of that name that registered this key, so a wrap made from a
+	// remembered certificate of a slave since re-issued under the same
+	// name (kiln run's slave cache) is not sent to it; it gets a
+	// WrapRequest instead.
+	SealKey []byte `msgpack:"seal_key,omitempty"`
 }
 
 // Wraps gives the master a sealed job's content key wrapped by its client
@@ -101,6 +108,7 @@ func (h *HeldJob) checkFields(f *fields) { f.str("held job", h.JobID, MaxShort) 
 func (w *KeyWrap) checkFields(f *fields) {
 	f.str("wrap slave", w.Slave, MaxName)
 	f.bin("wrap key", w.Key, MaxKey)
+	f.bin("wrap seal_key", w.SealKey, MaxKey)
 }
 
 func (w *Wraps) checkFields(f *fields) {

@@ -59,6 +59,7 @@ func TestFieldLimits(t *testing.T) {
 		{"Wraps.key", MsgWraps, func() any { return &Wraps{Wraps: []KeyWrap{{Key: bin(MaxKey)}}} }, func() any { return &Wraps{Wraps: []KeyWrap{{Key: bin(MaxKey + 1)}}} }},
 		{"Submit.wraps", MsgSubmit, func() any { return &Submit{Wraps: make([]KeyWrap, MaxWraps)} }, func() any { return &Submit{Wraps: make([]KeyWrap, MaxWraps+1)} }},
 		{"Submit.wrap slave", MsgSubmit, func() any { return &Submit{Wraps: []KeyWrap{{Slave: str(MaxName)}}} }, func() any { return &Submit{Wraps: []KeyWrap{{Slave: str(MaxName + 1)}}} }},
+		{"Submit.wrap seal_key", MsgSubmit, func() any { return &Submit{Wraps: []KeyWrap{{SealKey: bin(MaxKey)}}} }, func() any { return &Submit{Wraps: []KeyWrap{{SealKey: bin(MaxKey + 1)}}} }},
 		{"Submit.wrap key", MsgSubmit, func() any { return &Submit{Wraps: []KeyWrap{{Key: bin(MaxKey)}}} }, func() any { return &Submit{Wraps: []KeyWrap{{Key: bin(MaxKey + 1)}}} }},
 		{"Submit.wrap_nonce", MsgSubmit, func() any { return &Submit{WrapNonce: bin(MaxKey)} }, func() any { return &Submit{WrapNonce: bin(MaxKey + 1)} }},
 		{"Assign.wrap_nonce", MsgAssign, func() any { return &Assign{WrapNonce: bin(MaxKey)} }, func() any { return &Assign{WrapNonce: bin(MaxKey + 1)} }},
