@@ -37,7 +37,16 @@ var (
 // that no test left a goroutine behind.
 func TestMain(m *testing.M) {
 	before := goleak.IgnoreCurrent()
+	// kiln run's slave cache (runslaves.go) of the binaries the tests
+	// start goes to a directory of this run, not the user's.
+	cacheDir, err := os.MkdirTemp("", "kiln-test-cache-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("XDG_CACHE_HOME", cacheDir)
 	code := m.Run()
+	os.RemoveAll(cacheDir)
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
 	}

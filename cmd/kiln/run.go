@@ -64,6 +64,7 @@ const progressThreshold = 1 << 20
 // clientFlags are the flags every client command shares.
 type clientFlags struct {
 	bundle, master string
+	loaded         *certs.Bundle // the bundle dial read
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet) {
@@ -112,6 +113,7 @@ func (f *clientFlags) dial(ctx context.Context, e env, cmd string) (*client.Clie
 		}
 		return nil, reportErr(e, cmd, portHint(err, f.master, false))
 	}
+	f.loaded = b
 	return c, 0
 }
 
@@ -243,6 +245,7 @@ type runOptions struct {
 	json      bool
 	verbose   bool
 	noSeal    bool
+	noCache   bool // kiln run --no-slave-cache
 	timeout   time.Duration
 	judge     judgeFlags
 	detach    bool // kiln result: an interrupted command leaves the job running
@@ -370,6 +373,7 @@ func isTerminalReader(r io.Reader) bool {
 func cmdRun(ctx context.Context, e env, args []string) int {
 	var o runOptions
 	fs := runFlags(e, &o)
+	fs.BoolVar(&o.noCache, "no-slave-cache", false, "do not read or write the slave cache: the slaves (names and public certificates) sealed\njobs last went to, kept under $XDG_CACHE_HOME/kiln or ~/.cache/kiln so that a\nrun's key is wrapped in its Submit, saving the master's key-wrap round trip")
 	files, err := parseInterleaved(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -399,11 +403,23 @@ func cmdRun(ctx context.Context, e env, args []string) int {
 		return code
 	}
 	defer func() { c.Close() }() // followAcross may replace c
+	var cache *runSlaveCache
+	if req.Seal && !o.noCache {
+		cache = openRunSlaveCache(e, "run", o.loaded, c)
+	}
+	code = o.runJob(ctx, e, &c, req, tests)
+	cache.save(e, "run", c, code)
+	return code
+}
+
+// runJob submits req (with its tests, if any) on *c and follows it to its
+// end; it returns the exit code of kiln run.
+func (o *runOptions) runJob(ctx context.Context, e env, c **client.Client, req client.Request, tests *client.Tests) int {
 	req.Tests = tests
 	if !o.json && isTerminal(e.stderr) && int64(len(req.Source)+len(req.Stdin)) > progressThreshold {
 		req.Progress = progressLine(e.stderr, filepath.Base(req.FileName))
 	}
-	job, err := c.Submit(ctx, req)
+	job, err := (*c).Submit(ctx, req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return interruptedCode(ctx, e, "run")
@@ -413,7 +429,7 @@ func cmdRun(ctx context.Context, e env, args []string) int {
 	if tests != nil {
 		return o.followTests(ctx, e, job, tests)
 	}
-	return o.followAcross(ctx, e, &c, job, "run")
+	return o.followAcross(ctx, e, c, job, "run")
 }
 
 // show prints one event as it arrives.
