@@ -1,5 +1,5 @@
 # Shell helpers the benchmark scripts source (examples/bench.sh,
-# examples/slave-ab.sh): free ports and CPU time from /proc.
+# examples/slave-ab.sh, examples/oneshot-ab.sh): free ports and CPU time from /proc.
 
 # freeport prints a free TCP port on loopback.
 freeport() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

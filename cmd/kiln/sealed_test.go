@@ -330,7 +330,9 @@ func TestSealedJobsWrapInSubmit(t *testing.T) {
 // trivial C job, one at a time, with the whole cluster in this process
 // (no sandbox): sealed with the key wrapped in the Submit, sealed with
 // the key wrapped on the master's WrapRequest (a client with SealAhead
-// -1), and not sealed, interleaved. Run with
+// -1), and not sealed, interleaved; then one-shot sessions as kiln run
+// (dial, one sealed job, close), with the last session's slaves handed
+// over as the slave cache does, or not, interleaved. Run with
 //
 //	KILN_SEAL_LATENCY=600 go test -run TestSealedLatency -v ./cmd/kiln/
 func TestSealedLatency(t *testing.T) {
@@ -374,8 +376,48 @@ func TestSealedLatency(t *testing.T) {
 		}
 	}
 	for k, kind := range kinds {
-		l := lat[k]
-		slices.Sort(l)
-		t.Logf("%-30s p25 %v  p50 %v  p75 %v", kind.name, l[len(l)/4].Round(time.Microsecond), l[len(l)/2].Round(time.Microsecond), l[3*len(l)/4].Round(time.Microsecond))
+		report(t, kind.name, lat[k])
 	}
+	// One-shot sessions, as kiln run: dial, one job, close; with the
+	// slaves of the last session handed over (the slave cache) or not.
+	bundle := c.issue(certs.RoleClient, "carol")
+	var hints []client.SlaveHint
+	oneShot := func(cached bool) time.Duration {
+		t0 := time.Now()
+		cl, err := client.Dial(ctx, client.Config{Bundle: bundle, Master: c.srv.ClientAddr()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		if cached {
+			cl.RememberSlaves(hints)
+		}
+		j, err := cl.Submit(ctx, client.Request{FileName: "c.c", Source: src, Seal: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := j.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		d := time.Since(t0)
+		if cached {
+			hints = cl.SlaveHints()
+		}
+		return d
+	}
+	var withCache, without []time.Duration
+	for i := range n + 5 {
+		a, b := oneShot(true), oneShot(false)
+		if i >= 5 {
+			withCache, without = append(withCache, a), append(without, b)
+		}
+	}
+	report(t, "one-shot, slave cache", withCache)
+	report(t, "one-shot, WrapRequest", without)
+}
+
+// report logs the quartiles of l.
+func report(t *testing.T, name string, l []time.Duration) {
+	slices.Sort(l)
+	t.Logf("%-30s p25 %v  p50 %v  p75 %v", name, l[len(l)/4].Round(time.Microsecond), l[len(l)/2].Round(time.Microsecond), l[3*len(l)/4].Round(time.Microsecond))
 }
