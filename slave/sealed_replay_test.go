@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"testing"
 
-	"kiln/certs"
 	"kiln/transport/seal"
 	"kiln/transport/wire"
 )
@@ -19,19 +18,7 @@ import (
 // client key but not the content key opens nothing, under any context it
 // can compute; with the content key the same wrap opens (the control).
 func TestSubmitWrapReplayedUnderAnotherJob(t *testing.T) {
-	ca, err := certs.NewCA("ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := ca.Issue(certs.IssueRequest{Role: certs.RoleSlave, Name: "s1", Version: "1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	priv, err := seal.ParsePrivateKey(b.SealKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Slave{sealPriv: priv, sealPub: b.SealPublicKey()}
+	s, b := sealingSlave(t)
 	// Alice's job, its key wrapped in her Submit.
 	key := seal.NewContentKey()
 	nonce := bytes.Repeat([]byte{7}, wire.WrapNonceSize)

@@ -11,7 +11,10 @@ import (
 	"kiln/transport/wire"
 )
 
-func TestOpenInputsRefusesTamperedPayloads(t *testing.T) {
+// sealingSlave returns a Slave holding the sealing key of a new slave
+// certificate ("s1", under a new CA), and that certificate's bundle.
+func sealingSlave(t *testing.T) (*Slave, *certs.Bundle) {
+	t.Helper()
 	ca, err := certs.NewCA("ca")
 	if err != nil {
 		t.Fatal(err)
@@ -24,7 +27,11 @@ func TestOpenInputsRefusesTamperedPayloads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Slave{sealPriv: priv, sealPub: b.SealPublicKey()}
+	return &Slave{sealPriv: priv, sealPub: b.SealPublicKey()}, b
+}
+
+func TestOpenInputsRefusesTamperedPayloads(t *testing.T) {
+	s, b := sealingSlave(t)
 	key := seal.NewContentKey()
 	src, _ := seal.Seal(key, seal.LabelSource, []byte("print('hi')\n"))
 	stdin, _ := seal.Seal(key, seal.LabelStdin, []byte("input"))
