@@ -1,16 +1,13 @@
 package master_test
 
 import (
-	"context"
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
 	"kiln/auth/authtest"
 	"kiln/certs"
 	"kiln/master"
-	"kiln/master/state"
 	"kiln/transport"
 	"kiln/transport/wire"
 )
@@ -29,12 +26,7 @@ func TestJobsPerClientWhileWritten(t *testing.T) {
 
 func testAdmitWhileWritten(t *testing.T, manyKeys bool) {
 	pki := authtest.New(t)
-	st, err := state.Open(context.Background(), state.Config{Dir: t.TempDir(), Cluster: "sha256:test",
-		ElectionTimeout: 50 * time.Millisecond, StartTimeout: 10 * time.Second, MinFree: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openTestStore(t, t.TempDir())
 	const limit, sessions = 2, 8
 	c := clusterOf(t, pki, func(cfg *master.Config) {
 		cfg.Store = st

@@ -1,7 +1,6 @@
 package master_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -26,13 +25,7 @@ func TestCrashLosesLazyAssign(t *testing.T) {
 	pki := authtest.New(t)
 	dir := t.TempDir()
 	openStore := func(dir string) *state.Store {
-		st, err := state.Open(context.Background(), state.Config{Dir: dir, Cluster: "sha256:test", LazyDelay: time.Hour,
-			ElectionTimeout: 50 * time.Millisecond, StartTimeout: 10 * time.Second, MinFree: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
+		return openTestStore(t, dir, func(cfg *state.Config) { cfg.LazyDelay = time.Hour })
 	}
 	st := openStore(dir)
 	c := clusterOf(t, pki, func(cfg *master.Config) { cfg.Store = st })

@@ -30,16 +30,28 @@ func restartable(t *testing.T, tweak ...func(*master.Config)) func() (*cluster, 
 				t.Fatal(err)
 			}
 		}
-		var err error
-		st, err = state.Open(context.Background(), state.Config{Dir: dir, Cluster: "sha256:test",
-			ElectionTimeout: 50 * time.Millisecond, StartTimeout: 10 * time.Second, MinFree: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() }) // after the master stops (cleanups run last first)
+		st = openTestStore(t, dir)
 		c = clusterOf(t, pki, append([]func(*master.Config){func(cfg *master.Config) { cfg.Store = st }}, tweak...)...)
 		return c, st
 	}
+}
+
+// openTestStore opens a durable state on dir with a test's timings
+// (tweak changes the config first) and closes it with the test, after
+// the master that uses it stops (cleanups run last first).
+func openTestStore(t *testing.T, dir string, tweak ...func(*state.Config)) *state.Store {
+	t.Helper()
+	cfg := state.Config{Dir: dir, Cluster: "sha256:test",
+		ElectionTimeout: 50 * time.Millisecond, StartTimeout: 10 * time.Second, MinFree: 1}
+	for _, f := range tweak {
+		f(&cfg)
+	}
+	st, err := state.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
 
 // fresh revokes the keys of names so that the test's helpers can issue

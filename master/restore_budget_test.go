@@ -2,10 +2,8 @@ package master_test
 
 import (
 	"bytes"
-	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"kiln/auth/authtest"
 	"kiln/certs"
@@ -25,16 +23,7 @@ import (
 func TestRestoredJobsChargedToBudget(t *testing.T) {
 	pki := authtest.New(t)
 	dir := t.TempDir()
-	openStore := func(dir string) *state.Store {
-		st, err := state.Open(context.Background(), state.Config{Dir: dir, Cluster: "sha256:test",
-			ElectionTimeout: 50 * time.Millisecond, StartTimeout: 10 * time.Second, MinFree: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
-	}
-	st := openStore(dir)
+	st := openTestStore(t, dir)
 	budget := func(st *state.Store) func(*master.Config) {
 		return func(cfg *master.Config) { cfg.Store, cfg.Budget.Jobs.HeldBytesPerClient = st, 2500 }
 	}
@@ -61,7 +50,7 @@ func TestRestoredJobsChargedToBudget(t *testing.T) {
 	cs.Close()
 	c.stop()
 
-	c2 := clusterOf(t, pki, budget(openStore(crashed)))
+	c2 := clusterOf(t, pki, budget(openTestStore(t, crashed)))
 	c2.fakeSlaveWith("s2", 1, true, []string{wire.FeatureInline}, "python")
 	cs, err = c2.dialHello(alice, false, hello)
 	if err != nil {
