@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 KILN=${KILN:-bin/kiln}
 n=${1:-100}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/kiln-bench-judge.XXXXXX")
+# The slaves' compile caches and kiln run's slave cache live in it too, not
+# under the user's ~/.cache (the throwaway CA makes them useless after).
+export XDG_CACHE_HOME="$dir/cache"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -19,6 +19,9 @@ KILN=${KILN:-bin/kiln}
 jobs=${1:-200}
 file=${2:-examples/hello.c}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/kiln-bench.XXXXXX")
+# The slaves' compile caches and kiln run's slave cache live in it too, not
+# under the user's ~/.cache (the throwaway CA makes them useless after).
+export XDG_CACHE_HOME="$dir/cache"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KILN=${KILN:-bin/kiln}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/kiln-demo.XXXXXX")
+# The slaves' compile caches and kiln run's slave cache live in it too, not
+# under the user's ~/.cache (the throwaway CA makes them useless after).
+export XDG_CACHE_HOME="$dir/cache"
 pids=()
 cleanup() {
   trap - EXIT INT TERM

@@ -28,7 +28,7 @@ one() { # one(NAME SLAVE_BINARY)
   mp=$!
   $2 slave --bundle "$d/slave.bundle" --master 127.0.0.1:$sport --slots 4 --work-dir "$d/work" --cache-dir "$d/cache" --log-level error 2>/dev/null &
   sp=$!
-  export KILN_BUNDLE="$d/client.bundle" KILN_MASTER="127.0.0.1:$cport"
+  export KILN_BUNDLE="$d/client.bundle" KILN_MASTER="127.0.0.1:$cport" XDG_CACHE_HOME="$d/xdg" # nothing under ~/.cache
   for _ in $(seq 1 100); do $old run "$file" >/dev/null 2>&1 && break; sleep 0.1; done
   $old bench --jobs 20 --concurrency 4 "$file" >/dev/null
   lat=$($old bench --jobs 100 --concurrency 1 "$file" | grep -o 'p50 [0-9.]* ms' | head -1)
