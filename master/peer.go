@@ -43,14 +43,16 @@ type peer struct {
 
 // sendQueue holds the encoded messages waiting for a peer, counted in
 // bytes against the peer's bound and the shared ones above it (its key's,
-// the server's).
+// the server's) until they are written: the batch the send loop is
+// writing still counts.
 type sendQueue struct {
-	mu     sync.Mutex
-	msgs   []wire.Envelope
-	bytes  int64
-	limit  int64         // Budget.SendQueueBytes
-	shared []*queueBytes // the key's and the server's counters
-	wake   chan struct{}
+	mu      sync.Mutex
+	msgs    []wire.Envelope
+	bytes   int64         // queued and being written
+	writing int64         // of bytes, the batch being written
+	limit   int64         // Budget.SendQueueBytes
+	shared  []*queueBytes // the key's and the server's counters
+	wake    chan struct{}
 }
 
 // queueBytes counts the bytes queued for several peers against a limit
@@ -96,7 +98,8 @@ const sendBatch = 32 << 10
 
 // popBatch appends to dst the oldest messages, at least one if any is
 // queued, until they hold sendBatch bytes, and takes them off the queue.
-func (q *sendQueue) popBatch(dst []wire.Envelope) []wire.Envelope {
+// Their bytes stay counted until sent gives them back, once written.
+func (q *sendQueue) popBatch(dst []wire.Envelope) ([]wire.Envelope, int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var c int64
@@ -112,15 +115,25 @@ func (q *sendQueue) popBatch(dst []wire.Envelope) []wire.Envelope {
 	} else {
 		q.msgs = q.msgs[n:]
 	}
-	q.release(c)
-	return dst
+	q.writing += c
+	return dst, c
 }
 
-// drop releases everything queued (the peer is gone).
+// sent gives back the bytes of a batch popBatch handed out, once it is
+// written (or failed to be).
+func (q *sendQueue) sent(c int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.writing -= c
+	q.release(c)
+}
+
+// drop releases everything queued (the peer is gone); a batch being
+// written is given back by sent.
 func (q *sendQueue) drop() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.release(q.bytes)
+	q.release(q.bytes - q.writing)
 	q.msgs = nil
 }
 
@@ -171,7 +184,8 @@ func (p *peer) sendLoop() {
 	defer p.q.drop()
 	var batch []wire.Envelope
 	for {
-		batch = p.q.popBatch(batch[:0])
+		var cost int64
+		batch, cost = p.q.popBatch(batch[:0])
 		if len(batch) == 0 {
 			select {
 			case <-p.done:
@@ -182,6 +196,7 @@ func (p *peer) sendLoop() {
 		}
 		err := p.sess.SendEnvelopes(batch)
 		clear(batch) // the bodies are sent: do not keep them alive
+		p.q.sent(cost)
 		if err != nil {
 			p.close()
 			return
