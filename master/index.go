@@ -189,7 +189,7 @@ func (x *slaveIndex) anyFree() bool { return x.free > 0 }
 // ("" avoids none), or nil when none has a free slot for it: the slave
 // [pickFor] would choose among the candidates [fitting] keeps.
 func (x *slaveIndex) pick(sub *wire.Submit, avoid string) *candidate {
-	return x.pickWrapped(sub, avoid, nil, nil)
+	return x.pickWrapped(sub, avoid, nil)
 }
 
 // pickJob is pick for queued job j, preferring, among the slaves that tie
@@ -197,16 +197,9 @@ func (x *slaveIndex) pick(sub *wire.Submit, avoid string) *candidate {
 // ([pickWrapped]). s.mu is held.
 func (x *slaveIndex) pickJob(j *job) *candidate {
 	if !j.submit.Sealed || len(j.wraps) == 0 && len(j.submit.Wraps) == 0 {
-		return x.pick(&j.submit, j.avoid)
+		return x.pickWrapped(&j.submit, j.avoid, nil)
 	}
-	names := make([]string, 0, len(j.wraps)+len(j.submit.Wraps))
-	for name := range j.wraps {
-		names = append(names, name)
-	}
-	for _, w := range j.submit.Wraps {
-		names = append(names, w.Slave)
-	}
-	return x.pickWrapped(&j.submit, j.avoid, names, j.wrappedFor)
+	return x.pickWrapped(&j.submit, j.avoid, j)
 }
 
 // wrappedFor reports whether j can go to sc without a WrapRequest.
@@ -215,11 +208,12 @@ func (j *job) wrappedFor(sc *slaveConn) bool {
 	return k != nil
 }
 
-// pickWrapped is pick preferring, among the slaves that tie for the
-// lowest score, those of names for which wrapped is true: the slave
-// [pickWrapped] (the scan) would choose. It looks at the named slaves
-// only (at most wire.MaxWraps of them in a Submit), not at every one.
-func (x *slaveIndex) pickWrapped(sub *wire.Submit, avoid string, names []string, wrapped func(*slaveConn) bool) *candidate {
+// pickWrapped is pick preferring, when j is not nil, among the slaves
+// that tie for the lowest score, those j's key is wrapped for: the slave
+// [pickWrapped] (the scan) would choose. It looks at the slaves the wraps
+// name only (at most wire.MaxWraps in a Submit), not at every one, and
+// allocates nothing.
+func (x *slaveIndex) pickWrapped(sub *wire.Submit, avoid string, j *job) *candidate {
 	classes := x.byLang[sub.Language]
 	if x.free == 0 || len(classes) == 0 {
 		return nil
@@ -250,22 +244,30 @@ func (x *slaveIndex) pickWrapped(sub *wire.Submit, avoid string, names []string,
 			continue
 		}
 		var best *tnode
-		for _, name := range names {
-			if name == avoid {
-				continue
-			}
-			for _, sl := range x.byName[name] {
-				if sl.tree == nil || sl.tree != sl.class.tree(suspect) || !sl.c.languages[sub.Language] ||
-					!tied(lowest, sl.node.score) || !sl.class.fits(sub) || !wrapped(sl.c.slave) {
-					continue
+		if j != nil {
+			consider := func(name string) {
+				if name == avoid {
+					return
 				}
-				if best == nil || idler(&sl.node, best) {
-					best = &sl.node
+				for _, sl := range x.byName[name] {
+					if sl.tree == nil || sl.tree != sl.class.tree(suspect) || !sl.c.languages[sub.Language] ||
+						!tied(lowest, sl.node.score) || !sl.class.fits(sub) || !j.wrappedFor(sl.c.slave) {
+						continue
+					}
+					if best == nil || idler(&sl.node, best) {
+						best = &sl.node
+					}
 				}
 			}
-		}
-		if best != nil {
-			return &best.sl.c
+			for name := range j.wraps {
+				consider(name)
+			}
+			for _, w := range j.submit.Wraps {
+				consider(w.Slave)
+			}
+			if best != nil {
+				return &best.sl.c
+			}
 		}
 		for _, cl := range classes {
 			if n := cl.tree(suspect).idlest(lowest); n != nil && (best == nil || idler(n, best)) && cl.fits(sub) {

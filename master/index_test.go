@@ -409,3 +409,20 @@ func TestIndexPrefersWrappedSlave(t *testing.T) {
 		r.pickJobChecked(j)
 	}
 }
+
+// TestPickJobAllocatesNothing: placing a sealed job whose key is wrapped
+// for some slaves allocates nothing, as a plain pick does.
+func TestPickJobAllocatesNothing(t *testing.T) {
+	r := newSchedRig(t)
+	for _, n := range []string{"a", "b", "c"} {
+		sc := r.register(n, 4, true, false, wire.Toolchain{Language: "python"})
+		sc.hello.Features = append(sc.hello.Features, wire.FeatureSubmitWraps)
+	}
+	j := &job{submit: wire.Submit{Language: "python", Sealed: true, WrapNonce: make([]byte, wire.WrapNonceSize),
+		Wraps: []wire.KeyWrap{{Slave: "c", Key: []byte{1}}, {Slave: "b", Key: []byte{1}}}}}
+	r.s.refreshIndexLocked(r.now)
+	var got *candidate
+	if n := testing.AllocsPerRun(100, func() { got = r.s.index.pickJob(j) }); n != 0 || got == nil || got.name != "b" {
+		t.Fatalf("pickJob: %v allocations, picked %v; want 0 and b (wrapped, first by name)", n, got)
+	}
+}
