@@ -33,10 +33,10 @@ func (c *cluster) dialHello(b *certs.Bundle, slavePort bool, h wire.Hello) (*tra
 // dialVia is dialHello through addr (a proxy) when addr is not empty.
 func (c *cluster) dialVia(b *certs.Bundle, slavePort bool, addr string, h wire.Hello) (*transport.Session, error) {
 	c.t.Helper()
-	if addr == "" {
-		addr = c.srv.ClientAddr()
+	if addr == "" { // the listeners' addresses: c.srv is nil for a child master
+		addr = c.clientAddr
 		if slavePort {
-			addr = c.srv.SlaveAddr()
+			addr = c.slaveAddr
 		}
 	}
 	id, err := auth.IdentityOf(b.Cert)
