@@ -180,8 +180,10 @@ func ReadHello(ctx context.Context, s *Session) (wire.Hello, error) {
 
 // Refuse sends Refused{code, reason} and closes the session, making sure the
 // Refused reaches the peer first: it waits for the frame to be written,
-// closes the control stream, then waits up to half a second for the peer to
-// close before closing the session itself.
+// then up to half a second for the peer to close before closing the
+// session itself. It does not half-close the control stream first: yamux
+// would keep a half-closed stream, and the session with it, for
+// StreamCloseTimeout waiting for a FIN a hostile peer never sends.
 func Refuse(s *Session, code, reason string) error {
 	return RefuseWith(s, wire.Refused{Code: code, Reason: reason})
 }
@@ -198,7 +200,6 @@ func RefuseWith(s *Session, r wire.Refused) error {
 		}
 		return err
 	}
-	s.ctrl.Close()
 	t := time.NewTimer(refuseGrace)
 	defer t.Stop()
 	select {
