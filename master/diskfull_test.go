@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,30 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"kiln/internal/testenv"
 	"kiln/master"
 	"kiln/master/state"
+	"kiln/master/state/statetest"
 	"kiln/transport/wire"
 )
-
-// smallDisk mounts a tmpfs of size bytes on a fresh temporary directory
-// (unmounted at cleanup) and returns it. It needs root and mount.
-func smallDisk(t *testing.T, size int) string {
-	t.Helper()
-	testenv.Root(t, "mounting a small tmpfs")
-	dir := t.TempDir() // removed after the unmount below (cleanups run last first)
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", size), "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		err = fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
-	}
-	testenv.Need(t, "a tmpfs mount", err)
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
 
 // fill writes path until the file system is full (ENOSPC), then gives
 // back leave bytes.
@@ -95,7 +74,7 @@ func TestDiskFillsWhileRunning(t *testing.T) {
 
 func diskFills(t *testing.T, leave int64) {
 	const jobs, outBytes = 16, 16 << 10
-	disk := smallDisk(t, 16<<20)
+	disk := statetest.SmallDisk(t, 16<<20)
 	data := filepath.Join(disk, "data")
 	open := func() *state.Store {
 		st, err := state.Open(context.Background(), state.Config{Dir: data, Cluster: "sha256:diskfull",

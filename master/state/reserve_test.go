@@ -3,37 +3,16 @@ package state_test
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
-	"kiln/internal/testenv"
 	"kiln/master/state"
+	"kiln/master/state/statetest"
 	"kiln/transport/wire"
 )
-
-// tmpfs mounts a tmpfs of size bytes on a fresh temporary directory,
-// unmounted at cleanup.
-func tmpfs(t *testing.T, size int) string {
-	t.Helper()
-	testenv.Root(t, "mounting a small tmpfs")
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", size), "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		err = fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
-	}
-	testenv.Need(t, "a tmpfs mount", err)
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
 
 // fillUp writes path until the file system has no byte left.
 func fillUp(t *testing.T, path string) {
@@ -64,7 +43,7 @@ func fillUp(t *testing.T, path string) {
 // store stays leader; CheckSpace says busy until the space is back and
 // the reserve written again; the result is there after a restart.
 func TestReserveTakesTheLastWrite(t *testing.T) {
-	disk := tmpfs(t, 8<<20)
+	disk := statetest.SmallDisk(t, 8<<20)
 	dir := filepath.Join(disk, "data")
 	cfg := testConfig(dir)
 	cfg.MinFree, cfg.Reserve = 64<<10, 1<<20
@@ -104,7 +83,7 @@ func TestReserveTakesTheLastWrite(t *testing.T) {
 // not the reserve is refused at start with a message naming the reserve,
 // and no partial reserve file is left.
 func TestOpenRefusesWithoutReserve(t *testing.T) {
-	disk := tmpfs(t, 2<<20)
+	disk := statetest.SmallDisk(t, 2<<20)
 	dir := filepath.Join(disk, "data")
 	cfg := testConfig(dir)
 	cfg.MinFree, cfg.Reserve = 64<<10, 4<<20

@@ -3,10 +3,16 @@
 package statetest
 
 import (
+	"bytes"
+	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
+
+	"kiln/internal/testenv"
 )
 
 // CrashImage copies the files of a data directory to a new one: what a
@@ -36,4 +42,24 @@ func CrashImage(t testing.TB, dir string) string {
 		t.Fatal(err)
 	}
 	return to
+}
+
+// SmallDisk mounts a tmpfs of size bytes on a new directory, unmounted
+// at cleanup, for tests of a full disk. It needs root and mount: under
+// CI their lack fails the test, elsewhere it skips (testenv).
+func SmallDisk(t testing.TB, size int) string {
+	t.Helper()
+	testenv.Root(t, "mounting a small tmpfs")
+	dir := t.TempDir() // removed after the unmount below (cleanups run last first)
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", size), "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		err = fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
+	}
+	testenv.Need(t, "a tmpfs mount", err)
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
 }
