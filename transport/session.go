@@ -428,15 +428,6 @@ func (s *Session) Close() error {
 		s.closed = true
 		s.mu.Unlock()
 		s.mux.Close()
-		// yamux keeps a stream this side half-closed (Refuse does) for
-		// StreamCloseTimeout after the session closes, waiting for the
-		// peer's FIN, and with it what the stream buffered: up to twice
-		// its window of whatever the peer sent unread (an oversized Hello
-		// kept ~1.8 MB per refused session for 2 min). The stream is
-		// closed now, so Read returns what is buffered, then EOF: drop it
-		// and let the buffer go.
-		io.Copy(io.Discard, s.ctrl)
-		s.ctrl.Shrink()
 	})
 	s.wg.Wait()
 	return nil
