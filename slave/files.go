@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"kiln/slave/sandbox"
 )
 
 // errNotRegular is returned when a job directory entry is a symlink, FIFO,
@@ -52,6 +54,7 @@ func readRegular(path string, max int64) ([]byte, fs.FileMode, error) {
 // symlinks, and writes data to it.
 func writeNew(dir, name string, data []byte, perm fs.FileMode) error {
 	path := filepath.Join(dir, name)
+	defer sandbox.HoldForks()() // the file may be a program to run
 	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(perm))
 	if err != nil {
 		return fmt.Errorf("create %s: %w", path, err)

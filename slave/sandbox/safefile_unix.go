@@ -10,9 +10,25 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
+
+// HoldForks keeps this process from forking until the returned function
+// is called. Hold it from the open to the close of a file written for
+// writing that a program may execute: a child forked meanwhile holds a
+// copy of the descriptor until its own exec (close-on-exec acts only
+// then), and while any process holds a file open for writing, exec of it
+// fails with ETXTBSY ("text file busy"). The slave forks often (a pool's
+// next init waits in its new user namespace for its ID maps before its
+// exec), so without this a job's ./main failed to start now and then.
+// Every fork of a Go program goes through syscall.ForkExec, which takes
+// syscall.ForkLock for writing.
+func HoldForks() (release func()) {
+	syscall.ForkLock.RLock()
+	return syscall.ForkLock.RUnlock
+}
 
 // ErrUnsafeFile is returned by the safe file helpers for a name that is a
 // symbolic link, a FIFO, a device, a socket or a directory where a regular
@@ -168,8 +184,10 @@ func writeAt(dirfd int, name string, perm os.FileMode, fill func(*os.File) error
 		return ErrUnsafeFile
 	}
 	tmp := ".kiln-tmp-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(tmpSeq.Add(1), 10)
+	release := HoldForks()
 	fd, err := unix.Openat(parent, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(perm.Perm()))
 	if err != nil {
+		release()
 		return err
 	}
 	f := os.NewFile(uintptr(fd), tmp)
@@ -177,6 +195,7 @@ func writeAt(dirfd int, name string, perm os.FileMode, fill func(*os.File) error
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	release()
 	if err == nil {
 		err = unix.Fchmodat(parent, tmp, uint32(perm.Perm()), 0)
 	}

@@ -119,6 +119,7 @@ func writeFiles(w *os.File, files []File, uid, gid int, seen map[string]stamp) e
 
 func createFile(dir int, f File, uid, gid int, seen map[string]stamp) error {
 	perm := uint32(f.Mode.Perm())&0o755 | 0o600 // as copyIn makes them
+	defer HoldForks()()                         // runs after the deferred close below
 	fd, err := unix.Openat(dir, f.Name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm)
 	if err != nil {
 		return err
