@@ -735,8 +735,13 @@ func (s *Server) finishLocked(j *job, status string) {
 }
 
 // requeueLocked puts the jobs of a lost slave back at the head of their
-// clients' queues with a new attempt number. s.mu is held. It returns the
-// notifications to send once the lock is released.
+// clients' queues with a new attempt number, and strikes the slave once
+// when it took any along: a slave key that dropped its session with jobs
+// running and came back at once was the idlest slave again (a new
+// session was never assigned anything) and got the same jobs back
+// without end; now it is quarantined after Budget.Jobs.QuarantineStrikes
+// losses in a row (TestHostileSlaveFlapsWithJobs). s.mu is held. It
+// returns the notifications to send once the lock is released.
 func (s *Server) requeueLocked(sc *slaveConn) []func() {
 	if s.closing && s.durable() {
 		// The master is stopping, not the slave: its jobs stay on it in
@@ -752,6 +757,7 @@ func (s *Server) requeueLocked(sc *slaveConn) []func() {
 	}
 	sortJobs(lost)
 	var notes []func()
+	requeued := 0
 	for i := len(lost) - 1; i >= 0; i-- { // pushFront in reverse keeps the order
 		j := lost[i]
 		if j.client == nil && !s.durable() {
@@ -762,6 +768,7 @@ func (s *Server) requeueLocked(sc *slaveConn) []func() {
 			continue
 		}
 		s.waitLogged(s.proposeLocked(&state.Command{Kind: state.KindRequeue, Job: j.id, Attempt: j.attempt}), "requeue", j.id)
+		requeued++
 		j.attempt++
 		j.slaveWas = sc.id.Name
 		j.slave, j.state, j.deadline = nil, wire.StateQueued, time.Time{}
@@ -773,6 +780,9 @@ func (s *Server) requeueLocked(sc *slaveConn) []func() {
 			Detail: fmt.Sprintf("slave %s was lost; running the job again", sc.id.Name)}
 		c := j.client
 		notes = append(notes, func() { c.send(wire.MsgJobState, 0, st) })
+	}
+	if requeued > 0 {
+		s.strikeLocked(sc, fmt.Sprintf("session lost with %d job(s) running", requeued))
 	}
 	clear(sc.running)
 	s.reindexLocked(sc)
