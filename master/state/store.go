@@ -503,13 +503,7 @@ func (s *Store) writeBatch(batch []*Future) *inflight {
 	for i, f := range batch {
 		cmds[i] = f.data
 	}
-	b, err := encodeEntry(cmds)
-	if err != nil {
-		for _, f := range batch {
-			f.finish(nil, fmt.Errorf("state: encode entry: %w", err))
-		}
-		return nil
-	}
+	b := encodeEntry(cmds)
 	select { // a signal of an earlier write (raft's own entries) is stale
 	case <-s.stored:
 	default:
