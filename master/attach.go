@@ -2,6 +2,7 @@ package master
 
 import (
 	"cmp"
+	"errors"
 	"slices"
 	"strconv"
 
@@ -162,6 +163,21 @@ func (s *Server) wraps(cc *clientConn, reqID uint64, w wire.Wraps) {
 	if len(w.Wraps) == 0 || len(j.wraps) > 0 {
 		s.mu.Unlock()
 		cc.send(wire.MsgError, reqID, wire.Error{Code: wire.CodeBadRequest, Message: "job " + j.id + " takes one non-empty Wraps; it has " + strconv.Itoa(len(j.wraps))})
+		return
+	}
+	// The wraps stay with the job until it ends: charged like its files.
+	var n int64
+	for _, k := range w.Wraps {
+		n += int64(len(k.Slave) + len(k.Key))
+	}
+	if err := s.chargeKeyLocked(j.owner, &j.held, n); err != nil {
+		s.mu.Unlock()
+		e := wire.Error{Code: wire.CodeBusy, Message: err.Error(), RetryAfterMs: s.retryAfterMs()}
+		var a *answer
+		if errors.As(err, &a) {
+			e = a.e
+		}
+		cc.send(wire.MsgError, reqID, e)
 		return
 	}
 	keys := make(map[string][]byte, len(w.Wraps))

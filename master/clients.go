@@ -291,7 +291,10 @@ func (s *Server) submit(cc *clientConn, reqID uint64, sub wire.Submit) {
 	var u *upload
 	if e == nil {
 		u = &upload{reqID: reqID, submit: sub, started: s.cfg.Now()}
-		if e = s.takeInlineLocked(cc, u, in); e != nil {
+		if e = s.chargeAnswerLocked(cc, u, kept(&sub)); e == nil {
+			e = s.takeInlineLocked(cc, u, in)
+		}
+		if e != nil {
 			s.releaseLocked(cc.id.Fingerprint, &u.held)
 		}
 	}
@@ -351,6 +354,34 @@ func bothWaysLocked(cc *clientConn, key string, in wire.Inline) *wire.Error {
 	return nil
 }
 
+// kept is what a Submit's job keeps of it beyond its files while it is
+// queued or running, in bytes: its key wraps above all (up to 64 × 1,152
+// B), its names, keys and options. It counts against the upload budgets
+// like the files (TestHostileClientSubmitMetadataCounted).
+func kept(sub *wire.Submit) int64 {
+	n := len(sub.Language) + len(sub.FileName) + len(sub.ClientKey) + len(sub.KeyNonce) + len(sub.WrapNonce)
+	for _, w := range sub.Wraps {
+		n += len(w.Slave) + len(w.Key) + len(w.SealKey)
+	}
+	for _, o := range sub.Options {
+		n += len(o)
+	}
+	return int64(n)
+}
+
+// chargeAnswerLocked is chargeLocked answering a refusal as the Error
+// to send. s.mu is held.
+func (s *Server) chargeAnswerLocked(cc *clientConn, u *upload, n int64) *wire.Error {
+	if err := s.chargeLocked(cc, u, n); err != nil {
+		var a *answer
+		if errors.As(err, &a) {
+			return &a.e
+		}
+		return &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
+	}
+	return nil
+}
+
 // takeInlineLocked charges a Submit's inline files to the budgets, as
 // streamed bytes are (see charge), and gives them to its upload. s.mu is
 // held.
@@ -358,12 +389,8 @@ func (s *Server) takeInlineLocked(cc *clientConn, u *upload, in wire.Inline) *wi
 	if in.Size() == 0 {
 		return nil
 	}
-	if err := s.chargeLocked(cc, u, int64(in.Size())); err != nil {
-		var a *answer
-		if errors.As(err, &a) {
-			return &a.e
-		}
-		return &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
+	if e := s.chargeAnswerLocked(cc, u, int64(in.Size())); e != nil {
+		return e
 	}
 	s.cfg.Metrics.bytes("upload", in.Size())
 	if len(in.Source) > 0 {
@@ -656,11 +683,17 @@ func (s *Server) charge(cc *clientConn, u *upload, n int64) error {
 
 // chargeLocked is charge with s.mu held.
 func (s *Server) chargeLocked(cc *clientConn, u *upload, n int64) error {
-	owner := cc.id.Fingerprint
+	if u.failed {
+		return errors.New("upload already refused")
+	}
+	return s.chargeKeyLocked(cc.id.Fingerprint, &u.held, n)
+}
+
+// chargeKeyLocked counts n more bytes held for client key owner, in
+// *held too, or refuses them busy (see charge). s.mu is held.
+func (s *Server) chargeKeyLocked(owner string, held *int64, n int64) error {
 	light := s.heldBy[owner]+n <= s.cfg.Limits.MaxSource+s.cfg.Limits.MaxStdin
 	switch {
-	case u.failed:
-		return errors.New("upload already refused")
 	case !light && s.held+n > s.cfg.MaxHeldBytes-s.cfg.MaxHeldBytes/8:
 		return &answer{wire.Error{Code: wire.CodeBusy, RetryAfterMs: s.retryAfterMs(),
 			Message: fmt.Sprintf("the master holds %d bytes of uploaded files; the rest is kept for clients holding less than this key's %d; retry later", s.held, s.heldBy[owner])}}
@@ -673,7 +706,7 @@ func (s *Server) chargeLocked(cc *clientConn, u *upload, n int64) error {
 	}
 	s.held += n
 	s.heldBy[owner] += n
-	u.held += n
+	*held += n
 	return nil
 }
 

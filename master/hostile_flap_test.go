@@ -4,11 +4,14 @@ package master_test
 // session-start code did not have or did not bound.
 
 import (
+	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"kiln/certs"
+	"kiln/master"
 	"kiln/transport"
 	"kiln/transport/wire"
 )
@@ -104,5 +107,57 @@ func nextAssign(s *transport.Session, d time.Duration) (wire.Assign, bool) {
 		return a, ok
 	case <-time.After(d):
 		return wire.Assign{}, false // the reader ends when s is closed
+	}
+}
+
+// bigWraps is a Submit's most wraps at their field limits: 64 × 1,152 B.
+func bigWraps() []wire.KeyWrap {
+	ws := make([]wire.KeyWrap, wire.MaxWraps)
+	for i := range ws {
+		ws[i] = wire.KeyWrap{Slave: fmt.Sprintf("%0*d", wire.MaxName, i),
+			Key: bytes.Repeat([]byte{1}, wire.MaxKey), SealKey: bytes.Repeat([]byte{2}, wire.MaxKey)}
+	}
+	return ws
+}
+
+// TestHostileClientSubmitMetadataCounted: a Submit's wraps (64 of up to
+// 1,152 B: 72 KiB) stay with its job while it is queued or running, and
+// the session-start code counted none of it: a key's 128 jobs held 9 MiB
+// beyond its upload share, all keys' 1,024 queued jobs 72 MiB beyond
+// MaxHeldBytes, and the 1,000 ended jobs of the history kept theirs too
+// (another 72 MiB). Now what a Submit keeps counts against the upload
+// budgets like its files, and an ended job keeps no wraps.
+func TestHostileClientSubmitMetadataCounted(t *testing.T) {
+	const share = 1 << 20
+	c := newCluster(t, func(cfg *master.Config) { cfg.Budget.Jobs.HeldBytesPerClient = share })
+	sealingSlave(t, c, "s1", 1) // takes one job and never answers
+	cs, err := c.dial(c.issue(certs.RoleClient, "mallory", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := bytes.Repeat([]byte{9}, wire.WrapNonceSize)
+	accepted, busy := 0, 0
+	for id := uint64(1); id <= 40; id++ {
+		submitWrapped(t, cs, id, wire.Submit{Sealed: true, Wraps: bigWraps(), WrapNonce: nonce})
+		_, e := acceptedOrError(t, cs, id)
+		switch {
+		case e == nil:
+			accepted++
+		case e.Code == wire.CodeBusy:
+			busy++
+		default:
+			t.Fatalf("Submit %d: %+v", id, e)
+		}
+	}
+	per := int64(wire.MaxWraps * (wire.MaxName + 2*wire.MaxKey))
+	t.Logf("%d Submits of %d B of wraps accepted, %d busy; %d B held", accepted, per, busy, c.srv.HeldBytes())
+	if accepted == 0 {
+		t.Fatal("no Submit with wraps accepted: the test proves nothing")
+	}
+	if held := c.srv.HeldBytes(); held < int64(accepted)*per {
+		t.Fatalf("%d jobs keep %d B of wraps, %d B counted", accepted, int64(accepted)*per, held)
+	}
+	if int64(accepted-1)*per > share {
+		t.Fatalf("%d jobs of %d B each accepted under a share of %d B", accepted, per, share)
 	}
 }

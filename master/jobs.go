@@ -725,7 +725,10 @@ func (s *Server) finishLocked(j *job, status string) {
 	if s.active[j.owner]--; s.active[j.owner] <= 0 {
 		delete(s.active, j.owner)
 	}
-	j.source, j.stdin = nil, nil
+	// What the history keeps of an ended job is what listings show: no
+	// files, no key wraps (64 of up to 1,152 B a Submit, and as many
+	// more from Wraps). Nothing reads them without s.mu.
+	j.source, j.stdin, j.submit.Wraps, j.wraps = nil, nil, nil, nil
 	s.releaseLocked(j.owner, &j.held)
 	s.history = append(s.history, j)
 	if len(s.history) > s.cfg.History {
