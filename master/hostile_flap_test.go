@@ -161,3 +161,47 @@ func TestHostileClientSubmitMetadataCounted(t *testing.T) {
 		t.Fatalf("%d jobs of %d B each accepted under a share of %d B", accepted, per, share)
 	}
 }
+
+// TestSubmitWrapForAnotherSealKey: a client key holder wraps a job's key
+// in its Submit for slave s1's name but another sealing key (one of its
+// own, or of a slave since re-issued under that name). The master must
+// not hand that wrap to s1, which could not open it (an internal error
+// charged to nobody, or worse, a wrap for a key the CA never bound to
+// s1): s1 gets a WrapRequest's answer instead. A wrap naming s1's own key
+// goes in the Assign.
+func TestSubmitWrapForAnotherSealKey(t *testing.T) {
+	c := newCluster(t)
+	b := c.issue(certs.RoleSlave, "s1", "1.0")
+	ss, _ := c.dialFeatures(b, true, []string{wire.FeatureSubmitWraps})
+	ss.Send(wire.MsgRegister, 0, wire.Register{Slots: 1, Toolchains: []wire.Toolchain{{Language: "python"}}, SealKey: b.SealPublicKey()})
+	ss.Send(wire.MsgLoad, 0, wire.Load{Slots: 1})
+	c.waitLog("slave registered", "peer=s1", "sealing=true")
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := bytes.Repeat([]byte{9}, wire.WrapNonceSize)
+	theirs := bytes.Repeat([]byte{4}, 32)
+	wrong, right := bytes.Repeat([]byte{1}, 81), bytes.Repeat([]byte{2}, 81)
+	submitWrapped(t, cs, 1, wire.Submit{Sealed: true, WrapNonce: nonce,
+		Wraps: []wire.KeyWrap{{Slave: "s1", Key: wrong, SealKey: theirs}}})
+	var req wire.WrapRequest
+	wire.Decode(recvUntil(t, cs, wire.MsgWrapRequest), &req)
+	if req.Slave != "s1" || !bytes.Equal(req.SealKey, b.SealPublicKey()) {
+		t.Fatalf("WrapRequest %+v", req)
+	}
+	asked := bytes.Repeat([]byte{3}, 81)
+	cs.Send(wire.MsgWrapped, 0, wire.Wrapped{JobID: req.JobID, Attempt: req.Attempt, WrappedKey: asked})
+	var a wire.Assign
+	wire.Decode(recvUntil(t, ss, wire.MsgAssign), &a)
+	if !bytes.Equal(a.WrappedKey, asked) || a.WrapNonce != nil {
+		t.Fatalf("Assign carries key %x nonce %x: the wrap made for another sealing key reached s1", a.WrappedKey, a.WrapNonce)
+	}
+	ss.Send(wire.MsgResult, 0, wire.Result{JobID: a.JobID, Attempt: a.Attempt, Status: wire.StatusOK})
+	submitWrapped(t, cs, 2, wire.Submit{Sealed: true, WrapNonce: nonce,
+		Wraps: []wire.KeyWrap{{Slave: "s1", Key: wrong, SealKey: theirs}, {Slave: "s1", Key: right, SealKey: b.SealPublicKey()}}})
+	wire.Decode(recvUntil(t, ss, wire.MsgAssign), &a)
+	if !bytes.Equal(a.WrappedKey, right) || !bytes.Equal(a.WrapNonce, nonce) {
+		t.Fatalf("Assign carries key %x nonce %x, want the wrap for s1's key", a.WrappedKey, a.WrapNonce)
+	}
+}
