@@ -16,7 +16,9 @@ import (
 // "leave" fills everything a pooled sandbox could carry over (SysV shared
 // memory, semaphores and message queues under a known key and private
 // ones, a POSIX message queue, a POSIX shm object, files in /w and /tmp,
-// its own program in /w replaced, a daemon holding an abstract socket,
+// its own program in /w replaced and held open for writing by a daemon,
+// which also holds an abstract socket (the next job's exec of ./main
+// must not fail with ETXTBSY),
 // TCP and UDP sockets bound in the sandbox's network namespace);
 // "look" reports what of it the next job finds; "check" prints the
 // program's own greeting.
@@ -61,7 +63,7 @@ static void leave(void) {
 	int tf = open("/tmp/alice-secret", O_CREAT | O_WRONLY, 0666);
 	unlink("/w/main");
 	int mf = open("/w/main", O_CREAT | O_WRONLY | O_TRUNC, 0755);
-	if (mf >= 0) { write(mf, "#!/bin/sh\necho pwned\n", 21); close(mf); }
+	if (mf >= 0) write(mf, "#!/bin/sh\necho pwned\n", 21); /* left open for writing in the daemon below */
 	int s = socket(AF_UNIX, SOCK_STREAM, 0);
 	int bound = bind(s, (struct sockaddr *)&addr, sizeof addr) == 0 && listen(s, 4) == 0 ? 0 : errno;
 	struct sockaddr_in in = {AF_INET, htons(4242)};
