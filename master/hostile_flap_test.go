@@ -205,3 +205,46 @@ func TestSubmitWrapForAnotherSealKey(t *testing.T) {
 		t.Fatalf("Assign carries key %x nonce %x, want the wrap for s1's key", a.WrappedKey, a.WrapNonce)
 	}
 }
+
+// TestHostileSlaveSlots: a Register's slots must be 1-1024, and a Load's
+// slot figure, which only decides when the dispatcher wakes, never lets a
+// slave hold more jobs than it registered slots.
+func TestHostileSlaveSlots(t *testing.T) {
+	c := newCluster(t)
+	for i, n := range []int{0, -1, 1025, 1 << 40} {
+		s, err := c.dial(c.issue(certs.RoleSlave, fmt.Sprintf("bad%d", i), "1.0"), true, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Send(wire.MsgRegister, 0, wire.Register{Toolchains: []wire.Toolchain{{Language: "python", Compiler: "python 1.0"}}, Slots: n, OS: "linux"})
+		var r wire.Refused
+		if err := wire.Decode(recvUntil(t, s, wire.MsgRefused), &r); err != nil || r.Code != wire.CodeBadRequest {
+			t.Fatalf("Register with %d slots: %+v %v, want refused bad_request", n, r, err)
+		}
+	}
+	greedy := c.fakeSlave("greedy", 1, true, "python")
+	for _, n := range []int{1 << 40, -1, 0, 1 << 20} {
+		greedy.sess.Send(wire.MsgLoad, 0, wire.Load{Slots: n})
+	}
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id := uint64(1); id <= 3; id++ {
+		if _, e := submit(t, cs, id, "x.py", []byte("print(1)\n")); e != nil {
+			t.Fatal(e)
+		}
+	}
+	<-greedy.jobs
+	greedy.sess.Send(wire.MsgLoad, 0, wire.Load{Slots: 1 << 40})
+	d0 := c.srv.Dispatches()
+	waitFor(t, "two dispatches after the Load", func() bool { return c.srv.Dispatches() >= d0+2 })
+	select {
+	case a := <-greedy.jobs:
+		t.Fatalf("a slave of 1 slot reporting 2^40 got a second job %s", a.JobID)
+	default:
+	}
+	if q := c.srv.QueueLen(); q != 2 {
+		t.Fatalf("%d jobs queued, want 2", q)
+	}
+}
