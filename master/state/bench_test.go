@@ -194,3 +194,24 @@ func written(s *state.Store, closed bool) uint64 {
 	s.Close()
 	return s.WriteStats().Entries - 1
 }
+
+// BenchmarkImage times Machine.Image over 200,000 records: what raft
+// runs on the goroutine that applies the log when it takes a snapshot,
+// during which no Submit or Result is answered.
+//
+//	go test -run XXX -bench Image -benchtime 10x ./master/state
+func BenchmarkImage(b *testing.B) {
+	m := state.NewMachine()
+	for i := 0; i < 200_000; i++ {
+		if r := m.Apply(submit("alice", "")); r.Err != nil {
+			b.Fatal(r.Err)
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if img := m.Image(); img == nil {
+			b.Fatal("no image")
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/image")
+}
