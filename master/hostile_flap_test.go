@@ -248,3 +248,39 @@ func TestHostileSlaveSlots(t *testing.T) {
 		t.Fatalf("%d jobs queued, want 2", q)
 	}
 }
+
+// TestManySmallOutputsStrikeNoSlave: an honest slave sends one Output
+// message per read of the job's pipes, so a client's program that writes
+// a byte at a time, pausing between writes, decides how many messages its
+// attempt takes (TestProgramSetsOutputMessages in package slave). Past
+// Budget.Jobs.OutputMessages the job ends output_limit, as it should; but
+// the master also struck the slave, as if it had ignored a cap, so three
+// such jobs of any client quarantined an honest slave, and enough of them
+// every slave. The slave is told to cancel and not struck; a slave over
+// the byte cap (which an honest slave enforces itself) still is.
+func TestManySmallOutputsStrikeNoSlave(t *testing.T) {
+	const msgs = 200
+	c := newCluster(t, func(cfg *master.Config) { cfg.Budget.Jobs.OutputMessages = msgs })
+	ticks := func(h *hostileSlave, a wire.Assign) { // what an honest slave sends for such a program
+		for i := 0; i <= msgs; i++ {
+			h.sess.Send(wire.MsgOutput, 0, wire.Output{JobID: a.JobID, Attempt: a.Attempt, Stream: wire.StreamStdout, Data: []byte{'.'}})
+		}
+	}
+	c.hostileSlave("s1", 1, ticks, nil)
+	cs, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id := uint64(1); id <= 3; id++ {
+		jobID, e := submit(t, cs, id, "ticks.py", []byte("print('.', end='', flush=True)\n"))
+		if e != nil {
+			t.Fatal(e)
+		}
+		if v := collect(t, cs, jobID)[jobID]; v.result.Status != wire.StatusOutputLimit {
+			t.Fatalf("job %d: %+v, want output_limit", id, v.result)
+		}
+	}
+	if h := c.slaveInfo("s1").Health; h != "ok" {
+		t.Fatalf("the slave is %q after three jobs whose programs wrote %d small outputs each", h, msgs+1)
+	}
+}

@@ -66,6 +66,10 @@ type route struct {
 	maxHeld int64
 	kept    int64
 	keyFull bool
+	// tooMany: the attempt went past maxMsgs within its byte cap. An
+	// honest slave sends one message per read of the job's pipes, so the
+	// count is the program's doing, not the slave's.
+	tooMany bool
 }
 
 func (sc *slaveConn) addRoute(jobID string, r *route) {
@@ -125,7 +129,7 @@ func (sc *slaveConn) routeOutput(o *wire.Output) (c *clientConn, over bool) {
 	r.bytes += n
 	r.msgs++
 	if r.bytes > r.limit || r.msgs > r.maxMsgs {
-		r.over = true
+		r.over, r.tooMany = true, r.bytes <= r.limit
 		return nil, true
 	}
 	if !r.keepChunk(o) {
@@ -467,11 +471,22 @@ func cpuFigure(v float64) float64 {
 // slave is struck and told to cancel, the client gets output_limit.
 func (s *Server) outputOver(sc *slaveConn, jobID string, attempt int) {
 	sc.rmu.Lock()
-	keyFull := sc.routes[jobID] != nil && sc.routes[jobID].keyFull
+	var keyFull, tooMany bool
+	if r := sc.routes[jobID]; r != nil {
+		keyFull, tooMany = r.keyFull, r.tooMany
+	}
 	sc.rmu.Unlock()
-	if keyFull {
+	switch {
+	case keyFull:
 		s.endForKey(sc, jobID, attempt, wire.StatusOutputLimit,
 			fmt.Sprintf("the client key's running jobs hold %d bytes of output for their durable records (JobBudget.DurableOutputPerClient)", s.cfg.Budget.Jobs.DurableOutputPerClient))
+		return
+	case tooMany:
+		// Not the slave's fault (see route.tooMany): no strike, or any
+		// client's program writing a byte at a time quarantined it
+		// (TestManySmallOutputsStrikeNoSlave).
+		s.endForKey(sc, jobID, attempt, wire.StatusOutputLimit,
+			fmt.Sprintf("the program's output took more than %d messages (JobBudget.OutputMessages): write it in larger pieces", s.cfg.Budget.Jobs.OutputMessages))
 		return
 	}
 	s.mu.Lock()
