@@ -284,3 +284,43 @@ func TestManySmallOutputsStrikeNoSlave(t *testing.T) {
 		t.Fatalf("the slave is %q after three jobs whose programs wrote %d small outputs each", h, msgs+1)
 	}
 }
+
+// TestBatchDeadlineCoversTwoBuilds: a test batch judged by a checker
+// builds the client's program and then the client's checker, each within
+// the slave's compile limit (JobCompileTime's 60 s), before its cases run
+// (each within its time limit and its checker's, covered by
+// deadlineTimeMs). The master allowed one build: a client whose program
+// and checker each compiled in most of the limit made an honest slave miss
+// the deadline, so it was struck, the job ran again elsewhere and struck
+// that slave too: three such batches quarantined a slave. The fake slave
+// here answers at that worst case, with the budgets scaled down.
+func TestBatchDeadlineCoversTwoBuilds(t *testing.T) {
+	const build, grace, timeMs = time.Second, 500 * time.Millisecond, 100
+	c := newCluster(t, func(cfg *master.Config) {
+		cfg.Budget.Jobs.JobCompileTime, cfg.Budget.Jobs.JobGrace = build, grace
+	})
+	judge := c.fakeSlaveWith("judge", 1, true, []string{wire.FeatureTests}, "python")
+	cs, _ := c.dialFeatures(c.issue(certs.RoleClient, "alice", "1.0"), false, []string{wire.FeatureTests})
+	id, e := submitRaw(t, cs, 1, wire.Submit{Language: "python", FileName: "x.py", Tests: 1, Limits: wire.JobLimits{TimeMs: timeMs}},
+		[]byte("print(input())\n"), []byte("bundle"))
+	if e != nil {
+		t.Fatal(e)
+	}
+	a := <-judge.jobs
+	// Two builds, then the case (its time limit) and its checker (twice
+	// that, at least 1 s): what an honest slave may take at most.
+	worst := 2*build + timeMs*time.Millisecond + time.Second
+	select {
+	case cn := <-judge.cancels:
+		t.Fatalf("job %s cancelled before an honest slave's worst case (%v)", cn, worst)
+	case <-time.After(worst):
+	}
+	judge.sess.Send(wire.MsgResult, 0, wire.Result{JobID: a.JobID, Attempt: a.Attempt, Status: wire.StatusOK, Language: "python",
+		Tests: &wire.TestSummary{Total: 1, Ran: 1, Passed: 1, Status: wire.TestAccepted}})
+	if v := collect(t, cs, id)[id]; v.result.Status != wire.StatusOK || v.result.Slave != "judge" {
+		t.Fatalf("result %+v", v.result)
+	}
+	if h := c.slaveInfo("judge").Health; h != "ok" {
+		t.Fatalf("the slave is %q after answering within its bounds", h)
+	}
+}

@@ -340,7 +340,7 @@ func (s *Server) placeLocked(j *job, sc *slaveConn, now time.Time) {
 	s.reindexLocked(sc)
 	j.slave, j.state, j.assigned = sc, wire.StateAssigned, now
 	j.assignSent = false
-	j.deadline = now.Add(s.cfg.Budget.Jobs.jobDeadline(deadlineTimeMs(j.submit)))
+	j.deadline = now.Add(s.cfg.Budget.Jobs.attemptDeadline(j.submit))
 	limit := j.submit.Limits.OutputBytes
 	if limit <= 0 {
 		limit = s.cfg.Limits.MaxOutput
@@ -618,7 +618,7 @@ func (s *Server) failAttempt(sc *slaveConn, j *job, attempt int, status, detail 
 }
 
 // checkDeadlines fails every attempt whose slave has not answered by its
-// deadline (see JobBudget.jobDeadline).
+// deadline (see JobBudget.attemptDeadline).
 func (s *Server) checkDeadlines() {
 	now := s.cfg.Now()
 	type late struct {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"kiln/transport/wire"
 )
@@ -192,6 +193,20 @@ func languageOrder[T any](byLang map[string]T) []string {
 	}
 	slices.SortFunc(rest, cmp.Compare)
 	return append(out, rest...)
+}
+
+// attemptDeadline is how long after its assignment an attempt of sub must
+// be answered (JobBudget.jobDeadline of deadlineTimeMs). A test batch
+// gets a second JobCompileTime: a checker's batch builds the program and
+// then the checker, each within the slave's compile limit, and the master
+// cannot tell (the spec may be sealed); with one an honest slave missed
+// the deadline and was struck (TestBatchDeadlineCoversTwoBuilds).
+func (b JobBudget) attemptDeadline(sub wire.Submit) time.Duration {
+	d := b.jobDeadline(deadlineTimeMs(sub))
+	if sub.Tests > 0 {
+		d += b.JobCompileTime
+	}
+	return d
 }
 
 // deadlineTimeMs is the run time a job's deadline allows (see
