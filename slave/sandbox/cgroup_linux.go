@@ -16,14 +16,19 @@ import (
 
 // Cgroups. Each sandbox slot owns one cgroup per controller under
 // <own cgroup>/kiln-<pid>/slot-<init's host uid> (unique even with two
-// runners in one process), created with the slot and removed with it. No
-// thread of the init is ever in the job's group, so that the group's OOM
-// killer can only pick one of the job's processes (the init, bigger than a
-// job whose memory sits in tmpfs pages, used to be its pick). On v1 the
-// init moves the job's first process into the groups before its first
-// instruction, writing its pid to "tasks" files the host opened and the
-// init keeps (see start_linux.go); on v2 the job is cloned straight into
-// <slot>/job (CLONE_INTO_CGROUP) while the init lives in <slot>/init.
+// runners in one process), created with the slot and removed with it. The
+// init is never in the job's group while the job runs, and its thread
+// group leader never, so that the group's OOM killer can only pick one of
+// the job's processes (the init, bigger than a job whose memory sits in
+// tmpfs pages, used to be its pick). On v2 the job is cloned straight into
+// <slot>/job (CLONE_INTO_CGROUP) while the init lives in <slot>/init. On
+// v1 the init's fork thread joins the slot's groups itself just around the
+// launcher's fork, so that the launcher and the job are born there, and
+// goes back at once, writing "0" to "tasks" files the host opened and the
+// init keeps: the slot's, then those of the init's own groups (see
+// start_linux.go). A thread that moves itself needs no global lock, where
+// moving another process waited for an RCU grace period. Where the init
+// cannot do that, it moves the job's first process by its pid instead.
 
 // cgroups is the host's view of the usable hierarchies.
 type cgroups struct {
@@ -31,6 +36,10 @@ type cgroups struct {
 	memory  string // v1: memory hierarchy dir for our groups; v2: our dir
 	pids    string // v1: pids hierarchy dir; v2: same as memory
 	missing []string
+	// noHome (tests) passes the inits no "tasks" files of their own v1
+	// groups, which makes them join jobs by pid; homeRO passes them
+	// unwritable.
+	noHome, homeRO bool
 }
 
 // detectCgroups finds where this process may create its groups.
@@ -150,6 +159,7 @@ type slotCgroup struct {
 	memDir  string              // v1 memory dir or v2 job dir
 	pidsDir string              // v1 pids dir or v2 job dir
 	pass    []*os.File          // handed to the init (v1 tasks files or v2 job dir), kept by it
+	home    []*os.File          // v1: "tasks" of the init's own groups, same order as pass (or none)
 	initDir *os.File            // v2: the init's group, for CLONE_INTO_CGROUP
 	base    int64               // memory charged before the job started
 	ooms    int64               // OOM kills counted before the job started
@@ -166,6 +176,7 @@ func (c *cgroups) newSlot(n, initUID int) (*slotCgroup, error) {
 	if s.v2 {
 		return s, s.makeV2(filepath.Join(c.memory, name), initUID)
 	}
+	var homes []string
 	for _, base := range []string{c.memory, c.pids} {
 		if base == "" {
 			continue
@@ -181,6 +192,7 @@ func (c *cgroups) newSlot(n, initUID int) (*slotCgroup, error) {
 			return nil, err
 		}
 		s.pass = append(s.pass, f)
+		homes = append(homes, filepath.Dir(base))
 		if base == c.memory {
 			s.memDir = dir
 			os.WriteFile(filepath.Join(dir, "memory.swappiness"), []byte("0"), 0)
@@ -188,7 +200,30 @@ func (c *cgroups) newSlot(n, initUID int) (*slotCgroup, error) {
 			s.pidsDir = dir
 		}
 	}
+	if !c.noHome {
+		s.openHome(homes, c.homeRO)
+	}
 	return s, nil
+}
+
+// openHome opens the "tasks" files of dirs, the init's own groups (this
+// process's, where the init is started), for the init's fork thread to go
+// back to after each job's fork. Without all of them the init joins jobs
+// by pid. readOnly (tests) opens them unwritable.
+func (s *slotCgroup) openHome(dirs []string, readOnly bool) {
+	flag := os.O_WRONLY
+	if readOnly {
+		flag = os.O_RDONLY
+	}
+	for _, d := range dirs {
+		f, err := os.OpenFile(filepath.Join(d, "tasks"), flag, 0)
+		if err != nil {
+			closeFiles(s.home)
+			s.home = nil
+			return
+		}
+		s.home = append(s.home, f)
+	}
 }
 
 func (s *slotCgroup) mkdir(parent, dir string) error {
@@ -244,7 +279,8 @@ func (s *slotCgroup) makeV2(slot string, initUID int) error {
 // closePassed closes the descriptors once the init holds them.
 func (s *slotCgroup) closePassed() {
 	closeFiles(s.pass)
-	s.pass = nil
+	closeFiles(s.home)
+	s.pass, s.home = nil, nil
 	if s.initDir != nil {
 		s.initDir.Close()
 		s.initDir = nil
@@ -300,10 +336,12 @@ func (s *slotCgroup) setLimits(memBytes int64, procs int) error {
 	if s.pidsDir != "" {
 		max := "max"
 		if procs > 0 {
-			if s.v2 {
-				procs++ // the launcher, born there, until its copy starts
-			}
-			max = strconv.Itoa(procs)
+			// The launcher is born there and counts until it is reaped,
+			// right after its copy starts (on v1 with the init's fork
+			// thread, which counts while it forks the launcher). The job
+			// alone stays within procs by RLIMIT_NPROC, which counts the
+			// same tasks (they all run as the slot's job uid).
+			max = strconv.Itoa(procs + 1)
 		}
 		if err := s.write(s.pidsDir, "pids.max", max); err != nil {
 			return err

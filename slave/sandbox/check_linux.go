@@ -55,6 +55,14 @@ func (s *Strict) Check(ctx context.Context) (Capabilities, error) {
 	} else {
 		c.Features = append(c.Features, "init outside the job's memory cgroup")
 	}
+	if j := s.join.Load(); j != nil {
+		switch j[0] {
+		case "thread":
+			c.Features = append(c.Features, "jobs born in their v1 cgroups")
+		case "pid":
+			c.Missing = append(c.Missing, "jobs moved into their v1 cgroups by pid, a start may wait ~10 ms ("+j[1]+")")
+		}
+	}
 	if !s.oomExempt.Load() {
 		c.Missing = append(c.Missing, "init not exempt from the host's OOM killer (oom_score_adj -1000 needs CAP_SYS_RESOURCE)")
 	}

@@ -35,6 +35,8 @@ type container struct {
 	destroy func()
 
 	oomExempt bool           // the init's oom_score_adj is -1000
+	join      string         // how its jobs join their v1 cgroups (readyMsg.Join)
+	joinNote  string         // why by pid
 	released  sync.WaitGroup // the last job's tmpfs mounts being released
 
 	// Buffers reused by each job in turn: the socket's reads (one at a
@@ -89,9 +91,11 @@ func startContainer(n int, cfg *StrictConfig, cgs *cgroups, setup *setupMsg) (*c
 		return fail(err)
 	}
 	go func() { c.cmd.Wait(); close(c.exited) }()
-	// The init is never in its job's memory cgroup, so that group's OOM
-	// killer cannot pick it. Where the host may (CAP_SYS_RESOURCE), it is
-	// also exempt from the machine's; the job resets its own score to 0.
+	// The init is never in its job's memory cgroup while the job runs (on
+	// v1 its fork thread, never its leader, passes through around the
+	// launcher's fork), so that group's OOM killer cannot pick it. Where
+	// the host may (CAP_SYS_RESOURCE), it is also exempt from the
+	// machine's; the job resets its own score to 0.
 	c.oomExempt = setOOMScore(c.cmd.Process.Pid, -1000)
 	var once sync.Once
 	c.destroy = func() { once.Do(c.kill) }
@@ -112,6 +116,7 @@ func startContainer(n int, cfg *StrictConfig, cgs *cgroups, setup *setupMsg) (*c
 		for _, note := range m.Ready.Notes {
 			cfg.Logger.Warn("sandbox: degraded", "slot", n, "note", note)
 		}
+		c.join, c.joinNote = m.Ready.Join, m.Ready.JoinNote
 	}
 	return c, nil
 }
@@ -135,9 +140,11 @@ func socketPair(name string) (*net.UnixConn, *os.File, error) {
 
 // initCommand builds the command that starts an init in new namespaces.
 func initCommand(cfg *StrictConfig, cgs *cgroups, cg *slotCgroup, initUID int, sock, jobs *os.File) *exec.Cmd {
-	// The mode tells the init which cgroup descriptors follow the socket:
-	// "v1:N" (N "tasks" files), "v2:1" (the job group's directory) or
-	// "none:0" when the machine offers no cgroups to this slave.
+	// The mode tells the init which cgroup descriptors follow the sockets:
+	// "v1:N:M" (N "tasks" files of the slot's groups, then M, 0 or N, of
+	// the init's own groups, in the same order), "v2:1" (the job group's
+	// directory) or "none:0" when the machine offers no cgroups to this
+	// slave.
 	mode := "none:0"
 	flags := uintptr(syscall.CLONE_NEWUSER | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS |
 		syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS)
@@ -153,7 +160,8 @@ func initCommand(cfg *StrictConfig, cgs *cgroups, cg *slotCgroup, initUID int, s
 	extra := []*os.File{sock, jobs}
 	if cg != nil {
 		extra = append(extra, cg.pass...)
-		mode = "v1:" + strconv.Itoa(len(cg.pass))
+		extra = append(extra, cg.home...)
+		mode = "v1:" + strconv.Itoa(len(cg.pass)) + ":" + strconv.Itoa(len(cg.home))
 		if cg.v2 {
 			mode = "v2:" + strconv.Itoa(len(cg.pass))
 			sys.UseCgroupFD, sys.CgroupFD = true, int(cg.initDir.Fd())

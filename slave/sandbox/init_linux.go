@@ -29,10 +29,10 @@ import (
 const (
 	initEnv   = "KILN_SANDBOX_INIT"
 	initArg0  = "kiln-sandbox-init"
-	sockFD    = 3 // control socket
-	jobsFD    = 4 // jobs socket, blocking, read by the fork thread
-	cgFD0     = 5 // first v1 "tasks" file or v2 job cgroup directory
-	maxCgFDs  = 2
+	sockFD    = 3               // control socket
+	jobsFD    = 4               // jobs socket, blocking, read by the fork thread
+	cgFD0     = 5               // first v1 "tasks" file or v2 job cgroup directory
+	maxCgFDs  = 4               // v1: the slot's memory and pids "tasks", then the init's own
 	cleanWait = 2 * time.Second // longest the init tries to kill leftovers
 )
 
@@ -78,18 +78,38 @@ func runInit(mode string) int {
 		sendMsg(conn, envelope{T: msgReady, Err: err.Error()})
 		return 1
 	}
-	kind, count, _ := strings.Cut(mode, ":")
-	n, _ := strconv.Atoi(count)
+	// mode: "v1:N:M", "v2:1" or "none:0" (see initCommand).
+	fields := strings.Split(mode, ":")
+	var counts [2]int
+	for i := range counts {
+		if len(fields) > i+1 {
+			counts[i], _ = strconv.Atoi(fields[i+1])
+		}
+	}
+	n := min(max(counts[0], 0), maxCgFDs)
+	home := min(max(counts[1], 0), maxCgFDs-n)
 	adj, _ := os.ReadFile("/proc/self/oom_score_adj")
-	r := &jobRunner{oomReset: strings.TrimSpace(string(adj)) != "0", conn: conn, jobUID: m.Setup.JobUID, cgroupV2: kind == "v2", cgFDs: min(max(n, 0), maxCgFDs), jobFilter: m.Setup.JobFilter, rbuf: rbuf}
-	ready := make(chan []string)
+	r := &jobRunner{oomReset: strings.TrimSpace(string(adj)) != "0", conn: conn, jobUID: m.Setup.JobUID, cgroupV2: fields[0] == "v2", cgFDs: n, homeFDs: home, jobFilter: m.Setup.JobFilter, rbuf: rbuf}
+	ready := make(chan threadReady)
 	go r.loop(ready)
-	notes = append(notes, <-ready...)
-	if err := sendMsg(conn, envelope{T: msgReady, Ready: &readyMsg{Notes: notes}}); err != nil {
+	tr := <-ready
+	if tr.err != nil {
+		sendMsg(conn, envelope{T: msgReady, Err: tr.err.Error()})
+		return 1
+	}
+	rm := &readyMsg{Notes: append(notes, tr.notes...), Join: tr.join, JoinNote: tr.joinNote}
+	if err := sendMsg(conn, envelope{T: msgReady, Ready: rm}); err != nil {
 		return 1
 	}
 	r.serve()
 	return 0
+}
+
+// threadReady is what the fork thread reports once prepared.
+type threadReady struct {
+	notes          []string
+	join, joinNote string // readyMsg's
+	err            error  // the thread is unfit to fork jobs: the init ends
 }
 
 // buildRoot makes a tmpfs root holding the read-only binds, a fresh /proc,
@@ -241,15 +261,19 @@ type jobRunner struct {
 	cgFDs     int            // cgroup descriptors passed from cgFD0 on
 	jobFilter []byte         // the job's syscall filter, a sock_filter array
 	oomReset  bool           // the init's oom_score_adj is not 0: reset the job's
+	homeFDs   int            // v1: the init's own "tasks" files passed after them
 	cgDir     int            // v2: job cgroup directory, or -1
 	cgTasks   []int          // v1: the slot's "tasks" files, joined by each job
+	cgHome    []int          // v1: the init's own, in the same order
+	selfJoin  bool           // v1: the fork thread joins around the launcher's fork
+	broken    bool           // the fork thread may be in a slot group: serve no more
 	killSeq   atomic.Uint64  // the latest run a kill was asked for
 	current   atomic.Uint64  // the run being started or running
 	running   atomic.Int32   // pid of the current job's first process, or 0
 	rbuf      recvBuf        // serve's reads, one at a time
 	jbuf      recvBuf        // the fork thread's reads
 	ipcFresh  bool           // the fork thread's IPC namespace is new, unused by any job
-	joinNs    int64          // how long the current job's v1 cgroup joins took
+	joinNs    int64          // how long the current job's v1 cgroup writes took
 	childGone chan os.Signal // SIGCHLD, for the fork thread's wait for the job
 }
 
@@ -281,16 +305,30 @@ func (r *jobRunner) serve() {
 }
 
 // loop is the fork thread: it never unlocks its OS thread, so the thread's
-// special state (no_new_privs, no bounding capabilities, job cgroups) dies
-// with it and never leaks to other goroutines.
-func (r *jobRunner) loop(ready chan<- []string) {
+// special state (no_new_privs, no bounding capabilities, the job's IPC
+// namespace) dies with it and never leaks to other goroutines, and no other
+// thread is ever made from it (Go makes a locked thread's new threads from
+// its template thread), so none is born in a job's cgroups either.
+func (r *jobRunner) loop(ready chan<- threadReady) {
 	runtime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		// The thread group leader owns the init's memory for the v1
+		// memory controller (mm->owner), and the OOM killer looks at
+		// leaders only: it must never pass through a job's groups. It
+		// stays locked here, idle, so that the fork thread is another.
+		go r.loop(ready)
+		select {}
+	}
 	r.childGone = make(chan os.Signal, 1)
 	signal.Notify(r.childGone, unix.SIGCHLD)
-	notes := r.prepareThread()
+	tr := r.prepareThread()
+	if tr.err != nil {
+		ready <- tr
+		return
+	}
 	r.freshIPC()
 	r.jbuf = newRecvBuf()
-	ready <- notes
+	ready <- tr
 	for {
 		m, files, err := recvMsgFD(jobsFD, r.jbuf)
 		if err != nil {
@@ -308,7 +346,7 @@ func (r *jobRunner) loop(ready chan<- []string) {
 		if err != nil {
 			reply.Err = err.Error()
 		}
-		if sendMsgFD(jobsFD, reply) != nil {
+		if sendMsgFD(jobsFD, reply) != nil || r.broken {
 			return
 		}
 		r.freshIPC() // the next job's, off its latency
@@ -325,11 +363,11 @@ func (r *jobRunner) freshIPC() {
 	r.ipcFresh = unix.Unshare(unix.CLONE_NEWIPC) == nil
 }
 
-// prepareThread gives the fork thread what every job inherits.
-func (r *jobRunner) prepareThread() []string {
-	var notes []string
+// prepareThread gives the fork thread what every job inherits and finds
+// how jobs join their v1 cgroups.
+func (r *jobRunner) prepareThread() (tr threadReady) {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		notes = append(notes, "no_new_privs: "+err.Error())
+		tr.notes = append(tr.notes, "no_new_privs: "+err.Error())
 	}
 	for c := 0; c <= 63; c++ {
 		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err == unix.EINVAL {
@@ -337,18 +375,42 @@ func (r *jobRunner) prepareThread() []string {
 		}
 	}
 	r.cgDir = -1
-	for fd := cgFD0; fd < cgFD0+r.cgFDs; fd++ {
+	var fds []int
+	for fd := cgFD0; fd < cgFD0+r.cgFDs+r.homeFDs; fd++ {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
 			continue
 		}
 		unix.CloseOnExec(fd)
-		if r.cgroupV2 {
-			r.cgDir = fd
-			break
-		}
-		r.cgTasks = append(r.cgTasks, fd)
+		fds = append(fds, fd)
 	}
-	return notes
+	if r.cgroupV2 {
+		if len(fds) > 0 {
+			r.cgDir = fds[0]
+		}
+		return tr
+	}
+	if len(fds) != r.cgFDs+r.homeFDs {
+		return threadReady{err: fmt.Errorf("cgroup: %d of %d descriptors passed", len(fds), r.cgFDs+r.homeFDs)}
+	}
+	r.cgTasks = fds[:r.cgFDs]
+	if len(r.cgTasks) == 0 {
+		return tr
+	}
+	tr.join = "pid"
+	if r.homeFDs != r.cgFDs {
+		tr.joinNote = "the host passed no tasks files of the init's own groups"
+		return tr
+	}
+	r.cgHome = fds[r.cgFDs:]
+	if err := r.probeSelfJoin(); err != nil {
+		if errors.Is(err, errStuck) {
+			return threadReady{err: err}
+		}
+		tr.joinNote = err.Error()
+		return tr
+	}
+	r.selfJoin, tr.join = true, "thread"
+	return tr
 }
 
 // inheritNothing marks every descriptor of the init but stdio
@@ -417,7 +479,12 @@ func (r *jobRunner) run(j job) (d doneMsg, err error) {
 	r.ipcFresh = false // this job's from here on
 	start := time.Now()
 	d.AttachNs = int64(start.Sub(begin))
-	pid, err := syscall.ForkExec(path, j.msg.Argv, attr)
+	r.joinNs = 0
+	pid, err := r.forkLauncher(path, j.msg.Argv, attr)
+	if errors.Is(err, errJoin) || errors.Is(err, errStuck) {
+		killAll(&usage{}) // the launcher, if it was forked
+		return d, err
+	}
 	if err != nil {
 		d.StartErr = fmt.Sprintf("exec %s: %v", j.msg.Argv[0], err)
 		d.Clean = true
@@ -432,7 +499,6 @@ func (r *jobRunner) run(j job) (d doneMsg, err error) {
 		unix.Kill(-1, unix.SIGKILL)
 	}
 	var acc usage
-	r.joinNs = 0
 	pid, status, exited, err := r.startJob(pid, j.msg, &acc)
 	if err != nil {
 		killAll(&acc)

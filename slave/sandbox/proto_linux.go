@@ -76,6 +76,11 @@ type bindSpec struct {
 // readyMsg answers setupMsg.
 type readyMsg struct {
 	Notes []string // best-effort hardening that failed, for the report
+	// Join says how jobs join their v1 cgroups: "thread" (the fork thread
+	// joins around the launcher's fork: jobs are born there), "pid" (each
+	// job's first process is moved by its pid; JoinNote says why) or ""
+	// (v2 or no cgroups).
+	Join, JoinNote string
 }
 
 // runMsg starts one job.

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -20,14 +21,124 @@ import (
 // fresh resident set and fresh rusage: a process made by exec from the
 // init's vfork child inherits, in ru_maxrss, the peak of the init's whole
 // address space (the figure of finding 6 was the init's 12 MiB). Before
-// letting the copy go the init moves it into the slot's cgroups (v1: by
-// writing its pid to the "tasks" files the host opened; the init's threads
-// never join them, so the memory cgroup holds the job's processes only and
-// its OOM killer can only pick one of them), makes it load the job's
-// syscall filter (on top of the sandbox filter it inherited), puts back its
-// registers and entry bytes, applies the rlimits with prlimit, resets its
-// OOM score and detaches. Both processes hold stdin, stdout and stderr
-// only: every other descriptor of the init is close-on-exec.
+// letting the copy go the init makes it load the job's syscall filter (on
+// top of the sandbox filter it inherited), puts back its registers and
+// entry bytes, applies the rlimits with prlimit, resets its OOM score and
+// detaches. Both processes hold stdin, stdout and stderr only: every other
+// descriptor of the init is close-on-exec.
+//
+// Cgroups v1. A new task starts in the cgroups of the thread that forked
+// it, so the fork thread joins the slot's memory and pids groups itself
+// right before it forks the launcher, by writing "0" to their "tasks"
+// files (the host opened them; the kernel checks the opener's
+// credentials), and goes back to the init's own groups right after (their
+// "tasks" files, passed by the host too): the launcher and its copy are
+// born in the slot's groups, and nothing of the job is ever moved. A
+// thread that moves itself is a migration without the global threadgroup
+// lock, whose write side waits for an RCU grace period: moving the copy by
+// its pid took 10.4-10.7 ms of a 12.5 ms start when the machine ran
+// something else between two jobs (docs/performance.md, "init-cgroup").
+// While the thread is there:
+//   - memory: user pages are charged to the memory cgroup of the mm's
+//     owner, the init's thread group leader, which never moves (loop keeps
+//     the fork thread off it), so no page of the init is charged to the
+//     job; only kernel objects the thread allocates in that window are:
+//     the launcher's task and stack, the job's anyway. The OOM killer of
+//     a group looks at thread group leaders only, so it cannot pick the
+//     init even then.
+//   - pids: the thread counts while it forks the launcher, which is
+//     bounded there (pids.max is the job's limit + 1, see setLimits).
+//   - the thread is back as soon as the launcher's exec is under way,
+//     before the launcher is made to fork, so the job is never released
+//     while a thread of the init is in its groups (and the init's kills,
+//     kill(-1) in its PID namespace, never reach its own threads); if it
+//     cannot go back, the init kills everything, reports the error and
+//     serves no more job (the host destroys the sandbox).
+// Where the kernel or the host does not allow this (probeSelfJoin, at the
+// init's start), the init moves the copy by its pid instead (see launch)
+// and says why in its ready message ([Capabilities]).
+
+var (
+	// errStuck: the fork thread could not go back to the init's own
+	// cgroups; the init must not start another job.
+	errStuck = errors.New("sandbox: the fork thread could not leave the job's cgroups")
+	// errJoin: the fork thread could not join the slot's cgroups (and is
+	// back in the init's).
+	errJoin = errors.New("sandbox: cgroup join")
+)
+
+// forkLauncher forks and execs the launcher; with selfJoin the fork thread
+// is in the slot's v1 cgroups for the fork only. An error wrapping errJoin
+// or errStuck is the sandbox's, any other the job's (exec failed); after
+// errStuck r.broken is set.
+func (r *jobRunner) forkLauncher(path string, argv []string, attr *syscall.ProcAttr) (int, error) {
+	if !r.selfJoin {
+		return syscall.ForkExec(path, argv, attr)
+	}
+	t0 := time.Now()
+	err := moveThread(r.cgTasks)
+	t1 := time.Now()
+	pid := 0
+	if err == nil {
+		pid, err = syscall.ForkExec(path, argv, attr)
+	} else {
+		err = fmt.Errorf("%w: %v", errJoin, err)
+	}
+	t2 := time.Now()
+	if berr := moveThread(r.cgHome); berr != nil {
+		r.broken = true
+		return pid, fmt.Errorf("%w: %v", errStuck, berr)
+	}
+	r.joinNs = int64(t1.Sub(t0) + time.Since(t2))
+	return pid, err
+}
+
+// moveThread moves the calling thread, and it alone ("0" in a v1 "tasks"
+// file), into the groups of the "tasks" files fds; it tries every one and
+// returns the first error.
+func moveThread(fds []int) error {
+	var first error
+	for _, fd := range fds {
+		if _, err := unix.Write(fd, []byte{'0'}); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// probeSelfJoin moves the fork thread into the slot's groups and back
+// once, checking in /proc that it moved alone and came back to the groups
+// of the init's leader. An error wrapping errStuck means it did not come
+// back; any other, that jobs must join by pid.
+func (r *jobRunner) probeSelfJoin() error {
+	lead, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return fmt.Errorf("cgroup self-join probe: %w", err)
+	}
+	if own, _ := os.ReadFile("/proc/thread-self/cgroup"); !bytes.Equal(own, lead) {
+		return errors.New("cgroup self-join probe: the fork thread is not in the init's groups")
+	}
+	if err := moveThread(r.cgTasks); err != nil {
+		if berr := moveThread(r.cgHome); berr != nil {
+			return fmt.Errorf("%w: %v", errStuck, berr)
+		}
+		return fmt.Errorf("cgroup self-join probe: joining the slot's groups: %w", err)
+	}
+	in, _ := os.ReadFile("/proc/thread-self/cgroup")
+	leadIn, _ := os.ReadFile("/proc/self/cgroup")
+	berr := moveThread(r.cgHome)
+	back, _ := os.ReadFile("/proc/thread-self/cgroup")
+	if berr == nil && !bytes.Equal(back, lead) {
+		berr = errors.New("not back in its leader's groups")
+	}
+	if berr != nil {
+		return fmt.Errorf("%w: %v (thread in %q, leader in %q)", errStuck, berr, back, lead)
+	}
+	if bytes.Equal(in, lead) || !bytes.Equal(leadIn, lead) {
+		return fmt.Errorf("cgroup self-join probe: writing 0 to the slot's tasks files did not move the writing thread alone (thread in %q, init in %q)", in, leadIn)
+	}
+	return nil
+}
 
 // errDied means the job's process died (it was killed) during start-up.
 var errDied = errors.New("sandbox: job process died during start-up")
@@ -93,19 +204,21 @@ func (r *jobRunner) launch(pid int, m *runMsg, cpus *unix.CPUSet) (int, error) {
 		return child, err
 	}
 	c := t.adopt(child)
-	// v1: move the copy into the slot's groups, whose "tasks" files the
-	// host opened (the kernel checks the opener's credentials). It has run
-	// nothing yet, so nothing of it is charged elsewhere but its page tables.
-	// Each join is a cgroup migration, which can wait for an RCU grace
-	// period (wall time, no CPU): see "init-cgroup" in docs/performance.md.
-	cpid := []byte(strconv.Itoa(child))
-	joinStart := time.Now()
-	for _, fd := range r.cgTasks {
-		if _, err := unix.Write(fd, cpid); err != nil {
-			return child, fmt.Errorf("join cgroup: %w", err)
+	if !r.selfJoin && len(r.cgTasks) > 0 {
+		// v1 fallback: move the copy into the slot's groups by its pid. It
+		// has run nothing yet, so nothing of it is charged elsewhere but
+		// its page tables. Moving another task is a migration under the
+		// global threadgroup lock, which can wait for an RCU grace period
+		// (wall time, no CPU): see "init-cgroup" in docs/performance.md.
+		cpid := []byte(strconv.Itoa(child))
+		joinStart := time.Now()
+		for _, fd := range r.cgTasks {
+			if _, err := unix.Write(fd, cpid); err != nil {
+				return child, fmt.Errorf("join cgroup: %w", err)
+			}
 		}
+		r.joinNs = int64(time.Since(joinStart))
 	}
-	r.joinNs = int64(time.Since(joinStart))
 	if !m.NoFilter {
 		if len(r.jobFilter) == 0 {
 			return child, errors.New("no job syscall filter")

@@ -32,8 +32,10 @@ type Strict struct {
 	setup setupMsg
 	ids   idRange // host uids of this runner, locked until Close
 
-	noFilter  bool        // benchmarks only: run jobs without the syscall filter
-	oomExempt atomic.Bool // the last init started is OOM-exempt
+	noFilter  bool                      // benchmarks only: run jobs without the syscall filter
+	oomExempt atomic.Bool               // the last init started is OOM-exempt
+	join      atomic.Pointer[[2]string] // the last init's readyMsg Join and JoinNote
+	joinWarn  sync.Once                 // logs the first init that joins by pid
 
 	mu     sync.Mutex
 	idle   []*container
@@ -184,6 +186,12 @@ func (s *Strict) get() (*container, error) {
 		return nil, err
 	}
 	s.oomExempt.Store(c.oomExempt)
+	s.join.Store(&[2]string{c.join, c.joinNote})
+	if c.join == "pid" {
+		s.joinWarn.Do(func() {
+			s.cfg.Logger.Warn("sandbox: cgroup v1: each job's first process is moved into its groups by pid, and a start may wait for an RCU grace period (~10 ms)", "reason", c.joinNote)
+		})
+	}
 	return c, nil
 }
 
