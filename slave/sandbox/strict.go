@@ -84,7 +84,9 @@ type StrictConfig struct {
 	// init's, within "await": "init-attach" (the mounts onto /w and /tmp),
 	// "init-start" (fork, exec, and the stopped job made ready: cgroups,
 	// filter, rlimits), "init-cgroup" (within "init-start", the v1 cgroup
-	// joins; 0 under v2), "init-run" (released to the first process's exit),
+	// writes: the fork thread's join and return, or the move of the job's
+	// first process by pid; 0 under v2), "init-run" (released to the first
+	// process's exit),
 	// "init-reap" (every process killed and reaped, mounts detached).
 	Trace func(step string, d time.Duration)
 }
