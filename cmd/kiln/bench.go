@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -27,6 +28,7 @@ type benchOptions struct {
 	runOptions
 	jobs, concurrency int
 	baseline          bool
+	procs             int // GOMAXPROCS of the cluster phase; 0: Go's default
 }
 
 // benchSample is what one job of a benchmark gave.
@@ -58,6 +60,7 @@ type benchReport struct {
 	File        string      `json:"file"`
 	Language    string      `json:"language"`
 	Concurrency int         `json:"concurrency"`
+	ClientProcs int         `json:"client_procs"` // the client's GOMAXPROCS while it drove the cluster
 	Sealed      bool        `json:"sealed"`
 	Cluster     benchStats  `json:"cluster"`
 	Bare        *benchStats `json:"bare,omitempty"`
@@ -72,6 +75,9 @@ func benchFlags(e env, o *benchOptions) *flag.FlagSet {
 	o.register(fs)
 	fs.IntVar(&o.jobs, "jobs", 20, "number of jobs to submit")
 	fs.IntVar(&o.concurrency, "concurrency", 4, "jobs in flight at once")
+	fs.IntVar(&o.procs, "procs", 1, "CPUs (GOMAXPROCS) this client uses while it drives the cluster; 0: Go's default, one per CPU.\n"+
+		"One drives thousands of jobs per second; more only add thread wake-ups that take CPU from\n"+
+		"a cluster on the same host. The bare run (--baseline) always gets Go's default")
 	fs.BoolVar(&o.baseline, "baseline", false, "also run the program bare on this machine, as many times with the same concurrency, and compare")
 	fs.StringVar(&o.stdin, "stdin", "", "feed `FILE` to every job's standard input")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object instead of a table")
@@ -100,29 +106,35 @@ func cmdBench(ctx context.Context, e env, args []string) int {
 	if err != nil {
 		return exitUsage
 	}
-	if len(files) != 1 || o.jobs < 1 || o.concurrency < 1 {
-		fmt.Fprintln(e.stderr, "kiln bench: want exactly one FILE, --jobs >= 1 and --concurrency >= 1")
+	if len(files) != 1 || o.jobs < 1 || o.concurrency < 1 || o.procs < 0 {
+		fmt.Fprintln(e.stderr, "kiln bench: want exactly one FILE, --jobs >= 1, --concurrency >= 1 and --procs >= 0")
 		fs.Usage()
 		return exitUsage
 	}
 	ctx, cancel := o.withTimeout(ctx)
 	defer cancel()
+	restore := withProcs(o.procs) // from the handshake to the last result
+	defer restore()
 	req, c, code := o.connect(ctx, e, "bench", files[0])
 	if c == nil {
 		return code
 	}
 	defer c.Close()
-	return o.bench(ctx, e, c, req)
+	return o.bench(ctx, e, c, req, restore)
 }
 
-// bench runs the cluster benchmark, then the bare one if asked, and reports.
-func (o *benchOptions) bench(ctx context.Context, e env, c *client.Client, req client.Request) int {
+// bench runs the cluster benchmark, then the bare one if asked, and
+// reports. It calls restoreProcs (withProcs) once the cluster phase is
+// over.
+func (o *benchOptions) bench(ctx context.Context, e env, c *client.Client, req client.Request, restoreProcs func()) int {
 	rep := benchReport{File: filepath.Base(req.FileName), Language: wire.LanguageOf(req.FileName),
 		Concurrency: o.concurrency, Sealed: req.Seal}
 	progress := o.progress(e, "cluster")
+	rep.ClientProcs = runtime.GOMAXPROCS(0)
 	samples, wall := runBatch(ctx, o.jobs, o.concurrency, progress, func(ctx context.Context) benchSample {
 		return clusterJob(ctx, c, req)
 	})
+	restoreProcs()
 	if ctx.Err() != nil {
 		return interruptedCode(ctx, e, "bench")
 	}
@@ -145,6 +157,20 @@ func (o *benchOptions) bench(ctx context.Context, e env, c *client.Client, req c
 		}
 	}
 	return 0
+}
+
+// withProcs sets GOMAXPROCS to n (0: leaves it) and returns what puts
+// the previous value back (once; later calls do nothing). The bench client's work per job is small (an
+// X25519 wrap and unwrap, a few messages); with a second P every hand-off
+// between its goroutines (a job's, the reader's, yamux's) wakes another
+// thread, which spins and sleeps again: about 0.1 ms of CPU per job on two
+// cores (docs/performance.md, "The bench client on one P").
+func withProcs(n int) (restore func()) {
+	if n <= 0 {
+		return func() {}
+	}
+	prev := runtime.GOMAXPROCS(n)
+	return sync.OnceFunc(func() { runtime.GOMAXPROCS(prev) })
 }
 
 // progress returns a callback drawing "done/total" on stderr when it is a
@@ -259,7 +285,8 @@ func printBench(w io.Writer, r benchReport) {
 	if !r.Sealed {
 		sealing = "unsealed"
 	}
-	fmt.Fprintf(w, "%d jobs of %s (%s), %s, concurrency %d, one connection\n", r.Cluster.Jobs, r.File, r.Language, sealing, r.Concurrency)
+	fmt.Fprintf(w, "%d jobs of %s (%s), %s, concurrency %d, one connection, client on %d CPUs (--procs)\n",
+		r.Cluster.Jobs, r.File, r.Language, sealing, r.Concurrency, r.ClientProcs)
 	printStats(w, "cluster", r.Cluster)
 	if r.Bare != nil {
 		printStats(w, "bare", *r.Bare)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -244,19 +245,26 @@ func TestBenchLocal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	hello := filepath.Join("..", "..", "examples", "hello.py")
+	procs := runtime.GOMAXPROCS(0)
 	code, out, errs := runCLI(ctx, t, c.env, "bench", "--jobs", "6", "--concurrency", "3", "--baseline", hello)
 	if code != 0 {
 		t.Fatalf("exit %d\n%s%s", code, out, errs)
 	}
-	for _, want := range []string{"6 jobs of hello.py", "throughput", "p50", "p99", "statuses    ok 6", "throughput ratio cluster/bare", "added p50 latency"} {
+	if got := runtime.GOMAXPROCS(0); got != procs {
+		t.Errorf("GOMAXPROCS after the bench: %d, want %d as before", got, procs)
+	}
+	for _, want := range []string{"6 jobs of hello.py", "client on 1 CPUs (--procs)", "throughput", "p50", "p99", "statuses    ok 6", "throughput ratio cluster/bare", "added p50 latency"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
 	}
-	code, out, _ = runCLI(ctx, t, c.env, "bench", "--jobs", "4", "--concurrency", "2", "--json", hello)
+	code, out, _ = runCLI(ctx, t, c.env, "bench", "--jobs", "4", "--concurrency", "2", "--procs", "0", "--json", hello)
 	var rep benchReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 {
 		t.Fatalf("--json: exit %d, %v\n%s", code, err, out)
+	}
+	if rep.ClientProcs != procs {
+		t.Errorf("--procs 0: the client ran on %d CPUs, want Go's default %d", rep.ClientProcs, procs)
 	}
 	total := 0
 	for _, n := range rep.Cluster.Slaves {
@@ -268,5 +276,9 @@ func TestBenchLocal(t *testing.T) {
 	code, _, errs = runCLI(ctx, t, c.env, "bench", "--jobs", "0", hello)
 	if code != exitUsage || !strings.Contains(errs, "--jobs") {
 		t.Errorf("--jobs 0: exit %d, %q", code, errs)
+	}
+	code, _, errs = runCLI(ctx, t, c.env, "bench", "--procs", "-1", hello)
+	if code != exitUsage || !strings.Contains(errs, "--procs") {
+		t.Errorf("--procs -1: exit %d, %q", code, errs)
 	}
 }
