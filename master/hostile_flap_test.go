@@ -324,3 +324,70 @@ func TestBatchDeadlineCoversTwoBuilds(t *testing.T) {
 		t.Fatalf("the slave is %q after answering within its bounds", h)
 	}
 }
+
+// TestVerdictsStrikeNoSlave: the verdicts of a test batch are not the
+// program's output, and an honest slave sends each case's in full (up to
+// a 1 KiB excerpt of the output and a 1 KiB message from the checker),
+// whatever the job's output limit. The master counted them against that
+// limit: a client that set a small one and sent cases that fail with some
+// output got output_limit and struck the slave, three such batches
+// quarantining it. Verdicts have their own bound (one per case, each
+// within its message's field limit: TestHostileSlaveVerdictFlood); the
+// output limit bounds output.
+func TestVerdictsStrikeNoSlave(t *testing.T) {
+	const cases = 20
+	c := newCluster(t)
+	judge := c.fakeSlaveWith("judge", 1, true, []string{wire.FeatureTests}, "python")
+	cs, _ := c.dialFeatures(c.issue(certs.RoleClient, "alice", "1.0"), false, []string{wire.FeatureTests})
+	for id := uint64(1); id <= 3; id++ {
+		jobID, e := submitRaw(t, cs, id, wire.Submit{Language: "python", FileName: "x.py", Tests: cases, Limits: wire.JobLimits{OutputBytes: 4 << 10}},
+			[]byte("print(input())\n"), []byte("bundle"))
+		if e != nil {
+			t.Fatal(e)
+		}
+		a := <-judge.jobs
+		for i := range cases {
+			v := wire.TestVerdict{Index: i, Status: wire.TestWrongAnswer, Detail: strings.Repeat("d", wire.MaxTestExcerpt),
+				Output: bytes.Repeat([]byte("o"), wire.MaxTestExcerpt)}
+			judge.sess.Send(wire.MsgTestResult, 0, wire.TestResult{JobID: a.JobID, Attempt: a.Attempt, Index: i, Data: wire.EncodeValue(&v)})
+		}
+		judge.sess.Send(wire.MsgResult, 0, wire.Result{JobID: a.JobID, Attempt: a.Attempt, Status: wire.StatusOK, Language: "python",
+			Tests: &wire.TestSummary{Total: cases, Ran: cases, Status: wire.TestWrongAnswer}})
+		if v := collect(t, cs, jobID)[jobID]; v.result.Status != wire.StatusOK {
+			t.Fatalf("batch %d: %+v", id, v.result)
+		}
+	}
+	if h := c.slaveInfo("judge").Health; h != "ok" {
+		t.Fatalf("the slave is %q after sending each case's verdict", h)
+	}
+}
+
+// TestHostileSlaveVerdictFlood: verdicts have their own bound, and a
+// slave past it did what no honest slave does: one verdict more than the
+// batch has cases ends the job output_limit and strikes the slave.
+func TestHostileSlaveVerdictFlood(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		count, size int
+	}{{"one verdict too many", 3, 100}, {"many large verdicts", 3, 4 * wire.MaxText}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t)
+			judge := c.fakeSlaveWith("judge", 1, true, []string{wire.FeatureTests}, "python")
+			cs, _ := c.dialFeatures(c.issue(certs.RoleClient, "alice", "1.0"), false, []string{wire.FeatureTests})
+			jobID, e := submitRaw(t, cs, 1, wire.Submit{Language: "python", FileName: "x.py", Tests: 2}, []byte("print(input())\n"), []byte("bundle"))
+			if e != nil {
+				t.Fatal(e)
+			}
+			a := <-judge.jobs
+			for i := range tc.count {
+				judge.sess.Send(wire.MsgTestResult, 0, wire.TestResult{JobID: a.JobID, Attempt: a.Attempt, Index: i % 2, Data: make([]byte, tc.size)})
+			}
+			if v := collect(t, cs, jobID)[jobID]; v.result.Status != wire.StatusOutputLimit {
+				t.Fatalf("%+v, want output_limit", v.result)
+			}
+			if h := c.slaveInfo("judge").Health; !strings.Contains(h, "strike") {
+				t.Fatalf("the slave is %q, want struck", h)
+			}
+		})
+	}
+}

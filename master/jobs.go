@@ -346,6 +346,7 @@ func (s *Server) placeLocked(j *job, sc *slaveConn, now time.Time) {
 		limit = s.cfg.Limits.MaxOutput
 	}
 	sc.addRoute(j.id, &route{attempt: j.attempt, client: j.client, limit: limit,
+		tests:   min(j.submit.Tests, wire.MaxTests),
 		maxMsgs: s.cfg.Budget.Jobs.OutputMessages, sealed: j.submit.Sealed, durable: s.durable(),
 		owner: j.owner, held: &s.outHeld, maxHeld: s.cfg.Budget.Jobs.DurableOutputPerClient})
 }

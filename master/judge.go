@@ -166,7 +166,7 @@ func (s *Server) testResult(sc *slaveConn, env wire.Envelope) error {
 		return err
 	}
 	o := wire.Output{JobID: tr.JobID, Attempt: tr.Attempt, Data: tr.Data, Key: tr.Key}
-	c, over := sc.routeOutput(&o)
+	c, over := sc.routeVerdict(&o)
 	if over {
 		s.outputOver(sc, tr.JobID, tr.Attempt)
 	}

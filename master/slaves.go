@@ -70,6 +70,10 @@ type route struct {
 	// honest slave sends one message per read of the job's pipes, so the
 	// count is the program's doing, not the slave's.
 	tooMany bool
+	// A test batch's verdicts: at most one per case (tests), each within
+	// its message's field limit (16 KiB); not counted in bytes (see
+	// routeVerdict).
+	tests, verdicts int
 }
 
 func (sc *slaveConn) addRoute(jobID string, r *route) {
@@ -130,6 +134,33 @@ func (sc *slaveConn) routeOutput(o *wire.Output) (c *clientConn, over bool) {
 	r.msgs++
 	if r.bytes > r.limit || r.msgs > r.maxMsgs {
 		r.over, r.tooMany = true, r.bytes <= r.limit
+		return nil, true
+	}
+	if !r.keepChunk(o) {
+		r.over, r.keyFull = true, true
+		return nil, true
+	}
+	return r.client, false
+}
+
+// routeVerdict is routeOutput for a test batch's verdict (carried as o):
+// it counts against the attempt's messages and its own bound, one per
+// case (each within TestResult's field limits), not against the output
+// cap in bytes, which bounds the program's output. An honest slave sends
+// every case's verdict in full (up to a 1 KiB excerpt of the output and a
+// 1 KiB message), whatever that cap: counted there, a client setting a
+// small cap struck the slave (TestVerdictsStrikeNoSlave).
+func (sc *slaveConn) routeVerdict(o *wire.Output) (c *clientConn, over bool) {
+	sc.rmu.Lock()
+	defer sc.rmu.Unlock()
+	r := sc.routes[o.JobID]
+	if r == nil || r.attempt != o.Attempt || r.over {
+		return nil, false
+	}
+	r.msgs++
+	r.verdicts++
+	if r.verdicts > r.tests || r.msgs > r.maxMsgs {
+		r.over, r.tooMany = true, r.verdicts <= r.tests
 		return nil, true
 	}
 	if !r.keepChunk(o) {
