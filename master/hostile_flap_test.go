@@ -391,3 +391,43 @@ func TestHostileSlaveVerdictFlood(t *testing.T) {
 		})
 	}
 }
+
+// TestInlineBurstKeepsSlave: jobs queued while no slave was free (a
+// client's or several clients' backlog) go out in one dispatch when a
+// slave of many slots comes. Inline, their Assigns carried 64 KiB each:
+// 400 of them went past the slave's send queue bound (16 MiB) before it
+// could read them, so the master dropped an honest slave as too slow,
+// struck it and queued its jobs again, for the next dispatch to do the
+// same. Files go inline only while they fit in half the queue; the rest
+// stream, paced by the transport.
+func TestInlineBurstKeepsSlave(t *testing.T) {
+	const jobs = 400
+	c := newCluster(t, func(cfg *master.Config) { cfg.Budget.Jobs.JobsPerClient = jobs })
+	busy := c.fakeSlave("busy", 1, true, "python")
+	cs := c.inlineClient("alice")
+	src := bytes.Repeat([]byte("#"), wire.MaxInline)
+	for id := uint64(1); id <= jobs; id++ {
+		if _, e := submitInline(t, cs, id, inlineSubmit("a.py", src, nil)); e != nil {
+			t.Fatal(e)
+		}
+	}
+	<-busy.jobs
+	big := c.fakeSlaveWith("big", 1024, true, []string{wire.FeatureInline}, "python")
+	for n := 1; n < jobs; n++ {
+		select {
+		case <-big.jobs:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the slave got %d of %d jobs", n-1, jobs-1)
+		}
+	}
+	if strings.Contains(c.logs.String(), "peer too slow") {
+		t.Fatal("the master dropped the slave as too slow")
+	}
+	big.mu.Lock()
+	inline := big.inline
+	big.mu.Unlock()
+	t.Logf("%d of %d Assigns carried their files inline", inline, jobs-1)
+	if h := c.slaveInfo("big").Health; h != "ok" || inline == 0 {
+		t.Fatalf("slave %q, %d inline Assigns", h, inline)
+	}
+}

@@ -237,6 +237,8 @@ type assignment struct {
 	// The job's files, read under s.mu: finishLocked clears them on the
 	// job while sendJob may still be streaming.
 	source, stdin payload
+	// inline: the files travel inside the Assign (see inlineRoom).
+	inline bool
 }
 
 // dispatch places every queued job that some slave has room for, serving
@@ -278,7 +280,7 @@ func (s *Server) dispatch() {
 				continue
 			}
 			s.assignLocked(j, c.slave, now)
-			placed = append(placed, assignment{j, j.slave, j.attempt, j.source, j.stdin})
+			placed = append(placed, assignment{j: j, sc: j.slave, attempt: j.attempt, source: j.source, stdin: j.stdin})
 			return i
 		}
 		return -1
@@ -289,7 +291,14 @@ func (s *Server) dispatch() {
 		s.verifyDispatchedLocked()
 	}
 	s.mu.Unlock()
+	var pending map[*slaveConn]int64
 	for _, a := range placed {
+		if a.inline = a.canInline() && inlineRoom(a, pending); a.inline && a.j.submit.Sealed {
+			if pending == nil {
+				pending = map[*slaveConn]int64{}
+			}
+			pending[a.sc] += int64(a.source.size() + a.stdin.size()) // queued after its wrap
+		}
 		if a.sc.log.Enabled(context.Background(), slog.LevelDebug) {
 			a.sc.log.Debug("job assigned", "job", a.j.id, "client", a.j.clientID, "lang", a.j.submit.Language, "attempt", a.attempt)
 		}
@@ -316,13 +325,26 @@ func kindOf(j *job) (jobKind, bool) {
 }
 
 // waits reports whether sending a may block: a sealed job waits for its
-// key to be wrapped, files too large to travel inline stream.
-func (a assignment) waits() bool { return a.j.submit.Sealed || !a.inline() }
+// key to be wrapped, files not inline stream.
+func (a assignment) waits() bool { return a.j.submit.Sealed || !a.inline }
 
-// inline reports whether a's files travel inside its Assign: the slave
-// speaks wire.FeatureInline and they fit in wire.MaxInline.
-func (a assignment) inline() bool {
+// canInline reports whether a's files may travel inside its Assign: the
+// slave speaks wire.FeatureInline and they fit in wire.MaxInline.
+func (a assignment) canInline() bool {
 	return wire.HasFeature(a.sc.hello.Features, wire.FeatureInline) && a.source.size()+a.stdin.size() <= wire.MaxInline
+}
+
+// inlineRoom reports whether a's files fit inline in its slave's send
+// queue: with what is queued and what sealed assignments placed before it
+// will queue after their wraps (pending), at most half the queue's bound
+// (Budget.SendQueueBytes). Past it they go on file streams, which the
+// transport's flow control paces: one dispatch placed a burst of inline
+// Assigns on a slave of many slots (400 of 64 KiB: 27 MiB) and its queue
+// went past the bound, so the master dropped an honest slave as too slow
+// and struck it (TestInlineBurstKeepsSlave).
+func inlineRoom(a assignment, pending map[*slaveConn]int64) bool {
+	n := int64(a.source.size() + a.stdin.size())
+	return a.sc.q.queued()+pending[a.sc]+n <= a.sc.q.limit/2
 }
 
 // assignLocked places j on sc at now and sets the attempt's deadline and
@@ -373,7 +395,7 @@ func (s *Server) sendJob(a assignment) {
 		Sealed: j.submit.Sealed, WrappedKey: wrapped, WrapNonce: nonce, ClientKey: j.submit.ClientKey, Owner: j.owner,
 		Options: j.submit.Options, Tests: j.submit.Tests,
 	}
-	inline := a.inline()
+	inline := a.inline
 	if inline {
 		as.Inline = inlineFiles(j, a)
 	}

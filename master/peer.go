@@ -66,6 +66,13 @@ type queueBytes struct {
 // generous allowance for the envelope and slice header.
 func envelopeCost(e wire.Envelope) int64 { return int64(len(e.Body)) + 64 }
 
+// queued returns the bytes queued and being written.
+func (q *sendQueue) queued() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.bytes
+}
+
 // push queues e, or reports false when it would take the peer's queue or
 // a shared one past its bound.
 func (q *sendQueue) push(e wire.Envelope) (ok bool, queued int64) {
