@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"kiln/transport/wire"
 )
@@ -190,11 +191,13 @@ func skipSpace(data []byte, off int64) int64 {
 
 // Placeholders a command may hold.
 var (
-	placeholderRe = regexp.MustCompile(`\{[^{}]*\}`)
+	// The regexps are compiled when first used, not when any kiln
+	// command starts: most never parse a languages file.
+	placeholderRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\{[^{}]*\}`) })
 	compileHolder = map[string]bool{"{tool}": true, "{tool_dir}": true, "{src}": true, "{class}": true}
 	runHolder     = map[string]bool{"{tool}": true, "{tool_dir}": true, "{src}": true, "{class}": true, "{heap_mb}": true}
-	langNameRe    = regexp.MustCompile(`^[a-z][a-z0-9+_-]{0,31}$`)
-	extRe         = regexp.MustCompile(`^\.[A-Za-z0-9+_-]{1,16}$`)
+	langNameRe    = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z][a-z0-9+_-]{0,31}$`) })
+	extRe         = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^\.[A-Za-z0-9+_-]{1,16}$`) })
 )
 
 // ParseLanguages reads a languages file. Every error wraps
@@ -284,8 +287,8 @@ func lineAt(data []byte, off int64) int {
 // check validates one entry.
 func (s *LanguageSpec) check() error {
 	switch {
-	case !langNameRe.MatchString(s.Name):
-		return fmt.Errorf("name must match %s", langNameRe)
+	case !langNameRe().MatchString(s.Name):
+		return fmt.Errorf("name must match %s", langNameRe())
 	case len(s.Extensions) == 0 || len(s.Extensions) > wire.MaxOptions:
 		return fmt.Errorf("needs 1 to %d extensions", wire.MaxOptions)
 	case len(s.Detect.Tools) == 0:
@@ -298,7 +301,7 @@ func (s *LanguageSpec) check() error {
 		return errors.New("source has both a name and class_name")
 	}
 	for _, e := range s.Extensions {
-		if !extRe.MatchString(e) {
+		if !extRe().MatchString(e) {
 			return fmt.Errorf("extension %q must look like .ext", e)
 		}
 	}
@@ -344,7 +347,7 @@ func (s *LanguageSpec) checkOptions() error {
 	groups := map[string]bool{}
 	all := map[string]bool{}
 	for _, o := range s.Options {
-		if !langNameRe.MatchString(o.Name) || groups[o.Name] {
+		if !langNameRe().MatchString(o.Name) || groups[o.Name] {
 			return fmt.Errorf("option group %q: bad or repeated name", o.Name)
 		}
 		groups[o.Name] = true
@@ -374,7 +377,7 @@ func (s *LanguageSpec) optionNames() map[string]bool {
 
 func checkCommand(what string, argv []string, allowed, opts map[string]bool) error {
 	for _, a := range argv {
-		for _, h := range placeholderRe.FindAllString(a, -1) {
+		for _, h := range placeholderRe().FindAllString(a, -1) {
 			if !allowed[h] && !opts[h] {
 				return fmt.Errorf("%s: unknown placeholder %s in %q", what, h, a)
 			}

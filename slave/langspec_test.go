@@ -235,3 +235,72 @@ func TestReadLanguagesFile(t *testing.T) {
 		t.Fatalf("%v %v", specs, err)
 	}
 }
+
+// BenchmarkLanguageCommands is what a job pays for its command lines: a
+// cached C job builds its compile command (for the cache key) and its run
+// command, a Python job its run command.
+func BenchmarkLanguageCommands(b *testing.B) {
+	langs := map[string]*language{}
+	for _, s := range BuiltinLanguages() {
+		langs[s.Name] = newLanguage(s)
+	}
+	b.Run("c", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := langs["c"].compile("/usr/bin/gcc", "a.c", nil); err != nil {
+				b.Fatal(err)
+			}
+			langs["c"].run("/usr/bin/gcc", "a.c", 256<<20)
+		}
+	})
+	b.Run("python", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			langs["python"].run("/usr/bin/python3", "a.py", 256<<20)
+		}
+	})
+}
+
+// expandArg finds the placeholders placeholderRe finds, on every string
+// of braces and letters up to 9 bytes long.
+func TestExpandArgMatchesRegexp(t *testing.T) {
+	lookup := func(h string) string { return "<" + h + ">" }
+	alphabet := "{}a."
+	var all func(prefix string, n int)
+	checked := 0
+	all = func(prefix string, n int) {
+		want := placeholderRe().ReplaceAllStringFunc(prefix, lookup)
+		if got := expandArg(prefix, lookup); got != want {
+			t.Fatalf("expandArg(%q) = %q, the regexp gives %q", prefix, got, want)
+		}
+		checked++
+		if n == 0 {
+			return
+		}
+		for _, c := range alphabet {
+			all(prefix+string(c), n-1)
+		}
+	}
+	all("", 9)
+	if checked < 300000 {
+		t.Fatalf("checked %d strings", checked)
+	}
+}
+
+// A job's run command costs its argument slice and nothing else when its
+// placeholders are whole arguments (Python: {tool} -B {src}).
+func TestRunCommandAllocations(t *testing.T) {
+	var py *language
+	for _, s := range BuiltinLanguages() {
+		if s.Name == "python" {
+			py = newLanguage(s)
+		}
+	}
+	var argv []string
+	if n := testing.AllocsPerRun(100, func() { argv = py.run("/usr/bin/python3", "a.py", 256<<20) }); n > 1 {
+		t.Errorf("run command: %v allocations, want 1", n)
+	}
+	if !slices.Equal(argv, []string{"/usr/bin/python3", "-B", "a.py"}) {
+		t.Errorf("argv %q", argv)
+	}
+}

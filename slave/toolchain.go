@@ -99,7 +99,7 @@ func (d detector) detectOne(ctx context.Context, s LanguageSpec) (wire.Toolchain
 		return wire.Toolchain{}, "none of " + strings.Join(s.Detect.Tools, ", ") + " found"
 	}
 	vars := map[string]string{"{tool}": tool, "{tool_dir}": filepath.Dir(tool)}
-	for _, r := range expand(s.Detect.Requires, vars) {
+	for _, r := range expand(s.Detect.Requires, func(h string) string { return vars[h] }) {
 		if !isExecutable(r) {
 			return wire.Toolchain{}, r + " is missing"
 		}

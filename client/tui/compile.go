@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // maxSourceLines bounds the source lines shown under a compile error.
@@ -13,10 +14,12 @@ const maxSourceLines = 12
 
 // lineRefs finds "file:LINE:" (gcc, g++, javac) and `File "file", line LINE`
 // (python) in a compiler's output.
-var lineRefs = regexp.MustCompile(`(?m)([^\s:"]+):(\d+)(?::\d+)?:|File "([^"]+)", line (\d+)`)
+var lineRefs = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(?m)([^\s:"]+):(\d+)(?::\d+)?:|File "([^"]+)", line (\d+)`)
+})
 
 // quoted finds the source lines gcc and g++ already quote: "    3 | text".
-var quoted = regexp.MustCompile(`(?m)^\s*(\d+) \| `)
+var quoted = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)^\s*(\d+) \| `) })
 
 // SourceLines returns the lines of src that a compiler's output names,
 // numbered as "   12 | text", in the order first named, leaving out lines
@@ -25,12 +28,12 @@ var quoted = regexp.MustCompile(`(?m)^\s*(\d+) \| `)
 func SourceLines(output []byte, name string, src []byte) []string {
 	lines := strings.Split(string(src), "\n")
 	seen := map[int]bool{}
-	for _, m := range quoted.FindAllStringSubmatch(string(output), -1) {
+	for _, m := range quoted().FindAllStringSubmatch(string(output), -1) {
 		n, _ := strconv.Atoi(m[1])
 		seen[n] = true
 	}
 	var out []string
-	for _, m := range lineRefs.FindAllStringSubmatch(string(output), -1) {
+	for _, m := range lineRefs().FindAllStringSubmatch(string(output), -1) {
 		file, num := m[1], m[2]
 		if file == "" {
 			file, num = m[3], m[4]

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"kiln/master"
@@ -41,19 +42,19 @@ type flagDoc struct {
 }
 
 var (
-	usageCmdRe = regexp.MustCompile(`(?m)^  kiln ([a-z]+)`)
-	certsSubRe = regexp.MustCompile(`(?m)^  ([a-z]+)  +\S`)
-	flagLineRe = regexp.MustCompile(`^  -([A-Za-z0-9-]+)(?: ([^\t]+))?(?:\t(.*))?$`)
+	usageCmdRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)^  kiln ([a-z]+)`) })
+	certsSubRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)^  ([a-z]+)  +\S`) })
+	flagLineRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^  -([A-Za-z0-9-]+)(?: ([^\t]+))?(?:\t(.*))?$`) })
 )
 
 // commandDocs runs every command's --help and collects what it says.
 func commandDocs() []cmdDoc {
 	var names []string
-	for _, m := range usageCmdRe.FindAllStringSubmatch(usage, -1) {
+	for _, m := range usageCmdRe().FindAllStringSubmatch(usage, -1) {
 		switch m[1] {
 		case "version", "completion":
 		case "certs":
-			for _, s := range certsSubRe.FindAllStringSubmatch(helpOf("certs"), -1) {
+			for _, s := range certsSubRe().FindAllStringSubmatch(helpOf("certs"), -1) {
 				names = append(names, "certs "+s[1])
 			}
 		default:
@@ -82,7 +83,7 @@ func helpOf(args ...string) string {
 func parseFlagDocs(help string) []flagDoc {
 	var out []flagDoc
 	for _, l := range strings.Split(help, "\n") {
-		if m := flagLineRe.FindStringSubmatch(l); m != nil {
+		if m := flagLineRe().FindStringSubmatch(l); m != nil {
 			out = append(out, flagDoc{name: m[1], arg: strings.TrimSpace(m[2]), usage: m[3]})
 			continue
 		}
