@@ -97,6 +97,16 @@ func TestJobsBornInSlotCgroups(t *testing.T) {
 			if (mode == "pid") != (c.joinNote != "") {
 				t.Errorf("join note %q", c.joinNote)
 			}
+			// Check says it, in its features or under missing.
+			caps, err := r.Check(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			born := slices.Contains(caps.Features, "jobs born in their v1 cgroups")
+			byPid := strings.Contains(strings.Join(caps.Missing, "; "), "by pid")
+			if born != (mode == "thread") || byPid != (mode == "pid") {
+				t.Errorf("Check: %s", caps)
+			}
 			// The job sees the paths inside the init's cgroup namespace,
 			// rooted at this process's groups.
 			want := map[string]string{}
@@ -128,9 +138,23 @@ func TestJobsBornInSlotCgroups(t *testing.T) {
 				_, err := r.Run(context.Background(), Spec{Argv: []string{"/bin/sleep", "0.3"}, Dir: dir, Limits: defaultLimits()})
 				done <- err
 			}()
+			// released: the sleep, untraced, in both of the slot's groups
+			// (the fork thread passes through them while it forks the
+			// launcher, before the job is released).
+			released := func() bool {
+				mem := tids(t, filepath.Join(c.cg.memDir, "tasks"))
+				for _, tid := range tids(t, filepath.Join(c.cg.pidsDir, "tasks")) {
+					comm, _ := os.ReadFile("/proc/" + tid + "/comm")
+					st, _ := os.ReadFile("/proc/" + tid + "/status")
+					if slices.Contains(mem, tid) && string(comm) == "sleep\n" && strings.Contains(string(st), "\nTracerPid:\t0\n") {
+						return true
+					}
+				}
+				return false
+			}
 			seen := false
 			for deadline := time.Now().Add(5 * time.Second); !seen && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-				seen = len(tids(t, filepath.Join(c.cg.memDir, "tasks"))) > 0 && len(tids(t, filepath.Join(c.cg.pidsDir, "tasks"))) > 0
+				seen = released()
 			}
 			if seen {
 				initThreadsHome(t, c, "job running")
