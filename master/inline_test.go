@@ -69,7 +69,9 @@ func TestInlineRoundTrip(t *testing.T) {
 			if v.stdout.String() != string(src) || v.result.Status != wire.StatusOK {
 				t.Fatalf("stdout %q result %+v", v.stdout.String(), v.result)
 			}
-			if fmt.Sprint(v.states) != "[queued assigned running]" {
+			// A slave that answers before the master has noted its
+			// files sent overtakes the running state.
+			if st := fmt.Sprint(v.states); st != "[queued assigned running]" && st != "[queued assigned]" {
 				t.Fatalf("states %v", v.states)
 			}
 			fs.mu.Lock()
