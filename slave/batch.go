@@ -41,6 +41,32 @@ type Batch struct {
 // fails are skipped. The Result's status is that of the build (ok once the
 // program compiled); Result.Tests sums the cases up.
 func (e *Executor) ExecuteTests(ctx context.Context, job Job, b Batch, workers int, report func(wire.TestVerdict)) wire.Result {
+	return e.ExecuteTestsBorrowing(ctx, job, b, workers, fixedSlots(workers-1), report)
+}
+
+// Borrow takes one more slot for a case without waiting, or reports false;
+// release gives it back.
+type Borrow func() (release func(), ok bool)
+
+// fixedSlots lends n slots, kept for the batch alone.
+func fixedSlots(n int) Borrow {
+	sem := make(chan struct{}, max(n, 0))
+	return func() (func(), bool) {
+		select {
+		case sem <- struct{}{}:
+			return func() { <-sem }, true
+		default:
+			return nil, false
+		}
+	}
+}
+
+// ExecuteTestsBorrowing is ExecuteTests on the job's own slot and, for
+// each further case at once (up to workers in all), a slot taken from
+// borrow for that case only: a job waiting for one of the slave's slots
+// gets the next a case gives back, instead of waiting for the whole
+// batch while its deadline runs (TestBatchLendsSlotsBack).
+func (e *Executor) ExecuteTestsBorrowing(ctx context.Context, job Job, b Batch, workers int, borrow Borrow, report func(wire.TestVerdict)) wire.Result {
 	res := wire.Result{JobID: job.ID, Attempt: job.Attempt, Slave: e.cfg.Name, Language: job.Language}
 	res.Tests = &wire.TestSummary{Total: len(b.Cases)}
 	prog, cleanup, res := e.prepare(ctx, job, res)
@@ -67,7 +93,7 @@ func (e *Executor) ExecuteTests(ctx context.Context, job Job, b Batch, workers i
 	if err := bt.loadFiles(); err != nil {
 		return e.internal(res, "read the compiled program", err)
 	}
-	bt.run(max(workers, 1))
+	bt.run(max(workers, 1), borrow)
 	if ctx.Err() != nil {
 		return fail(res, wire.StatusCancelled, "cancelled")
 	}
@@ -162,28 +188,32 @@ func dirFiles(j *jobRun) ([]Artifact, error) {
 	return out, nil
 }
 
-// run judges the cases on workers goroutines.
-func (bt *batchRun) run(workers int) {
+// run judges the cases on workers goroutines: the first on the job's own
+// slot, each other on a slot borrowed for one case at a time; one that
+// cannot borrow stops.
+func (bt *batchRun) run(workers int, borrow Borrow) {
 	bt.verdicts = make(map[int]wire.TestVerdict, len(bt.b.Cases))
 	next := make(chan int)
 	var wg sync.WaitGroup
-	for range min(workers, len(bt.b.Cases)) {
+	for w := range min(workers, len(bt.b.Cases)) {
 		wg.Go(func() {
-			for i := range next {
-				if bt.ctx.Err() != nil || bt.b.Spec.StopOnFirstFailure && bt.failed.Load() {
-					continue
+			for {
+				release := func() {}
+				if w > 0 {
+					r, ok := borrow()
+					if !ok {
+						return
+					}
+					release = r
 				}
-				v := bt.judge(i)
-				if bt.ctx.Err() != nil {
-					continue
+				i, more := <-next
+				if more {
+					bt.judgeCase(i)
 				}
-				if v.Status != wire.TestAccepted {
-					bt.failed.Store(true)
+				release()
+				if !more {
+					return
 				}
-				bt.mu.Lock()
-				bt.verdicts[i] = v
-				bt.report(v)
-				bt.mu.Unlock()
 			}
 		})
 	}
@@ -192,6 +222,24 @@ func (bt *batchRun) run(workers int) {
 	}
 	close(next)
 	wg.Wait()
+}
+
+// judgeCase judges case i, unless the batch is over, and reports it.
+func (bt *batchRun) judgeCase(i int) {
+	if bt.ctx.Err() != nil || bt.b.Spec.StopOnFirstFailure && bt.failed.Load() {
+		return
+	}
+	v := bt.judge(i)
+	if bt.ctx.Err() != nil {
+		return
+	}
+	if v.Status != wire.TestAccepted {
+		bt.failed.Store(true)
+	}
+	bt.mu.Lock()
+	bt.verdicts[i] = v
+	bt.report(v)
+	bt.mu.Unlock()
 }
 
 // judge runs case i and judges its output.

@@ -63,7 +63,9 @@ func openBatch(data, key []byte, n int) (Batch, error) {
 }
 
 // runBatch opens a batch and runs it on the free slots of the slave (the
-// job holds one already), sending each verdict as a TestResult.
+// job holds one already; the others are borrowed one case at a time, so
+// a job assigned meanwhile gets the next one given back), sending each
+// verdict as a TestResult.
 func (c *conn) runBatch(ctx context.Context, job Job, bundle, key []byte, out *output) wire.Result {
 	res := wire.Result{Language: job.Language}
 	b, err := openBatch(bundle, key, out.a.Tests)
@@ -71,17 +73,13 @@ func (c *conn) runBatch(ctx context.Context, job Job, bundle, key []byte, out *o
 		c.log.Warn("test batch refused", "job", job.ID, "err", err)
 		return fail(res, wire.StatusInternalError, err.Error())
 	}
-	workers := 1
-	for workers < len(b.Cases) && c.takeSlot() {
-		workers++
-	}
-	defer func() {
-		for range workers - 1 {
-			<-c.s.slots
+	borrow := func() (func(), bool) {
+		if !c.takeSlot() {
+			return nil, false
 		}
-		c.s.running.Add(-int64(workers - 1))
-	}()
-	return c.s.cfg.Executor.ExecuteTests(ctx, job, b, workers, out.verdict)
+		return func() { <-c.s.slots; c.s.running.Add(-1) }, true
+	}
+	return c.s.cfg.Executor.ExecuteTestsBorrowing(ctx, job, b, cap(c.s.slots), borrow, out.verdict)
 }
 
 // takeSlot takes a free slot of the slave without waiting.
