@@ -3,6 +3,7 @@ package slave
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -81,6 +82,11 @@ func (e *Executor) ExecuteTestsBorrowing(ctx context.Context, job Job, b Batch, 
 			Limits: wire.JobLimits{TimeMs: checkerWall.Milliseconds(), MemoryBytes: checkerMemory, OutputBytes: checkerOutput}}, wire.Result{})
 		defer chCleanup()
 		if ch == nil {
+			// The program built: the batch's status is ok, its summary's
+			// judge_error. It had none, which the master takes for a
+			// slave inventing statuses: a checker that does not compile
+			// struck honest slaves (TestBrokenCheckerIsNoSlaveFault).
+			res.Status = wire.StatusOK
 			res.Tests.Status = wire.TestJudgeError
 			res.Detail = fmt.Sprintf("checker %s: %s: %s", b.Spec.CheckerFile, chRes.Status, chRes.Detail)
 			if len(chRes.CompileOutput) > 0 {
@@ -90,7 +96,21 @@ func (e *Executor) ExecuteTestsBorrowing(ctx context.Context, job Job, b Batch, 
 		}
 		bt.checker = ch
 	}
-	if err := bt.loadFiles(); err != nil {
+	// A build over what a batch holds in memory is the client's doing
+	// (three lines of C build to 64 MiB), not the slave's: as the slave's
+	// fault it had the master strike honest slaves (TestBigBuildIsNoSlaveFault).
+	var err error
+	if bt.progFiles, err = dirFiles(bt.prog); errors.Is(err, errOverCap) {
+		return fail(res, wire.StatusCompileError, fmt.Sprintf("the compiled program is over %d bytes", maxArtifactBytes))
+	}
+	if err == nil && bt.checker != nil {
+		if bt.checkerFiles, err = dirFiles(bt.checker); errors.Is(err, errOverCap) {
+			res.Status, res.Tests.Status = wire.StatusOK, wire.TestJudgeError
+			res.Detail = fmt.Sprintf("checker %s: the compiled checker is over %d bytes", b.Spec.CheckerFile, maxArtifactBytes)
+			return res
+		}
+	}
+	if err != nil {
 		return e.internal(res, "read the compiled program", err)
 	}
 	bt.run(max(workers, 1), borrow)
@@ -161,20 +181,8 @@ type batchRun struct {
 	verdicts map[int]wire.TestVerdict
 }
 
-// loadFiles reads what each case's directory starts with: the source and
-// the compiled program (and the checker's).
-func (bt *batchRun) loadFiles() error {
-	var err error
-	if bt.progFiles, err = dirFiles(bt.prog); err != nil {
-		return err
-	}
-	if bt.checker != nil {
-		bt.checkerFiles, err = dirFiles(bt.checker)
-	}
-	return err
-}
-
-// dirFiles reads j's source and artifacts.
+// dirFiles reads j's source and artifacts: what each case's directory
+// starts with.
 func dirFiles(j *jobRun) ([]Artifact, error) {
 	var out []Artifact
 	names := append([]string{j.src}, j.artifacts()...)

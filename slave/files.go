@@ -17,6 +17,9 @@ import (
 // device or directory where a regular file was expected.
 var errNotRegular = errors.New("not a regular file")
 
+// errOverCap reports a file over the size readRegular was allowed.
+var errOverCap = errors.New("over the cap")
+
 // readRegular reads the regular file at path, at most max bytes. It never
 // follows a final symlink and never blocks on a FIFO: the job's programs
 // can plant either in their work directory.
@@ -38,14 +41,14 @@ func readRegular(path string, max int64) ([]byte, fs.FileMode, error) {
 		return nil, 0, fmt.Errorf("%s: %w (%v)", path, errNotRegular, fi.Mode().Type())
 	}
 	if fi.Size() > max {
-		return nil, 0, fmt.Errorf("%s: %d bytes, over the cap of %d", path, fi.Size(), max)
+		return nil, 0, fmt.Errorf("%s: %d bytes, %w of %d", path, fi.Size(), errOverCap, max)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
 		return nil, 0, err
 	}
 	if int64(len(data)) > max {
-		return nil, 0, fmt.Errorf("%s: grew over the cap of %d", path, max)
+		return nil, 0, fmt.Errorf("%s: grew %w of %d", path, errOverCap, max)
 	}
 	return data, fi.Mode().Perm(), nil
 }

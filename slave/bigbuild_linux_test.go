@@ -1,0 +1,60 @@
+package slave
+
+import (
+	"strings"
+	"testing"
+
+	"kiln/transport/wire"
+)
+
+// bigProgram is three lines of C whose build is just over the compile
+// cache's 64 MiB per artifact: one variable aligned to 32 MiB makes the
+// linker pad the program's data to that boundary twice.
+const bigProgram = `char a[16] = {1};
+char b[16] __attribute__((aligned(1 << 25))) = {2};
+int main(void) { return a[0] + b[0] - 3; }
+`
+
+// TestBigBuildIsNoSlaveFault: a test batch reads its built program (and
+// checker) into memory, at most 64 MiB each, to write it into every
+// case's sandbox. A client's build past that bound ended the batch as
+// the slave's own failure (internal_error with slave_fault: "read the
+// compiled program"), so the master struck the slave and ran the batch
+// again elsewhere, striking that slave too: three lines of C quarantined
+// honest slaves. It is the program's doing: compile_error, no fault. For a
+// checker, the batch's judge error.
+func TestBigBuildIsNoSlaveFault(t *testing.T) {
+	needLang(t, wire.LangC)
+	needLang(t, wire.LangPython)
+	e, _ := newExecutor(t, newStrictRunner(t))
+	cases := []wire.TestCase{{Stdin: []byte("7"), Expected: []byte("7\n")}}
+	big := Job{Language: wire.LangC, FileName: "big.c", Source: []byte(bigProgram)}
+	res, _ := runBatchT(t, e, big, Batch{Spec: wire.TestSpec{Count: 1, Compare: wire.CompareDefault}, Cases: cases}, 1)
+	if res.SlaveFault || res.Status != wire.StatusCompileError || !strings.Contains(res.Detail, "bytes") {
+		t.Fatalf("a program built past the bound: %+v", res)
+	}
+	spec := wire.TestSpec{Count: 1, Compare: wire.CompareChecker, CheckerFile: "check.c", CheckerLanguage: wire.LangC}
+	echo := Job{Language: wire.LangC, FileName: "echo.c", Source: []byte(cEcho)}
+	res, _ = runBatchT(t, e, echo, Batch{Spec: spec, Cases: cases, Checker: []byte(bigProgram)}, 1)
+	if res.SlaveFault || res.Status != wire.StatusOK || res.Tests == nil || res.Tests.Status != wire.TestJudgeError {
+		t.Fatalf("a checker built past the bound: %+v %+v", res, res.Tests)
+	}
+}
+
+// TestBrokenCheckerIsNoSlaveFault: a checker that does not compile ends
+// the batch with the program's build status, ok, and the summary's
+// judge_error. Its Result had no status at all, which the master takes
+// for a slave making statuses up (TestHostileSlaveInventsStatuses): it
+// struck the slave and ran the batch again elsewhere, striking that one
+// too, so a client's broken checker quarantined honest slaves.
+func TestBrokenCheckerIsNoSlaveFault(t *testing.T) {
+	needLang(t, wire.LangC)
+	e, _ := newExecutor(t, newStrictRunner(t))
+	cases := []wire.TestCase{{Stdin: []byte("7"), Expected: []byte("7\n")}}
+	spec := wire.TestSpec{Count: 1, Compare: wire.CompareChecker, CheckerFile: "check.c", CheckerLanguage: wire.LangC}
+	echo := Job{Language: wire.LangC, FileName: "echo.c", Source: []byte(cEcho)}
+	res, _ := runBatchT(t, e, echo, Batch{Spec: spec, Cases: cases, Checker: []byte("this is not C\n")}, 1)
+	if res.Status != wire.StatusOK || res.SlaveFault || res.Tests == nil || res.Tests.Status != wire.TestJudgeError {
+		t.Fatalf("a checker that does not compile: status %q, %+v", res.Status, res.Tests)
+	}
+}
