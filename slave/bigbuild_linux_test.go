@@ -58,3 +58,23 @@ func TestBrokenCheckerIsNoSlaveFault(t *testing.T) {
 		t.Fatalf("a checker that does not compile: status %q, %+v", res.Status, res.Tests)
 	}
 }
+
+// TestUnstartableProgramIsNoSlaveFault: a client's C program can build
+// to a file the kernel refuses to execute: an .interp section of its own
+// past PATH_MAX makes execve fail with ENOEXEC. The sandbox reports that
+// as ErrStart, the request's fault, but the executor ended the job
+// internal_error with slave_fault, so the master struck the slave and ran
+// the job again elsewhere, striking that one too. It is a runtime error
+// of the program.
+func TestUnstartableProgramIsNoSlaveFault(t *testing.T) {
+	needLang(t, wire.LangC)
+	e, _ := newExecutor(t, newStrictRunner(t))
+	src := `const char interp[5000] __attribute__((section(".interp"))) = "x";
+int main(void) { return 0; }
+`
+	res, _ := execute(t, e, Job{Language: wire.LangC, FileName: "noexec.c", Source: []byte(src),
+		Limits: wire.JobLimits{TimeMs: 2000, MemoryBytes: 64 << 20, OutputBytes: 1 << 20}})
+	if res.SlaveFault || res.Status != wire.StatusRuntimeError {
+		t.Fatalf("a program the kernel will not execute: %+v", res)
+	}
+}

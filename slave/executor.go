@@ -505,6 +505,11 @@ func (j *jobRun) run(files []sandbox.File, emit func(uint8, []byte)) wire.Result
 	switch {
 	case j.ctx.Err() != nil:
 		return fail(res, wire.StatusCancelled, "cancelled")
+	case errors.Is(err, sandbox.ErrStart):
+		// The request's fault (see sandbox.ErrStart): a client's build
+		// the kernel will not execute was the slave's, and struck it
+		// (TestUnstartableProgramIsNoSlaveFault).
+		return fail(res, wire.StatusRuntimeError, err.Error())
 	case err != nil:
 		return j.e.internal(res, "run", err)
 	case o.OutputExceeded:
