@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -50,6 +49,7 @@ func Main() bool {
 
 // runInit is the whole life of an init; it returns the exit code.
 func runInit(mode string) int {
+	jobSlack := slowRuntimeThreads()
 	inheritNothing()
 	f := os.NewFile(sockFD, "sandbox-socket")
 	fc, err := net.FileConn(f)
@@ -89,7 +89,7 @@ func runInit(mode string) int {
 	n := min(max(counts[0], 0), maxCgFDs)
 	home := min(max(counts[1], 0), maxCgFDs-n)
 	adj, _ := os.ReadFile("/proc/self/oom_score_adj")
-	r := &jobRunner{oomReset: strings.TrimSpace(string(adj)) != "0", conn: conn, jobUID: m.Setup.JobUID, cgroupV2: fields[0] == "v2", cgFDs: n, homeFDs: home, jobFilter: m.Setup.JobFilter, rbuf: rbuf}
+	r := &jobRunner{oomReset: strings.TrimSpace(string(adj)) != "0", conn: conn, jobUID: m.Setup.JobUID, cgroupV2: fields[0] == "v2", cgFDs: n, homeFDs: home, jobFilter: m.Setup.JobFilter, rbuf: rbuf, jobSlack: jobSlack}
 	ready := make(chan threadReady)
 	go r.loop(ready)
 	tr := <-ready
@@ -258,23 +258,23 @@ type jobRunner struct {
 	conn      *net.UnixConn
 	jobUID    int
 	cgroupV2  bool
-	cgFDs     int            // cgroup descriptors passed from cgFD0 on
-	jobFilter []byte         // the job's syscall filter, a sock_filter array
-	oomReset  bool           // the init's oom_score_adj is not 0: reset the job's
-	homeFDs   int            // v1: the init's own "tasks" files passed after them
-	cgDir     int            // v2: job cgroup directory, or -1
-	cgTasks   []int          // v1: the slot's "tasks" files, joined by each job
-	cgHome    []int          // v1: the init's own, in the same order
-	selfJoin  bool           // v1: the fork thread joins around the launcher's fork
-	broken    bool           // the fork thread may be in a slot group: serve no more
-	killSeq   atomic.Uint64  // the latest run a kill was asked for
-	current   atomic.Uint64  // the run being started or running
-	running   atomic.Int32   // pid of the current job's first process, or 0
-	rbuf      recvBuf        // serve's reads, one at a time
-	jbuf      recvBuf        // the fork thread's reads
-	ipcFresh  bool           // the fork thread's IPC namespace is new, unused by any job
-	joinNs    int64          // how long the current job's v1 cgroup writes took
-	childGone chan os.Signal // SIGCHLD, for the fork thread's wait for the job
+	cgFDs     int           // cgroup descriptors passed from cgFD0 on
+	jobFilter []byte        // the job's syscall filter, a sock_filter array
+	oomReset  bool          // the init's oom_score_adj is not 0: reset the job's
+	homeFDs   int           // v1: the init's own "tasks" files passed after them
+	cgDir     int           // v2: job cgroup directory, or -1
+	cgTasks   []int         // v1: the slot's "tasks" files, joined by each job
+	cgHome    []int         // v1: the init's own, in the same order
+	selfJoin  bool          // v1: the fork thread joins around the launcher's fork
+	broken    bool          // the fork thread may be in a slot group: serve no more
+	killSeq   atomic.Uint64 // the latest run a kill was asked for
+	current   atomic.Uint64 // the run being started or running
+	running   atomic.Int32  // pid of the current job's first process, or 0
+	rbuf      recvBuf       // serve's reads, one at a time
+	jbuf      recvBuf       // the fork thread's reads
+	ipcFresh  bool          // the fork thread's IPC namespace is new, unused by any job
+	joinNs    int64         // how long the current job's v1 cgroup writes took
+	jobSlack  int           // the timer slack the init started with, the fork thread's
 }
 
 // killed reports whether a kill was asked for run seq (or a later one).
@@ -319,8 +319,6 @@ func (r *jobRunner) loop(ready chan<- threadReady) {
 		go r.loop(ready)
 		select {}
 	}
-	r.childGone = make(chan os.Signal, 1)
-	signal.Notify(r.childGone, unix.SIGCHLD)
 	tr := r.prepareThread()
 	if tr.err != nil {
 		ready <- tr
@@ -366,6 +364,11 @@ func (r *jobRunner) freshIPC() {
 // prepareThread gives the fork thread what every job inherits and finds
 // how jobs join their v1 cgroups.
 func (r *jobRunner) prepareThread() (tr threadReady) {
+	// The jobs inherit the fork thread's timer slack: the slave's, not the
+	// init's other threads' (monitor_linux.go).
+	if err := restoreSlack(r.jobSlack); err != nil {
+		return threadReady{err: fmt.Errorf("timer slack: %w", err)}
+	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		tr.notes = append(tr.notes, "no_new_privs: "+err.Error())
 	}
@@ -516,19 +519,21 @@ func (r *jobRunner) run(j job) (d doneMsg, err error) {
 	}
 	d.StartNs = int64(time.Since(start))
 	d.JoinNs = r.joinNs
+	// The fork thread waits in wait4 itself, reaping every process of the
+	// job as it ends. It keeps its P meanwhile, so the Go runtime's monitor
+	// does not sleep deeply; with the slack of monitor_linux.go it wakes
+	// about once a timer tick, not every 20 µs. (Parking on a SIGCHLD
+	// channel instead woke the runtime's signal goroutine and handed the
+	// fork thread's goroutine between threads at every ptrace stop.)
 	for !exited {
 		var ws unix.WaitStatus
 		var ru unix.Rusage
-		wpid, err := unix.Wait4(-1, &ws, unix.WALL|unix.WNOHANG, &ru)
+		wpid, err := unix.Wait4(-1, &ws, unix.WALL, &ru)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
 			return d, fmt.Errorf("wait: %w", err)
-		}
-		if wpid == 0 {
-			r.awaitChild()
-			continue
 		}
 		acc.reaped(wpid, &ru)
 		if wpid == pid && (ws.Exited() || ws.Signaled()) {
@@ -541,27 +546,6 @@ func (r *jobRunner) run(j job) (d doneMsg, err error) {
 	d.Clean = killAll(&acc)
 	d.CPUNs, d.MaxRSSKiB = acc.cpu, acc.maxRSS
 	return d, nil
-}
-
-// childPoll bounds the fork thread's wait for a SIGCHLD, in case one is
-// not sent (a child whose exit signal is not SIGCHLD).
-const childPoll = 50 * time.Millisecond
-
-// awaitChild waits until a child of the init may have changed state. The
-// fork thread waits for its job parked on a channel rather than in a
-// blocking wait4: a goroutine in a system call keeps its P, and while a P
-// is in a system call the Go runtime's monitor thread (sysmon) cannot
-// sleep, polling every 20 µs to 10 ms and preempting the job on its CPU at
-// each wake-up (~0.5 ms of a 11 ms Python run; docs/performance.md,
-// "Python in the sandbox"). Parked, the init leaves every P idle and its
-// monitor asleep until the signal.
-func (r *jobRunner) awaitChild() {
-	t := time.NewTimer(childPoll)
-	select {
-	case <-r.childGone:
-	case <-t.C:
-	}
-	t.Stop()
 }
 
 // killAll kills every process left in the PID namespace and reaps them.
@@ -589,7 +573,10 @@ func killAll(acc *usage) bool {
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(pause)
+		// On the calling thread: a timer would wait for another thread
+		// of the init, whose timer slack is monitorSlack.
+		ts := unix.NsecToTimespec(int64(pause))
+		unix.Nanosleep(&ts, nil)
 		pause = min(2*pause, 5*time.Millisecond)
 	}
 }

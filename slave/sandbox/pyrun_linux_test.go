@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,8 +14,6 @@ import (
 	"time"
 
 	"kiln/internal/testenv"
-
-	"golang.org/x/sys/unix"
 )
 
 // rtSource is a static timer: it forks and execs its arguments, waits, and
@@ -143,69 +140,4 @@ func TestPythonInSandbox(t *testing.T) {
 		lines = append(lines, fmt.Sprintf("%-24s %9.2f %9.2f", name, med(rows[name][0]), med(rows[name][1])))
 	}
 	t.Log("\n" + strings.Join(lines, "\n"))
-}
-
-// TestInitNotInWait4WhileJobRuns checks that no thread of the init sits
-// in a blocking wait4 while its job runs: a goroutine in a system call
-// keeps its P, and while one does, the Go runtime's monitor thread polls
-// every 20 µs to 10 ms, each wake-up preempting the job on its CPU (6.5
-// preemptions of each Python job, against 1.2 with the fork thread parked
-// on SIGCHLD: docs/performance.md, "Python in the sandbox").
-func TestInitNotInWait4WhileJobRuns(t *testing.T) {
-	r := newStrictT(t)
-	if err := r.Warm(1); err != nil {
-		t.Fatal(err)
-	}
-	r.mu.Lock()
-	pid := r.idle[0].cmd.Process.Pid
-	r.mu.Unlock()
-	proc := fmt.Sprintf("/proc/%d/task", pid)
-	// threads returns the first field of each thread's /proc syscall file
-	// and the comms of the init's children.
-	threads := func() (calls, children []string) {
-		tasks, _ := os.ReadDir(proc)
-		for _, task := range tasks {
-			if b, err := os.ReadFile(filepath.Join(proc, task.Name(), "syscall")); err == nil {
-				calls = append(calls, strings.Fields(string(b) + " ?")[0])
-			}
-			b, _ := os.ReadFile(filepath.Join(proc, task.Name(), "children"))
-			for _, c := range strings.Fields(string(b)) {
-				// The launcher is a child too, traced, and its comm is
-				// the job's: only an untraced, sleeping child is the job.
-				st, _ := os.ReadFile("/proc/" + c + "/status")
-				comm, _ := os.ReadFile("/proc/" + c + "/comm")
-				if strings.Contains(string(st), "\nTracerPid:\t0\n") && strings.Contains(string(st), "\nState:\tS") {
-					comm = append(comm, "(running)"...)
-				}
-				children = append(children, strings.TrimSpace(string(comm)))
-			}
-		}
-		return calls, children
-	}
-	done := make(chan error, 1)
-	go func() {
-		o, err := r.Run(context.Background(), Spec{Argv: []string{"/bin/sleep", "0.3"}, Dir: t.TempDir(), Limits: defaultLimits()})
-		if err == nil && o.ExitCode != 0 {
-			err = fmt.Errorf("exit %d", o.ExitCode)
-		}
-		done <- err
-	}()
-	samples, wait4 := 0, strconv.Itoa(int(unix.SYS_WAIT4))
-	for deadline := time.Now().Add(5 * time.Second); samples < 50 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		calls, children := threads()
-		if !slices.Equal(children, []string{"sleep\n(running)"}) {
-			continue // not started yet, the launcher not reaped yet, or ended
-		}
-		samples++
-		if slices.Contains(calls, wait4) {
-			t.Errorf("a thread of the init is in wait4 while its job runs (threads' system calls: %v)", calls)
-			break
-		}
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if samples == 0 {
-		t.Fatal("never saw the job running")
-	}
 }

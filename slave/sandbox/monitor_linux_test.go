@@ -1,0 +1,161 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestInitQuietWhileJobRuns checks that the init's threads leave a
+// running job's CPUs alone: while a job sleeps, they wake at most a few
+// times per timer tick in all (the fork thread waits in wait4, the Go
+// runtime's monitor with monitorSlack of timer slack). With the monitor
+// at the default slack it woke every ~70 µs for the first milliseconds of
+// each job, preempting the job on its CPU (6.5 times per Python job:
+// docs/performance.md, "Python in the sandbox").
+func TestInitQuietWhileJobRuns(t *testing.T) {
+	r := newStrictT(t)
+	if err := r.Warm(1); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	pid := r.idle[0].cmd.Process.Pid
+	r.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		o, err := r.Run(context.Background(), Spec{Argv: []string{"/bin/sleep", "0.4"}, Dir: t.TempDir(), Limits: defaultLimits()})
+		if err == nil && o.ExitCode != 0 {
+			err = fmt.Errorf("exit %d", o.ExitCode)
+		}
+		done <- err
+	}()
+	// Wait for the job itself (untraced and asleep: the launcher is traced).
+	deadline := time.Now().Add(5 * time.Second)
+	for !jobSleeping(pid) {
+		if time.Now().After(deadline) {
+			t.Fatal("never saw the job running")
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	before := switches(t, pid)
+	time.Sleep(200 * time.Millisecond)
+	running := jobSleeping(pid)
+	after := switches(t, pid)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !running {
+		t.Fatal("the job ended before the end of the measure")
+	}
+	// 200 ms: a monitor at 4 ms of slack wakes ~3 times before it takes
+	// the fork thread's P back and sleeps (0-5 switches in all here); at
+	// the default slack it polled every ~0.1 ms until then, and parked on
+	// SIGCHLD the init switched 25-32 times.
+	if n := after - before; n > 15 {
+		t.Errorf("the init's threads switched %d times in 200 ms while the job slept", n)
+	} else {
+		t.Logf("the init's threads switched %d times in 200 ms while the job slept", n)
+	}
+}
+
+// jobSleeping reports whether the init pid has a child that is not
+// traced and asleep: the job, once released.
+func jobSleeping(pid int) bool {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		for _, c := range strings.Fields(string(b)) {
+			st, _ := os.ReadFile("/proc/" + c + "/status")
+			if strings.Contains(string(st), "\nTracerPid:\t0\n") && strings.Contains(string(st), "\nState:\tS") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// switches sums the context switches of every thread of pid.
+func switches(t *testing.T, pid int) int {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, task := range tasks {
+		b, _ := os.ReadFile(filepath.Join(fmt.Sprintf("/proc/%d/task", pid), task.Name(), "status"))
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				c, _ := strconv.Atoi(strings.TrimSpace(v))
+				n += c
+			}
+		}
+	}
+	return n
+}
+
+// TestInitQuietPerJob bounds the wake-ups of the init's threads per
+// short job: the fork thread's own waits (the run message, the
+// launcher's stops, the job's exit) and little else. Parked on a SIGCHLD
+// channel, the fork thread's goroutine went between threads at every
+// ptrace stop, and the runtime's monitor, woken by the first system call
+// after its deep sleep, polled every ~70 µs: ~40 switches per job.
+func TestInitQuietPerJob(t *testing.T) {
+	r := newStrictT(t)
+	if err := r.Warm(1); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	pid := r.idle[0].cmd.Process.Pid
+	r.mu.Unlock()
+	job := func() {
+		o, err := r.Run(context.Background(), Spec{Argv: []string{"/bin/true"}, Limits: defaultLimits()})
+		if err != nil || o.ExitCode != 0 {
+			t.Fatalf("%+v %v", o, err)
+		}
+	}
+	for range 3 {
+		job()
+	}
+	const jobs = 40
+	before := switches(t, pid)
+	for range jobs {
+		job()
+	}
+	per := float64(switches(t, pid)-before) / jobs
+	if per > 18 {
+		t.Errorf("the init's threads switched %.1f times per job", per)
+	} else {
+		t.Logf("the init's threads switched %.1f times per job", per)
+	}
+}
+
+// TestJobTimerSlackIsTheSlaves checks that a job's timer slack is the
+// slave's, not the monitorSlack of the init's runtime threads.
+func TestJobTimerSlackIsTheSlaves(t *testing.T) {
+	r := newStrictT(t)
+	want, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // a fresh sandbox, then a pooled one
+		var out bytes.Buffer
+		o, err := r.Run(context.Background(), Spec{Argv: []string{"/bin/sh", "-c", "cat /proc/self/timerslack_ns; sleep 0.01 & wait; cat /proc/self/timerslack_ns"}, Dir: t.TempDir(), Stdout: &out, Stderr: &out, Limits: defaultLimits()})
+		if err != nil || o.ExitCode != 0 {
+			t.Fatalf("%+v %v %s", o, err, out.String())
+		}
+		got := strings.Fields(out.String())
+		if !slices.Equal(got, []string{strconv.Itoa(want), strconv.Itoa(want)}) {
+			t.Fatalf("the job's timer slack: %q, the slave's %d", got, want)
+		}
+	}
+}
