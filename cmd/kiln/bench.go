@@ -76,7 +76,7 @@ func benchFlags(e env, o *benchOptions) *flag.FlagSet {
 	fs.IntVar(&o.jobs, "jobs", 20, "number of jobs to submit")
 	fs.IntVar(&o.concurrency, "concurrency", 4, "jobs in flight at once")
 	fs.IntVar(&o.procs, "procs", 1, "CPUs (GOMAXPROCS) this client uses while it drives the cluster; 0: Go's default, one per CPU.\n"+
-		"One drives thousands of jobs per second; more only add thread wake-ups that take CPU from\n"+
+		"One drives about 2,000 jobs per second; more only add thread wake-ups that take CPU from\n"+
 		"a cluster on the same host. The bare run (--baseline) always gets Go's default")
 	fs.BoolVar(&o.baseline, "baseline", false, "also run the program bare on this machine, as many times with the same concurrency, and compare")
 	fs.StringVar(&o.stdin, "stdin", "", "feed `FILE` to every job's standard input")
@@ -163,8 +163,9 @@ func (o *benchOptions) bench(ctx context.Context, e env, c *client.Client, req c
 // the previous value back (once; later calls do nothing). The bench client's work per job is small (an
 // X25519 wrap and unwrap, a few messages); with a second P every hand-off
 // between its goroutines (a job's, the reader's, yamux's) wakes another
-// thread, which spins and sleeps again: about 0.1 ms of CPU per job on two
-// cores (docs/performance.md, "The bench client on one P").
+// thread, which spins and sleeps again: 0.03-0.07 ms of CPU per job on two
+// cores (docs/performance.md, "The bench client and the slave: CPU per
+// job").
 func withProcs(n int) (restore func()) {
 	if n <= 0 {
 		return func() {}
