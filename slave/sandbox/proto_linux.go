@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -11,7 +10,8 @@ import (
 )
 
 // The host and a sandbox init talk over two SOCK_SEQPACKET socket pairs,
-// one JSON message per packet, file descriptors riding along as
+// one message per packet (JSON, or binary for run and done: see
+// codec_linux.go), file descriptors riding along as
 // SCM_RIGHTS: the control socket, served by a goroutine of the init, and
 // the jobs socket, which the init's fork thread reads itself with blocking
 // system calls, so that a run message wakes the thread that forks the job
@@ -115,7 +115,7 @@ type doneMsg struct {
 
 // sendMsg sends m with fds over c.
 func sendMsg(c *net.UnixConn, m envelope, fds ...int) error {
-	b, err := json.Marshal(m)
+	b, err := encodeMsg(m)
 	if err != nil {
 		return err
 	}
@@ -166,7 +166,7 @@ func recvMsgFD(fd int, buf recvBuf) (envelope, []*os.File, error) {
 
 // sendMsgFD is sendMsg on a blocking socket descriptor.
 func sendMsgFD(fd int, m envelope) error {
-	b, err := json.Marshal(m)
+	b, err := encodeMsg(m)
 	if err != nil {
 		return err
 	}
@@ -198,7 +198,7 @@ func parseMsg(b, oob []byte, flags int) (envelope, []*os.File, error) {
 		closeFiles(files)
 		return m, nil, ferr
 	}
-	if err := json.Unmarshal(b, &m); err != nil {
+	if err := decodeMsg(b, &m); err != nil {
 		closeFiles(files)
 		return m, nil, fmt.Errorf("sandbox: bad protocol message: %w", err)
 	}
