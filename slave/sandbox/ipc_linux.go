@@ -1,0 +1,56 @@
+package sandbox
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// System V IPC commands (linux/ipc.h, shm.h, msg.h, sem.h).
+const (
+	ipcRMID  = 0
+	shmStat  = 13
+	shmInfo  = 14
+	msgStat  = 11
+	msgInfo  = 12
+	semStat  = 18
+	semInfo  = 19
+	ipcBufSz = 256 // larger than every *_ds and *_info struct of these calls
+)
+
+// clearSysV removes every System V shared memory segment, message queue
+// and semaphore set of the calling thread's IPC namespace. The fork thread
+// calls it in a job's namespace once every process of the job is gone,
+// before the job is reported done: a segment nobody attached is freed at
+// once, with the memory charged for it to the slot's cgroup. Left to the
+// namespace's end (after the next job's namespace is made, and then in
+// the kernel's own time) another client's next job on the slot found it
+// charged: a limit lower than that charge could not be set (EBUSY), and
+// the job failed as the slave's fault (TestPooledSlotFreesSysVMemory).
+func clearSysV() {
+	var buf [ipcBufSz]byte
+	p := uintptr(unsafe.Pointer(&buf))
+	for _, k := range []struct{ sys, info, stat uintptr }{
+		{unix.SYS_SHMCTL, shmInfo, shmStat},
+		{unix.SYS_MSGCTL, msgInfo, msgStat},
+		{unix.SYS_SEMCTL, semInfo, semStat},
+	} {
+		call := func(id, cmd uintptr) (uintptr, unix.Errno) {
+			if k.sys == unix.SYS_SEMCTL {
+				r, _, e := unix.Syscall6(k.sys, id, 0, cmd, p, 0, 0)
+				return r, e
+			}
+			r, _, e := unix.Syscall(k.sys, id, cmd, p)
+			return r, e
+		}
+		maxIdx, e := call(0, k.info)
+		if e != 0 || int(maxIdx) < 0 {
+			continue
+		}
+		for idx := uintptr(0); idx <= maxIdx; idx++ {
+			if id, e := call(idx, k.stat); e == 0 {
+				call(id, ipcRMID)
+			}
+		}
+	}
+}
