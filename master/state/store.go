@@ -59,7 +59,11 @@ type Config struct {
 	// NoSync skips fsync on the log (benchmarks only: a crash loses
 	// acknowledged commands).
 	NoSync bool
-	Logger *slog.Logger
+	// BeforeWrite, when set, is called before each log write, on raft's
+	// goroutine (tests only: blocking in it holds the writes, as a slow
+	// disk would).
+	BeforeWrite func()
+	Logger      *slog.Logger
 }
 
 // Defaults.
@@ -317,7 +321,7 @@ func (s *Store) start(ctx context.Context, logs raft.LogStore, stable raft.Stabl
 		}
 	}
 	s.stored = make(chan struct{}, 1)
-	r, err := raft.NewRaft(rc, &fsm{m: s.m}, &signalLogs{LogStore: logs, stored: s.stored}, stable, snaps, trans)
+	r, err := raft.NewRaft(rc, &fsm{m: s.m}, &signalLogs{LogStore: logs, stored: s.stored, before: s.cfg.BeforeWrite}, stable, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrCorrupt, s.cfg.Dir, err)
 	}
@@ -548,9 +552,13 @@ func (s *Store) answerer() {
 type signalLogs struct {
 	raft.LogStore
 	stored chan struct{}
+	before func() // Config.BeforeWrite
 }
 
 func (l *signalLogs) StoreLogs(logs []*raft.Log) error {
+	if l.before != nil {
+		l.before()
+	}
 	err := l.LogStore.StoreLogs(logs)
 	select {
 	case l.stored <- struct{}{}:
