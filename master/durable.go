@@ -87,25 +87,24 @@ func (s *Server) waitLogged(f *state.Future, what, job string) {
 	})
 }
 
-// newJobIDLocked returns the id of a job about to be queued: the next of
-// the master's counter, or with a store the id of the record written for
-// it. s.mu is held on entry and exit; it is released while the record is
-// written. A refusal (store full, disk full, not leader) comes as an
-// Error for the client.
-func (s *Server) newJobIDLocked(cc *clientConn, u *upload) (string, *wire.Error) {
-	if s.cfg.Store == nil {
-		s.nextJob++
-		return fmt.Sprintf("J%d", s.nextJob), nil
-	}
-	s.mu.Unlock()
-	defer s.mu.Lock()
+// proposeSubmit proposes the record of a job about to be queued and
+// returns without waiting for its write (see submitWritten). A refusal
+// before the write (the disk is full) comes as an Error for the client.
+// s.mu is not held.
+func (s *Server) proposeSubmit(cc *clientConn, u *upload) (*state.Future, *wire.Error) {
 	if err := s.cfg.Store.CheckSpace(); err != nil {
-		return "", &wire.Error{Code: wire.CodeBusy, Message: err.Error(), RetryAfterMs: s.retryAfterMs()}
+		return nil, &wire.Error{Code: wire.CodeBusy, Message: err.Error(), RetryAfterMs: s.retryAfterMs()}
 	}
 	rec := &state.Job{Owner: cc.id.Fingerprint, Name: cc.id.Name, Submit: u.submit,
 		Source: u.source.bytes(), Stdin: u.stdin.bytes(), SrcSum: u.srcSum, StdinSum: u.stdinSum}
-	j, err := s.cfg.Store.Apply(context.Background(), &state.Command{Kind: state.KindSubmit, Now: s.cfg.Now(),
-		New: rec, MaxBytes: s.cfg.StateMaxBytes})
+	return s.cfg.Store.Propose(&state.Command{Kind: state.KindSubmit, Now: s.cfg.Now(),
+		New: rec, MaxBytes: s.cfg.StateMaxBytes}), nil
+}
+
+// submitWritten returns the id of a job whose Submit is written, or the
+// refusal for the client (store full, not leader, a failed write), from
+// the Submit's answer (j, err). s.mu is not held.
+func (s *Server) submitWritten(cc *clientConn, j *state.Job, err error) (string, *wire.Error) {
 	if err != nil {
 		s.log.Warn("job not written to the durable state; refused", "client", cc.id.Name, "err", err)
 		return "", &wire.Error{Code: wire.CodeBusy, Message: "the master cannot store the job: " + err.Error(),

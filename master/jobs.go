@@ -94,7 +94,7 @@ func (j *job) info() JobInfo {
 // Accepted or Error for request reqID.
 func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 	s.mu.Lock()
-	lang, owner := u.submit.Language, cc.id.Fingerprint
+	owner := cc.id.Fingerprint
 	refuse := func(code, msg string, retry bool) {
 		s.releaseLocked(owner, &u.held)
 		s.mu.Unlock()
@@ -117,28 +117,68 @@ func (s *Server) enqueue(cc *clientConn, reqID uint64, u *upload) {
 		return
 	}
 	// The job counts from here: a durable master lets go of s.mu while it
-	// writes the Submit (newJobIDLocked), and the key's Submits on its
-	// other sessions, checked meanwhile, must see it, or they all passed
-	// the limits at once.
+	// writes the Submit, and the key's Submits on its other sessions (and
+	// the next ones of this session), checked meanwhile, must see it, or
+	// they all passed the limits at once.
 	s.active[owner]++
 	s.writing++
-	id, e := s.newJobIDLocked(cc, u)
-	s.writing--
-	if e != nil {
-		if s.active[owner]--; s.active[owner] <= 0 {
-			delete(s.active, owner)
+	// written queues the job under id, or refuses it; s.mu is held, and
+	// released on return.
+	written := func(id string, e *wire.Error) {
+		s.writing--
+		if e != nil {
+			if s.active[owner]--; s.active[owner] <= 0 {
+				delete(s.active, owner)
+			}
+			refuse(e.Code, e.Message, e.RetryAfterMs > 0)
+			return
 		}
-		refuse(e.Code, e.Message, e.RetryAfterMs > 0)
+		s.queueLocked(cc, reqID, u, id)
+	}
+	if s.cfg.Store == nil {
+		s.nextJob++
+		written(fmt.Sprintf("J%d", s.nextJob), nil)
 		return
 	}
+	s.mu.Unlock()
+	f, e := s.proposeSubmit(cc, u)
+	if e != nil {
+		s.mu.Lock()
+		written("", e)
+		return
+	}
+	// The session does not wait for the write: its next Submits (proposed
+	// in order, so their ids are too) go into the same log entry, one
+	// fsync for all. Accepted follows the write; the jobs queue in the
+	// order they were written (OnDone runs in that order).
+	f.OnDone(func(j *state.Job, err error) {
+		id, e := s.submitWritten(cc, j, err)
+		s.mu.Lock()
+		written(id, e)
+	})
+}
+
+// queueLocked queues a job whose Submit is written (durable) under id and
+// tells its client. s.mu is held, and released on return.
+func (s *Server) queueLocked(cc *clientConn, reqID uint64, u *upload, id string) {
+	lang, owner := u.submit.Language, cc.id.Fingerprint
+	client := cc
+	if _, ok := s.clients[cc]; !ok && s.durable() {
+		// The session ended while the Submit was written: the job is
+		// kept and goes on, as dropClient leaves a durable job, and its
+		// client may find it again (ListJobs, Attach).
+		client = nil
+	}
 	j := &job{
-		id: id, client: cc, clientID: cc.id.Name, owner: owner, submit: u.submit,
+		id: id, client: client, clientID: cc.id.Name, owner: owner, submit: u.submit,
 		source: u.source, stdin: u.stdin, srcSum: u.srcSum, stdinSum: u.stdinSum,
 		state: wire.StateQueued, attempt: 1, created: s.cfg.Now(), held: u.held,
 	}
 	u.held = 0
 	s.jobs[j.id] = j
-	cc.jobs[j.id] = j
+	if client != nil {
+		cc.jobs[j.id] = j
+	}
 	cc.submitted++
 	s.queue.push(j)
 	pos := s.queue.position(j)

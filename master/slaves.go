@@ -572,20 +572,30 @@ func (s *Server) result(sc *slaveConn, r wire.Result) {
 	sc.finished++
 	lang, e2e := j.submit.Language, j.finished.Sub(j.created)
 	s.mu.Unlock()
-	if f != nil {
-		// Written before the client hears of it: a restart then never
-		// runs a job again whose result a client saw.
+	tell := func() {
+		sc.log.Info("job finished", "job", j.id, "status", r.Status, "wall_ms", r.WallMs, "cached", r.Cached)
+		s.cfg.Metrics.finished(lang, r.Status, e2e)
+		if client != nil {
+			client.send(wire.MsgResult, 0, r)
+			client.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: endState(r.Status), Slave: sc.id.Name, Attempt: r.Attempt})
+			s.delivered(j)
+		}
+	}
+	if f == nil {
+		tell()
+		s.wake()
+		return
+	}
+	// Written before the client hears of it: a restart then never runs a
+	// job again whose result a client saw. The slave's session does not
+	// wait for the write: its next Results go into the same log entry
+	// (one fsync for all), and its freed slot takes a job meanwhile.
+	s.goRun(func() {
 		if _, err := f.Wait(); err != nil {
 			sc.log.Warn("job result not written to the durable state", "job", j.id, "err", err)
 		}
-	}
-	sc.log.Info("job finished", "job", j.id, "status", r.Status, "wall_ms", r.WallMs, "cached", r.Cached)
-	s.cfg.Metrics.finished(lang, r.Status, e2e)
-	if client != nil {
-		client.send(wire.MsgResult, 0, r)
-		client.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: endState(r.Status), Slave: sc.id.Name, Attempt: r.Attempt})
-		s.delivered(j)
-	}
+		tell()
+	})
 	s.wake()
 }
 

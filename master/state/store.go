@@ -653,7 +653,12 @@ func (f *Future) finish(j *Job, err error) {
 // OnDone makes fn run with the command's answer once it is applied or
 // failed, on the store's answering goroutine (or at once, on the caller's,
 // when it already is): for a caller that does not wait, without a
-// goroutine of its own. fn must be quick and must not propose.
+// goroutine of its own. The functions of one entry's commands, then of
+// the next entry's, run one after the other in the order the commands
+// were proposed. fn must not wait for a command's answer (it would wait
+// for itself) and must be quick: the answers after it wait for it. It
+// may propose (Propose never waits) and take a lock of the caller's that
+// is never held while waiting for a command.
 func (f *Future) OnDone(fn func(*Job, error)) {
 	f.mu.Lock()
 	if !f.finished {

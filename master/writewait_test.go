@@ -1,0 +1,217 @@
+package master_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"kiln/auth/authtest"
+	"kiln/certs"
+	"kiln/master"
+	"kiln/master/state"
+	"kiln/master/state/statetest"
+	"kiln/transport/wire"
+)
+
+// TestResultWriteHoldsOnlyItsClient: while a Result is being written
+// (the store's writes held, as a slow disk holds them), the slave's
+// session goes on: its next Result is read, and both freed slots take
+// the queued jobs (the second Result shares the next log entry). Neither client hears of
+// its Result before the Result is written; a crash meanwhile (the data
+// directory copied while the write is held) leaves the job unfinished,
+// to run again or be taken back: nothing a client saw is lost.
+func TestResultWriteHoldsOnlyItsClient(t *testing.T) {
+	pki := authtest.New(t)
+	dir := t.TempDir()
+	var gate sync.Mutex
+	st := openTestStore(t, dir, func(cfg *state.Config) { cfg.BeforeWrite = func() { gate.Lock(); gate.Unlock() } })
+	c := clusterOf(t, pki, func(cfg *master.Config) {
+		cfg.Store = st
+		cfg.HeartbeatInterval = time.Minute // the slave sends no Load while the test holds the writes
+	})
+	s1, err := c.dial(c.issue(certs.RoleSlave, "s1", "1.0"), true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close()
+	s1.Send(wire.MsgRegister, 0, wire.Register{Toolchains: []wire.Toolchain{{Language: "python", Compiler: "python 1.0"}}, Slots: 2, OS: "linux"})
+	s1.Send(wire.MsgLoad, 0, wire.Load{Slots: 2})
+	c.waitLog("slave registered", "peer=s1")
+	cl, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var ids []string
+	for i := uint64(1); i <= 4; i++ {
+		id, e := submit(t, cl, i, "a.py", []byte("print('x')\n"))
+		if e != nil {
+			t.Fatal(e)
+		}
+		ids = append(ids, id)
+	}
+	a, b, queued := ids[0], ids[1], ids[2:]
+	assigned := func() string {
+		t.Helper()
+		for {
+			env := recvAny(t, s1)
+			if env.Type == wire.MsgAssign {
+				var as wire.Assign
+				if err := wire.Decode(env, &as); err != nil {
+					t.Fatal(err)
+				}
+				return as.JobID
+			}
+		}
+	}
+	if got := []string{assigned(), assigned()}; !(got[0] == a && got[1] == b || got[0] == b && got[1] == a) {
+		t.Fatalf("assigned %v, want %s and %s", got, a, b)
+	}
+
+	gate.Lock()
+	held := true
+	defer func() {
+		if held {
+			gate.Unlock()
+		}
+	}()
+	s1.Send(wire.MsgResult, 0, wire.Result{JobID: a, Attempt: 1, Status: wire.StatusOK})
+	if got := assigned(); got != queued[0] {
+		t.Fatalf("while %s's Result was written the slave got %s, want %s", a, got, queued[0])
+	}
+	s1.Send(wire.MsgResult, 0, wire.Result{JobID: b, Attempt: 1, Status: wire.StatusOK})
+	if got := assigned(); got != queued[1] {
+		t.Fatalf("while %s's Result was written the slave got %s after %s's Result, want %s", a, got, b, queued[1])
+	}
+	crashed := statetest.CrashImage(t, dir)
+	entries := st.WriteStats().Entries
+	gate.Unlock()
+	held = false
+
+	told := map[string]bool{}
+	for len(told) < 2 {
+		env := recvAny(t, cl)
+		if env.Type != wire.MsgResult {
+			continue
+		}
+		var r wire.Result
+		if err := wire.Decode(env, &r); err != nil {
+			t.Fatal(err)
+		}
+		if told[r.JobID] {
+			t.Fatalf("a second Result for %s", r.JobID)
+		}
+		told[r.JobID] = true
+		if rec, ok := st.Machine().Job(r.JobID); !ok || !rec.Ended() {
+			t.Fatalf("the client heard of %s's Result before it was written", r.JobID)
+		}
+	}
+	if !told[a] || !told[b] {
+		t.Fatalf("results told: %v", told)
+	}
+	// a's entry was being written; b's Result and the Assign of the
+	// queued job waited together for the next one.
+	if n := st.WriteStats().Entries - entries; n > 2 {
+		t.Errorf("%d log entries for two Results proposed while the first was written; want at most 2", n)
+	}
+	c.stop()
+
+	st2 := openTestStore(t, crashed)
+	for _, id := range []string{a, b} {
+		if rec, ok := st2.Machine().Job(id); !ok || rec.Ended() {
+			t.Fatalf("the crash image taken while the Results were written has %s ended (%v)", id, ok)
+		}
+	}
+}
+
+// TestSubmitWriteHoldsOnlyItsRequest: while a Submit is being written
+// (the store's writes held), its session goes on: the next Submits are
+// read and proposed (they share the next log entry) and an InfoRequest is
+// answered, but no Accepted comes before its Submit is written. A crash
+// meanwhile (the data directory copied while the write is held) leaves
+// none of the jobs, and no client was told of any.
+func TestSubmitWriteHoldsOnlyItsRequest(t *testing.T) {
+	pki := authtest.New(t)
+	dir := t.TempDir()
+	var gate sync.Mutex
+	st := openTestStore(t, dir, func(cfg *state.Config) {
+		cfg.BeforeWrite = func() { gate.Lock(); gate.Unlock() }
+		cfg.LazyDelay = time.Hour // lazy Assigns ride in the entries counted below, never in their own
+	})
+	c := clusterOf(t, pki, func(cfg *master.Config) {
+		cfg.Store = st
+		cfg.HeartbeatInterval = time.Minute // the slave sends no Load while the test holds the writes
+	})
+	s1, err := c.dial(c.issue(certs.RoleSlave, "s1", "1.0"), true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close()
+	s1.Send(wire.MsgRegister, 0, wire.Register{Toolchains: []wire.Toolchain{{Language: "python", Compiler: "python 1.0"}}, Slots: 1, OS: "linux"})
+	s1.Send(wire.MsgLoad, 0, wire.Load{Slots: 1})
+	c.waitLog("slave registered", "peer=s1")
+	cl := c.inlineClient("alice")
+	defer cl.Close()
+
+	gate.Lock()
+	held := true
+	defer func() {
+		if held {
+			gate.Unlock()
+		}
+	}()
+	entries := st.WriteStats().Entries
+	for id := uint64(1); id <= 3; id++ {
+		if err := cl.Send(wire.MsgSubmit, id, inlineSubmit("a.py", []byte(fmt.Sprintf("print(%d)\n", id)), nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cl.Send(wire.MsgInfoRequest, 4, wire.InfoRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		env := recvAny(t, cl)
+		if env.Type == wire.MsgAccepted || env.Type == wire.MsgError {
+			t.Fatalf("%v for request %d while no Submit was written", env.Type, env.ID)
+		}
+		if env.Type == wire.MsgInfo && env.ID == 4 {
+			break
+		}
+	}
+	crashed := statetest.CrashImage(t, dir)
+	gate.Unlock()
+	held = false
+
+	for n := 0; n < 3; {
+		env := recvAny(t, cl)
+		if env.Type == wire.MsgError {
+			t.Fatalf("request %d refused", env.ID)
+		}
+		if env.Type != wire.MsgAccepted {
+			continue
+		}
+		n++
+		var a wire.Accepted
+		if err := wire.Decode(env, &a); err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("J%d", env.ID); a.JobID != want {
+			t.Errorf("request %d is %s, want %s (ids in the order of the Submits)", env.ID, a.JobID, want)
+		}
+		if _, ok := st.Machine().Job(a.JobID); !ok {
+			t.Fatalf("request %d: Accepted %s before its record was written", env.ID, a.JobID)
+		}
+	}
+	// The first Submit's entry was being written (with the others if
+	// they came before it was cut); the others waited together for the
+	// next one.
+	if n := st.WriteStats().Entries - entries; n > 2 {
+		t.Errorf("%d log entries for three Submits proposed while the first was written; want at most 2", n)
+	}
+	c.stop()
+
+	if st2 := openTestStore(t, crashed); st2.Machine().Stats().Jobs != 0 {
+		t.Fatalf("the crash image taken while the Submits were written holds %d jobs", st2.Machine().Stats().Jobs)
+	}
+}
