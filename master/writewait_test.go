@@ -215,3 +215,66 @@ func TestSubmitWriteHoldsOnlyItsRequest(t *testing.T) {
 		t.Fatalf("the crash image taken while the Submits were written holds %d jobs", st2.Machine().Stats().Jobs)
 	}
 }
+
+// TestSubmitWrittenAfterItsSessionEnds: a client whose session ends
+// while its Submit is written loses nothing: the job, written, is queued
+// and runs without a session (its key may attach to it again), as a
+// durable job whose client leaves.
+func TestSubmitWrittenAfterItsSessionEnds(t *testing.T) {
+	pki := authtest.New(t)
+	var gate sync.Mutex
+	st := openTestStore(t, t.TempDir(), func(cfg *state.Config) { cfg.BeforeWrite = func() { gate.Lock(); gate.Unlock() } })
+	c := clusterOf(t, pki, func(cfg *master.Config) {
+		cfg.Store = st
+		cfg.HeartbeatInterval = time.Minute // the slave sends no Load while the test holds the writes
+	})
+	s1, err := c.dial(c.issue(certs.RoleSlave, "s1", "1.0"), true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close()
+	s1.Send(wire.MsgRegister, 0, wire.Register{Toolchains: []wire.Toolchain{{Language: "python", Compiler: "python 1.0"}}, Slots: 1, OS: "linux"})
+	s1.Send(wire.MsgLoad, 0, wire.Load{Slots: 1})
+	c.waitLog("slave registered", "peer=s1")
+	cl := c.inlineClient("alice")
+
+	gate.Lock()
+	held := true
+	defer func() {
+		if held {
+			gate.Unlock()
+		}
+	}()
+	if err := cl.Send(wire.MsgSubmit, 1, inlineSubmit("a.py", []byte("print(1)\n"), nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Send(wire.MsgInfoRequest, 2, wire.InfoRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	for env := recvAny(t, cl); env.Type != wire.MsgInfo; env = recvAny(t, cl) {
+	}
+	cl.Close()
+	waitFor(t, "alice's session dropped", func() bool { return len(c.srv.Clients()) == 0 })
+	gate.Unlock()
+	held = false
+
+	for {
+		env := recvAny(t, s1)
+		if env.Type != wire.MsgAssign {
+			continue
+		}
+		var a wire.Assign
+		if err := wire.Decode(env, &a); err != nil {
+			t.Fatal(err)
+		}
+		if rec, ok := st.Machine().Job(a.JobID); !ok || rec.Owner == "" {
+			t.Fatalf("assigned %s, which has no record", a.JobID)
+		}
+		s1.Send(wire.MsgResult, 0, wire.Result{JobID: a.JobID, Attempt: a.Attempt, Status: wire.StatusOK})
+		waitFor(t, "the result of the job whose client left written", func() bool {
+			rec, _ := st.Machine().Job(a.JobID)
+			return rec.Ended()
+		})
+		return
+	}
+}
