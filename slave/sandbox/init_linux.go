@@ -275,6 +275,7 @@ type jobRunner struct {
 	ipcFresh  bool          // the fork thread's IPC namespace is new, unused by any job
 	joinNs    int64         // how long the current job's v1 cgroup writes took
 	jobSlack  int           // the timer slack the init started with, the fork thread's
+	vdsoOff   int           // a `syscall` instruction's offset in the vDSO, or -1 (inject_linux_amd64.go)
 }
 
 // killed reports whether a kill was asked for run seq (or a later one).
@@ -369,6 +370,7 @@ func (r *jobRunner) prepareThread() (tr threadReady) {
 	if err := restoreSlack(r.jobSlack); err != nil {
 		return threadReady{err: fmt.Errorf("timer slack: %w", err)}
 	}
+	r.vdsoOff = vdsoSyscall()
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		tr.notes = append(tr.notes, "no_new_privs: "+err.Error())
 	}

@@ -159,3 +159,42 @@ func TestJobTimerSlackIsTheSlaves(t *testing.T) {
 		}
 	}
 }
+
+// TestJobTextUnwritten checks that the start of a job writes nothing into
+// its code: the injected system calls run the vDSO's `syscall`
+// instruction, not two bytes written over the program's entry point (a
+// ptrace write copies the page, leaving it private and dirty).
+func TestJobTextUnwritten(t *testing.T) {
+	r := newStrictT(t)
+	if vdsoSyscall() < 0 {
+		t.Fatal("no `syscall` instruction found in this process's vDSO")
+	}
+	for range 2 { // a fresh sandbox, then a pooled one
+		var out, errb bytes.Buffer
+		o, err := r.Run(context.Background(), Spec{Argv: []string{"/bin/sh", "-c", "cat /proc/$$/smaps"}, Dir: t.TempDir(), Stdout: &out, Stderr: &errb, Limits: defaultLimits()})
+		if err != nil || o.ExitCode != 0 {
+			t.Fatalf("%+v %v %s", o, err, errb.String())
+		}
+		code, dirty := 0, []string{}
+		var mapping string
+		for _, line := range strings.Split(out.String(), "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 5 && strings.Contains(f[0], "-") && len(f[1]) == 4 {
+				mapping = line
+				continue
+			}
+			if len(f) == 3 && f[0] == "Private_Dirty:" && strings.Contains(strings.Fields(mapping + " x x")[1], "x") {
+				code++
+				if f[1] != "0" {
+					dirty = append(dirty, mapping+": "+line)
+				}
+			}
+		}
+		if code == 0 {
+			t.Fatalf("no code mapping in the job's smaps:\n%s", out.String())
+		}
+		if len(dirty) > 0 {
+			t.Errorf("code pages of the job were written: %q", dirty)
+		}
+	}
+}

@@ -181,7 +181,10 @@ func (r *jobRunner) launch(pid int, m *runMsg, cpus *unix.CPUSet) (int, error) {
 	if err := unix.PtraceSetOptions(pid, unix.PTRACE_O_TRACEFORK|unix.PTRACE_O_EXITKILL); err != nil {
 		return 0, fmt.Errorf("ptrace options: %w", err)
 	}
-	t, err := borrow(pid)
+	// The words above the stack pointer: argc, argv, envp and their
+	// NULLs, a script's interpreter and its arguments, the auxiliary
+	// vector (~25 pairs on Linux 6).
+	t, err := borrow(pid, r.vdsoOff, 4+len(m.Argv)+len(m.Env)+8+2*48)
 	if err != nil {
 		return 0, err
 	}
