@@ -114,8 +114,42 @@ var (
 	ErrBadCommand = errors.New("bad command")
 )
 
-// Encode returns the command's encoding.
-func (c *Command) Encode() ([]byte, error) { return msgpack.Marshal(c) }
+// Encode returns the command's encoding (the bytes msgpack.Marshal
+// writes), into a buffer of about its size: Marshal's grew from nothing,
+// copying a Submit up to eight times (2.37 → 1.40 MB allocated for the
+// 885 commands of a bench run's log).
+func (c *Command) Encode() ([]byte, error) {
+	buf := bytes.NewBuffer(make([]byte, 0, c.sizeHint()))
+	enc := msgpack.GetEncoder()
+	defer msgpack.PutEncoder(enc)
+	enc.Reset(buf)
+	if err := enc.Encode(c); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// sizeHint is about the size of the command's encoding: its byte fields
+// and room for the rest.
+func (c *Command) sizeHint() int {
+	n := 256
+	if j := c.New; j != nil {
+		n += 512 + len(j.Source) + len(j.Stdin) + len(j.Submit.ClientKey) + len(j.Submit.KeyNonce) + len(j.Submit.WrapNonce)
+		for _, w := range j.Submit.Wraps {
+			n += 64 + len(w.Key) + len(w.SealKey) + len(w.Slave)
+		}
+	}
+	if r := c.Result; r != nil {
+		n += 256 + len(r.CompileOutput) + len(r.Key) + len(r.Verdict) + len(r.Detail)
+	}
+	for _, o := range c.Output {
+		n += 32 + len(o.Data) + len(o.Key)
+	}
+	for _, w := range c.Wraps {
+		n += 32 + len(w.Key) + len(w.Slave)
+	}
+	return n
+}
 
 // DecodeCommand parses a command written by [Command.Encode].
 func DecodeCommand(b []byte) (_ *Command, err error) {

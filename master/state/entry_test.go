@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"kiln/transport/wire"
 )
 
 // TestEntryEncoding: encodeEntry writes the bytes the log has always
@@ -103,4 +105,33 @@ func FuzzDecodeEntry(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCommandEncoding: Encode writes the bytes msgpack.Marshal writes
+// (the log's format), whether its size hint is short or long.
+func TestCommandEncoding(t *testing.T) {
+	now := time.Date(2026, 11, 29, 18, 0, 0, 0, time.UTC)
+	big := bytes.Repeat([]byte("x"), 100<<10)
+	for i, c := range []*Command{
+		{Kind: KindStop, Now: now},
+		{Kind: KindAssign, Now: now, Job: "J1", Attempt: 2, Slave: "s1"},
+		{Kind: KindSubmit, Now: now, MaxBytes: 1 << 30, New: &Job{Owner: "o", Name: "alice", Source: big,
+			Submit: wire.Submit{Language: "c", FileName: "a.c", Sealed: true, ClientKey: make([]byte, 32),
+				Wraps: []wire.KeyWrap{{Slave: "s1", Key: make([]byte, 81), SealKey: make([]byte, 32)}}}}},
+		{Kind: KindResult, Now: now, Job: "J1", Attempt: 1, Result: &wire.Result{JobID: "J1", Status: wire.StatusOK, Verdict: big[:300]},
+			Output: []Chunk{{Stream: 1, Data: big}, {Stream: 2, Seq: 1, Data: big[:10], Key: make([]byte, 81)}}},
+		{Kind: KindWraps, Now: now, Job: "J1", Wraps: []Wrap{{Slave: "s1", Key: make([]byte, 81)}}},
+	} {
+		got, err := c.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := msgpack.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("command %d (%s): Encode differs from msgpack.Marshal", i, c.Kind)
+		}
+	}
 }
