@@ -73,3 +73,92 @@ func TestPooledSlotFreesSysVMemory(t *testing.T) {
 		run("bob", "alloc", 64<<20)
 	}
 }
+
+// memfdProbe, given "leave", fills three memfds of 50 MiB (under the
+// run's 64 MiB file size limit), sends them with one end of a socket pair
+// into a cycle of unix sockets and exits: nothing refers to the sockets
+// but each other, and the pages stay until the kernel's garbage
+// collector for such cycles frees them. Given "alloc", it fills 32 MiB.
+const memfdProbe = `#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+static int sendfds(int s, int *fds, int n) {
+	char c = 'x';
+	struct iovec iov = {&c, 1};
+	char cbuf[CMSG_SPACE(sizeof(int) * 4)];
+	memset(cbuf, 0, sizeof cbuf);
+	struct msghdr m = {0};
+	m.msg_iov = &iov; m.msg_iovlen = 1;
+	m.msg_control = cbuf; m.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+	struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+	h->cmsg_level = SOL_SOCKET; h->cmsg_type = SCM_RIGHTS; h->cmsg_len = CMSG_LEN(sizeof(int) * n);
+	memcpy(CMSG_DATA(h), fds, sizeof(int) * n);
+	return sendmsg(s, &m, 0);
+}
+int main(void) {
+	char mode[16] = {0};
+	if (scanf("%15s", mode) != 1) return 2;
+	if (mode[0] == 'l') {
+		size_t n = 50u << 20;
+		int fds[3];
+		for (int i = 0; i < 3; i++) {
+			fds[i] = memfd_create("x", 0);
+			if (fds[i] < 0 || ftruncate(fds[i], n) < 0) { perror("memfd"); return 3; }
+			char *p = mmap(0, n, PROT_READ | PROT_WRITE, MAP_SHARED, fds[i], 0);
+			if (p == MAP_FAILED) { perror("mmap"); return 4; }
+			memset(p, 1, n);
+			munmap(p, n);
+		}
+		int sv[2];
+		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) < 0) { perror("socketpair"); return 5; }
+		int a[4] = {sv[0], fds[0], fds[1], fds[2]}, b[1] = {sv[1]};
+		if (sendfds(sv[0], a, 4) < 0 || sendfds(sv[1], b, 1) < 0) { perror("sendmsg"); return 6; }
+		for (int i = 0; i < 3; i++) close(fds[i]);
+		close(sv[0]); close(sv[1]);
+		puts("left");
+		return 0;
+	}
+	size_t n = 32u << 20;
+	char *q = malloc(n);
+	if (!q) return 7;
+	memset(q, 2, n);
+	puts("allocated");
+	return 0;
+}
+`
+
+// TestPooledSlotWaitsForLeftMemory: memory a job leaves for the kernel
+// to free a little after it (here 150 MiB of memfds in a unix socket
+// cycle) was still charged to the slot's cgroup when another client's
+// next job came: a lower memory limit could not be set (EBUSY) and the job
+// failed internal_error as the slave's fault. The limit waits for it.
+func TestPooledSlotWaitsForLeftMemory(t *testing.T) {
+	needLang(t, wire.LangC)
+	testenv.Root(t, "the strict sandbox (uid mappings, cgroups)")
+	r, err := sandbox.NewStrict(sandbox.StrictConfig{MaxIdle: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	e, _ := newExecutor(t, r)
+	run := func(owner, mode string, mem int64) {
+		t.Helper()
+		c := &collector{}
+		res := e.Execute(context.Background(), Job{ID: owner + "-" + mode, Language: wire.LangC, FileName: "cycle.c", Source: []byte(memfdProbe),
+			Stdin: []byte(mode + "\n"), Owner: owner, Limits: wire.JobLimits{TimeMs: 5000, MemoryBytes: mem, OutputBytes: 1 << 20}}, c.emit)
+		want := map[string]string{"alloc": "allocated\n", "leave": "left\n"}[mode]
+		if out := c.stream(wire.StreamStdout); res.Status != wire.StatusOK || out != want {
+			t.Fatalf("%s's %s job: %+v %q", owner, mode, res, out)
+		}
+	}
+	run("bob", "alloc", 64<<20)
+	run("alice", "alloc", 200<<20)
+	for range 3 {
+		run("alice", "leave", 200<<20)
+		run("bob", "alloc", 64<<20)
+	}
+}

@@ -327,7 +327,7 @@ func (s *slotCgroup) setLimits(memBytes int64, procs int) error {
 			s.write(s.memDir, "memory.swap.max", "0")
 		} else {
 			s.write(s.memDir, "memory.memsw.limit_in_bytes", "-1")
-			if err := s.write(s.memDir, "memory.limit_in_bytes", lim); err != nil {
+			if err := s.writeLimit(s.memDir, "memory.limit_in_bytes", lim); err != nil {
 				return err
 			}
 			s.write(s.memDir, "memory.memsw.limit_in_bytes", lim)
@@ -402,6 +402,30 @@ func (s *slotCgroup) write(dir, file, v string) error {
 		return fmt.Errorf("cgroup %s: %w", file, err)
 	}
 	return nil
+}
+
+// leftChargeWait bounds how long a job's memory limit waits for what the
+// last job on the slot left charged to its group and the kernel frees in
+// its own time.
+const leftChargeWait = 2 * time.Second
+
+// writeLimit writes a v1 memory limit. Below the group's usage the kernel
+// refuses it (EBUSY) when it cannot reclaim enough at once: pages the last
+// job left that go a little after its processes, such as memfds it sent
+// into a cycle of unix sockets, which the socket garbage collector frees
+// once the init has set it off (collectUnixGarbage). A lower limit for
+// another client's next job then failed, an internal_error against the
+// slave (TestPooledSlotWaitsForLeftMemory); it is tried again until those
+// pages are gone, within leftChargeWait.
+func (s *slotCgroup) writeLimit(dir, file, v string) error {
+	deadline := time.Now().Add(leftChargeWait)
+	for {
+		err := s.write(dir, file, v)
+		if err == nil || !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // read returns the start of dir/file, in a buffer valid until the next

@@ -547,6 +547,7 @@ func (r *jobRunner) run(j job) (d doneMsg, err error) {
 	d.Status = uint32(status)
 	d.Clean = killAll(&acc)
 	clearSysV() // in the job's IPC namespace: its memory goes now, not after the next job's start
+	collectUnixGarbage()
 	d.CPUNs, d.MaxRSSKiB = acc.cpu, acc.maxRSS
 	return d, nil
 }

@@ -54,3 +54,24 @@ func clearSysV() {
 		}
 	}
 }
+
+// collectUnixGarbage sets off the kernel's garbage collector of unix
+// sockets, which frees sockets that only refer to each other through the
+// descriptors in flight in their queues, and those descriptors. A job can
+// leave such a cycle holding memfds (150 MiB of them: each under the
+// run's file size limit), charged to the slot's memory cgroup and, on
+// this machine's kernel (6.18), kept until some socket holding a
+// descriptor in flight is closed: more than 8 s with nothing else running,
+// and past the sandbox's end too. Closing one of its own does that: a
+// socket pair, one end sent over the other, both closed. Called by the
+// fork thread once every process of a job is gone
+// (TestPooledSlotWaitsForLeftMemory).
+func collectUnixGarbage() {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	_ = unix.Sendmsg(fds[0], []byte{0}, unix.UnixRights(fds[0]), nil, 0)
+	unix.Close(fds[0])
+	unix.Close(fds[1])
+}
