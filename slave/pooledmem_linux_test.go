@@ -162,3 +162,79 @@ func TestPooledSlotWaitsForLeftMemory(t *testing.T) {
 		run("bob", "alloc", 64<<20)
 	}
 }
+
+// cycleProbe, given "keep", binds the abstract unix socket name
+// "kiln-cycle", listens, and sends that socket with one end of a socket
+// pair into a cycle of unix sockets before it exits; given "look", it
+// binds the same name and prints the errno (0: the name was free).
+const cycleProbe = `#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+static int sendfds(int s, int *fds, int n) {
+	char c = 'x'; struct iovec iov = {&c, 1};
+	char cbuf[CMSG_SPACE(sizeof(int) * 4)]; memset(cbuf, 0, sizeof cbuf);
+	struct msghdr m = {0}; m.msg_iov = &iov; m.msg_iovlen = 1;
+	m.msg_control = cbuf; m.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+	struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+	h->cmsg_level = SOL_SOCKET; h->cmsg_type = SCM_RIGHTS; h->cmsg_len = CMSG_LEN(sizeof(int) * n);
+	memcpy(CMSG_DATA(h), fds, sizeof(int) * n);
+	return sendmsg(s, &m, 0);
+}
+int main(void) {
+	char mode[16] = {0};
+	if (scanf("%15s", mode) != 1) return 2;
+	struct sockaddr_un addr = {AF_UNIX};
+	memcpy(addr.sun_path, "\0kiln-cycle", 11);
+	int s = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (mode[0] == 'k') {
+		if (bind(s, (struct sockaddr *)&addr, 2 + 11) < 0 || listen(s, 4) < 0) { perror("bind"); return 3; }
+		int sv[2]; socketpair(AF_UNIX, SOCK_DGRAM, 0, sv);
+		int a[2] = {sv[0], s}, b[1] = {sv[1]};
+		if (sendfds(sv[0], a, 2) < 0 || sendfds(sv[1], b, 1) < 0) { perror("sendmsg"); return 4; }
+		close(s); close(sv[0]); close(sv[1]);
+		puts("left");
+		return 0;
+	}
+	int r = bind(s, (struct sockaddr *)&addr, 2 + 11);
+	printf("bind %d\n", r == 0 ? 0 : errno);
+	return 0;
+}
+`
+
+// TestPooledSlotLeavesNoSocketCycle: sockets a job left in a cycle of
+// unix sockets outlive its processes until the kernel's collector frees
+// them, after the next job may have started: another client's next job on
+// the pooled slot found the job's abstract name still bound (EADDRINUSE),
+// a channel between clients and a name it could not use. A run that
+// leaves sockets in the sandbox's network namespace is not clean, and
+// its sandbox is not used again.
+func TestPooledSlotLeavesNoSocketCycle(t *testing.T) {
+	needLang(t, wire.LangC)
+	testenv.Root(t, "the strict sandbox (uid mappings, cgroups)")
+	r, err := sandbox.NewStrict(sandbox.StrictConfig{MaxIdle: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	e, _ := newExecutor(t, r)
+	run := func(owner, mode, want string) {
+		t.Helper()
+		c := &collector{}
+		res := e.Execute(context.Background(), Job{ID: owner + "-" + mode, Language: wire.LangC, FileName: "cycle.c", Source: []byte(cycleProbe),
+			Stdin: []byte(mode + "\n"), Owner: owner, Limits: wire.JobLimits{TimeMs: 5000, MemoryBytes: 64 << 20, OutputBytes: 1 << 20}}, c.emit)
+		if out := c.stream(wire.StreamStdout); res.Status != wire.StatusOK || out != want {
+			t.Fatalf("%s's %s job: %+v %q, want %q", owner, mode, res, out, want)
+		}
+	}
+	run("bob", "look", "bind 0\n")
+	run("alice", "look", "bind 0\n")
+	for range 3 {
+		run("alice", "keep", "left\n")
+		run("bob", "look", "bind 0\n")
+	}
+}

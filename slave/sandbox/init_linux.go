@@ -273,6 +273,7 @@ type jobRunner struct {
 	rbuf      recvBuf       // serve's reads, one at a time
 	jbuf      recvBuf       // the fork thread's reads
 	ipcFresh  bool          // the fork thread's IPC namespace is new, unused by any job
+	left      leftSockets   // the sockets a job left in the namespace (ipc_linux.go)
 	joinNs    int64         // how long the current job's v1 cgroup writes took
 	jobSlack  int           // the timer slack the init started with, the fork thread's
 	vdsoOff   int           // a `syscall` instruction's offset in the vDSO, or -1 (inject_linux_amd64.go)
@@ -547,7 +548,10 @@ func (r *jobRunner) run(j job) (d doneMsg, err error) {
 	d.Status = uint32(status)
 	d.Clean = killAll(&acc)
 	clearSysV() // in the job's IPC namespace: its memory goes now, not after the next job's start
-	collectUnixGarbage()
+	if r.left.any() {
+		collectUnixGarbage()
+		d.Clean = false // not for another job: see leftSockets
+	}
 	d.CPUNs, d.MaxRSSKiB = acc.cpu, acc.maxRSS
 	return d, nil
 }
