@@ -23,7 +23,7 @@ import (
 //	kiln_quarantines_total              slaves quarantined for slave-side failures (counter)
 //	kiln_slaves_out{reason}             connected slaves taking no job: quarantined, unhealthy (gauge)
 //	kiln_held_upload_bytes              uploaded bytes held in memory, counted as they arrive (gauge)
-//	kiln_state_entries_total            durable state: log entries written, one fsync each (counter; WatchStore)
+//	kiln_state_entries_total            durable state: log entries written, one bbolt commit (two fdatasyncs) each (counter; WatchStore)
 //	kiln_state_commands_total           durable state: commands in those entries (counter; WatchStore)
 //	kiln_slaves{state}                  registered slaves: available, drained, out (gauge; WatchCluster)
 //	kiln_capacity_slots                 slots of the slaves that take jobs now (gauge; WatchCluster)
@@ -104,7 +104,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}
 	}
 	entries := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kiln_state_entries_total",
-		Help: "Log entries the durable state wrote (one fsync each)."}, storeStat(func(w state.WriteStats) uint64 { return w.Entries }))
+		Help: "Log entries the durable state wrote (one bbolt commit, two fdatasyncs, each)."}, storeStat(func(w state.WriteStats) uint64 { return w.Entries }))
 	commands := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kiln_state_commands_total",
 		Help: "Commands in the log entries the durable state wrote (group commit: several per entry)."}, storeStat(func(w state.WriteStats) uint64 { return w.Commands }))
 	reg.MustRegister(m.peerCount, m.jobs, m.dispatch, m.e2e, m.refusals, m.transfer, queue, held, m.quarant, entries, commands,

@@ -589,7 +589,7 @@ func (s *Server) result(sc *slaveConn, r wire.Result) {
 	// Written before the client hears of it: a restart then never runs a
 	// job again whose result a client saw. The slave's session does not
 	// wait for the write: its next Results go into the same log entry
-	// (one fsync for all), and its freed slot takes a job meanwhile.
+	// (one commit for all), and its freed slot takes a job meanwhile.
 	s.goRun(func() {
 		if _, err := f.Wait(); err != nil {
 			sc.log.Warn("job result not written to the durable state", "job", j.id, "err", err)

@@ -40,7 +40,7 @@
 // # Writes
 //
 // One goroutine (the proposer) writes the proposed commands in order,
-// one log entry (one fsync) at a time, each entry holding every command
+// one log entry (one bbolt commit: two fdatasyncs) at a time, each entry holding every command
 // proposed while the previous one was written (group commit). Commands
 // proposed with [Store.ProposeLazy] cause no write of their own: they
 // wait for the next entry, at most [Config.LazyDelay]. Close writes what

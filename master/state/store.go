@@ -423,7 +423,7 @@ func (s *Store) propose(c *Command, lazy bool) *Future {
 const maxEntryBytes = 4 << 20
 
 // proposer writes the pending commands, one log entry at a time (group
-// commit: one entry, one fsync, for every command proposed while the
+// commit: one entry, one bbolt commit, for every command proposed while the
 // previous entry was being written). It cuts the next entry only once the
 // log write of the previous one has ended: an entry handed to raft while
 // another is being written would wait behind it anyway, and would carry
@@ -598,7 +598,7 @@ func (s *Store) SnapshotThreshold() uint64 { return s.raft.ReloadableConfig().Sn
 
 // WriteStats counts what the store wrote since Open.
 type WriteStats struct {
-	Entries  uint64 // log entries written (one fsync each with a data directory)
+	Entries  uint64 // log entries written (one bbolt commit, two fdatasyncs, each with a data directory)
 	Commands uint64 // commands in them
 }
 
