@@ -511,9 +511,9 @@ type jobIO struct {
 	total          int64
 	over           bool
 	kill           func()
-	inR, inW       *os.File
-	outR, outW     *os.File
-	errR, errW     *os.File
+	inW, outR      *os.File // the host's ends, in Go's poller
+	errR           *os.File
+	child          [3]int    // the init's ends (stdin, stdout, stderr), or -1
 	bufs           [2][]byte // the copiers' buffers: stdout, stderr
 	wg             sync.WaitGroup
 }
@@ -524,31 +524,43 @@ const drainBuf = 32 << 10
 // newJobIO returns the plumbing of spec's run; the copiers use bufs, which
 // are free again once wait returned.
 func newJobIO(spec *Spec, bufs [2][]byte) *jobIO {
-	return &jobIO{spec: spec, limit: spec.Limits.OutputBytes, bufs: bufs}
+	return &jobIO{spec: spec, limit: spec.Limits.OutputBytes, bufs: bufs, child: [3]int{-1, -1, -1}}
 }
 
+// open makes the three pipes. The init's ends stay plain blocking
+// descriptors: made as files (os.Pipe) they were set non-blocking,
+// registered with the poller, set blocking again by Fd and unregistered
+// at their close, eight system calls per job for nothing.
 func (j *jobIO) open() error {
-	var err error
-	if j.inR, j.inW, err = os.Pipe(); err != nil {
-		return err
+	for i, host := range []**os.File{&j.inW, &j.outR, &j.errR} {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+			return err
+		}
+		h, c := p[0], p[1] // stdout, stderr: the host reads
+		if i == 0 {
+			h, c = p[1], p[0] // stdin: the host writes
+		}
+		j.child[i] = c
+		if err := unix.SetNonblock(h, true); err != nil {
+			unix.Close(h)
+			return err
+		}
+		*host = os.NewFile(uintptr(h), "job-pipe")
 	}
-	if j.outR, j.outW, err = os.Pipe(); err != nil {
-		return err
-	}
-	j.errR, j.errW, err = os.Pipe()
-	return err
+	return nil
 }
 
 // childFDs lists what the init receives: stdin, stdout, stderr, /w, /tmp.
 func (j *jobIO) childFDs(w, tmp int) []int {
-	return []int{int(j.inR.Fd()), int(j.outW.Fd()), int(j.errW.Fd()), w, tmp}
+	return []int{j.child[0], j.child[1], j.child[2], w, tmp}
 }
 
 func (j *jobIO) closeChildEnds() {
-	for _, f := range []**os.File{&j.inR, &j.outW, &j.errW} {
-		if *f != nil {
-			(*f).Close()
-			*f = nil
+	for i, fd := range j.child {
+		if fd >= 0 {
+			unix.Close(fd)
+			j.child[i] = -1
 		}
 	}
 }
