@@ -238,3 +238,65 @@ func TestPooledSlotLeavesNoSocketCycle(t *testing.T) {
 		run("bob", "look", "bind 0\n")
 	}
 }
+
+// mqProbe, given "keep", creates POSIX message queues until the job's
+// user's quota (RLIMIT_MSGQUEUE) refuses one, and exits leaving them;
+// given "look", it creates one and prints the errno (0: created).
+const mqProbe = `#include <stdio.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <mqueue.h>
+int main(void) {
+	char mode[16] = {0};
+	if (scanf("%15s", mode) != 1) return 2;
+	struct mq_attr a = {0, 10, 8192, 0};
+	if (mode[0] == 'k') {
+		int n = 0;
+		char name[32];
+		for (; n < 100; n++) {
+			snprintf(name, sizeof name, "/q%d", n);
+			if (mq_open(name, O_CREAT | O_RDWR, 0600, &a) == (mqd_t)-1) break;
+		}
+		printf("made %d\n", n);
+		return 0;
+	}
+	printf("open %d\n", mq_open("/mine", O_CREAT | O_RDWR, 0600, &a) == (mqd_t)-1 ? errno : 0);
+	return 0;
+}
+`
+
+// TestPooledSlotLeavesNoMessageQueues: a POSIX message queue's bytes count
+// against its creator's user, the slot's, the same for every client's job
+// on it, until the job's IPC namespace is freed in the kernel's own time.
+// A job that spent the quota (RLIMIT_MSGQUEUE, 800 KiB) made mq_open fail
+// with EMFILE in another client's next jobs on the slot, four in a row
+// here: what one client's program saw depended on the last one's. Jobs get
+// no quota at all (RLIMIT_MSGQUEUE 0), so the answer is the same whoever
+// ran before.
+func TestPooledSlotLeavesNoMessageQueues(t *testing.T) {
+	needLang(t, wire.LangC)
+	testenv.Root(t, "the strict sandbox (uid mappings, cgroups)")
+	r, err := sandbox.NewStrict(sandbox.StrictConfig{MaxIdle: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	e, _ := newExecutor(t, r)
+	run := func(owner, mode string) string {
+		t.Helper()
+		c := &collector{}
+		res := e.Execute(context.Background(), Job{ID: owner + "-" + mode, Language: wire.LangC, FileName: "mq.c", Source: []byte(mqProbe),
+			Stdin: []byte(mode + "\n"), Owner: owner, Limits: wire.JobLimits{TimeMs: 5000, MemoryBytes: 64 << 20, OutputBytes: 1 << 20}}, c.emit)
+		if res.Status != wire.StatusOK {
+			t.Fatalf("%s's %s job: %+v", owner, mode, res)
+		}
+		return c.stream(wire.StreamStdout)
+	}
+	alone := run("bob", "look")
+	for range 3 {
+		left := run("alice", "keep")
+		if got := run("bob", "look"); got != alone {
+			t.Fatalf("bob's mq_open: %q alone, %q after alice's job (%q)", alone, got, left)
+		}
+	}
+}

@@ -372,6 +372,9 @@ func (r *jobRunner) prepareThread() (tr threadReady) {
 		return threadReady{err: fmt.Errorf("timer slack: %w", err)}
 	}
 	r.vdsoOff = vdsoSyscall()
+	if err := noMessageQueues(); err != nil {
+		return threadReady{err: fmt.Errorf("RLIMIT_MSGQUEUE: %w", err)}
+	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		tr.notes = append(tr.notes, "no_new_privs: "+err.Error())
 	}

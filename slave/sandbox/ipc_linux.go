@@ -110,3 +110,15 @@ func (l *leftSockets) any() bool {
 	line, _, _ := bytes.Cut(l.buf[:n], []byte("\n"))
 	return !bytes.Equal(bytes.TrimSpace(line), []byte("sockets: used 0"))
 }
+
+// noMessageQueues sets the init's RLIMIT_MSGQUEUE, which every job
+// inherits, to 0: no job may create a POSIX message queue. A queue's bytes
+// count against the job's user (the slot's, the same for every client's
+// job on it) until the job's IPC namespace is freed, which the kernel
+// does in its own time: another client's next job on the slot found the
+// quota spent and mq_open failed (EMFILE), for several jobs in a row
+// (TestPooledSlotLeavesNoMessageQueues). Set once per sandbox: nothing
+// per job.
+func noMessageQueues() error {
+	return unix.Setrlimit(unix.RLIMIT_MSGQUEUE, &unix.Rlimit{})
+}
