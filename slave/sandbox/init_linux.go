@@ -560,26 +560,20 @@ func (r *jobRunner) run(j job) (d doneMsg, err error) {
 }
 
 // killAll kills every process left in the PID namespace and reaps them.
-// It reports whether none was left within cleanWait.
+// It reports whether none was left within cleanWait. With no child left
+// the namespace holds the init alone (every process in it descends from
+// the init, orphans included), and there is nothing to kill: kill(-1)
+// walks every process of the machine, so it is sent only when needed.
 func killAll(acc *usage) bool {
+	if gone, ok := reap(acc); gone || !ok {
+		return gone
+	}
 	deadline := time.Now().Add(cleanWait)
 	pause := 50 * time.Microsecond
 	for {
 		unix.Kill(-1, unix.SIGKILL)
-		for {
-			var ws unix.WaitStatus
-			var ru unix.Rusage
-			wpid, err := unix.Wait4(-1, &ws, unix.WALL|unix.WNOHANG, &ru)
-			if err == unix.ECHILD {
-				return true
-			}
-			if err != nil && err != unix.EINTR {
-				return false
-			}
-			if wpid <= 0 {
-				break
-			}
-			acc.reaped(wpid, &ru)
+		if gone, ok := reap(acc); gone || !ok {
+			return gone
 		}
 		if time.Now().After(deadline) {
 			return false
@@ -589,6 +583,27 @@ func killAll(acc *usage) bool {
 		ts := unix.NsecToTimespec(int64(pause))
 		unix.Nanosleep(&ts, nil)
 		pause = min(2*pause, 5*time.Millisecond)
+	}
+}
+
+// reap reaps the children that ended; gone reports that none is left, ok
+// false that wait4 failed.
+func reap(acc *usage) (gone, ok bool) {
+	for {
+		var ws unix.WaitStatus
+		var ru unix.Rusage
+		wpid, err := unix.Wait4(-1, &ws, unix.WALL|unix.WNOHANG, &ru)
+		switch {
+		case err == unix.ECHILD:
+			return true, true
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return false, false
+		case wpid <= 0:
+			return false, true
+		}
+		acc.reaped(wpid, &ru)
 	}
 }
 

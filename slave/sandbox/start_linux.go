@@ -22,9 +22,10 @@ import (
 // init's vfork child inherits, in ru_maxrss, the peak of the init's whole
 // address space (the figure of finding 6 was the init's 12 MiB). Before
 // letting the copy go the init makes it load the job's syscall filter (on
-// top of the sandbox filter it inherited), puts back its registers and
-// entry bytes, applies the rlimits with prlimit, resets its OOM score and
-// detaches. Both processes hold stdin, stdout and stderr only: every other
+// top of the sandbox filter it inherited; the injected calls run the
+// vDSO's `syscall` instruction, see inject_linux_amd64.go), puts back its
+// registers (and its entry bytes where there was no vDSO to use), applies
+// the rlimits with prlimit, resets its OOM score and detaches. Both processes hold stdin, stdout and stderr only: every other
 // descriptor of the init is close-on-exec.
 //
 // Cgroups v1. A new task starts in the cgroups of the thread that forked
