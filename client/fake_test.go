@@ -193,7 +193,14 @@ func (p *peer) acceptFiles() {
 // dial connects a client with bundle b to the fake master and takes its peer.
 func (m *fakeMaster) dial(t *testing.T, b *certs.Bundle) (*Client, *peer) {
 	t.Helper()
-	c, err := Dial(testCtx(t), Config{Bundle: b, Master: m.addr})
+	return m.dialConfig(t, Config{Bundle: b})
+}
+
+// dialConfig is dial with cfg (its Master set to the fake master's).
+func (m *fakeMaster) dialConfig(t *testing.T, cfg Config) (*Client, *peer) {
+	t.Helper()
+	cfg.Master = m.addr
+	c, err := Dial(testCtx(t), cfg)
 	if err != nil {
 		t.Fatalf("Dial: %v", err)
 	}

@@ -417,6 +417,63 @@ func TestSubmitWrapsForSlavesSeen(t *testing.T) {
 	}
 }
 
+// TestQuietCountsWhereJobsRan: a client with Config.Quiet announces the
+// feature; on a session where the master echoed it there is no assigned
+// state, and where a sealed job's first attempt ran, wrapped for ahead or
+// not, is taken from its Result: a Result from another slave counts a
+// miss, one from a slave wrapped for resets the count.
+func TestQuietCountsWhereJobsRan(t *testing.T) {
+	m := newFakeMaster(t)
+	m.mu.Lock()
+	m.features = []string{wire.FeatureSubmitWraps, wire.FeatureQuiet}
+	m.mu.Unlock()
+	c, p := m.dialConfig(t, Config{Bundle: m.client, Quiet: true})
+	m.mu.Lock()
+	features := m.hello.Features
+	m.mu.Unlock()
+	if !wire.HasFeature(features, wire.FeatureQuiet) {
+		t.Fatalf("Hello features %v lack %q", features, wire.FeatureQuiet)
+	}
+	req := hello
+	req.Seal = true
+	run := func(id string) wire.Submit {
+		t.Helper()
+		got := submit(t, c, req)
+		sub, _ := p.accept(id)
+		got()
+		return sub
+	}
+	run("J1")
+	p.send(wire.MsgWrapRequest, 0, wire.WrapRequest{JobID: "J1", Attempt: 1, Slave: "s1", SealKey: m.slave.SealPublicKey(), SlaveCert: m.slave.Cert.Raw})
+	if w := p.recv(wire.MsgWrapped); w.Type != wire.MsgWrapped {
+		t.Fatal(w.Type)
+	}
+	misses := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			c.ahead.mu.Lock()
+			n := c.ahead.m["python"].misses
+			c.ahead.mu.Unlock()
+			if n == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d misses counted, want %d", n, want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if sub := run("J2"); len(sub.Wraps) != 1 || sub.Wraps[0].Slave != "s1" {
+		t.Fatalf("J2's Submit wraps %+v, want one for s1", sub.Wraps)
+	}
+	p.send(wire.MsgResult, 0, wire.Result{JobID: "J2", Attempt: 1, Slave: "s9", Status: wire.StatusOK})
+	misses(1)
+	run("J3")
+	p.send(wire.MsgResult, 0, wire.Result{JobID: "J3", Attempt: 1, Slave: "s1", Status: wire.StatusOK})
+	misses(0)
+}
+
 // TestAheadSlavesBound: at most n slaves per language, the most recent
 // first; a slave seen again moves to the front.
 func TestAheadSlavesBound(t *testing.T) {

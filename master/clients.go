@@ -37,6 +37,18 @@ type clientConn struct {
 	// inlined remembers the last requests whose files all came inline: a
 	// file stream for one is refused at once.
 	inlined []string
+	// quiet: the session negotiated wire.FeatureQuiet; it is sent no
+	// progress JobState (see progress).
+	quiet bool
+}
+
+// progress sends the client a JobState it asked to hear (see
+// wire.FeatureQuiet): every one unless the session is quiet. Requeued
+// states are sent with send, always: they void the output so far.
+func (cc *clientConn) progress(st wire.JobState) {
+	if !cc.quiet {
+		cc.send(wire.MsgJobState, 0, st)
+	}
 }
 
 // closedReq is a request whose files are not wanted, and the answer it got.
@@ -50,7 +62,8 @@ const maxClosed = 64
 
 func newClientConn(p *peer, b JobBudget) *clientConn {
 	return &clientConn{peer: p, pending: map[string]*upload{}, jobs: map[string]*job{},
-		subSignal: make(chan struct{}), files: make(chan struct{}, b.FilesPerSession), waiting: map[string]int{}}
+		subSignal: make(chan struct{}), files: make(chan struct{}, b.FilesPerSession), waiting: map[string]int{},
+		quiet: wire.HasFeature(p.hello.Features, wire.FeatureQuiet)}
 }
 
 // closeReqLocked remembers that request key is over. s.mu is held.
@@ -780,7 +793,7 @@ func (s *Server) cancel(cc *clientConn, jobID string) {
 		cc.log.Info("job cancelled while queued", "job", jobID)
 		cc.send(wire.MsgResult, 0, wire.Result{JobID: jobID, Attempt: j.attempt, Status: wire.StatusCancelled,
 			Language: j.submit.Language, Detail: "cancelled before it ran"})
-		cc.send(wire.MsgJobState, 0, wire.JobState{JobID: jobID, State: wire.StateDone, Attempt: j.attempt})
+		cc.progress(wire.JobState{JobID: jobID, State: wire.StateDone, Attempt: j.attempt})
 		return
 	}
 	if ch := j.wrapCh; ch != nil {

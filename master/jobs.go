@@ -186,7 +186,7 @@ func (s *Server) queueLocked(cc *clientConn, reqID uint64, u *upload, id string)
 	// dispatchable from the moment the client can know its id: a slot freed
 	// between the two once went to another client's later job.
 	cc.send(wire.MsgAccepted, reqID, wire.Accepted{JobID: j.id, Position: pos})
-	cc.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: wire.StateQueued, Attempt: 1})
+	cc.progress(wire.JobState{JobID: j.id, State: wire.StateQueued, Attempt: 1})
 	j.accepted = true
 	size := j.source.size()
 	s.mu.Unlock()
@@ -621,7 +621,7 @@ func (s *Server) ended(client *clientConn, j *job, attempt int, status, detail s
 	}
 	if client != nil {
 		client.send(wire.MsgResult, 0, res)
-		client.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: endState(status), Attempt: attempt, Detail: detail})
+		client.progress(wire.JobState{JobID: j.id, State: endState(status), Attempt: attempt, Detail: detail})
 		s.delivered(j)
 	}
 	s.wake()
@@ -760,13 +760,14 @@ func (s *Server) checkStranded() {
 	}
 }
 
-// notify sends a state change to the job's client, if it is still there.
+// notify sends a progress state to the job's client, if it is still
+// there and wants it (see clientConn.progress).
 func (s *Server) notify(j *job, st wire.JobState) {
 	s.mu.Lock()
 	c := j.client
 	s.mu.Unlock()
 	if c != nil {
-		c.send(wire.MsgJobState, 0, st)
+		c.progress(st)
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 // slaves that judge them, and relaying each case's verdict.
 
 // masterFeatures are the optional features this master speaks.
-var masterFeatures = []string{wire.FeatureTests, wire.FeatureInline, wire.FeatureSubmitWraps}
+var masterFeatures = []string{wire.FeatureTests, wire.FeatureInline, wire.FeatureSubmitWraps, wire.FeatureQuiet}
 
 // negotiate returns the features of a Hello that the master speaks too,
 // for Welcome.Features.

@@ -577,7 +577,7 @@ func (s *Server) result(sc *slaveConn, r wire.Result) {
 		s.cfg.Metrics.finished(lang, r.Status, e2e)
 		if client != nil {
 			client.send(wire.MsgResult, 0, r)
-			client.send(wire.MsgJobState, 0, wire.JobState{JobID: j.id, State: endState(r.Status), Slave: sc.id.Name, Attempt: r.Attempt})
+			client.progress(wire.JobState{JobID: j.id, State: endState(r.Status), Slave: sc.id.Name, Attempt: r.Attempt})
 			s.delivered(j)
 		}
 	}

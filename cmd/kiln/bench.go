@@ -118,6 +118,7 @@ func cmdBench(ctx context.Context, e env, args []string) int {
 	restoreProcs, restoreSlack := withProcs(o.procs), withTimerSlack(benchSlack)
 	restore := func() { restoreSlack(); restoreProcs() }
 	defer restore()
+	o.quiet = true // bench shows no job's progress: no JobState but requeued ones
 	req, c, code := o.connect(ctx, e, "bench", files[0])
 	if c == nil {
 		return code

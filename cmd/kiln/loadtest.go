@@ -30,6 +30,7 @@ type loadtestOptions struct {
 	master   string
 	inMemory bool
 	streams  bool
+	quiet    bool
 }
 
 func cmdLoadtest(ctx context.Context, e env, args []string) int {
@@ -47,6 +48,7 @@ func cmdLoadtest(ctx context.Context, e env, args []string) int {
 	fs.StringVar(&o.profile, "master-profile", "", "write a CPU profile of the master to `FILE`")
 	fs.StringVar(&o.master, "master", "", "kiln `BINARY` to run as the master (default: this one), to compare two builds under the same harness")
 	fs.BoolVar(&o.inMemory, "in-memory", false, "run the master with --in-memory (no durable job state)")
+	fs.BoolVar(&o.quiet, "quiet", false, "client sessions announce feature quiet, as kiln bench does: no progress JobState from a master that speaks it")
 	fs.BoolVar(&o.streams, "streams", false, "send each job's source on a file stream (as before feature inline) instead of inside Submit and Assign")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: kiln loadtest [flags]\n\n"+
@@ -105,6 +107,7 @@ func (o *loadtestOptions) run(ctx context.Context, e env, rates []float64) error
 	defer m.stop()
 	cfg.ClientAddr, cfg.SlaveAddr, cfg.Master = m.clientAddr, m.slaveAddr, m.sample
 	cfg.Streams = o.streams
+	cfg.Quiet = o.quiet
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -119,6 +122,9 @@ func (o *loadtestOptions) run(ctx context.Context, e env, rates []float64) error
 	}
 	if o.inMemory {
 		state = "in memory"
+	}
+	if o.quiet {
+		files += ", quiet client sessions"
 	}
 	fmt.Fprintf(e.stdout, "%d slaves x %d slots, %d client sessions over %d keys, slave delay %v, sources %s, master %s; connected in %.1f s\n",
 		o.slaves, o.slots, o.sessions, o.keys, o.delay, files, state, time.Since(start).Seconds())

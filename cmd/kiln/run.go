@@ -65,6 +65,8 @@ const progressThreshold = 1 << 20
 type clientFlags struct {
 	bundle, master string
 	loaded         *certs.Bundle // the bundle dial read
+	// quiet: the session wants no progress states (client.Config.Quiet).
+	quiet bool
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet) {
@@ -106,7 +108,7 @@ func (f *clientFlags) dial(ctx context.Context, e env, cmd string) (*client.Clie
 	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	c, err := client.Dial(dctx, client.Config{Bundle: b, Master: f.master, Version: ""})
+	c, err := client.Dial(dctx, client.Config{Bundle: b, Master: f.master, Version: "", Quiet: f.quiet})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, interruptedCode(ctx, e, cmd)

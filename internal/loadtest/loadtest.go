@@ -48,6 +48,10 @@ type Config struct {
 	// as before feature inline; by default it travels inside Submit and
 	// Assign, as kiln's client and slave send a small file.
 	Streams bool
+	// Quiet makes the client sessions announce wire.FeatureQuiet, as
+	// `kiln bench` does: a master that speaks it sends them no progress
+	// JobState, only Accepted and the Result.
+	Quiet bool
 	// Master reports the master's CPU time used so far and its resident
 	// memory in bytes; nil when unknown.
 	Master func() (cpu time.Duration, rss int64)

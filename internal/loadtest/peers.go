@@ -25,7 +25,7 @@ var sourceSum = sha256.Sum256(source)
 
 // dial connects b to addr and says Hello, retrying busy refusals (the
 // master's handshake bound) after their hint, bounded by ctx.
-func dial(ctx context.Context, addr string, b *certs.Bundle, streams bool) (*transport.Session, error) {
+func dial(ctx context.Context, addr string, b *certs.Bundle, streams, quiet bool) (*transport.Session, error) {
 	id, err := auth.IdentityOf(b.Cert)
 	if err != nil {
 		return nil, err
@@ -33,6 +33,9 @@ func dial(ctx context.Context, addr string, b *certs.Bundle, streams bool) (*tra
 	var features []string
 	if !streams {
 		features = []string{wire.FeatureInline}
+	}
+	if quiet {
+		features = append(features, wire.FeatureQuiet)
 	}
 	for {
 		s, err := transport.Dial(ctx, addr, auth.ClientConfig(b, "127.0.0.1"), transport.Config{})
@@ -70,7 +73,7 @@ type slave struct {
 }
 
 func startSlave(ctx context.Context, setup *Setup, b *certs.Bundle, slots int) (*slave, error) {
-	s, err := dial(ctx, setup.cfg.SlaveAddr, b, setup.cfg.Streams)
+	s, err := dial(ctx, setup.cfg.SlaveAddr, b, setup.cfg.Streams, false)
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +200,7 @@ type session struct {
 }
 
 func startSession(ctx context.Context, setup *Setup, b *certs.Bundle) (*session, error) {
-	s, err := dial(ctx, setup.cfg.ClientAddr, b, setup.cfg.Streams)
+	s, err := dial(ctx, setup.cfg.ClientAddr, b, setup.cfg.Streams, setup.cfg.Quiet)
 	if err != nil {
 		return nil, err
 	}

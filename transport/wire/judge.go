@@ -36,6 +36,13 @@ const (
 	// slave that announced it, and asks the client (WrapRequest) for any
 	// other.
 	FeatureSubmitWraps = "submit-wraps"
+	// FeatureQuiet: a client session that does not want its jobs'
+	// progress. A master that echoed it sends the session no JobState
+	// queued, assigned or running, and none after a Result (whose Status
+	// and Slave say what the final JobState did): only the requeued ones,
+	// which void the output so far, and those Attach replays. A client
+	// announces it only when it shows no progress (`kiln bench`).
+	FeatureQuiet = "quiet"
 )
 
 // Test batch bounds.
