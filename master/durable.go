@@ -136,7 +136,9 @@ func (r *route) keepChunk(o *wire.Output) bool {
 		return false
 	}
 	r.kept += n
-	r.chunks = append(r.chunks, state.Chunk{Stream: o.Stream, Seq: o.Seq, Data: o.Data, Key: o.Key})
+	// Copied: a relayed Output's fields alias the frame it came in,
+	// which may be larger than what is charged here.
+	r.chunks = append(r.chunks, state.Chunk{Stream: o.Stream, Seq: o.Seq, Data: bytes.Clone(o.Data), Key: bytes.Clone(o.Key)})
 	return true
 }
 

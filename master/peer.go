@@ -178,6 +178,23 @@ func (p *peer) send(t wire.MsgType, id uint64, body any) {
 		p.log.Error("message not encoded", "type", t, "err", err)
 		return
 	}
+	p.push(e)
+}
+
+// sendEncoded is send for a message already encoded (an Output relayed
+// as the slave sent it: see wire.ParseOutput).
+func (p *peer) sendEncoded(e wire.Envelope) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.push(e)
+}
+
+// push queues e, or disconnects the peer when that would take its queue
+// (or every peer's together) past its bound.
+func (p *peer) push(e wire.Envelope) {
 	if ok, queued := p.q.push(e); !ok {
 		p.log.Warn("peer too slow, disconnecting", "queued_bytes", queued)
 		p.close()

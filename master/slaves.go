@@ -390,9 +390,15 @@ func (s *Server) slaveMessage(sc *slaveConn, env wire.Envelope) error {
 		}
 		s.load(sc, l)
 	case wire.MsgOutput:
-		var o wire.Output
-		if err := wire.Decode(env, &o); err != nil {
-			return err
+		// An Output in the very form the master would encode it again
+		// is read in place and relayed as received; any other is decoded
+		// (with every check of Decode) and encoded again. Either way it
+		// is counted against its attempt's cap first.
+		o, same := wire.ParseOutput(env.Body)
+		if !same {
+			if err := wire.Decode(env, &o); err != nil {
+				return err
+			}
 		}
 		c, over := sc.routeOutput(&o)
 		if over {
@@ -400,7 +406,11 @@ func (s *Server) slaveMessage(sc *slaveConn, env wire.Envelope) error {
 		}
 		if c != nil {
 			s.cfg.Metrics.bytes("output", len(o.Data))
-			c.send(wire.MsgOutput, 0, o)
+			if same {
+				c.sendEncoded(wire.Envelope{Type: wire.MsgOutput, Body: env.Body})
+			} else {
+				c.send(wire.MsgOutput, 0, o)
+			}
 		}
 	case wire.MsgTestResult:
 		return s.testResult(sc, env)
