@@ -165,9 +165,10 @@ func (p *proc) waitOutput(t *testing.T, substr string, count int) {
 // kilnCmd runs the binary to completion and returns exit code and outputs.
 func kilnCmd(t *testing.T, envv []string, args ...string) (int, string, string) {
 	t.Helper()
+	bin := kilnBinary(t) // the first call builds it: not within the command's 60 s
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, kilnBinary(t), args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), envv...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
