@@ -49,7 +49,7 @@ func Main() bool {
 
 // runInit is the whole life of an init; it returns the exit code.
 func runInit(mode string) int {
-	jobSlack := slowRuntimeThreads()
+	slowRuntimeThreads()
 	inheritNothing()
 	f := os.NewFile(sockFD, "sandbox-socket")
 	fc, err := net.FileConn(f)
@@ -89,7 +89,7 @@ func runInit(mode string) int {
 	n := min(max(counts[0], 0), maxCgFDs)
 	home := min(max(counts[1], 0), maxCgFDs-n)
 	adj, _ := os.ReadFile("/proc/self/oom_score_adj")
-	r := &jobRunner{oomReset: strings.TrimSpace(string(adj)) != "0", conn: conn, jobUID: m.Setup.JobUID, cgroupV2: fields[0] == "v2", cgFDs: n, homeFDs: home, jobFilter: m.Setup.JobFilter, rbuf: rbuf, jobSlack: jobSlack}
+	r := &jobRunner{oomReset: strings.TrimSpace(string(adj)) != "0", conn: conn, jobUID: m.Setup.JobUID, cgroupV2: fields[0] == "v2", cgFDs: n, homeFDs: home, jobFilter: m.Setup.JobFilter, rbuf: rbuf}
 	ready := make(chan threadReady)
 	go r.loop(ready)
 	tr := <-ready
@@ -275,7 +275,6 @@ type jobRunner struct {
 	ipcFresh  bool          // the fork thread's IPC namespace is new, unused by any job
 	left      leftSockets   // the sockets a job left in the namespace (ipc_linux.go)
 	joinNs    int64         // how long the current job's v1 cgroup writes took
-	jobSlack  int           // the timer slack the init started with, the fork thread's
 	vdsoOff   int           // a `syscall` instruction's offset in the vDSO, or -1 (inject_linux_amd64.go)
 }
 
@@ -368,7 +367,7 @@ func (r *jobRunner) freshIPC() {
 func (r *jobRunner) prepareThread() (tr threadReady) {
 	// The jobs inherit the fork thread's timer slack: the slave's, not the
 	// init's other threads' (monitor_linux.go).
-	if err := restoreSlack(r.jobSlack); err != nil {
+	if err := jobSlack(); err != nil {
 		return threadReady{err: fmt.Errorf("timer slack: %w", err)}
 	}
 	r.vdsoOff = vdsoSyscall()

@@ -22,24 +22,23 @@ import (
 // its CPU rather than 20 µs later (the monitor's duties in the init, taking
 // a P back from a long system call and preempting a goroutine that runs
 // for 10 ms, tolerate that; the init has no timers on a job's path). The
-// fork thread sets its own slack back to the one the init started with,
-// the slave's, which every job inherits from it: a job's sleeps are what
-// they are outside the sandbox.
+// fork thread sets its own slack to jobTimerSlack, which every job
+// inherits from it: a job's sleeps are what they are in any process
+// started normally, whatever slack the slave's own threads have.
 
 // monitorSlack is the timer slack of the init's threads other than the
 // fork thread: one tick of a 250 Hz kernel.
 const monitorSlack = 4 * time.Millisecond
 
+// jobTimerSlack is the jobs' timer slack: the kernel's default, PID 1's,
+// which every process inherits unless it changes its own.
+const jobTimerSlack = 50 * time.Microsecond
+
 // slowRuntimeThreads gives the calling thread and every other thread of
 // the process monitorSlack of timer slack (threads made later inherit it
-// from the thread that makes them) and returns the calling thread's slack
-// before, which the fork thread takes back (restoreSlack). It must run
-// before the syscall filter is loaded and before the fork thread exists.
-func slowRuntimeThreads() int {
-	orig, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
-	if err != nil {
-		return 0
-	}
+// from the thread that makes them). It must run before the fork thread
+// exists, which sets its own (jobSlack).
+func slowRuntimeThreads() {
 	unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(monitorSlack), 0, 0, 0)
 	tasks, _ := os.ReadDir("/proc/self/task")
 	slack := []byte(strconv.FormatInt(int64(monitorSlack), 10))
@@ -48,13 +47,9 @@ func slowRuntimeThreads() int {
 		// none); the init still sees the slave's /proc, and its TIDs.
 		os.WriteFile("/proc/"+t.Name()+"/timerslack_ns", slack, 0)
 	}
-	return orig
 }
 
-// restoreSlack gives the calling thread the timer slack ns (when known).
-func restoreSlack(ns int) error {
-	if ns <= 0 {
-		return nil
-	}
-	return unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(ns), 0, 0, 0)
+// jobSlack gives the calling thread, the fork thread, jobTimerSlack.
+func jobSlack() error {
+	return unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(jobTimerSlack), 0, 0, 0)
 }
