@@ -30,7 +30,8 @@ func TestResultWriteHoldsOnlyItsClient(t *testing.T) {
 		cfg.Store = st
 		cfg.HeartbeatInterval = time.Minute // the slave sends no Load while the test holds the writes
 	})
-	s1, err := c.dial(c.issue(certs.RoleSlave, "s1", "1.0"), true, "")
+	slaveKey := c.issue(certs.RoleSlave, "s1", "1.0")
+	s1, err := c.dial(slaveKey, true, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,6 +122,38 @@ func TestResultWriteHoldsOnlyItsClient(t *testing.T) {
 	for _, id := range []string{a, b} {
 		if rec, ok := st2.Machine().Job(id); !ok || rec.Ended() {
 			t.Fatalf("the crash image taken while the Results were written has %s ended (%v)", id, ok)
+		}
+	}
+	// The master started on that image takes both jobs back from the
+	// slave that ran them (its results follow), and stores one Result
+	// each: the slave's second copy is stale, nothing runs again.
+	c2 := clusterOf(t, pki, func(cfg *master.Config) {
+		cfg.Store = st2
+		cfg.HeartbeatInterval = time.Minute
+	})
+	s2, err := c2.dial(slaveKey, true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	s2.Send(wire.MsgRegister, 0, wire.Register{Toolchains: []wire.Toolchain{{Language: "python", Compiler: "python 1.0"}},
+		Slots: 4, OS: "linux", Held: []wire.HeldJob{{JobID: a, Attempt: 1, Done: true}, {JobID: b, Attempt: 1, Done: true}}})
+	s2.Send(wire.MsgLoad, 0, wire.Load{Slots: 4})
+	c2.waitLog("job taken back", "job="+a)
+	c2.waitLog("job taken back", "job="+b)
+	for range 2 {
+		for _, id := range []string{a, b} {
+			s2.Send(wire.MsgResult, 0, wire.Result{JobID: id, Attempt: 1, Status: wire.StatusOK, Detail: "copy"})
+		}
+	}
+	waitFor(t, "both results written after the restart", func() bool {
+		ra, _ := st2.Machine().Job(a)
+		rb, _ := st2.Machine().Job(b)
+		return ra.Ended() && rb.Ended()
+	})
+	for _, id := range []string{a, b} {
+		if rec, _ := st2.Machine().Job(id); rec.Attempt != 1 || rec.Result.Attempt != 1 {
+			t.Errorf("%s: attempt %d, result of attempt %d; want the one run, attempt 1", id, rec.Attempt, rec.Result.Attempt)
 		}
 	}
 }
