@@ -171,6 +171,26 @@ func TestJobTimerSlackIsTheDefault(t *testing.T) {
 	}
 }
 
+// TestPlainTimerSlackIsTheDefault: a Plain run started from a thread of
+// the slave with 4 ms of timer slack gets the kernel's default.
+func TestPlainTimerSlackIsTheDefault(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	old, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(monitorSlack), 0, 0, 0)
+	defer unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(old), 0, 0, 0)
+	_, out, _ := runSh(t, "cat /proc/self/timerslack_ns", Limits{Wall: 10 * time.Second}, nil)
+	if got := strings.TrimSpace(out); got != strconv.Itoa(int(jobTimerSlack)) {
+		t.Fatalf("the program's timer slack: %q, want %d", got, jobTimerSlack)
+	}
+	if now, _ := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0); now != int(monitorSlack) {
+		t.Fatalf("the slave's thread's slack is %d after the start, want %d back", now, monitorSlack)
+	}
+}
+
 // TestJobTextUnwritten checks that the start of a job writes nothing into
 // its code: the injected system calls run the vDSO's `syscall`
 // instruction, not two bytes written over the program's entry point (a

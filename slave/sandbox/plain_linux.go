@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -100,7 +101,7 @@ func newPlainRun(p *Plain, spec Spec, prog string) (*plainRun, error) {
 }
 
 func (pr *plainRun) run(ctx context.Context) (Outcome, error) {
-	if err := pr.cmd.Start(); err != nil {
+	if err := startWithDefaultSlack(pr.cmd); err != nil {
 		closeAll([]*os.File{pr.outR[0], pr.outR[1], pr.outW[0], pr.outW[1], pr.gateR, pr.gateW})
 		return Outcome{}, fmt.Errorf("sandbox: start %s: %w", pr.spec.Argv[0], err)
 	}
@@ -405,4 +406,18 @@ func putFiles(dir string, files []File) error {
 		}
 	}
 	return nil
+}
+
+// startWithDefaultSlack starts cmd from the calling goroutine's thread,
+// locked, with jobTimerSlack for the fork: the program inherits the
+// kernel's default timer slack whatever the slave's threads have (as a
+// strict job does from its init's fork thread).
+func startWithDefaultSlack(cmd *exec.Cmd) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if old, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0); err == nil && old != int(jobTimerSlack) {
+		unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(jobTimerSlack), 0, 0, 0)
+		defer unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(old), 0, 0, 0)
+	}
+	return cmd.Start()
 }
