@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -308,4 +309,39 @@ func testCommand(dir string, env []string, argv ...string) error {
 		err = errors.New(st.String())
 	}
 	return err
+}
+
+// TestJobKilledByItsLimitWhileStarting: a job is born in its memory
+// cgroup, so its launcher's exec and the fork of its copy are charged to
+// the job's memory limit, which the client sets (a few hundred KiB, as low
+// as it likes). The group's OOM killer then killed the launcher or the
+// copy while the init was still starting it, and the init reported the
+// start-up as its own failure ("job process died during start-up",
+// "setregs: no such process"): Run failed, and the slave ended the job
+// internal_error against itself, so a client with a tiny limit had the
+// master strike every slave that took the job. Such a death is the job's
+// verdict (memory exceeded), and the sandbox serves the next job.
+func TestJobKilledByItsLimitWhileStarting(t *testing.T) {
+	r := newStrictT(t)
+	ooms := 0
+	for kib := int64(4); kib <= 1024; kib += 12 {
+		lim := defaultLimits()
+		lim.MemoryBytes = kib << 10
+		var so, se bytes.Buffer
+		spec := Spec{Argv: []string{"/bin/true"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: t.TempDir(), Stdout: &so, Stderr: &se, Limits: lim, Keep: keepAll}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		out, err := r.Run(ctx, spec)
+		cancel()
+		if err != nil && !errors.Is(err, ErrStart) {
+			t.Fatalf("memory limit %d KiB: the sandbox's error, not the job's verdict: %v", kib, err)
+		}
+		if err == nil && out.MemoryExceeded {
+			ooms++
+		}
+		if err == nil && !out.MemoryExceeded && (out.ExitCode != 0 || out.Signal != 0) {
+			t.Fatalf("memory limit %d KiB: %+v without memory exceeded", kib, out)
+		}
+	}
+	t.Logf("%d runs over their limit", ooms)
+	normalJob(t, r)
 }

@@ -313,12 +313,27 @@ func (c *container) runJob(ctx context.Context, spec *Spec, o runOpts) (out Outc
 	var timedOut bool
 	d, timedOut, err = c.await(ctx, seq, lim.Wall)
 	clk.Mark("await")
+	var startOOM bool
+	var startPeak int64
+	if err != nil && c.cg != nil && ctx.Err() == nil {
+		// The job is born in its memory group (on v1 the launcher is
+		// forked there): its launcher's exec and the fork of its copy are
+		// charged to the client's limit, and the group's OOM killer may end
+		// them before the init lets the job go, which the init reports as
+		// a failed start. That is the job's verdict, not the sandbox's
+		// fault (TestJobKilledByItsLimitWhileStarting); the sandbox is torn
+		// down below and not reused.
+		startPeak, startOOM = c.cg.usage()
+	}
 	if err != nil || !d.Clean {
 		// Processes may remain and hold the output pipes: end them all.
 		c.destroy()
 	}
 	jio.wait()
 	clk.Mark("drain")
+	if startOOM {
+		return Outcome{ExitCode: -1, Signal: int(syscall.SIGKILL), MemoryExceeded: true, PeakMemoryKiB: startPeak}, d, false, nil
+	}
 	if err != nil {
 		return out, d, false, err
 	}
