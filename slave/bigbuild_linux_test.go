@@ -78,3 +78,30 @@ int main(void) { return 0; }
 		t.Fatalf("a program the kernel will not execute: %+v", res)
 	}
 }
+
+// TestTinyMemoryLimitIsNoSlaveFault: a client's memory limit applies from
+// the launcher's exec on (the job is born in its memory group), and one of
+// a few hundred KiB had the group's OOM killer end the job's first
+// process while the sandbox started it; the executor ended the job
+// internal_error with slave_fault, and the master struck the slave and the
+// next one that ran it. Each such run ends memory_limit (or, when even the
+// fork of the launcher cannot be charged, runtime_error).
+func TestTinyMemoryLimitIsNoSlaveFault(t *testing.T) {
+	needLang(t, wire.LangC)
+	e, _ := newExecutor(t, newStrictRunner(t))
+	src := "int main(void) { return 0; }\n"
+	ooms := 0
+	for kib := int64(100); kib <= 400; kib += 12 {
+		res, _ := execute(t, e, Job{Language: wire.LangC, FileName: "tiny.c", Source: []byte(src),
+			Limits: wire.JobLimits{TimeMs: 2000, MemoryBytes: kib << 10, OutputBytes: 1 << 20}})
+		if res.SlaveFault || res.Status == wire.StatusInternalError {
+			t.Fatalf("memory limit %d KiB: %+v", kib, res)
+		}
+		if res.Status == wire.StatusMemoryLimit {
+			ooms++
+		}
+	}
+	if ooms == 0 {
+		t.Fatal("no run between 100 and 400 KiB was over its memory limit")
+	}
+}
