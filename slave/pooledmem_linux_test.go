@@ -9,6 +9,43 @@ import (
 	"kiln/transport/wire"
 )
 
+// pooledProbe runs src, a C program that reads a mode word on stdin, in
+// one pooled slot of a strict sandbox (MaxIdle 1: every job lands in the
+// slot the last one left) for one owner at a time, and returns its
+// stdout; any status but ok fails the test.
+func pooledProbe(t *testing.T, file, src string) func(owner, mode string, mem int64) string {
+	t.Helper()
+	needLang(t, wire.LangC)
+	testenv.Root(t, "the strict sandbox (uid mappings, cgroups)")
+	r, err := sandbox.NewStrict(sandbox.StrictConfig{MaxIdle: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	e, _ := newExecutor(t, r)
+	return func(owner, mode string, mem int64) string {
+		t.Helper()
+		c := &collector{}
+		res := e.Execute(context.Background(), Job{ID: owner + "-" + mode, Language: wire.LangC, FileName: file, Source: []byte(src),
+			Stdin: []byte(mode + "\n"), Owner: owner, Limits: wire.JobLimits{TimeMs: 5000, MemoryBytes: mem, OutputBytes: 1 << 20}}, c.emit)
+		out := c.stream(wire.StreamStdout)
+		if res.Status != wire.StatusOK {
+			t.Fatalf("%s's %s job: %+v %q", owner, mode, res, out)
+		}
+		return out
+	}
+}
+
+// expect wraps a pooledProbe run with the stdout each mode must print.
+func expect(t *testing.T, run func(owner, mode string, mem int64) string, want map[string]string) func(owner, mode string, mem int64) {
+	return func(owner, mode string, mem int64) {
+		t.Helper()
+		if out := run(owner, mode, mem); out != want[mode] {
+			t.Fatalf("%s's %s job printed %q, want %q", owner, mode, out, want[mode])
+		}
+	}
+}
+
 // shmProbe, given "leave", fills a System V shared memory segment of 150
 // MiB and exits without removing it; given "alloc", it fills 32 MiB of
 // its own.
@@ -47,25 +84,7 @@ int main(void) {
 // the slave's fault, getting the slave struck. The init now removes the
 // job's System V objects before it reports the job done.
 func TestPooledSlotFreesSysVMemory(t *testing.T) {
-	needLang(t, wire.LangC)
-	testenv.Root(t, "the strict sandbox (uid mappings, cgroups)")
-	r, err := sandbox.NewStrict(sandbox.StrictConfig{MaxIdle: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	e, _ := newExecutor(t, r)
-	run := func(owner, mode string, mem int64) wire.Result {
-		t.Helper()
-		c := &collector{}
-		res := e.Execute(context.Background(), Job{ID: owner + "-" + mode, Language: wire.LangC, FileName: "shm.c", Source: []byte(shmProbe),
-			Stdin: []byte(mode + "\n"), Owner: owner, Limits: wire.JobLimits{TimeMs: 5000, MemoryBytes: mem, OutputBytes: 1 << 20}}, c.emit)
-		want := map[string]string{"alloc": "allocated\n", "leave": "left\n"}[mode]
-		if out := c.stream(wire.StreamStdout); res.Status != wire.StatusOK || out != want {
-			t.Fatalf("%s's %s job: %+v %q", owner, mode, res, out)
-		}
-		return res
-	}
+	run := expect(t, pooledProbe(t, "shm.c", shmProbe), map[string]string{"alloc": "allocated\n", "leave": "left\n"})
 	run("bob", "alloc", 64<<20) // both builds cached: the jobs below only run
 	run("alice", "alloc", 200<<20)
 	for range 3 {
@@ -137,24 +156,7 @@ int main(void) {
 // next job came: a lower memory limit could not be set (EBUSY) and the job
 // failed internal_error as the slave's fault. The limit waits for it.
 func TestPooledSlotWaitsForLeftMemory(t *testing.T) {
-	needLang(t, wire.LangC)
-	testenv.Root(t, "the strict sandbox (uid mappings, cgroups)")
-	r, err := sandbox.NewStrict(sandbox.StrictConfig{MaxIdle: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	e, _ := newExecutor(t, r)
-	run := func(owner, mode string, mem int64) {
-		t.Helper()
-		c := &collector{}
-		res := e.Execute(context.Background(), Job{ID: owner + "-" + mode, Language: wire.LangC, FileName: "cycle.c", Source: []byte(memfdProbe),
-			Stdin: []byte(mode + "\n"), Owner: owner, Limits: wire.JobLimits{TimeMs: 5000, MemoryBytes: mem, OutputBytes: 1 << 20}}, c.emit)
-		want := map[string]string{"alloc": "allocated\n", "leave": "left\n"}[mode]
-		if out := c.stream(wire.StreamStdout); res.Status != wire.StatusOK || out != want {
-			t.Fatalf("%s's %s job: %+v %q", owner, mode, res, out)
-		}
-	}
+	run := expect(t, pooledProbe(t, "cycle.c", memfdProbe), map[string]string{"alloc": "allocated\n", "leave": "left\n"})
 	run("bob", "alloc", 64<<20)
 	run("alice", "alloc", 200<<20)
 	for range 3 {
@@ -214,21 +216,11 @@ int main(void) {
 // leaves sockets in the sandbox's network namespace is not clean, and
 // its sandbox is not used again.
 func TestPooledSlotLeavesNoSocketCycle(t *testing.T) {
-	needLang(t, wire.LangC)
-	testenv.Root(t, "the strict sandbox (uid mappings, cgroups)")
-	r, err := sandbox.NewStrict(sandbox.StrictConfig{MaxIdle: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	e, _ := newExecutor(t, r)
+	probe := pooledProbe(t, "cycle.c", cycleProbe)
 	run := func(owner, mode, want string) {
 		t.Helper()
-		c := &collector{}
-		res := e.Execute(context.Background(), Job{ID: owner + "-" + mode, Language: wire.LangC, FileName: "cycle.c", Source: []byte(cycleProbe),
-			Stdin: []byte(mode + "\n"), Owner: owner, Limits: wire.JobLimits{TimeMs: 5000, MemoryBytes: 64 << 20, OutputBytes: 1 << 20}}, c.emit)
-		if out := c.stream(wire.StreamStdout); res.Status != wire.StatusOK || out != want {
-			t.Fatalf("%s's %s job: %+v %q, want %q", owner, mode, res, out, want)
+		if out := probe(owner, mode, 64<<20); out != want {
+			t.Fatalf("%s's %s job printed %q, want %q", owner, mode, out, want)
 		}
 	}
 	run("bob", "look", "bind 0\n")
@@ -274,24 +266,8 @@ int main(void) {
 // no quota at all (RLIMIT_MSGQUEUE 0), so the answer is the same whoever
 // ran before.
 func TestPooledSlotLeavesNoMessageQueues(t *testing.T) {
-	needLang(t, wire.LangC)
-	testenv.Root(t, "the strict sandbox (uid mappings, cgroups)")
-	r, err := sandbox.NewStrict(sandbox.StrictConfig{MaxIdle: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	e, _ := newExecutor(t, r)
-	run := func(owner, mode string) string {
-		t.Helper()
-		c := &collector{}
-		res := e.Execute(context.Background(), Job{ID: owner + "-" + mode, Language: wire.LangC, FileName: "mq.c", Source: []byte(mqProbe),
-			Stdin: []byte(mode + "\n"), Owner: owner, Limits: wire.JobLimits{TimeMs: 5000, MemoryBytes: 64 << 20, OutputBytes: 1 << 20}}, c.emit)
-		if res.Status != wire.StatusOK {
-			t.Fatalf("%s's %s job: %+v", owner, mode, res)
-		}
-		return c.stream(wire.StreamStdout)
-	}
+	probe := pooledProbe(t, "mq.c", mqProbe)
+	run := func(owner, mode string) string { return probe(owner, mode, 64<<20) }
 	alone := run("bob", "look")
 	for range 3 {
 		left := run("alice", "keep")
