@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -39,10 +40,19 @@ type ExecConfig struct {
 	// WorkBytes caps the private tmpfs (sandbox.PrivateDir) that holds the
 	// job directories, so that no job's files are ever at rest on a disk
 	// and none survive the slave, even a SIGKILLed one. Zero means
-	// DefaultWorkBytes; negative keeps job directories under WorkRoot.
-	WorkBytes  int64
-	Runner     sandbox.Runner   // runs the compile and run steps
-	Toolchains []wire.Toolchain // what this slave can run (see [Detect], [DetectLanguages])
+	// JobDirBytes for each of Slots, at most MaxWorkBytes (also the most
+	// it may be set to); negative keeps job directories under WorkRoot.
+	// A job whose directory meets a full tmpfs ends as its own failure
+	// (compile_error), never the slave's.
+	WorkBytes int64
+	// Slots is how many jobs the slave runs at once (Config.Slots);
+	// default runtime.NumCPU().
+	Slots int
+	// JobDirBytes is what one slot's job directories can hold; default
+	// DefaultJobDirBytes.
+	JobDirBytes int64
+	Runner      sandbox.Runner   // runs the compile and run steps
+	Toolchains  []wire.Toolchain // what this slave can run (see [Detect], [DetectLanguages])
 	// Languages are the descriptors of the languages; nil means the
 	// built-in table ([BuiltinLanguages]). A toolchain of a language
 	// not among them is ignored. A descriptor's limits are this slave's
@@ -75,11 +85,6 @@ type Job struct {
 	Options  []string // compiler options among those the language allows
 }
 
-// DefaultWorkBytes is the default size cap of the private tmpfs holding
-// the job directories: a job directory holds the source and the compiled
-// program (at most the sandbox's /w size).
-const DefaultWorkBytes = 2 << 30
-
 // Executor compiles and runs jobs in per-job directories through a
 // sandbox runner. It is safe for concurrent use; it holds no goroutines.
 // Close releases its private tmpfs once no job runs.
@@ -92,6 +97,7 @@ type Executor struct {
 	log        *slog.Logger
 	private    *sandbox.PrivateDir // nil: job directories under cfg.WorkRoot
 	root       string              // where job directories are made
+	workBytes  int64               // the private tmpfs's size
 
 	mu      sync.Mutex
 	closed  bool           // set by Close: no new job
@@ -119,6 +125,13 @@ func NewExecutor(cfg ExecConfig) (*Executor, error) {
 	if err := cfg.Limits.Check(); err != nil {
 		return nil, fmt.Errorf("slave: job limits: %w", err)
 	}
+	if cfg.Slots == 0 {
+		cfg.Slots = runtime.NumCPU()
+	}
+	size, err := workBytes(cfg)
+	if err != nil {
+		return nil, err
+	}
 	e := &Executor{cfg: cfg, tools: map[string]wire.Toolchain{}, langs: langs, langLimits: policies, log: cfg.Logger, root: cfg.WorkRoot}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -127,11 +140,11 @@ func NewExecutor(cfg ExecConfig) (*Executor, error) {
 	// Plain runs programs in the job directory itself, where a directory
 	// reachable only through /proc/self/fd is no working directory.
 	if cfg.WorkBytes >= 0 && cfg.Runner.Name() != "none" {
-		pd, err := sandbox.NewPrivateDir(cmp.Or(cfg.WorkBytes, DefaultWorkBytes))
+		pd, err := sandbox.NewPrivateDir(size)
 		if err != nil {
 			e.log.Warn("job directories on disk: no private tmpfs for them (needs root)", "work_root", cfg.WorkRoot, "err", err)
 		} else {
-			e.private, e.root = pd, pd.Path()
+			e.private, e.root, e.workBytes = pd, pd.Path(), size
 		}
 	}
 	var tcs []wire.Toolchain
@@ -578,6 +591,16 @@ func fail(res wire.Result, status, detail string) wire.Result {
 }
 
 func (e *Executor) internal(res wire.Result, op string, err error) wire.Result {
+	if e.private != nil && errors.Is(err, syscall.ENOSPC) {
+		// The private tmpfs holds job directories only: jobs filled it,
+		// not the slave. Struck against the slave, one client's big
+		// builds at once had an honest slave quarantined
+		// (TestFullJobDirsAreNoSlaveFault).
+		why := fmt.Sprintf("%s: the slave's job directories are full (%d bytes for all its jobs): the build did not fit", op, e.workBytes)
+		e.log.Warn("job directories full", "job", res.JobID, "op", op, "err", err)
+		res.CompileOutput = append(res.CompileOutput, why+"\n"...)
+		return fail(res, wire.StatusCompileError, why)
+	}
 	e.log.Error("job failed inside the slave", "job", res.JobID, "op", op, "err", err)
 	res = fail(res, wire.StatusInternalError, op+": "+err.Error())
 	res.SlaveFault = true // the master runs the job elsewhere and counts it against this slave

@@ -368,3 +368,32 @@ func TestFileNames(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkBytes: the job directories' tmpfs is JobDirBytes per slot, at
+// most MaxWorkBytes; a size set past the maximum or negative counts are
+// refused.
+func TestWorkBytes(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  ExecConfig
+		want int64
+	}{
+		{ExecConfig{Slots: 1}, DefaultJobDirBytes},
+		{ExecConfig{Slots: 64}, 64 * DefaultJobDirBytes},
+		{ExecConfig{Slots: 4, JobDirBytes: 1 << 20}, 4 << 20},
+		{ExecConfig{Slots: 1 << 20}, MaxWorkBytes},
+		{ExecConfig{Slots: 3, JobDirBytes: 1 << 62}, MaxWorkBytes},
+		{ExecConfig{Slots: 64, WorkBytes: 1 << 20}, 1 << 20},
+	} {
+		if got, err := workBytes(tc.cfg); err != nil || got != tc.want {
+			t.Errorf("%+v: %d, %v; want %d", tc.cfg, got, err, tc.want)
+		}
+	}
+	for _, cfg := range []ExecConfig{{WorkBytes: MaxWorkBytes + 1}, {Slots: -1}, {JobDirBytes: -1}} {
+		if _, err := workBytes(cfg); err == nil {
+			t.Errorf("%+v: no error", cfg)
+		}
+	}
+	if _, err := NewExecutor(ExecConfig{WorkRoot: t.TempDir(), Runner: &sandbox.Plain{}, WorkBytes: MaxWorkBytes + 1}); err == nil {
+		t.Error("NewExecutor took a tmpfs past MaxWorkBytes")
+	}
+}

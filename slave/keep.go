@@ -17,9 +17,6 @@ const (
 	// master is away, and keeps a finished job's output and result to
 	// report again when it reconnects.
 	DefaultGrace = 60 * time.Second
-	// DefaultMaxHeldBytes bounds the output a slave keeps for replay over
-	// all its jobs; a job whose output does not fit is not held.
-	DefaultMaxHeldBytes = 256 << 20
 )
 
 // keeper owns the jobs of a slave across its sessions with the master. A

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -188,7 +189,8 @@ func grepTree(root, s string) []string {
 }
 
 // The private tmpfs is bounded: a compiled program bigger than it fails
-// that job as the slave's fault, and the next job runs.
+// that job as its own (compile_error, no slave fault), and the next job
+// runs.
 func TestPrivateDirIsBounded(t *testing.T) {
 	needLang(t, wire.LangC)
 	r := newStrictRunner(t)
@@ -198,13 +200,112 @@ func TestPrivateDirIsBounded(t *testing.T) {
 	}
 	defer e.Close()
 	res, _ := execute(t, e, Job{Language: wire.LangC, FileName: "a.c", Source: []byte("char big[2<<20] = {1};\nint main(void){return big[0] - 1;}\n")})
-	if res.Status != wire.StatusInternalError || !res.SlaveFault || !strings.Contains(res.Detail, "no space left") {
+	if res.Status != wire.StatusCompileError || res.SlaveFault || !strings.Contains(res.Detail, "job directories are full") {
 		t.Fatalf("a 2 MiB program on a 1 MiB work tmpfs: %+v", res)
 	}
 	res, c := execute(t, e, Job{Language: wire.LangC, FileName: "a.c", Source: []byte("#include <stdio.h>\nint main(void){puts(\"ok\");return 0;}\n")})
 	if res.Status != wire.StatusOK || c.stream(wire.StreamStdout) != "ok\n" {
 		t.Fatalf("next job: %+v", res)
 	}
+}
+
+// hugeBuild is three lines of C that build to a 60 MiB program, copied
+// back into the job directory.
+const hugeBuild = "char a[60 << 20] = {1};\nint main(void) { return a[0] - 1; }\n"
+
+// barrierRunner makes each of its first n compile steps (steps that copy
+// back) wait for the others' before it returns.
+type barrierRunner struct {
+	sandbox.Runner
+	n  int
+	wg sync.WaitGroup
+
+	mu    sync.Mutex
+	steps int
+}
+
+func (r *barrierRunner) Run(ctx context.Context, spec sandbox.Spec) (sandbox.Outcome, error) {
+	o, err := r.Runner.Run(ctx, spec)
+	if spec.Keep == nil {
+		return o, err
+	}
+	r.mu.Lock()
+	r.steps++
+	wait := r.steps <= r.n
+	r.mu.Unlock()
+	if wait {
+		r.wg.Done()
+		r.wg.Wait()
+	}
+	return o, err
+}
+
+// TestFullJobDirsAreNoSlaveFault is the red team's attack: one client
+// key's jobs, each three lines of C building to 60 MiB, at once on a
+// slave whose job directories' tmpfs (2 GiB whatever the slots) they
+// fill. The job that met ENOSPC ended internal_error with slave_fault,
+// so the master struck the honest slave (quarantined after 3). Here the
+// tmpfs holds two such builds and three run at once: none is the
+// slave's fault, the one that did not fit ends compile_error saying so,
+// and the next job runs.
+func TestFullJobDirsAreNoSlaveFault(t *testing.T) {
+	results := bigBuildsAtOnce(t, ExecConfig{WorkBytes: 150 << 20})
+	full := 0
+	for _, res := range results {
+		switch {
+		case res.SlaveFault:
+			t.Fatalf("a full job tmpfs struck against the slave: %+v", res)
+		case res.Status == wire.StatusCompileError && strings.Contains(res.Detail, "job directories are full"):
+			full++
+		case res.Status != wire.StatusOK:
+			t.Fatalf("a 60 MiB build: %+v", res)
+		}
+	}
+	if full == 0 {
+		t.Fatalf("three 60 MiB builds at once on a 150 MiB tmpfs all fit: %+v", results)
+	}
+}
+
+// TestJobDirsSizedBySlots: with no WorkBytes the tmpfs is JobDirBytes per
+// slot, so as many jobs as there are slots fit at their bounds: three
+// 60 MiB builds at once on three slots of 70 MiB all run.
+func TestJobDirsSizedBySlots(t *testing.T) {
+	for _, res := range bigBuildsAtOnce(t, ExecConfig{Slots: 3, JobDirBytes: 70 << 20}) {
+		if res.Status != wire.StatusOK || res.SlaveFault {
+			t.Fatalf("a 60 MiB build on a slot of 70 MiB: %+v", res)
+		}
+	}
+}
+
+// bigBuildsAtOnce runs three jobs of one client key, each building to
+// 60 MiB, with all three builds copied back before any job goes on, then
+// an honest job, which must run; it returns the three results.
+func bigBuildsAtOnce(t *testing.T, cfg ExecConfig) []wire.Result {
+	needLang(t, wire.LangC)
+	r := &barrierRunner{Runner: newStrictRunner(t), n: 3}
+	r.wg.Add(r.n)
+	cfg.WorkRoot, cfg.Runner, cfg.Toolchains = t.TempDir(), r, toolchains(t)
+	e, err := NewExecutor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	var wg sync.WaitGroup
+	results := make([]wire.Result, r.n)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = e.Execute(context.Background(), Job{ID: fmt.Sprintf("big-%d", i), Owner: "one-key", Language: wire.LangC,
+				FileName: "a.c", Source: []byte(hugeBuild + fmt.Sprintf("int n%d;\n", i))}, func(uint8, []byte) {})
+		}()
+	}
+	wg.Wait()
+	res, c := execute(t, e, Job{Language: wire.LangC, FileName: "a.c", Owner: "honest", Source: []byte("#include <stdio.h>\nint main(void){puts(\"ok\");return 0;}\n")})
+	if res.Status != wire.StatusOK || c.stream(wire.StreamStdout) != "ok\n" {
+		t.Fatalf("the honest next job: %+v", res)
+	}
+	return results
 }
 
 // Close waits for the jobs in progress before releasing the private

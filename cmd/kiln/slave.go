@@ -190,7 +190,7 @@ func runSlave(ctx context.Context, f slaveFlags, bundle *certs.Bundle, log *slog
 		f.langSpecs = slave.BuiltinLanguages() // an embedded slave (kiln master --local-slots, kiln dev)
 	}
 	tcs := slaveToolchains(ctx, f.langSpecs, log)
-	exec, err := slave.NewExecutor(slave.ExecConfig{Name: id.Name, WorkRoot: workDir, Runner: runner,
+	exec, err := slave.NewExecutor(slave.ExecConfig{Name: id.Name, WorkRoot: workDir, Runner: runner, Slots: f.slots,
 		Toolchains: tcs, Languages: f.langSpecs, Cache: cache, SharedCache: f.sharedCache, Limits: f.jobLimits.policy, Logger: log})
 	if err != nil {
 		return err
