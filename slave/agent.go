@@ -58,6 +58,11 @@ type Config struct {
 	// MaxHeldBytes bounds the output kept for replay over all jobs;
 	// default DefaultMaxHeldBytes.
 	MaxHeldBytes int64
+	// MaxHeldPerOwner bounds the output kept for replay of the jobs of one
+	// client key (Assign.Owner), at most MaxHeldBytes; default
+	// DefaultMaxHeldPerOwner. A job past it is not held, as one past
+	// MaxHeldBytes: one client's output cannot take another's replay.
+	MaxHeldPerOwner int64
 }
 
 // Slave is the agent that serves one master. Create it with [New], run it
@@ -145,9 +150,16 @@ func New(cfg Config) (*Slave, error) {
 	if cfg.Grace == 0 {
 		cfg.Grace = DefaultGrace
 	}
-	if cfg.MaxHeldBytes <= 0 {
+	if cfg.MaxHeldBytes < 0 || cfg.MaxHeldPerOwner < 0 {
+		return nil, fmt.Errorf("slave: output kept for replay: %d bytes, %d per client: want positive numbers", cfg.MaxHeldBytes, cfg.MaxHeldPerOwner)
+	}
+	if cfg.MaxHeldBytes == 0 {
 		cfg.MaxHeldBytes = DefaultMaxHeldBytes
 	}
+	if cfg.MaxHeldPerOwner == 0 {
+		cfg.MaxHeldPerOwner = DefaultMaxHeldPerOwner
+	}
+	cfg.MaxHeldPerOwner = min(cfg.MaxHeldPerOwner, cfg.MaxHeldBytes)
 	if (cfg.Transport == transport.Config{}) {
 		cfg.Transport = transport.DefaultConfig()
 	}
@@ -156,7 +168,7 @@ func New(cfg Config) (*Slave, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.log = s.log.With("slave", id.Name)
-	s.keep = newKeeper(cfg.Grace, cfg.MaxHeldBytes, s.log)
+	s.keep = newKeeper(cfg.Grace, cfg.MaxHeldBytes, cfg.MaxHeldPerOwner, s.log)
 	s.slots = make(chan struct{}, cfg.Slots)
 	if err := s.loadSealKey(); err != nil {
 		return nil, err

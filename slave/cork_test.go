@@ -62,7 +62,7 @@ func TestKeeperCorksTheEnd(t *testing.T) {
 	mb, sb := newPKI(t)
 	m := startMaster(t, mb, welcomeAll)
 	s, cc, ms := dialCounted(t, m, sb)
-	k := newKeeper(time.Minute, 1<<20, slog.New(slog.DiscardHandler))
+	k := newKeeper(time.Minute, 1<<20, 1<<20, slog.New(slog.DiscardHandler))
 	if err := k.attach(s, wire.Register{}); err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,16 @@
 //   - [Slave] is the network agent: [Slave.Run] connects to the master,
 //     registers, reports load, runs up to Config.Slots jobs at once and
 //     reconnects with capped exponential backoff until its context ends or
-//     the master refuses its key.
+//     the master refuses its key. Jobs outlive a lost session for a grace
+//     period, their output kept for replay within Config.MaxHeldBytes and
+//     a share per client key (Config.MaxHeldPerOwner).
+//
+// # Bounds
+//
+// What all the jobs of a slave can make it hold is bounded in one place,
+// bounds.go: the private tmpfs of the job directories, JobDirBytes per
+// slot ([DefaultJobDirBytes], at most [MaxWorkBytes]), and the output kept
+// for replay ([DefaultMaxHeldBytes], [DefaultMaxHeldPerOwner]).
 //
 // The package imports transport (and its wire format), auth and certs,
 // never master or client.

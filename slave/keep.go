@@ -30,13 +30,15 @@ const (
 // under its lock, so that a replay and new messages keep their order.
 type keeper struct {
 	grace    time.Duration // <= 0: jobs are abandoned with their session
-	maxBytes int64
+	maxBytes int64         // output kept for replay, all jobs
+	perOwner int64         // output kept for replay, the jobs of one client key
 	log      *slog.Logger
 
-	mu    sync.Mutex
-	sess  *transport.Session // the session jobs report on; nil while away
-	jobs  map[string]*kept
-	bytes int64 // output kept for replay, over all jobs
+	mu     sync.Mutex
+	sess   *transport.Session // the session jobs report on; nil while away
+	jobs   map[string]*kept
+	bytes  int64            // output kept for replay, over all jobs
+	owners map[string]int64 // output kept for replay, by Assign.Owner
 }
 
 // kept is one job of the keeper.
@@ -58,8 +60,8 @@ type kept struct {
 	pending []wire.Envelope
 }
 
-func newKeeper(grace time.Duration, maxBytes int64, log *slog.Logger) *keeper {
-	return &keeper{grace: grace, maxBytes: maxBytes, log: log, jobs: map[string]*kept{}}
+func newKeeper(grace time.Duration, maxBytes, perOwner int64, log *slog.Logger) *keeper {
+	return &keeper{grace: grace, maxBytes: maxBytes, perOwner: perOwner, log: log, jobs: map[string]*kept{}, owners: map[string]int64{}}
 }
 
 // add registers an assignment; an earlier attempt of the same job is
@@ -93,15 +95,22 @@ func (k *keeper) output(j *kept, m wire.Output) bool {
 	}
 	if !j.overflow {
 		n := int64(len(m.Data) + len(m.Key) + 64)
-		if k.bytes+n > k.maxBytes {
+		if k.bytes+n > k.maxBytes || k.owners[j.a.Owner]+n > k.perOwner {
 			j.overflow = true
-			k.bytes -= j.bytes
-			j.msgs, j.bytes = nil, 0
-			k.log.Warn("job output over what the slave keeps for replay; it will not survive a lost session", "job", j.a.JobID)
+			k.releaseLocked(j)
+			if k.sess == nil {
+				// Away: the job could only be reported with a gap in
+				// its output; it is dropped as with a lost session.
+				k.log.Warn("job output over what the slave keeps for replay, or its client's share, while the master is away; job dropped", "job", j.a.JobID)
+				k.dropLocked(j)
+				return false
+			}
+			k.log.Warn("job output over what the slave keeps for replay, or its client's share; it will not survive a lost session", "job", j.a.JobID)
 		} else {
 			j.msgs = append(j.msgs, m)
 			j.bytes += n
 			k.bytes += n
+			k.owners[j.a.Owner] += n
 		}
 	}
 	if k.sess == nil {
@@ -180,11 +189,19 @@ func (k *keeper) forget(j *kept) {
 	}
 }
 
+// releaseLocked lets go of the output j keeps for replay.
+func (k *keeper) releaseLocked(j *kept) {
+	k.bytes -= j.bytes
+	if k.owners[j.a.Owner] -= j.bytes; k.owners[j.a.Owner] <= 0 {
+		delete(k.owners, j.a.Owner)
+	}
+	j.msgs, j.bytes = nil, 0
+}
+
 func (k *keeper) dropLocked(j *kept) {
 	j.abandoned = true
 	j.cancel()
-	k.bytes -= j.bytes
-	j.msgs, j.bytes = nil, 0
+	k.releaseLocked(j)
 	if k.jobs[j.a.JobID] == j {
 		delete(k.jobs, j.a.JobID)
 	}
