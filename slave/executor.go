@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"kiln/limits"
 	"kiln/slave/sandbox"
 	"kiln/transport/wire"
@@ -590,8 +592,23 @@ func fail(res wire.Result, status, detail string) wire.Result {
 	return res
 }
 
+// jobDirsFull reports whether err is the job directories' private tmpfs
+// out of room: ENOSPC while it has less than one slot's job directories
+// (JobDirBytes) left. ENOSPC from elsewhere (a kernel limit on mount
+// namespaces, say) with room left is the slave's own failure.
+func (e *Executor) jobDirsFull(err error) bool {
+	if e.private == nil || !errors.Is(err, syscall.ENOSPC) {
+		return false
+	}
+	var st unix.Statfs_t
+	if unix.Statfs(e.root, &st) != nil {
+		return false
+	}
+	return int64(st.Bavail)*int64(st.Bsize) < cmp.Or(e.cfg.JobDirBytes, DefaultJobDirBytes)
+}
+
 func (e *Executor) internal(res wire.Result, op string, err error) wire.Result {
-	if e.private != nil && errors.Is(err, syscall.ENOSPC) {
+	if e.jobDirsFull(err) {
 		// The private tmpfs holds job directories only: jobs filled it,
 		// not the slave. Struck against the slave, one client's big
 		// builds at once had an honest slave quarantined

@@ -266,6 +266,24 @@ func TestFullJobDirsAreNoSlaveFault(t *testing.T) {
 	}
 }
 
+// TestENOSPCWithRoomIsTheSlaves: ENOSPC while the job directories'
+// tmpfs has room left (a kernel limit on mount namespaces gives it too) is
+// still the slave's own failure, struck against it.
+func TestENOSPCWithRoomIsTheSlaves(t *testing.T) {
+	e, err := NewExecutor(ExecConfig{WorkRoot: t.TempDir(), Slots: 4, JobDirBytes: 1 << 20, Runner: newStrictRunner(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if !e.Private() {
+		t.Fatal("no private tmpfs")
+	}
+	res := e.internal(wire.Result{JobID: "j"}, "start", fmt.Errorf("unshare: %w", syscall.ENOSPC))
+	if res.Status != wire.StatusInternalError || !res.SlaveFault {
+		t.Fatalf("ENOSPC with the tmpfs empty: %+v", res)
+	}
+}
+
 // TestJobDirsSizedBySlots: with no WorkBytes the tmpfs is JobDirBytes per
 // slot, so as many jobs as there are slots fit at their bounds: three
 // 60 MiB builds at once on three slots of 70 MiB all run.
