@@ -361,3 +361,53 @@ func TestExecutorCloseWaitsForJobs(t *testing.T) {
 		t.Fatalf("a job after Close: %+v", res)
 	}
 }
+
+// TestFullJobDirsOverTheWire is the same attack on a running slave, over
+// mutual TLS: one client key's three 60 MiB builds at once on a slave of
+// three slots whose job directories' tmpfs is set to 150 MiB. The Results
+// the master reads carry no slave_fault (what it strikes a slave for), and
+// the honest next job, of another key, runs.
+func TestFullJobDirsOverTheWire(t *testing.T) {
+	needLang(t, wire.LangC)
+	r := &barrierRunner{Runner: newStrictRunner(t), n: 3}
+	r.wg.Add(r.n)
+	e, err := NewExecutor(ExecConfig{Name: "s", WorkRoot: t.TempDir(), WorkBytes: 150 << 20, Slots: 3, Runner: r, Toolchains: toolchains(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	mb, sb := newPKI(t)
+	m := startMaster(t, mb, welcomeAll)
+	startSlave(t, m, sb, time.Minute, func(c *Config) { c.Executor, c.Slots = e, 3 })
+	ms := m.next(t)
+	var reg wire.Register
+	ms.expect(t, wire.MsgRegister, &reg)
+	for i := range r.n {
+		id := fmt.Sprintf("big-%d", i)
+		src := []byte(hugeBuild + fmt.Sprintf("int n%d;\n", i))
+		ms.sendFile(t, id, wire.FileSource, src)
+		ms.assign(t, wire.Assign{JobID: id, Attempt: 1, Owner: "mallory", Language: wire.LangC, FileName: "a.c", SourceSize: int64(len(src))})
+	}
+	full := 0
+	for range r.n {
+		var res wire.Result
+		ms.expect(t, wire.MsgResult, &res)
+		switch {
+		case res.SlaveFault:
+			t.Fatalf("a full job tmpfs reported as the slave's fault: %+v", res)
+		case res.Status == wire.StatusCompileError:
+			full++
+		case res.Status != wire.StatusOK:
+			t.Fatalf("%s: %+v", res.JobID, res)
+		}
+	}
+	if full == 0 {
+		t.Fatal("three 60 MiB builds at once on a 150 MiB tmpfs all fit")
+	}
+	src := []byte("#include <stdio.h>\nint main(void){puts(\"ok\");return 0;}\n")
+	ms.sendFile(t, "honest", wire.FileSource, src)
+	ms.assign(t, wire.Assign{JobID: "honest", Attempt: 1, Owner: "alice", Language: wire.LangC, FileName: "a.c", SourceSize: int64(len(src))})
+	if res, out := ms.jobResult(t, "honest"); res.Status != wire.StatusOK || out[wire.StreamStdout] != "ok\n" {
+		t.Fatalf("the honest next job: %+v, %q", res, out[wire.StreamStdout])
+	}
+}
