@@ -70,7 +70,8 @@ type Config struct {
 	// Quiet announces wire.FeatureQuiet: the master then sends the
 	// session's jobs no progress JobState (queued, assigned, running,
 	// done or failed after the Result), only requeued ones. For a client
-	// that shows no progress: two fewer messages and writes per job.
+	// that shows no progress: four fewer messages per job for the master
+	// to encode and send and the client to decode.
 	Quiet bool
 }
 
