@@ -360,6 +360,17 @@ func (c *Client) cancelOrphan(id string) {
 	}()
 }
 
+// firstRanOn tells the wrap-ahead accounting where a sealed job's first
+// attempt ran (its assigned state, or its Result on a quiet session).
+func (c *Client) firstRanOn(j *Job, slave string) {
+	j.mu.Lock()
+	js := j.seal
+	j.mu.Unlock()
+	if js != nil {
+		c.ahead.assigned(js, slave)
+	}
+}
+
 // dispatchJob decodes a job message and hands it to its Job.
 func (c *Client) dispatchJob(env wire.Envelope) error {
 	var (
@@ -374,12 +385,7 @@ func (c *Client) dispatchJob(env wire.Envelope) error {
 		}
 		id, apply = st.JobID, func(j *Job) bool {
 			if st.State == wire.StateAssigned && st.Attempt == 1 {
-				j.mu.Lock()
-				js := j.seal
-				j.mu.Unlock()
-				if js != nil {
-					c.ahead.assigned(js, st.Slave)
-				}
+				c.firstRanOn(j, st.Slave)
 			}
 			return j.state(st)
 		}
@@ -399,12 +405,7 @@ func (c *Client) dispatchJob(env wire.Envelope) error {
 			if quiet && res.Attempt == 1 && res.Slave != "" {
 				// No assigned state on a quiet session: where the
 				// first attempt ran is in its Result.
-				j.mu.Lock()
-				js := j.seal
-				j.mu.Unlock()
-				if js != nil {
-					c.ahead.assigned(js, res.Slave)
-				}
+				c.firstRanOn(j, res.Slave)
 			}
 			return j.resultMsg(res)
 		}
