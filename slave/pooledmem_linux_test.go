@@ -93,18 +93,18 @@ func TestPooledSlotFreesSysVMemory(t *testing.T) {
 	}
 }
 
-// memfdProbe, given "leave", fills three memfds of 50 MiB (under the
-// run's 64 MiB file size limit), sends them with one end of a socket pair
-// into a cycle of unix sockets and exits: nothing refers to the sockets
-// but each other, and the pages stay until the kernel's garbage
-// collector for such cycles frees them. Given "alloc", it fills 32 MiB.
-const memfdProbe = `#define _GNU_SOURCE
+// sendfdsC is the head of the probes that park descriptors in a cycle
+// of unix sockets: the headers they use and sendfds, which sends n (at
+// most 4) descriptors over the socket s.
+const sendfdsC = `#define _GNU_SOURCE
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 static int sendfds(int s, int *fds, int n) {
 	char c = 'x';
 	struct iovec iov = {&c, 1};
@@ -118,7 +118,14 @@ static int sendfds(int s, int *fds, int n) {
 	memcpy(CMSG_DATA(h), fds, sizeof(int) * n);
 	return sendmsg(s, &m, 0);
 }
-int main(void) {
+`
+
+// memfdProbe, given "leave", fills three memfds of 50 MiB (under the
+// run's 64 MiB file size limit), sends them with one end of a socket pair
+// into a cycle of unix sockets and exits: nothing refers to the sockets
+// but each other, and the pages stay until the kernel's garbage
+// collector for such cycles frees them. Given "alloc", it fills 32 MiB.
+const memfdProbe = sendfdsC + `int main(void) {
 	char mode[16] = {0};
 	if (scanf("%15s", mode) != 1) return 2;
 	if (mode[0] == 'l') {
@@ -169,25 +176,7 @@ func TestPooledSlotWaitsForLeftMemory(t *testing.T) {
 // "kiln-cycle", listens, and sends that socket with one end of a socket
 // pair into a cycle of unix sockets before it exits; given "look", it
 // binds the same name and prints the errno (0: the name was free).
-const cycleProbe = `#define _GNU_SOURCE
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <errno.h>
-#include <unistd.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-static int sendfds(int s, int *fds, int n) {
-	char c = 'x'; struct iovec iov = {&c, 1};
-	char cbuf[CMSG_SPACE(sizeof(int) * 4)]; memset(cbuf, 0, sizeof cbuf);
-	struct msghdr m = {0}; m.msg_iov = &iov; m.msg_iovlen = 1;
-	m.msg_control = cbuf; m.msg_controllen = CMSG_SPACE(sizeof(int) * n);
-	struct cmsghdr *h = CMSG_FIRSTHDR(&m);
-	h->cmsg_level = SOL_SOCKET; h->cmsg_type = SCM_RIGHTS; h->cmsg_len = CMSG_LEN(sizeof(int) * n);
-	memcpy(CMSG_DATA(h), fds, sizeof(int) * n);
-	return sendmsg(s, &m, 0);
-}
-int main(void) {
+const cycleProbe = sendfdsC + `int main(void) {
 	char mode[16] = {0};
 	if (scanf("%15s", mode) != 1) return 2;
 	struct sockaddr_un addr = {AF_UNIX};
