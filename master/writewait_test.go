@@ -11,8 +11,34 @@ import (
 	"kiln/master"
 	"kiln/master/state"
 	"kiln/master/state/statetest"
+	"kiln/transport"
 	"kiln/transport/wire"
 )
+
+// heldWritesCluster is a master on a durable store in dir whose log
+// writes each wait for gate (the test holds it as a slow disk holds a
+// write), with s1, a python slave of slots slots, registered; the slave
+// sends no Load meanwhile; the store is returned too. tweak adjusts the store's configuration.
+func heldWritesCluster(t *testing.T, pki *authtest.PKI, dir string, slots int, gate *sync.Mutex, tweak ...func(*state.Config)) (*cluster, *state.Store, *transport.Session, *certs.Bundle) {
+	t.Helper()
+	st := openTestStore(t, dir, append([]func(*state.Config){func(cfg *state.Config) {
+		cfg.BeforeWrite = func() { gate.Lock(); gate.Unlock() }
+	}}, tweak...)...)
+	c := clusterOf(t, pki, func(cfg *master.Config) {
+		cfg.Store = st
+		cfg.HeartbeatInterval = time.Minute // the slave sends no Load while the test holds the writes
+	})
+	slaveKey := c.issue(certs.RoleSlave, "s1", "1.0")
+	s1, err := c.dial(slaveKey, true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s1.Close() })
+	s1.Send(wire.MsgRegister, 0, wire.Register{Toolchains: []wire.Toolchain{{Language: "python", Compiler: "python 1.0"}}, Slots: slots, OS: "linux"})
+	s1.Send(wire.MsgLoad, 0, wire.Load{Slots: slots})
+	c.waitLog("slave registered", "peer=s1")
+	return c, st, s1, slaveKey
+}
 
 // TestResultWriteHoldsOnlyItsClient: while a Result is being written
 // (the store's writes held, as a slow disk holds them), the slave's
@@ -25,20 +51,7 @@ func TestResultWriteHoldsOnlyItsClient(t *testing.T) {
 	pki := authtest.New(t)
 	dir := t.TempDir()
 	var gate sync.Mutex
-	st := openTestStore(t, dir, func(cfg *state.Config) { cfg.BeforeWrite = func() { gate.Lock(); gate.Unlock() } })
-	c := clusterOf(t, pki, func(cfg *master.Config) {
-		cfg.Store = st
-		cfg.HeartbeatInterval = time.Minute // the slave sends no Load while the test holds the writes
-	})
-	slaveKey := c.issue(certs.RoleSlave, "s1", "1.0")
-	s1, err := c.dial(slaveKey, true, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s1.Close()
-	s1.Send(wire.MsgRegister, 0, wire.Register{Toolchains: []wire.Toolchain{{Language: "python", Compiler: "python 1.0"}}, Slots: 2, OS: "linux"})
-	s1.Send(wire.MsgLoad, 0, wire.Load{Slots: 2})
-	c.waitLog("slave registered", "peer=s1")
+	c, st, s1, slaveKey := heldWritesCluster(t, pki, dir, 2, &gate)
 	cl, err := c.dial(c.issue(certs.RoleClient, "alice", "1.0"), false, "")
 	if err != nil {
 		t.Fatal(err)
@@ -168,22 +181,9 @@ func TestSubmitWriteHoldsOnlyItsRequest(t *testing.T) {
 	pki := authtest.New(t)
 	dir := t.TempDir()
 	var gate sync.Mutex
-	st := openTestStore(t, dir, func(cfg *state.Config) {
-		cfg.BeforeWrite = func() { gate.Lock(); gate.Unlock() }
+	c, st, _, _ := heldWritesCluster(t, pki, dir, 1, &gate, func(cfg *state.Config) {
 		cfg.LazyDelay = time.Hour // lazy Assigns ride in the entries counted below, never in their own
 	})
-	c := clusterOf(t, pki, func(cfg *master.Config) {
-		cfg.Store = st
-		cfg.HeartbeatInterval = time.Minute // the slave sends no Load while the test holds the writes
-	})
-	s1, err := c.dial(c.issue(certs.RoleSlave, "s1", "1.0"), true, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s1.Close()
-	s1.Send(wire.MsgRegister, 0, wire.Register{Toolchains: []wire.Toolchain{{Language: "python", Compiler: "python 1.0"}}, Slots: 1, OS: "linux"})
-	s1.Send(wire.MsgLoad, 0, wire.Load{Slots: 1})
-	c.waitLog("slave registered", "peer=s1")
 	cl := c.inlineClient("alice")
 	defer cl.Close()
 
@@ -256,19 +256,7 @@ func TestSubmitWriteHoldsOnlyItsRequest(t *testing.T) {
 func TestSubmitWrittenAfterItsSessionEnds(t *testing.T) {
 	pki := authtest.New(t)
 	var gate sync.Mutex
-	st := openTestStore(t, t.TempDir(), func(cfg *state.Config) { cfg.BeforeWrite = func() { gate.Lock(); gate.Unlock() } })
-	c := clusterOf(t, pki, func(cfg *master.Config) {
-		cfg.Store = st
-		cfg.HeartbeatInterval = time.Minute // the slave sends no Load while the test holds the writes
-	})
-	s1, err := c.dial(c.issue(certs.RoleSlave, "s1", "1.0"), true, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s1.Close()
-	s1.Send(wire.MsgRegister, 0, wire.Register{Toolchains: []wire.Toolchain{{Language: "python", Compiler: "python 1.0"}}, Slots: 1, OS: "linux"})
-	s1.Send(wire.MsgLoad, 0, wire.Load{Slots: 1})
-	c.waitLog("slave registered", "peer=s1")
+	c, st, s1, _ := heldWritesCluster(t, pki, t.TempDir(), 1, &gate)
 	cl := c.inlineClient("alice")
 
 	gate.Lock()
