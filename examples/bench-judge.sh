@@ -9,25 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KILN=${KILN:-bin/kiln}
 n=${1:-100}
-dir=$(mktemp -d "${TMPDIR:-/tmp}/kiln-bench-judge.XXXXXX")
-# The slaves' compile caches and kiln run's slave cache live in it too, not
-# under the user's ~/.cache (the throwaway CA makes them useless after).
-export XDG_CACHE_HOME="$dir/cache"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. examples/proc.sh # freeport, scratch, throwaway_pki
+scratch kiln-bench-judge # $d, removed at exit with the processes in pids
+dir=$d
 now() { date +%s.%N; }
 ms() { /usr/bin/python3 -c "print(round(($2 - $1) * 1000))"; }
-freeport() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cport=$(freeport); sport=$(freeport)
-$KILN certs init --dir "$dir" --master-host 127.0.0.1 >/dev/null
-$KILN certs issue --dir "$dir" --role slave --name slave-1 --out "$dir/slave.bundle" 2>/dev/null >/dev/null
-$KILN certs issue --dir "$dir" --role client --name bench --out "$dir/client.bundle" 2>/dev/null >/dev/null
+throwaway_pki "$KILN" "$dir"
 $KILN master --dir "$dir" --client-addr "127.0.0.1:$cport" --slave-addr "127.0.0.1:$sport" --console off --log-level warn &
 pids+=($!)
 $KILN slave --bundle "$dir/slave.bundle" --master "127.0.0.1:$sport" --slots 2 --work-dir "$dir/work" \

@@ -18,26 +18,14 @@ cd "$(dirname "$0")/.."
 KILN=${KILN:-bin/kiln}
 jobs=${1:-200}
 file=${2:-examples/hello.c}
-dir=$(mktemp -d "${TMPDIR:-/tmp}/kiln-bench.XXXXXX")
-# The slaves' compile caches and kiln run's slave cache live in it too, not
-# under the user's ~/.cache (the throwaway CA makes them useless after).
-export XDG_CACHE_HOME="$dir/cache"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-. examples/proc.sh # freeport, cpu, tree
+. examples/proc.sh # freeport, cpu, tree, scratch, throwaway_pki
+scratch kiln-bench # $d, removed at exit with the processes in pids
+dir=$d
 hz=$(getconf CLK_TCK)
 ms_per_job() { awk -v t="$1" -v hz="$hz" -v n="$2" 'BEGIN { printf "%.2f", t / hz * 1000 / n }'; }
 
 cport=$(freeport); sport=$(freeport)
-$KILN certs init --dir "$dir" --master-host 127.0.0.1 >/dev/null
-$KILN certs issue --dir "$dir" --role slave --name slave-1 --out "$dir/slave.bundle" 2>/dev/null >/dev/null
-$KILN certs issue --dir "$dir" --role client --name bench --out "$dir/client.bundle" 2>/dev/null >/dev/null
+throwaway_pki "$KILN" "$dir"
 $KILN master --dir "$dir" --client-addr "127.0.0.1:$cport" --slave-addr "127.0.0.1:$sport" --console off --log-level warn ${MASTER_FLAGS:-} &
 mpid=$!; pids+=($mpid)
 $KILN slave --bundle "$dir/slave.bundle" --master "127.0.0.1:$sport" --slots 4 --work-dir "$dir/work" \

@@ -11,24 +11,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 old=$1 new=$2 jobs=${3:-600} file=${4:-examples/hello.c} rounds=${5:-3}
-. examples/proc.sh # freeport
-d=$(mktemp -d "${TMPDIR:-/tmp}/kiln-ab.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$d"
-}
-trap cleanup EXIT
+. examples/proc.sh # freeport, scratch, throwaway_pki
+scratch kiln-ab # $d, removed at exit with the processes in pids
 cport=$(freeport); sport=$(freeport)
-$old certs init --dir "$d" --master-host 127.0.0.1 >/dev/null
-$old certs issue --dir "$d" --role slave --name slave-1 --out "$d/slave.bundle" >/dev/null 2>&1
-$old certs issue --dir "$d" --role client --name bench --out "$d/client.bundle" >/dev/null 2>&1
+throwaway_pki "$old" "$d"
 $old master --dir "$d" --client-addr 127.0.0.1:$cport --slave-addr 127.0.0.1:$sport --console off --log-level error --in-memory 2>/dev/null &
 pids+=($!)
 $old slave --bundle "$d/slave.bundle" --master 127.0.0.1:$sport --slots 4 --work-dir "$d/work" --cache-dir "$d/cache" --log-level error 2>/dev/null &
 pids+=($!)
-export KILN_BUNDLE="$d/client.bundle" KILN_MASTER="127.0.0.1:$cport" XDG_CACHE_HOME="$d/xdg" # nothing under ~/.cache
+export KILN_BUNDLE="$d/client.bundle" KILN_MASTER="127.0.0.1:$cport"
 for _ in $(seq 1 100); do $old run "$file" >/dev/null 2>&1 && break; sleep 0.1; done
 $old bench --jobs 20 --concurrency 4 "$file" >/dev/null
 TIMEFORMAT='%U %S'

@@ -10,9 +10,7 @@ NEW=${NEW:-bin/kiln}; OLD=${OLD:-$NEW}
 n=${1:-30}; file=${FILE:-examples/hello.c}
 d=$(mktemp -d)
 cport=$(freeport); sport=$(freeport)
-$NEW certs init --dir "$d" --master-host 127.0.0.1 >/dev/null
-$NEW certs issue --dir "$d" --role slave --name slave-1 --out "$d/slave.bundle" >/dev/null 2>&1
-$NEW certs issue --dir "$d" --role client --name one --out "$d/client.bundle" >/dev/null 2>&1
+throwaway_pki "$NEW" "$d" one
 $NEW master --dir "$d" --client-addr 127.0.0.1:$cport --slave-addr 127.0.0.1:$sport --console off --log-level warn &
 mp=$!
 $NEW slave --bundle "$d/slave.bundle" --master 127.0.0.1:$sport --slots 4 --work-dir "$d/work" --cache-dir "$d/cache" --log-level warn &

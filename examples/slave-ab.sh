@@ -21,9 +21,7 @@ one() { # one(NAME SLAVE_BINARY)
   local d mp sp cport sport lat thr s0 s1 t0 t1
   d=$(mktemp -d "${TMPDIR:-/tmp}/kiln-ab.XXXXXX")
   cport=$(freeport); sport=$(freeport)
-  $old certs init --dir "$d" --master-host 127.0.0.1 >/dev/null
-  $old certs issue --dir "$d" --role slave --name slave-1 --out "$d/slave.bundle" >/dev/null 2>&1
-  $old certs issue --dir "$d" --role client --name bench --out "$d/client.bundle" >/dev/null 2>&1
+  throwaway_pki "$old" "$d"
   $old master --dir "$d" --client-addr 127.0.0.1:$cport --slave-addr 127.0.0.1:$sport --console off --log-level error --in-memory 2>/dev/null &
   mp=$!
   $2 slave --bundle "$d/slave.bundle" --master 127.0.0.1:$sport --slots 4 --work-dir "$d/work" --cache-dir "$d/cache" --log-level error 2>/dev/null &

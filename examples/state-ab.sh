@@ -13,26 +13,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KILN=${KILN:-bin/kiln} jobs=${1:-600} file=${2:-examples/hello.c}
-. examples/proc.sh # freeport, cpu
-d=$(mktemp -d "${TMPDIR:-/tmp}/kiln-state.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$d"
-}
-trap cleanup EXIT
+. examples/proc.sh # freeport, cpu, scratch, throwaway_pki
+scratch kiln-state # $d, removed at exit with the processes in pids
 cport=$(freeport) sport=$(freeport) mport=$(freeport)
-"$KILN" certs init --dir "$d" --master-host 127.0.0.1 >/dev/null
-"$KILN" certs issue --dir "$d" --role slave --name slave-1 --out "$d/slave.bundle" >/dev/null 2>&1
-"$KILN" certs issue --dir "$d" --role client --name bench --out "$d/client.bundle" >/dev/null 2>&1
+throwaway_pki "$KILN" "$d"
 "$KILN" master --dir "$d" --client-addr 127.0.0.1:$cport --slave-addr 127.0.0.1:$sport --console off \
   --log-level warn --metrics-addr 127.0.0.1:$mport ${MASTERFLAGS:-} &
 mp=$!; pids+=($mp)
 "$KILN" slave --bundle "$d/slave.bundle" --master 127.0.0.1:$sport --slots 4 --work-dir "$d/work" \
   --cache-dir "$d/cache" --log-level warn &
 sp=$!; pids+=($sp)
-export XDG_CACHE_HOME="$d/xdg" KILN_BUNDLE="$d/client.bundle" KILN_MASTER="127.0.0.1:$cport"
+export KILN_BUNDLE="$d/client.bundle" KILN_MASTER="127.0.0.1:$cport"
 for _ in $(seq 1 100); do "$KILN" run "$file" >/dev/null 2>&1 && break; sleep 0.1; done
 "$KILN" bench --jobs 20 --concurrency 4 "$file" >/dev/null
 entries() { curl -s "http://127.0.0.1:$mport/metrics" | awk '/^kiln_state_entries_total/{print $2}'; }
