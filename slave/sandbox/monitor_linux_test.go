@@ -16,6 +16,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// warmOneInit returns a strict runner with one sandbox made ahead, and
+// the pid of that sandbox's init, which the next Run uses.
+func warmOneInit(t *testing.T) (*Strict, int) {
+	t.Helper()
+	r := newStrictT(t)
+	if err := r.Warm(1); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r, r.idle[0].cmd.Process.Pid
+}
+
 // TestInitQuietWhileJobRuns checks that the init's threads leave a
 // running job's CPUs alone: while a job sleeps, they wake at most a few
 // times per timer tick in all (the fork thread waits in wait4, the Go
@@ -24,13 +37,7 @@ import (
 // each job, preempting the job on its CPU (6.5 times per Python job:
 // docs/performance.md, "Python in the sandbox").
 func TestInitQuietWhileJobRuns(t *testing.T) {
-	r := newStrictT(t)
-	if err := r.Warm(1); err != nil {
-		t.Fatal(err)
-	}
-	r.mu.Lock()
-	pid := r.idle[0].cmd.Process.Pid
-	r.mu.Unlock()
+	r, pid := warmOneInit(t)
 	done := make(chan error, 1)
 	go func() {
 		o, err := r.Run(context.Background(), Spec{Argv: []string{"/bin/sleep", "0.4"}, Dir: t.TempDir(), Limits: defaultLimits()})
@@ -111,13 +118,7 @@ func switches(t *testing.T, pid int) int {
 // ptrace stop, and the runtime's monitor, woken by the first system call
 // after its deep sleep, polled every ~70 µs: ~40 switches per job.
 func TestInitQuietPerJob(t *testing.T) {
-	r := newStrictT(t)
-	if err := r.Warm(1); err != nil {
-		t.Fatal(err)
-	}
-	r.mu.Lock()
-	pid := r.idle[0].cmd.Process.Pid
-	r.mu.Unlock()
+	r, pid := warmOneInit(t)
 	job := func() {
 		o, err := r.Run(context.Background(), Spec{Argv: []string{"/bin/true"}, Limits: defaultLimits()})
 		if err != nil || o.ExitCode != 0 {
